@@ -1,0 +1,3 @@
+from snfs.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,35 @@
+"""`snfs` command line: dispatches each subcommand to the module that owns it."""
+from __future__ import annotations
+
+import importlib
+import sys
+
+# subcommand -> (module, one-line help). Modules are imported lazily so `snfs emulator`
+# never loads FUSE code and `snfs mount` never loads the emulator.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "emulator": ("snfs.emulator.main", "run the ServiceNow Attachment API emulator"),
+    "mount": ("snfs.mount", "mount an instance"),
+    "demo": ("snfs.demo", "start the emulator with demo data and mount it"),
+    "unmount": ("snfs.mount", "unmount a mount point"),
+    "status": ("snfs.status", "show a mount's status"),
+}
+
+
+def usage() -> str:
+    lines = ["usage: snfs COMMAND [options]", "", "commands:"]
+    lines += [f"  {name:<10} {help_}" for name, (_, help_) in COMMANDS.items()]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] in ("-h", "--help"):
+        print(usage())
+        return 0 if argv else 2
+    name, rest = argv[0], argv[1:]
+    if name not in COMMANDS:
+        print(f"snfs: unknown command {name!r}\n\n{usage()}", file=sys.stderr)
+        return 2
+    module = importlib.import_module(COMMANDS[name][0])
+    entry = getattr(module, f"main_{name}", None) or module.main
+    return int(entry(rest) or 0)
