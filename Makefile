@@ -4,16 +4,24 @@ PYTHON  ?= $(shell command -v python3.11 || command -v python3)
 VENV    ?= .venv
 PY      := $(VENV)/bin/python
 APT_PKGS := fuse3 libfuse3-dev pkg-config
+# The tests run the real tools users run on a mount.
+TEST_APT_PKGS := rsync vim-tiny attr
 SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PYTEST_ARGS ?=
 
-.PHONY: all deps venv test demo bench clean
+.PHONY: all deps test-deps apt venv test demo bench clean
 
 all: test
 
 # apt packages: installed only when one is missing, so a warm machine skips apt entirely.
 deps:
-	@missing=""; for p in $(APT_PKGS); do \
+	@$(MAKE) --no-print-directory apt PKGS="$(APT_PKGS)"
+
+test-deps:
+	@$(MAKE) --no-print-directory apt PKGS="$(APT_PKGS) $(TEST_APT_PKGS)"
+
+apt:
+	@missing=""; for p in $(PKGS); do \
 	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
 	done; \
 	if [ -n "$$missing" ]; then \
@@ -30,7 +38,7 @@ $(VENV)/.installed: pyproject.toml
 
 venv: deps $(VENV)/.installed
 
-test: venv
+test: test-deps venv
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 demo: venv

@@ -34,3 +34,21 @@ def demo_emulator(emulator_factory: Callable[..., EmulatorProc]) -> EmulatorProc
 def emulator(emulator_factory: Callable[..., EmulatorProc]) -> EmulatorProc:
     """An empty emulator (user admin:admin only)."""
     return emulator_factory()
+
+
+from tests.mount_proc import MountProc, start_mount  # noqa: E402
+
+
+@pytest.fixture
+def mount_factory(tmp_path: Path) -> Iterator[Callable[..., MountProc]]:
+    """Mount an emulator with any options; every mount is unmounted and its daemon stopped."""
+    mounts: list[MountProc] = []
+
+    def mount(emu: EmulatorProc, *args: str, name: str = "mnt", **kw) -> MountProc:
+        m = start_mount(emu.url, tmp_path / name, tmp_path / f"{name}-work", *args, **kw)
+        mounts.append(m)
+        return m
+
+    yield mount
+    for m in mounts:
+        m.stop()

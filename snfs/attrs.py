@@ -1,0 +1,97 @@
+"""File attributes and extended attributes of what the tree shows."""
+from __future__ import annotations
+
+import mimetypes
+import stat
+from dataclasses import dataclass
+from datetime import datetime
+
+import pyfuse3
+
+from snfs.client import Attachment
+from snfs.inodes import Kind, Node
+
+BLOCK = 4096
+XATTR_PREFIX = "user.servicenow."
+
+
+@dataclass(frozen=True)
+class Owner:
+    uid: int
+    gid: int
+    umask: int = 0o022
+    read_only: bool = False
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    """Kernel cache lifetimes. Content never changes under a file inode (keyed by sys_id), so
+    file attributes may live long; names and directories change remotely, so they do not."""
+    file_attr: float = 3600.0
+    entry: float = 60.0
+    dir_attr: float = 1.0
+
+
+def _ns(dt: datetime | None) -> int:
+    return int(dt.timestamp() * 1e9) if dt else 0
+
+
+def entry(node: Node, owner: Owner, timeouts: Timeouts, *, size: int | None = None,
+          mtime: datetime | None = None, ctime: datetime | None = None) -> pyfuse3.EntryAttributes:
+    a = pyfuse3.EntryAttributes()
+    a.st_ino = node.ino
+    a.generation = 0
+    a.st_uid, a.st_gid = owner.uid, owner.gid
+    a.st_blksize = BLOCK
+    write_bits = 0 if owner.read_only else 0o222
+    if node.kind in (Kind.FILE, Kind.LOCAL, Kind.CONTROL) and size is not None:
+        a.st_mode = stat.S_IFREG | ((0o444 | write_bits) & ~owner.umask)
+        a.st_nlink = 1
+        a.st_size = size
+        a.attr_timeout = timeouts.file_attr if node.kind is Kind.FILE else 0.5
+        a.entry_timeout = timeouts.entry if node.kind is Kind.FILE else 0.5
+    elif node.kind is Kind.ALIAS:
+        a.st_mode = stat.S_IFLNK | 0o777
+        a.st_nlink = 1
+        a.st_size = len(str(node.data).encode())
+        a.attr_timeout = a.entry_timeout = timeouts.entry
+    else:
+        a.st_mode = stat.S_IFDIR | ((0o555 | write_bits) & ~owner.umask)
+        a.st_nlink = 2
+        a.st_size = 0
+        a.attr_timeout = timeouts.dir_attr
+        a.entry_timeout = timeouts.entry
+    a.st_blocks = (a.st_size + 511) // 512
+    a.st_mtime_ns = a.st_atime_ns = _ns(mtime)
+    a.st_ctime_ns = _ns(ctime or mtime)
+    return a
+
+
+def attachment_entry(node: Node, att: Attachment, owner: Owner,
+                     timeouts: Timeouts) -> pyfuse3.EntryAttributes:
+    return entry(node, owner, timeouts, size=att.size_bytes, mtime=att.updated_on,
+                 ctime=att.created_on)
+
+
+def mime_type(att: Attachment) -> str:
+    """What file managers read from `user.mime_type`: the instance's content type, unless it is
+    the generic one an upload tool sent, then a guess from the name."""
+    ct = (att.content_type or "").split(";")[0].strip()
+    if ct and ct not in ("application/octet-stream", "*/*", "multipart/form-data"):
+        return ct
+    return mimetypes.guess_type(att.file_name)[0] or ct or "application/octet-stream"
+
+
+def xattrs(att: Attachment) -> dict[str, bytes]:
+    values = {
+        "user.mime_type": mime_type(att),
+        XATTR_PREFIX + "sys_id": att.sys_id,
+        XATTR_PREFIX + "table": att.table_name,
+        XATTR_PREFIX + "table_sys_id": att.table_sys_id,
+        XATTR_PREFIX + "file_name": att.file_name,
+        XATTR_PREFIX + "content_type": att.content_type,
+        XATTR_PREFIX + "download_link": att.download_link,
+        XATTR_PREFIX + "created_by": att.created_by,
+        XATTR_PREFIX + "hash": att.hash,
+    }
+    return {k: v.encode() for k, v in values.items() if v}

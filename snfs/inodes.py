@@ -1,0 +1,103 @@
+"""Inode numbers: one per thing shown, stable for the life of the mount, with kernel lookup counts.
+
+Keys say what an inode stands for: `("table", name)`, `("record", table, sys_id)`,
+`("alias", table, number)`, `("file", attachment_sys_id)`, `("local", n)` for staged files.
+A file inode is keyed by its attachment's sys_id, whose content never changes, which is what
+makes long kernel cache timeouts and `keep_cache` safe. Numbers are never reused.
+"""
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any, Hashable
+
+import pyfuse3
+
+
+class Kind(Enum):
+    ROOT = "root"
+    TABLE = "table"
+    RECORD = "record"
+    ALIAS = "alias"      # /<table>/<number> -> <sys_id>
+    FILE = "file"        # an attachment on the instance
+    LOCAL = "local"      # a staged file that exists only on local disk (write side)
+    CONTROL = "control"  # /.snfs and the files in it
+
+
+@dataclass(eq=False)
+class Node:
+    ino: int
+    kind: Kind
+    key: Hashable
+    table: str = ""
+    record: str = ""          # record sys_id (RECORD, FILE, LOCAL)
+    data: Any = None          # Attachment for FILE, target for ALIAS, staging state for LOCAL
+    nlookup: int = field(default=0)
+
+
+class Inodes:
+    def __init__(self) -> None:
+        self._next = itertools.count(pyfuse3.ROOT_INODE + 1)
+        self._by_ino: dict[int, Node] = {}
+        self._by_key: dict[Hashable, int] = {}
+        self.root = Node(pyfuse3.ROOT_INODE, Kind.ROOT, ("root",))
+        self._by_ino[self.root.ino] = self.root
+        self._by_key[self.root.key] = self.root.ino
+
+    def get(self, ino: int) -> Node | None:
+        return self._by_ino.get(ino)
+
+    def by_key(self, key: Hashable) -> Node | None:
+        ino = self._by_key.get(key)
+        return None if ino is None else self._by_ino.get(ino)
+
+    def ensure(self, key: Hashable, kind: Kind, **fields: Any) -> Node:
+        """The node for `key`, created on first sight; `fields` refresh its data."""
+        node = self.by_key(key)
+        if node is None:
+            ino = self._by_key.get(key) or next(self._next)
+            node = Node(ino, kind, key, **fields)
+            self._by_ino[ino] = node
+            self._by_key[key] = ino
+        else:
+            for name, value in fields.items():
+                setattr(node, name, value)
+        return node
+
+    def rekey(self, node: Node, key: Hashable, kind: Kind, data: Any) -> None:
+        """The same inode now stands for something else (a staged file became an attachment,
+        an attachment is being replaced); its number stays, the old key gets a new one."""
+        if self._by_key.get(node.key) == node.ino:
+            del self._by_key[node.key]
+        stale = self._by_key.get(key)
+        if stale is not None and stale != node.ino:
+            self._by_ino.pop(stale, None)
+        node.key, node.kind, node.data = key, kind, data
+        self._by_key[key] = node.ino
+        self._by_ino[node.ino] = node
+
+    def looked_up(self, node: Node) -> None:
+        """The kernel now holds one more reference (lookup, create, mkdir, readdirplus entry)."""
+        node.nlookup += 1
+
+    def forget(self, ino: int, count: int) -> None:
+        """The kernel dropped `count` references. The node's data may go; its number stays
+        reserved for its key, so a later lookup of the same sys_id gets the same inode."""
+        node = self._by_ino.get(ino)
+        if node is None or ino == pyfuse3.ROOT_INODE:
+            return
+        node.nlookup = max(0, node.nlookup - count)
+        if node.nlookup == 0 and node.kind in (Kind.FILE, Kind.ALIAS) and not self._pinned(node):
+            del self._by_ino[ino]
+
+    def drop(self, node: Node) -> None:
+        """The thing is gone (deleted); keep the node only while the kernel still refers to it."""
+        if node.nlookup == 0 and node.ino != pyfuse3.ROOT_INODE:
+            self._by_ino.pop(node.ino, None)
+
+    def _pinned(self, node: Node) -> bool:
+        return bool(getattr(node.data, "pinned", False))
+
+    def __len__(self) -> int:
+        return len(self._by_ino)

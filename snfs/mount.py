@@ -1,0 +1,263 @@
+"""`snfs mount` and `snfs unmount`: wire the parts together and run the FUSE main loop."""
+from __future__ import annotations
+
+import argparse
+import errno
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import pyfuse3
+import trio
+
+from snfs import __version__
+from snfs.attrs import Owner, Timeouts
+from snfs.auth import BasicAuth, BearerToken, OAuth
+from snfs.client import AttachmentClient, ClientConfig, normalize_instance_url
+from snfs.content_cache import ContentCache
+from snfs.control import Control
+from snfs.errors import ConfigError, SnfsError
+from snfs.fs import Operations
+from snfs.logs import setup_logging
+from snfs.options import MountOptions, add_arguments, cache_home, from_args, state_home
+from snfs.secrets import load_secret
+from snfs.spool import Spool, instance_dir, private_dir
+from snfs.tree import Tree
+from snfs.writes import Writes
+
+log = logging.getLogger("snfs")
+
+SHUTDOWN_UPLOAD_SECONDS = 30.0
+
+
+def build_auth(o: MountOptions, base_url: str) -> Any:
+    host = urlsplit(base_url).hostname
+    if o.token_file or (not o.user and os.environ.get(o.token_env)):
+        return BearerToken(load_secret(file=o.token_file, env=None if o.token_file else o.token_env))
+    if not o.user and not o.oauth_client_id:
+        raise ConfigError("no credentials: give --user (password from $SNFS_PASSWORD, "
+                          "--password-file, --credential or ~/.netrc) or --token-file")
+    password = None
+    if o.user:
+        password = load_secret(file=o.password_file, credential=o.credential,
+                               env=o.password_env, netrc_host=host, netrc_login=o.user)
+    if o.oauth_client_id:
+        secret = load_secret(file=o.oauth_secret_file, env=o.oauth_secret_env)
+        return OAuth(base_url + "/oauth_token.do", o.oauth_client_id, secret,
+                     grant=o.oauth_grant, user=o.user, password=password)
+    return BasicAuth(o.user, password)
+
+
+def client_config(o: MountOptions) -> ClientConfig:
+    base_url = normalize_instance_url(o.instance, allow_insecure_http=o.allow_insecure_http)
+    return ClientConfig(base_url=base_url, auth=build_auth(o, base_url),
+                        max_in_flight=o.max_in_flight,
+                        verify=str(o.ca_bundle) if o.ca_bundle else True, timeout=o.timeout,
+                        user_agent=f"snfs/{__version__}")
+
+
+def fuse_options(o: MountOptions) -> set[str]:
+    opts = set(pyfuse3.default_options) | {"fsname=snfs", "subtype=snfs"}
+    if o.read_only:
+        opts.add("ro")
+    if o.allow_other:
+        opts.add("allow_other")
+    opts.update(o.extra_fuse_options)
+    return opts
+
+
+def prepare_mountpoint(path: Path) -> None:
+    """Refuse a live mount; clear a dead one left by a crash ("Transport endpoint is not
+    connected")."""
+    try:
+        os.stat(path)
+    except OSError as e:
+        if e.errno != errno.ENOTCONN:
+            raise ConfigError(f"mount point {path}: {e.strerror}") from None
+        log.warning("mount point %s holds a dead snfs mount (crashed daemon); unmounting it", path)
+        unmount(path, lazy=True)
+        os.stat(path)
+    if os.path.ismount(path):
+        raise ConfigError(f"{path} is already a mount point; unmount it first")
+    if not path.is_dir():
+        raise ConfigError(f"mount point {path} is not a directory")
+
+
+def unmount(path: Path, *, lazy: bool = False) -> None:
+    tool = shutil.which("fusermount3") or shutil.which("fusermount")
+    cmd = [tool, "-u"] + (["-z"] if lazy else []) + [str(path)] if tool else \
+        ["umount"] + (["-l"] if lazy else []) + [str(path)]
+    subprocess.run(cmd, check=True, capture_output=True)
+
+
+class Mount:
+    """Everything one mount owns, built inside the trio run."""
+
+    def __init__(self, o: MountOptions, config: ClientConfig) -> None:
+        self.o = o
+        self.config = config
+        self.started = time.time()
+
+    def status(self) -> dict[str, Any]:
+        now = time.time()
+        return {
+            "instance": self.config.base_url,
+            "mountpoint": str(self.o.mountpoint),
+            "pid": os.getpid(),
+            "uptime_seconds": round(now - self.started),
+            "read_only": self.o.read_only,
+            "requests": dict(self.client.stats.__dict__) if hasattr(self.client.stats, "__dict__")
+            else self.client.stats,
+            "cache": self.cache.stats(),
+            "pending_uploads": [
+                {"path": f"{st.table}/{st.record}/{st.name}", "bytes": st.size(),
+                 "age_seconds": round(now - st.mtime.timestamp()), "attempts": st.attempts,
+                 "state": "blocked" if st.blocked else "pending",
+                 "last_error": st.blocked or st.last_error}
+                for st in self.writes.pending()],
+        }
+
+    async def run(self) -> int:
+        o = self.o
+        async with AttachmentClient(self.config) as client:
+            self.client = client
+            try:
+                await client.check()
+            except SnfsError as e:
+                log.error("cannot use %s: %s", self.config.base_url, e.message)
+                return 1
+            # One cache per instance: sys_ids are unique only within an instance (and clones).
+            disk_dir = instance_dir(o.cache_dir or cache_home() / "content", self.config.base_url)
+            async with ContentCache(lambda sid, off: client.stream(sid, offset=off),
+                                    memory_bytes=o.cache_size, disk_dir=disk_dir,
+                                    disk_bytes=o.disk_cache_size) as cache:
+                self.cache = cache
+                return await self._serve(client, cache)
+
+    async def _serve(self, client: AttachmentClient, cache: ContentCache) -> int:
+        o = self.o
+        tree = Tree(client, dir_cache_time=o.dir_cache_time, tables=o.tables)
+        spool = Spool(instance_dir(o.spool_dir or state_home() / "spool", self.config.base_url))
+        self.writes = writes = Writes(tree, client, cache, spool, read_only=o.read_only)
+        control = Control(tree.inodes, self.status)
+        ops = Operations(tree, cache, writes, control,
+                         Owner(o.uid, o.gid, o.umask, o.read_only),
+                         Timeouts(entry=min(o.dir_cache_time, 60.0)))
+        prepare_mountpoint(o.mountpoint)
+        pyfuse3.init(ops, str(o.mountpoint), fuse_options(o))
+        log.info("mounted %s on %s%s", self.config.base_url, o.mountpoint,
+                 " (read-only)" if o.read_only else "")
+        try:
+            notify_ready(o.ready_fd)
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._signals, tree, nursery.cancel_scope)
+                if not o.read_only:
+                    nursery.start_soon(self._recover_then_retry, writes)
+                await pyfuse3.main()
+                nursery.cancel_scope.cancel()
+        finally:
+            pyfuse3.close(unmount=True)
+            log.info("unmounted %s", o.mountpoint)
+            # Unmounted first, so nobody waits on a frozen mount while the last uploads run;
+            # what does not finish stays journaled for the next mount.
+            with trio.CancelScope(shield=True):
+                await writes.finish(SHUTDOWN_UPLOAD_SECONDS)
+        return 0
+
+    async def _recover_then_retry(self, writes: Writes) -> None:
+        try:
+            await writes.recover()
+        except (SnfsError, OSError) as e:
+            log.error("spool recovery incomplete (will retry in the background): %s", e)
+        await writes.run_retries()
+
+    async def _signals(self, tree: Tree, scope: trio.CancelScope) -> None:
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
+            async for signum in signals:
+                if signum == signal.SIGHUP:
+                    tree.invalidate()
+                    log.info("SIGHUP: cached listings dropped")
+                else:
+                    log.info("%s: unmounting", signal.Signals(signum).name)
+                    pyfuse3.terminate()
+                    return
+
+
+def notify_ready(fd: int | None) -> None:
+    """Tell a waiting `snfs mount --daemon` parent that the mount is up."""
+    if fd is None:
+        return
+    try:
+        os.write(fd, b"ready\n")
+    finally:
+        os.close(fd)
+
+
+def daemonize(argv: list[str], o: MountOptions) -> int:
+    """Run the mount in a detached child; return once it is mounted (or failed)."""
+    read_fd, write_fd = os.pipe()
+    log_file = o.log_file or state_home() / "snfs.log"
+    private_dir(log_file.parent)
+    args = [a for a in argv if a != "--daemon"] + ["--ready-fd", str(write_fd)]
+    if not o.log_file:
+        args += ["--log-file", str(log_file)]
+    child = subprocess.Popen([sys.executable, "-m", "snfs", "mount", *args], pass_fds=(write_fd,),
+                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL, start_new_session=True)
+    os.close(write_fd)
+    with os.fdopen(read_fd, "rb") as pipe:
+        ready = pipe.read() == b"ready\n"
+    if ready:
+        print(f"snfs: mounted on {o.mountpoint} (pid {child.pid}, log {log_file})")
+        return 0
+    code = child.wait()
+    print(f"snfs: mount failed (exit {code}); see {log_file}", file=sys.stderr)
+    return code or 1
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="snfs mount", description="Mount a ServiceNow instance's "
+                                "attachments as /<table>/<record sys_id>/<file_name>.")
+    add_arguments(p)
+    return p
+
+
+def main_mount(argv: list[str]) -> int:
+    args = parser().parse_args(argv)
+    try:
+        o = from_args(args)
+        setup_logging(o.verbose, o.log_file)
+        if o.daemon:
+            return daemonize(argv, o)
+        config = client_config(o)
+    except SnfsError as e:
+        print(f"snfs: {e.message}", file=sys.stderr)
+        return 2
+    try:
+        return trio.run(Mount(o, config).run)
+    except SnfsError as e:
+        log.error("%s", e.message)
+        return 1
+
+
+def main_unmount(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="snfs unmount")
+    p.add_argument("mountpoint", type=Path)
+    p.add_argument("-z", "--lazy", action="store_true", help="detach even if busy")
+    a = p.parse_args(argv)
+    try:
+        unmount(a.mountpoint, lazy=a.lazy)
+    except subprocess.CalledProcessError as e:
+        print(f"snfs: cannot unmount {a.mountpoint}: {e.stderr.decode().strip()}", file=sys.stderr)
+        return 1
+    return 0
+
+
+main = main_mount

@@ -1,0 +1,58 @@
+"""`snfs status [MOUNTPOINT]`: what a mount is doing, read from its `/.snfs/status`."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+
+def snfs_mounts() -> list[Path]:
+    out = []
+    with open("/proc/self/mounts") as f:
+        for line in f:
+            fields = line.split()
+            if len(fields) > 2 and fields[2] == "fuse.snfs":
+                out.append(Path(fields[1].encode().decode("unicode_escape")))
+    return out
+
+
+def render(s: dict[str, Any]) -> str:
+    lines = [f"{s['mountpoint']}: {s['instance']}  pid {s['pid']}  up {s['uptime_seconds']} s"
+             + ("  (read-only)" if s.get("read_only") else "")]
+    req = s.get("requests", {})
+    if req:
+        lines.append("  requests: " + ", ".join(f"{k} {v}" for k, v in sorted(req.items())))
+    cache = s.get("cache", {})
+    hits, misses = cache.get("hits", 0), cache.get("misses", 0)
+    rate = f"{100 * hits / (hits + misses):.0f}%" if hits + misses else "n/a"
+    lines.append(f"  cache: hit rate {rate}, memory {cache.get('memory_bytes', 0)} B, "
+                 f"disk {cache.get('disk_bytes', 0)} B")
+    pending = s.get("pending_uploads", [])
+    lines.append(f"  pending uploads: {len(pending)}")
+    for p in pending:
+        lines.append(f"    {p['path']}  {p['bytes']} B  age {p['age_seconds']} s  "
+                     f"{p['state']}  attempts {p['attempts']}  {p['last_error']}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="snfs status")
+    p.add_argument("mountpoint", nargs="?", type=Path)
+    p.add_argument("--json", action="store_true")
+    a = p.parse_args(argv)
+    points = [a.mountpoint] if a.mountpoint else snfs_mounts()
+    if not points:
+        print("snfs: no snfs mounts", file=sys.stderr)
+        return 1
+    code = 0
+    for mp in points:
+        try:
+            data = json.loads((mp / ".snfs" / "status").read_text())
+        except (OSError, ValueError) as e:
+            print(f"snfs: {mp}: not an snfs mount or not answering ({e})", file=sys.stderr)
+            code = 1
+            continue
+        print(json.dumps(data, indent=2) if a.json else render(data))
+    return code

@@ -1,0 +1,350 @@
+"""The read side through a real FUSE mount of the emulator, checked against the API's view."""
+from __future__ import annotations
+
+import errno
+import hashlib
+import json
+import os
+import signal
+import stat
+import subprocess
+import tarfile
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from snfs import names
+from snfs.client import Attachment
+from tests.emulator_proc import EmulatorProc, start_emulator
+from tests.mount_proc import MountProc, start_mount, stop_mount
+
+
+@pytest.fixture(scope="module")
+def emu(tmp_path_factory: pytest.TempPathFactory) -> EmulatorProc:
+    tmp = tmp_path_factory.mktemp("emu")
+    e = start_emulator(tmp / "data", "--demo", log=tmp / "emulator.log")
+    yield e
+    e.stop()
+
+
+@pytest.fixture(scope="module")
+def mnt(emu: EmulatorProc, tmp_path_factory: pytest.TempPathFactory) -> MountProc:
+    tmp = tmp_path_factory.mktemp("mnt")
+    m = start_mount(emu.url, tmp / "mnt", tmp / "work")
+    yield m
+    m.stop()
+
+
+def by_record(atts: list[dict]) -> dict[tuple[str, str], list[dict]]:
+    out: dict[tuple[str, str], list[dict]] = {}
+    for a in atts:
+        out.setdefault((a["table_name"], a["table_sys_id"]), []).append(a)
+    return out
+
+
+def shown(att: dict, siblings: list[dict]) -> str:
+    """The name the mount must give `att` (the naming rules, from the API's data)."""
+    named = names.assign_names(names.Named(s["sys_id"], s["file_name"],
+                                           Attachment.from_json(s).created_on) for s in siblings)
+    return next(n for n, sid in named.items() if sid == att["sys_id"])
+
+
+def sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def route_counts(emu: EmulatorProc) -> Counter:
+    return Counter(emu.stats()["by_route"])
+
+
+def test_root_lists_tables_with_attachments(emu: EmulatorProc, mnt: MountProc) -> None:
+    tables = {a["table_name"] for a in emu.attachments()}
+    assert set(os.listdir(mnt.mountpoint)) == tables
+    assert "ZZ_YYincident" in tables  # image-field attachments are their own table
+
+
+def test_every_attachment_is_a_file_with_its_bytes(emu: EmulatorProc, mnt: MountProc) -> None:
+    atts = emu.attachments()
+    assert len(atts) >= 10
+    for (table, record), siblings in by_record(atts).items():
+        listed = set(os.listdir(mnt.path(table, record)))
+        assert len(listed) == len(siblings), (table, record, listed)
+        for att in siblings:
+            path = mnt.path(table, record, shown(att, siblings))
+            st = path.stat()
+            assert stat.S_ISREG(st.st_mode)
+            assert st.st_size == int(att["size_bytes"])
+            assert sha256(path) == att["hash"]
+
+
+def test_odd_names_round_trip(emu: EmulatorProc, mnt: MountProc) -> None:
+    atts = emu.attachments()
+    slash = [a for a in atts if "/" in a["file_name"]]
+    assert slash, "demo data should hold a name with a slash"
+    a = slash[0]
+    p = mnt.path(a["table_name"], a["table_sys_id"], a["file_name"].replace("/", "\uff0f"))
+    assert sha256(p) == a["hash"]
+    for ch in ("^", "%", "#", "é"):
+        assert any(ch in n for a in atts for n in [a["file_name"]]), ch
+        hits = [a for a in atts if ch in a["file_name"]]
+        p = mnt.path(hits[0]["table_name"], hits[0]["table_sys_id"], hits[0]["file_name"])
+        assert sha256(p) == hits[0]["hash"]
+
+
+def test_duplicate_names_all_shown(emu: EmulatorProc, mnt: MountProc) -> None:
+    for (table, record), siblings in by_record(emu.attachments()).items():
+        counts = Counter(a["file_name"] for a in siblings)
+        dup = [n for n, c in counts.items() if c > 1]
+        if dup:
+            listed = os.listdir(mnt.path(table, record))
+            stem, ext = names.split_ext(dup[0])
+            tagged = [n for n in listed if n.startswith(stem + "~") and n.endswith(ext)]
+            assert dup[0] in listed and len(tagged) == counts[dup[0]] - 1
+            newest = max((a for a in siblings if a["file_name"] == dup[0]),
+                         key=lambda a: (a["sys_created_on"], a["sys_id"]))
+            assert sha256(mnt.path(table, record, dup[0])) == newest["hash"]
+            return
+    pytest.fail("demo data should hold two attachments with one name on one record")
+
+
+def test_attributes_and_xattrs(emu: EmulatorProc, mnt: MountProc) -> None:
+    att = next(a for a in emu.attachments() if a["file_name"].endswith(".png"))
+    siblings = by_record(emu.attachments())[(att["table_name"], att["table_sys_id"])]
+    p = mnt.path(att["table_name"], att["table_sys_id"], shown(att, siblings))
+    st = p.stat()
+    assert st.st_uid == os.getuid() and st.st_mode & 0o777 == 0o644
+    from datetime import datetime, timezone
+    updated = datetime.strptime(att["sys_updated_on"], "%Y-%m-%d %H:%M:%S").replace(tzinfo=timezone.utc)
+    assert int(st.st_mtime) == int(updated.timestamp())
+    assert os.stat(p).st_ino == st.st_ino  # stable
+    assert os.getxattr(p, "user.mime_type") == b"image/png"
+    assert os.getxattr(p, "user.servicenow.sys_id").decode() == att["sys_id"]
+    assert os.getxattr(p, "user.servicenow.hash").decode() == att["hash"]
+    assert "user.servicenow.download_link" in os.listxattr(p)
+    with pytest.raises(OSError) as e:
+        os.getxattr(p, "user.nope")
+    assert e.value.errno == errno.ENODATA
+    vfs = os.statvfs(mnt.mountpoint)
+    assert vfs.f_bavail > 0 and vfs.f_namemax == 255
+
+
+def test_number_alias_is_a_symlink(emu: EmulatorProc, mnt: MountProc) -> None:
+    rec = emu.json("GET", "/api/now/table/incident?sysparm_limit=1")["result"][0]
+    alias = mnt.path("incident", rec["number"])
+    assert alias.is_symlink()
+    assert os.readlink(alias) == rec["sys_id"]
+    assert alias.resolve().name == rec["sys_id"]
+    assert rec["number"] not in os.listdir(mnt.path("incident"))
+
+
+def test_record_without_attachments_is_reachable(emu: EmulatorProc, mnt: MountProc) -> None:
+    rec = emu.json("POST", "/api/now/table/problem", {"short_description": "empty"})["result"]
+    p = mnt.path("problem", rec["sys_id"])
+    assert p.is_dir() and os.listdir(p) == []
+    assert not mnt.path("problem", "0" * 32).exists()
+    with pytest.raises(FileNotFoundError):
+        os.stat(mnt.path("no_such_table"))
+
+
+def test_tools_work(emu: EmulatorProc, mnt: MountProc, tmp_path: Path) -> None:
+    table = "incident"
+    found = subprocess.run(["find", str(mnt.path(table)), "-type", "f"], capture_output=True,
+                           text=True, check=True).stdout.split("\n")
+    api = [a for a in emu.attachments() if a["table_name"] == table]
+    assert len([f for f in found if f]) == len(api)
+    subprocess.run(["tar", "-cf", str(tmp_path / "t.tar"), "-C", str(mnt.mountpoint), table],
+                   check=True)
+    with tarfile.open(tmp_path / "t.tar") as t:
+        assert len([m for m in t.getmembers() if m.isfile()]) == len(api)
+    txt = next(a for a in api if a["file_name"].endswith(".txt"))
+    siblings = by_record(api)[(table, txt["table_sys_id"])]
+    src = mnt.path(table, txt["table_sys_id"], shown(txt, siblings))
+    subprocess.run(["cp", str(src), str(tmp_path / "out")], check=True)
+    assert sha256(tmp_path / "out") == txt["hash"]
+    out = subprocess.run(["sha256sum", str(src)], capture_output=True, text=True, check=True)
+    assert out.stdout.split()[0] == txt["hash"]
+    first_word = (tmp_path / "out").read_text().split()[0]
+    grep = subprocess.run(["grep", "-rl", "--", first_word, str(mnt.path(table))],
+                          capture_output=True, text=True)
+    assert str(src) in grep.stdout
+
+
+def test_request_counts(emu: EmulatorProc, tmp_path: Path) -> None:
+    """`ls -l` costs one list request and nothing per file; `find` over a table costs about
+    one request per 1000 attachments; a second read costs none."""
+    m = start_mount(emu.url, tmp_path / "m", tmp_path / "w")
+    try:
+        rec = next(r for r, s in by_record(emu.attachments()).items() if len(s) >= 3)
+        emu.reset_stats()
+        subprocess.run(["ls", "-l", str(m.path(*rec))], check=True, capture_output=True)
+        c = route_counts(emu)
+        assert c["GET /attachment"] == 1, c
+        assert c["GET /attachment/{sys_id}"] == 0 and c["GET /attachment/{sys_id}/file"] == 0
+        # A miss in a freshly listed directory costs nothing.
+        emu.reset_stats()
+        assert not m.path(*rec, "missing.txt").exists()
+        assert emu.stats()["total"] == 0
+        emu.reset_stats()
+        subprocess.run(["find", str(m.path("incident")), "-type", "f", "-ls"], check=True,
+                       capture_output=True)
+        c = route_counts(emu)
+        assert c["GET /attachment"] <= 2 and c["GET /attachment/{sys_id}"] == 0, c
+        f = next(p for p in m.path(*rec).iterdir())
+        f.read_bytes()
+        emu.reset_stats()
+        f.read_bytes()
+        subprocess.run(["cat", str(f)], check=True, capture_output=True)
+        assert emu.stats()["total"] == 0
+    finally:
+        m.stop()
+
+
+def test_sighup_drops_listings(emu: EmulatorProc, tmp_path: Path) -> None:
+    m = start_mount(emu.url, tmp_path / "m", tmp_path / "w", "--dir-cache-time", "600")
+    try:
+        rec = emu.json("GET", "/api/now/table/incident?sysparm_limit=1")["result"][0]["sys_id"]
+        before = set(os.listdir(m.path("incident", rec)))
+        status, _, _ = emu.request("POST", f"/api/now/attachment/file?table_name=incident"
+                                   f"&table_sys_id={rec}&file_name=hup.txt", b"hello",
+                                   headers={"Content-Type": "text/plain"})
+        assert status == 201
+        assert set(os.listdir(m.path("incident", rec))) == before  # cached
+        m.proc.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 10
+        while "hup.txt" not in os.listdir(m.path("incident", rec)):
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+    finally:
+        m.stop()
+
+
+def test_restricted_user_gets_eacces(emu: EmulatorProc, tmp_path: Path) -> None:
+    hr = next(a for a in emu.attachments() if a["table_name"] == "hr_case")
+    m = start_mount(emu.url, tmp_path / "m", tmp_path / "w", user="itil", password="itil")
+    try:
+        assert "hr_case" not in os.listdir(m.mountpoint)
+        with pytest.raises(OSError) as e:
+            os.listdir(m.path("hr_case", hr["table_sys_id"]))
+        assert e.value.errno in (errno.EACCES, errno.ENOENT)
+        assert os.listdir(m.path("incident"))  # and the mount is fine
+    finally:
+        m.stop()
+
+
+def test_wrong_password_fails_before_mounting(emu: EmulatorProc, tmp_path: Path) -> None:
+    m = start_mount(emu.url, tmp_path / "m", tmp_path / "w", password="wrong", expect_fail=True)
+    code = m.proc.wait(timeout=30)
+    assert code != 0
+    assert not os.path.ismount(tmp_path / "m")
+    text = m.log_text()
+    assert "wrong" not in text  # the secret never reaches the log
+    lines = [line for line in text.splitlines() if "ERROR" in line]
+    assert len(lines) == 1 and ("401" in lines[0] or "Authenticat" in lines[0]), text
+
+
+def test_faults_during_reads(emu: EmulatorProc, tmp_path: Path) -> None:
+    m = start_mount(emu.url, tmp_path / "m", tmp_path / "w")
+    try:
+        api = emu.attachments()
+        txts = [a for a in api if a["file_name"].endswith(".txt") and a["table_name"] == "incident"]
+        a, b = txts[0], txts[1]
+        pa = m.path("incident", a["table_sys_id"], shown(a, by_record(api)[("incident", a["table_sys_id"])]))
+        pb = m.path("incident", b["table_sys_id"], shown(b, by_record(api)[("incident", b["table_sys_id"])]))
+        emu.fault(method="GET", path=f"/attachment/{a['sys_id']}/file", count=2, status=503)
+        assert sha256(pa) == a["hash"]  # retried
+        emu.fault(method="GET", path=f"/attachment/{b['sys_id']}/file", count=50, status=503)
+        with pytest.raises(OSError) as e:
+            pb.read_bytes()
+        assert e.value.errno in (errno.EIO, errno.EAGAIN)
+        emu.json("DELETE", "/__emulator__/faults")
+        assert sha256(pb) == b["hash"]  # the mount survived and recovers
+    finally:
+        m.stop()
+
+
+def test_deleted_attachment_reads_enoent(emu: EmulatorProc, tmp_path: Path) -> None:
+    rec = emu.json("GET", "/api/now/table/incident?sysparm_limit=1")["result"][0]["sys_id"]
+    status, _, body = emu.request("POST", f"/api/now/attachment/file?table_name=incident"
+                                  f"&table_sys_id={rec}&file_name=doomed.txt", b"x" * 100,
+                                  headers={"Content-Type": "text/plain"})
+    sys_id = json.loads(body)["result"]["sys_id"]
+    m = start_mount(emu.url, tmp_path / "m", tmp_path / "w")
+    try:
+        p = m.path("incident", rec, "doomed.txt")
+        assert p.stat().st_size == 100
+        emu.json("DELETE", f"/api/now/attachment/{sys_id}")
+        with pytest.raises(FileNotFoundError):
+            p.read_bytes()
+        assert "doomed.txt" not in os.listdir(m.path("incident", rec))
+    finally:
+        m.stop()
+
+
+def test_handler_bug_leaves_mount_alive(emu: EmulatorProc, tmp_path: Path) -> None:
+    m = start_mount(emu.url, tmp_path / "m", tmp_path / "w",
+                    env={"SNFS_TEST_HANDLER_BUG": "getxattr"})
+    try:
+        f = next(m.path("incident").iterdir())
+        g = next(f.iterdir())
+        with pytest.raises(OSError) as e:
+            os.getxattr(g, "user.mime_type")
+        assert e.value.errno == errno.EIO
+        assert m.proc.poll() is None and os.listdir(m.path("incident"))
+        assert "unexpected error in getxattr" in m.log_text()
+    finally:
+        m.stop()
+
+
+def test_large_file_read_memory(emu: EmulatorProc, tmp_path: Path) -> None:
+    """A 200 MB file read through the mount: right bytes, daemon peak RSS under 150 MB."""
+    rec = emu.json("GET", "/api/now/table/incident?sysparm_limit=1")["result"][0]["sys_id"]
+    size = 200 * 2**20
+    digest = upload_stream(emu, "incident", rec, "big.bin", size)
+    m = start_mount(emu.url, tmp_path / "m", tmp_path / "w")
+    try:
+        out = subprocess.run(["sha256sum", str(m.path("incident", rec, "big.bin"))],
+                             capture_output=True, text=True, check=True, timeout=120)
+        assert out.stdout.split()[0] == digest
+        peak = m.peak_rss()
+        assert peak < 150 * 2**20, f"daemon peak RSS {peak / 2**20:.0f} MiB"
+    finally:
+        m.stop()
+
+
+def pattern_chunks(size: int, chunk: int = 1 << 20):
+    block = hashlib.sha256(b"snfs").digest() * (chunk // 32)
+    sent = 0
+    while sent < size:
+        n = min(chunk, size - sent)
+        yield block[:n]
+        sent += n
+
+
+def upload_stream(emu: EmulatorProc, table: str, record: str, name: str, size: int) -> str:
+    """Upload `size` deterministic bytes through the API without holding them in memory."""
+    import http.client
+    from base64 import b64encode
+    from urllib.parse import urlsplit
+    u = urlsplit(emu.url)
+    conn = http.client.HTTPConnection(u.hostname, u.port, timeout=300)
+    h = hashlib.sha256()
+    conn.putrequest("POST", f"/api/now/attachment/file?table_name={table}&table_sys_id={record}"
+                    f"&file_name={name}")
+    conn.putheader("Authorization", "Basic " + b64encode(b"admin:admin").decode())
+    conn.putheader("Content-Type", "application/octet-stream")
+    conn.putheader("Content-Length", str(size))
+    conn.endheaders()
+    for c in pattern_chunks(size):
+        h.update(c)
+        conn.send(c)
+    resp = conn.getresponse()
+    assert resp.status == 201, resp.read()
+    resp.read()
+    conn.close()
+    return h.hexdigest()
