@@ -5,7 +5,7 @@ VENV    ?= .venv
 PY      := $(VENV)/bin/python
 APT_PKGS := fuse3 libfuse3-dev pkg-config
 # The tests run the real tools users run on a mount.
-TEST_APT_PKGS := rsync vim-tiny attr
+TEST_APT_PKGS := rsync vim-tiny attr systemd
 SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PYTEST_ARGS ?=
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import mimetypes
 import stat
+import time
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -32,8 +33,12 @@ class Timeouts:
     dir_attr: float = 1.0
 
 
+# Directories have no time on the instance: they show when the mount started.
+MOUNTED_AT = time.time_ns()
+
+
 def _ns(dt: datetime | None) -> int:
-    return int(dt.timestamp() * 1e9) if dt else 0
+    return int(dt.timestamp() * 1e9) if dt else MOUNTED_AT
 
 
 def entry(node: Node, owner: Owner, timeouts: Timeouts, *, size: int | None = None,

@@ -300,7 +300,7 @@ class Operations(pyfuse3.Operations):
     async def fsync(self, fh: int, datasync: bool) -> None:
         handle = self._handle(fh)
         if handle.writable:
-            await self.writes.flush(handle.node)
+            await self.writes.flush(handle.node, force=True)
 
     @handler
     async def release(self, fh: int) -> None:

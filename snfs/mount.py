@@ -113,8 +113,7 @@ class Mount:
             "pid": os.getpid(),
             "uptime_seconds": round(now - self.started),
             "read_only": self.o.read_only,
-            "requests": dict(self.client.stats.__dict__) if hasattr(self.client.stats, "__dict__")
-            else self.client.stats,
+            "requests": self.client.stats.as_dict(),
             "cache": self.cache.stats(),
             "pending_uploads": [
                 {"path": f"{st.table}/{st.record}/{st.name}", "bytes": st.size(),
@@ -137,7 +136,8 @@ class Mount:
             disk_dir = instance_dir(o.cache_dir or cache_home() / "content", self.config.base_url)
             async with ContentCache(lambda sid, off: client.stream(sid, offset=off),
                                     memory_bytes=o.cache_size, disk_dir=disk_dir,
-                                    disk_bytes=o.disk_cache_size) as cache:
+                                    disk_bytes=o.disk_cache_size,
+                                    range_reads=lambda: client.supports_range) as cache:
                 self.cache = cache
                 return await self._serve(client, cache)
 

@@ -229,6 +229,13 @@ class Tree:
     def looks_like_number(name: str) -> bool:
         return bool(NUMBER_RE.match(name))
 
+    def renumber(self, table: str, record: str) -> None:
+        """Names reserved for local files changed: give the record's attachments names again."""
+        listing = self._records.get((table, record))
+        if listing is not None:
+            atts = [self._attachments[s] for s in listing.names.values() if s in self._attachments]
+            self._store_record(table, record, atts, listing.fetched_at)
+
     def attachment(self, sys_id: str) -> Attachment | None:
         return self._attachments.get(sys_id)
 

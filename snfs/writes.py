@@ -51,6 +51,7 @@ class Staged:
     fd: int
     replaces: list[str] = field(default_factory=list)  # attachments to delete once stored
     dirty: bool = True               # content not yet on the instance
+    wrote: bool = False              # write/truncate calls since the last upload attempt
     opens: int = 0
     mtime: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
     uploaded: Attachment | None = None
@@ -61,13 +62,24 @@ class Staged:
     next_try: float = 0.0
     busy: bool = False               # an upload is running
     pinned: bool = True              # keep the inode while staged (snfs.inodes)
+    origin: Attachment | None = None  # opened for writing from this attachment
+    dropped: bool = False            # unlinked or overwritten: goes when the last handle closes
+    last_size: int = 0
 
     @property
     def local_only(self) -> bool:
         return is_temp(self.name)
 
     def size(self) -> int:
-        return os.fstat(self.fd).st_size
+        if self.fd >= 0:
+            self.last_size = os.fstat(self.fd).st_size
+        return self.last_size
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            self.size()
+            os.close(self.fd)
+            self.fd = -1
 
 
 class Writes:
@@ -139,6 +151,7 @@ class Writes:
             raise fail(errno.EINVAL)
         old = self.local_entry(parent.table, parent.record, name)
         node = self._stage(parent.table, parent.record, name, self.spool.new_id())
+        node.data.opens = 1  # create() returns an open handle
         if old is not None:
             self._supersede(node.data, old)
         else:
@@ -176,7 +189,7 @@ class Writes:
         entries = self._local.setdefault((att.table_name, att.table_sys_id), {})
         entries.pop(name, None)
         st = Staged(sid, att.table_name, att.table_sys_id, name, fd, replaces=[att.sys_id],
-                    dirty=truncate)
+                    dirty=truncate, origin=att)
         self.inodes.rekey(node, ("local", sid), Kind.LOCAL, st)
         entries[name] = node
 
@@ -202,7 +215,7 @@ class Writes:
         return n
 
     def _touch(self, st: Staged) -> None:
-        st.dirty = True
+        st.dirty = st.wrote = True
         st.blocked = ""
         st.mtime = datetime.now(timezone.utc)
 
@@ -217,9 +230,14 @@ class Writes:
         if not has_handle and node.data.opens == 0:
             await self._upload_now(node)  # truncate(2) has no close to upload at
 
-    async def flush(self, node: Node) -> None:
-        """close(2) and fsync(2): upload what was written since the last upload."""
-        if node.kind is Kind.LOCAL and node.data.dirty and not node.data.local_only:
+    async def flush(self, node: Node, *, force: bool = False) -> None:
+        """close(2) and fsync(2): upload what was written since the last upload.
+
+        A file created (or truncated by O_TRUNC) but not written yet is left for `release`:
+        a shell's `> file` opens, dup2()s and closes the first descriptor before writing, and
+        that first close must not upload an empty attachment."""
+        st = node.data
+        if node.kind is Kind.LOCAL and st.dirty and (st.wrote or force) and not st.local_only:
             await self._upload_now(node)
 
     async def release(self, node: Node) -> None:
@@ -227,8 +245,18 @@ class Writes:
             return
         st: Staged = node.data
         st.opens = max(0, st.opens - 1)
+        if st.dropped:
+            if st.opens == 0:
+                st.close()
+                self.spool.discard(st.sid)
+            return
+        if st.opens == 0 and not st.dirty and st.uploaded is None and st.origin is not None \
+                and st.replaces == [st.origin.sys_id]:
+            self._unstage(node)  # opened for writing, nothing written: still the attachment
+            return
         if st.opens == 0 and st.dirty and not st.local_only and not st.journaled:
-            # Written through a path with no flush (mmap): upload now, errors go to the journal.
+            # Never written (touch, `: > file`), or written with no flush (mmap): upload now;
+            # errors go to the journal and the log, as release cannot return them.
             try:
                 await self._upload_now(node)
             except trio.Cancelled:
@@ -267,7 +295,7 @@ class Writes:
 
     async def _upload(self, node: Node) -> None:
         st: Staged = node.data
-        st.dirty = False  # writes that land during the upload set it again
+        st.dirty = st.wrote = False  # writes that land during the upload set them again
         st.attempts += 1
         try:
             att = await self.client.upload(st.table, st.record, names.decode(st.name),
@@ -320,10 +348,22 @@ class Writes:
         entries = self._local.get((st.table, st.record), {})
         if entries.get(st.name) is node:
             del entries[st.name]
-        os.close(st.fd)
+        st.close()
         self.spool.discard(st.sid)
         self.inodes.rekey(node, ("file", st.uploaded.sys_id), Kind.FILE, st.uploaded)
         node.table, node.record = st.uploaded.table_name, st.uploaded.table_sys_id
+        self.tree.renumber(st.table, st.record)  # the name it held locally is free again
+
+    def _unstage(self, node: Node) -> None:
+        st: Staged = node.data
+        entries = self._local.get((st.table, st.record), {})
+        if entries.get(st.name) is node:
+            del entries[st.name]
+        st.close()
+        self.spool.discard(st.sid)
+        assert st.origin is not None
+        self.inodes.rekey(node, ("file", st.origin.sys_id), Kind.FILE, st.origin)
+        self.tree.renumber(st.table, st.record)
 
     async def run_retries(self, *, task_status: trio.TaskStatus = trio.TASK_STATUS_IGNORED) -> None:
         """Background task: retry owed uploads with backoff, forever."""
@@ -428,10 +468,11 @@ class Writes:
         st.replaces = []
         self.spool.settle(st.sid)
         if st.opens == 0:
-            os.close(st.fd)
+            st.close()
             self.spool.discard(st.sid)
         st.journaled = False
         st.pinned = False
+        st.dropped = True
 
     def _supersede(self, st: Staged, old: Node) -> None:
         """`old` (shown under the name `st` takes) is overwritten: whatever it stood for on the
@@ -517,9 +558,10 @@ class Writes:
         fd = self.spool.create_data(sid)
         await self.cache.copy_to(att.sys_id, att.size_bytes, self.spool.data_path(sid))
         st = Staged(sid, new_parent.table, new_parent.record, old_name, fd, replaces=[att.sys_id])
+        # The kernel moves its dentry to the new name with the same inode: so must we.
+        self.inodes.rekey(source, ("local", sid), Kind.LOCAL, st)
         self.tree.removed(att.sys_id)
-        return self.inodes.ensure(("local", sid), Kind.LOCAL, table=st.table, record=st.record,
-                                  data=st)
+        return source
 
     # -- directories -----------------------------------------------------------------------------
 

@@ -48,6 +48,15 @@ def on_instance(emu: EmulatorProc, record: str) -> dict[str, list[dict]]:
     return out
 
 
+def wait_for(get, ok, timeout: float = 20.0):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = get()
+        if ok(value) or time.monotonic() > deadline:
+            return value
+        time.sleep(0.1)
+
+
 def digest(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
@@ -68,8 +77,10 @@ def test_cp_in_small_and_empty(emu: EmulatorProc, mnt: MountProc, tmp_path: Path
     assert atts["notes.txt"][0]["content_type"].startswith("text/plain")
     assert mnt.path("incident", rec, "notes.txt").read_bytes() == b"hello snfs\n"
     subprocess.run(["touch", str(mnt.path("incident", rec, "empty.txt"))], check=True)
-    atts = on_instance(emu, rec)
+    # touch never writes: the empty file is uploaded on release, just after close returns.
+    atts = wait_for(lambda: on_instance(emu, rec), lambda a: "empty.txt" in a)
     assert atts["empty.txt"][0]["size_bytes"] == "0"
+    assert len(atts["notes.txt"]) == 1
 
 
 def test_overwrite_and_append(emu: EmulatorProc, mnt: MountProc) -> None:
