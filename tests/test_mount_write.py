@@ -369,3 +369,63 @@ def test_large_upload_memory(emu: EmulatorProc, tmp_path: Path) -> None:
             m.stop()
     finally:
         e2.stop()
+
+
+def test_cp_a_and_tar_x(emu: EmulatorProc, mnt: MountProc, tmp_path: Path) -> None:
+    rec, rec2 = new_record(emu), new_record(emu)
+    src = tmp_path / "src"
+    src.mkdir()
+    for i in range(3):
+        (src / f"t{i}.txt").write_bytes(f"file {i}\n".encode())
+        os.utime(src / f"t{i}.txt", (1_000_000_000, 1_000_000_000))
+    emu.reset_stats()
+    subprocess.run(["cp", "-a", f"{src}/.", str(mnt.path("incident", rec))], check=True)
+    atts = on_instance(emu, rec)
+    assert sorted(atts) == ["t0.txt", "t1.txt", "t2.txt"] and uploads(emu) == 3
+    subprocess.run(["tar", "-cf", str(tmp_path / "a.tar"), "-C", str(src), "."], check=True)
+    emu.reset_stats()
+    subprocess.run(["tar", "-xf", str(tmp_path / "a.tar"), "-C", str(mnt.path("incident", rec2))],
+                   check=True)
+    atts = on_instance(emu, rec2)
+    assert sorted(atts) == ["t0.txt", "t1.txt", "t2.txt"] and uploads(emu) == 3
+    assert atts["t1.txt"][0]["hash"] == digest(b"file 1\n")
+
+
+def test_fsync_and_truncate(emu: EmulatorProc, mnt: MountProc) -> None:
+    rec = new_record(emu)
+    p = mnt.path("incident", rec, "sync.txt")
+    fd = os.open(p, os.O_CREAT | os.O_WRONLY, 0o644)
+    try:
+        os.write(fd, b"before close")
+        os.fsync(fd)  # uploads now
+        assert on_instance(emu, rec)["sync.txt"][0]["hash"] == digest(b"before close")
+        os.ftruncate(fd, 6)
+    finally:
+        os.close(fd)
+    atts = on_instance(emu, rec)
+    assert len(atts["sync.txt"]) == 1 and atts["sync.txt"][0]["hash"] == digest(b"before")
+    os.truncate(p, 3)  # no handle: uploaded at once
+    atts = on_instance(emu, rec)
+    assert len(atts["sync.txt"]) == 1 and atts["sync.txt"][0]["hash"] == digest(b"bef")
+    assert p.read_bytes() == b"bef"
+
+
+def test_clean_shutdown_keeps_what_is_owed(emu: EmulatorProc, tmp_path: Path) -> None:
+    """Unmount while an upload is failing: the bytes stay journaled; the next mount stores them."""
+    rec = new_record(emu)
+    m = start_mount(emu.url, tmp_path / "m", tmp_path / "w")
+    emu.fault(method="POST", path="/attachment/file", count=1000, status=503)
+    with pytest.raises(OSError):
+        m.path("incident", rec, "owed.txt").write_bytes(b"owed")
+    m.stop()
+    assert list(m.spool.rglob("*.json")) and on_instance(emu, rec) == {}
+    emu.json("DELETE", "/__emulator__/faults")
+    m2 = start_mount(emu.url, tmp_path / "m", tmp_path / "w")
+    try:
+        atts = wait_for(lambda: on_instance(emu, rec), lambda a: "owed.txt" in a, timeout=60)
+        assert atts["owed.txt"][0]["hash"] == digest(b"owed")
+        status = wait_for(lambda: json.loads(m2.path(".snfs", "status").read_text()),
+                          lambda s: not s["pending_uploads"])
+        assert status["pending_uploads"] == []
+    finally:
+        m2.stop()
