@@ -76,3 +76,8 @@ class ConnectionFailed(SnfsError):
 class ConfigError(SnfsError):
     """Bad configuration: missing secret, insecure URL, unreadable file."""
     errno = _errno.EINVAL
+
+
+class Unsupported(SnfsError):
+    """405: the instance does not offer this operation (e.g. PATCH rename on older releases)."""
+    errno = _errno.EOPNOTSUPP

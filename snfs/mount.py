@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 import pyfuse3
 import trio
 
-from snfs import __version__
+from snfs import __version__, config, notify
 from snfs.attrs import Owner, Timeouts
 from snfs.auth import BasicAuth, BearerToken, OAuth
 from snfs.client import AttachmentClient, ClientConfig, normalize_instance_url
@@ -38,18 +38,29 @@ SHUTDOWN_UPLOAD_SECONDS = 30.0
 
 
 def build_auth(o: MountOptions, base_url: str) -> Any:
+    """Credentials, first source that has them: an explicit file or systemd credential, the
+    profile's secret (a private config file), the environment, ~/.netrc."""
     host = urlsplit(base_url).hostname
-    if o.token_file or (not o.user and os.environ.get(o.token_env)):
-        return BearerToken(load_secret(file=o.token_file, env=None if o.token_file else o.token_env))
+    if o.token_file:
+        return BearerToken(load_secret(file=o.token_file))
+    if o.token and not o.user:
+        return BearerToken(o.token.reveal())
+    if not o.user and os.environ.get(o.token_env):
+        return BearerToken(load_secret(env=o.token_env))
     if not o.user and not o.oauth_client_id:
         raise ConfigError("no credentials: give --user (password from $SNFS_PASSWORD, "
                           "--password-file, --credential or ~/.netrc) or --token-file")
     password = None
     if o.user:
-        password = load_secret(file=o.password_file, credential=o.credential,
-                               env=o.password_env, netrc_host=host, netrc_login=o.user)
+        if o.password_file or o.credential:
+            password = load_secret(file=o.password_file, credential=o.credential)
+        elif o.password:
+            password = o.password.reveal()
+        else:
+            password = load_secret(env=o.password_env, netrc_host=host, netrc_login=o.user)
     if o.oauth_client_id:
-        secret = load_secret(file=o.oauth_secret_file, env=o.oauth_secret_env)
+        secret = o.client_secret.reveal() if o.client_secret and not o.oauth_secret_file else \
+            load_secret(file=o.oauth_secret_file, env=o.oauth_secret_env)
         return OAuth(base_url + "/oauth_token.do", o.oauth_client_id, secret,
                      grant=o.oauth_grant, user=o.user, password=password)
     return BasicAuth(o.user, password)
@@ -77,13 +88,13 @@ def prepare_mountpoint(path: Path) -> None:
     """Refuse a live mount; clear a dead one left by a crash ("Transport endpoint is not
     connected")."""
     try:
-        os.stat(path)
+        os.statvfs(path)  # unlike stat, never answered from the kernel's attribute cache
     except OSError as e:
         if e.errno != errno.ENOTCONN:
             raise ConfigError(f"mount point {path}: {e.strerror}") from None
         log.warning("mount point %s holds a dead snfs mount (crashed daemon); unmounting it", path)
         unmount(path, lazy=True)
-        os.stat(path)
+        os.statvfs(path)
     if os.path.ismount(path):
         raise ConfigError(f"{path} is already a mount point; unmount it first")
     if not path.is_dir():
@@ -156,6 +167,7 @@ class Mount:
                  " (read-only)" if o.read_only else "")
         try:
             notify_ready(o.ready_fd)
+            notify.ready(f"mounted {self.config.base_url} on {o.mountpoint}")
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._signals, tree, nursery.cancel_scope)
                 if not o.read_only:
@@ -163,10 +175,14 @@ class Mount:
                 await pyfuse3.main()
                 nursery.cancel_scope.cancel()
         finally:
+            notify.stopping("unmounting")
             pyfuse3.close(unmount=True)
             log.info("unmounted %s", o.mountpoint)
             # Unmounted first, so nobody waits on a frozen mount while the last uploads run;
             # what does not finish stays journaled for the next mount.
+            owed = len(writes.pending())
+            if owed:
+                notify.status(f"unmounted; finishing {owed} pending upload(s)")
             with trio.CancelScope(shield=True):
                 await writes.finish(SHUTDOWN_UPLOAD_SECONDS)
         return 0
@@ -182,8 +198,10 @@ class Mount:
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
             async for signum in signals:
                 if signum == signal.SIGHUP:
+                    notify.reloading()
                     tree.invalidate()
                     log.info("SIGHUP: cached listings dropped")
+                    notify.ready(f"mounted {self.config.base_url} on {self.o.mountpoint}")
                 else:
                     log.info("%s: unmounting", signal.Signals(signum).name)
                     pyfuse3.terminate()
@@ -208,9 +226,10 @@ def daemonize(argv: list[str], o: MountOptions) -> int:
     args = [a for a in argv if a != "--daemon"] + ["--ready-fd", str(write_fd)]
     if not o.log_file:
         args += ["--log-file", str(log_file)]
+    env = {k: v for k, v in os.environ.items() if k != "NOTIFY_SOCKET"}  # not a service's main
     child = subprocess.Popen([sys.executable, "-m", "snfs", "mount", *args], pass_fds=(write_fd,),
                              stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                             stderr=subprocess.DEVNULL, start_new_session=True)
+                             stderr=subprocess.DEVNULL, start_new_session=True, env=env)
     os.close(write_fd)
     with os.fdopen(read_fd, "rb") as pipe:
         ready = pipe.read() == b"ready\n"
@@ -230,18 +249,18 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main_mount(argv: list[str]) -> int:
-    args = parser().parse_args(argv)
+    args, profile = config.apply_profile(parser(), argv)
     try:
-        o = from_args(args)
+        o = from_args(args, profile)
         setup_logging(o.verbose, o.log_file)
         if o.daemon:
             return daemonize(argv, o)
-        config = client_config(o)
+        client_cfg = client_config(o)
     except SnfsError as e:
         print(f"snfs: {e.message}", file=sys.stderr)
         return 2
     try:
-        return trio.run(Mount(o, config).run)
+        return trio.run(Mount(o, client_cfg).run)
     except SnfsError as e:
         log.error("%s", e.message)
         return 1

@@ -6,8 +6,13 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from snfs.errors import ConfigError
+from snfs.secrets import Secret
+
+if TYPE_CHECKING:
+    from snfs.config import Profile
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kKmMgGtT]?)(i?[bB])?\s*$")
 _UNITS = {"": 1, "k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40}
@@ -63,11 +68,17 @@ class MountOptions:
     log_file: Path | None = None
     daemon: bool = False
     ready_fd: int | None = None
+    profile: str | None = None
+    # Secrets from a private config file (snfs.config); Secret hides them from repr and logs.
+    password: Secret | None = field(default=None, repr=False)
+    token: Secret | None = field(default=None, repr=False)
+    client_secret: Secret | None = field(default=None, repr=False)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("instance", help="instance name (dev12345), URL, or config profile")
-    p.add_argument("mountpoint", type=Path)
+    p.add_argument("mountpoint", type=Path, nargs="?", default=None,
+                   help="where to mount (default: the profile's mountpoint)")
     auth = p.add_argument_group("authentication (secrets never on the command line)")
     auth.add_argument("--user", help="user name for Basic auth or the OAuth password grant")
     auth.add_argument("--password-file", type=Path, help="file whose first line is the password")
@@ -102,8 +113,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ready-fd", type=int, help=argparse.SUPPRESS)
 
 
-def from_args(a: argparse.Namespace) -> MountOptions:
+def from_args(a: argparse.Namespace, profile: Profile | None = None) -> MountOptions:
     o = MountOptions(instance=a.instance, mountpoint=a.mountpoint.absolute())
+    o.profile = getattr(a, "profile", None)
+    for key in ("token_env", "oauth_secret_env"):  # settable in a profile only
+        if getattr(a, key, None):
+            setattr(o, key, getattr(a, key))
+    if profile is not None:
+        for key in ("password", "token", "client_secret"):
+            value = profile.secret(key)
+            if value:
+                setattr(o, key, Secret(value))
     for name in ("user", "password_file", "password_env", "credential", "token_file",
                  "oauth_client_id", "oauth_secret_file", "oauth_grant", "dir_cache_time",
                  "cache_size", "cache_dir", "disk_cache_size", "spool_dir", "max_in_flight",

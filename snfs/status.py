@@ -22,8 +22,11 @@ def render(s: dict[str, Any]) -> str:
     lines = [f"{s['mountpoint']}: {s['instance']}  pid {s['pid']}  up {s['uptime_seconds']} s"
              + ("  (read-only)" if s.get("read_only") else "")]
     req = s.get("requests", {})
-    if req:
-        lines.append("  requests: " + ", ".join(f"{k} {v}" for k, v in sorted(req.items())))
+    counts = req.get("requests", {})
+    if counts:
+        lines.append("  requests: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items()) if v)
+                     + f"; {req.get('retries', 0)} retries, {req.get('errors', 0)} errors")
+        lines.append(f"  bytes: in {req.get('bytes_in', 0)}, out {req.get('bytes_out', 0)}")
     cache = s.get("cache", {})
     hits, misses = cache.get("hits", 0), cache.get("misses", 0)
     rate = f"{100 * hits / (hits + misses):.0f}%" if hits + misses else "n/a"

@@ -52,3 +52,20 @@ def mount_factory(tmp_path: Path) -> Iterator[Callable[..., MountProc]]:
     yield mount
     for m in mounts:
         m.stop()
+
+
+@pytest.fixture(scope="module")
+def module_emulator_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., EmulatorProc]]:
+    """Like emulator_factory, but the emulators live for the whole test module (faster suites)."""
+    base = tmp_path_factory.mktemp("emu")
+    started: list[EmulatorProc] = []
+
+    def start(*args: str, data_dir: Path | None = None) -> EmulatorProc:
+        emu = start_emulator(data_dir or base / f"emu{len(started)}", *args,
+                             log=base / f"emulator{len(started)}.log")
+        started.append(emu)
+        return emu
+
+    yield start
+    for emu in started:
+        emu.stop()

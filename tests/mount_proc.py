@@ -1,6 +1,7 @@
 """Run `snfs mount` as a subprocess for tests; always unmount and kill it by pid."""
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -72,6 +73,14 @@ def stop_mount(mountpoint: Path, proc: subprocess.Popen | None, grace: float = 2
         subprocess.run(["fusermount3", "-u", "-z", str(mountpoint)], capture_output=True)
 
 
+def _serves(mountpoint: Path, pid: int) -> bool:
+    """Is this daemon the one answering on `mountpoint` (not a stale mount left before it)?"""
+    try:
+        return json.loads((mountpoint / ".snfs" / "status").read_text())["pid"] == pid
+    except (OSError, ValueError, KeyError):
+        return False
+
+
 def _dead_mount(path: Path) -> bool:
     try:
         os.stat(path)
@@ -101,7 +110,7 @@ def start_mount(url: str, mountpoint: Path, work: Path, *args: str, user: str = 
         while time.monotonic() < deadline:
             if proc.poll() is not None:
                 raise AssertionError(f"snfs mount exited {proc.returncode}:\n{m.log_text()}")
-            if os.path.ismount(mountpoint):
+            if os.path.ismount(mountpoint) and _serves(mountpoint, proc.pid):
                 return m
             time.sleep(0.05)
         raise AssertionError(f"mount did not appear in {timeout} s:\n{m.log_text()}")

@@ -407,3 +407,15 @@ def test_second_mount_on_live_mountpoint_fails(emu: EmulatorProc, mnt: MountProc
     assert m.proc.wait(timeout=30) != 0
     assert "already a mount point" in m.log_text()
     assert os.listdir(mnt.mountpoint)  # the first mount is untouched
+
+
+def test_status_command(emu: EmulatorProc, mnt: MountProc) -> None:
+    import sys
+    (mnt.path("incident").iterdir().__next__())  # some traffic
+    r = subprocess.run([sys.executable, "-m", "snfs", "status", str(mnt.mountpoint)],
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0, r.stderr
+    assert emu.url in r.stdout and "cache: hit rate" in r.stdout and "pending uploads: 0" in r.stdout
+    assert "requests:" in r.stdout and "list" in r.stdout
+    r = subprocess.run([sys.executable, "-m", "snfs", "status"], capture_output=True, text=True)
+    assert str(mnt.mountpoint) in r.stdout  # every snfs mount, found in /proc/self/mounts

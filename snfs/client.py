@@ -1,0 +1,995 @@
+"""The ServiceNow Attachment API client (no FUSE code here).
+
+One `httpx.AsyncClient` per `AttachmentClient` (keep-alive pool sized to `max_in_flight`, HTTP/1.1,
+TLS verification on). Every buffered request goes through `_send`: a semaphore bounds the
+requests in flight, a tenacity retry loop (exponential backoff with full jitter, `Retry-After`
+honoured, bounded in attempts and total time) retries what is safe to retry, responses are
+mapped to `snfs.errors`, and each failure is logged exactly once (logger `snfs.client`).
+Downloads (`stream`) have their own loop because they resume where a broken connection
+stopped. Uploads are not idempotent: see `upload`.
+"""
+from __future__ import annotations
+
+import email.utils
+import hashlib
+import ipaddress
+import json as _json
+import logging
+import mimetypes
+import re
+import secrets as _secrets
+import ssl
+import time
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, AsyncIterable, AsyncIterator, Callable, Union
+from urllib.parse import parse_qs, urlsplit
+
+import httpx
+import trio
+from tenacity import (AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt,
+                      stop_before_delay, wait_random_exponential)
+
+from snfs import __version__
+from snfs import query as _q
+from snfs.errors import (AuthError, ConfigError, ConnectionFailed, ExtensionRefused, Forbidden,
+                         InvalidInput, NotFound, RateLimited, ServerError, SnfsError, Timeout,
+                         TooLarge, Unsupported)
+
+log = logging.getLogger("snfs.client")
+
+__all__ = ["Attachment", "AttachmentClient", "ClientConfig", "ClientStats",
+           "normalize_instance_url", "UploadSource"]
+
+API_PATH = "/api/now"
+CHUNK = 256 * 1024                      # read/download/upload chunk size
+EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+REQUEST_KINDS = ("list", "get", "file", "upload", "delete", "rename", "stats", "table", "auth")
+
+UploadSource = Union[Path, bytes, Callable[[], AsyncIterable[bytes]]]
+
+# Transport errors after which the request provably never reached the instance.
+_NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
+_DOWNLOAD_BREAKS = (httpx.TransportError, httpx.DecodingError)
+
+
+# ----------------------------------------------------------------------------------------------
+# Data
+
+
+def _str(v: Any) -> str:
+    if isinstance(v, dict):  # sysparm_display_value=all style {"value":..,"display_value":..}
+        v = v.get("value", "")
+    return "" if v is None else str(v)
+
+
+def _int(v: Any) -> int:
+    try:
+        return int(_str(v) or 0)
+    except ValueError:
+        return 0
+
+
+def _time(v: Any) -> datetime:
+    s = _str(v)
+    try:
+        return datetime.strptime(s, "%Y-%m-%d %H:%M:%S").replace(tzinfo=timezone.utc)
+    except ValueError:
+        return EPOCH
+
+
+@dataclass(frozen=True, slots=True)
+class Attachment:
+    sys_id: str
+    table_name: str
+    table_sys_id: str
+    file_name: str
+    size_bytes: int
+    content_type: str
+    created_on: datetime
+    updated_on: datetime
+    created_by: str
+    hash: str
+    download_link: str
+    state: str
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> "Attachment":
+        d = d or {}
+        return cls(
+            sys_id=_str(d.get("sys_id")),
+            table_name=_str(d.get("table_name")),
+            table_sys_id=_str(d.get("table_sys_id")),
+            file_name=_str(d.get("file_name")),
+            size_bytes=_int(d.get("size_bytes")),
+            content_type=_str(d.get("content_type")),
+            created_on=_time(d.get("sys_created_on")),
+            updated_on=_time(d.get("sys_updated_on")),
+            created_by=_str(d.get("sys_created_by")),
+            hash=_str(d.get("hash")),
+            download_link=_str(d.get("download_link")),
+            state=_str(d.get("state")),
+        )
+
+
+@dataclass
+class ClientStats:
+    """Counters for `snfs status` (a plain dataclass: `vars(stats)` is JSON-ready)."""
+    requests: dict[str, int] = field(default_factory=lambda: dict.fromkeys(REQUEST_KINDS, 0))
+    bytes_in: int = 0
+    bytes_out: int = 0
+    retries: int = 0
+    errors: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"requests": dict(self.requests), "bytes_in": self.bytes_in,
+                "bytes_out": self.bytes_out, "retries": self.retries, "errors": self.errors}
+
+
+# ----------------------------------------------------------------------------------------------
+# Configuration
+
+
+def _is_loopback(host: str) -> bool:
+    if host.lower() in ("localhost", "localhost.localdomain") or host.lower().endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def normalize_instance_url(instance: str, *, allow_insecure_http: bool = False) -> str:
+    """`dev12345` -> `https://dev12345.service-now.com`; a URL is kept (without a trailing
+    slash). Plain http only for a loopback host or with `allow_insecure_http`."""
+    s = (instance or "").strip()
+    if not s:
+        raise ConfigError("no instance given")
+    if "://" not in s:
+        if re.fullmatch(r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?", s):
+            s = f"https://{s.lower()}.service-now.com"
+        else:
+            s = "https://" + s
+    try:
+        parts = urlsplit(s)
+        host = parts.hostname
+        parts.port  # noqa: B018 - raises ValueError on a bad port
+    except ValueError:
+        raise ConfigError("instance URL is not valid") from None
+    scheme = parts.scheme.lower()
+    if scheme not in ("http", "https"):
+        raise ConfigError(f"instance URL scheme {scheme!r} is not supported (use https)")
+    if parts.username is not None or parts.password is not None:
+        # Never echo the URL: it holds a credential.
+        raise ConfigError("instance URL must not contain credentials")
+    if not host:
+        raise ConfigError("instance URL has no host")
+    if parts.query or parts.fragment:
+        raise ConfigError("instance URL must not have a query or fragment")
+    if scheme == "http" and not allow_insecure_http and not _is_loopback(host):
+        raise ConfigError(f"refusing plain http to {host}: use https "
+                          "(or allow insecure http explicitly)")
+    path = parts.path.rstrip("/")
+    if path.endswith(API_PATH):
+        path = path[: -len(API_PATH)]
+    return f"{scheme}://{parts.netloc.lower()}{path}"
+
+
+@dataclass
+class ClientConfig:
+    base_url: str                      # already normalized
+    auth: httpx.Auth | None
+    max_in_flight: int = 8             # semaphore on requests in flight
+    verify: bool | str = True          # TLS verification on by default; str = CA bundle path
+    timeout: float = 30.0              # per-request connect/read timeout
+    retry_total_seconds: float = 60.0  # bounded total retry time
+    retry_attempts: int = 6
+    user_agent: str = f"snfs/{__version__}"
+    retry_base_delay: float = 0.5      # first backoff ceiling; doubles per attempt (full jitter)
+    retry_max_delay: float = 15.0      # backoff ceiling
+    in_doubt_wait: float | None = None  # how long an in-doubt upload is looked for (default max(timeout, 5))
+
+    def __repr__(self) -> str:
+        return (f"ClientConfig(base_url={self.base_url!r}, auth={self.auth!r}, "
+                f"max_in_flight={self.max_in_flight}, verify={self.verify!r}, "
+                f"timeout={self.timeout})")
+
+
+# ----------------------------------------------------------------------------------------------
+# Errors
+
+
+def _instance_error(resp: httpx.Response) -> tuple[str, str]:
+    """(message, detail) from the instance's error envelope; tolerant of anything."""
+    try:
+        body = _json.loads(resp.content) if resp.content else None
+    except (ValueError, UnicodeDecodeError):
+        body = None
+    if isinstance(body, dict):
+        err = body.get("error")
+        if isinstance(err, dict):
+            return _str(err.get("message")).strip(), _str(err.get("detail")).strip()
+        if isinstance(err, str):
+            return err, _str(body.get("error_description"))
+        if "message" in body:
+            return _str(body.get("message")), ""
+    ctype = resp.headers.get("content-type", "")
+    if resp.content and "html" not in ctype and "xml" not in ctype:
+        text = resp.content[:300].decode("utf-8", "replace")
+        text = " ".join(text.split())
+        if text:
+            return text, ""
+    return resp.reason_phrase or "", ""
+
+
+def _retry_after(resp: httpx.Response) -> float | None:
+    value = resp.headers.get("retry-after")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+        return max(0.0, when.timestamp() - time.time())
+    except (TypeError, ValueError):
+        return None
+
+
+def _http_error(resp: httpx.Response, kind: str, method: str, path: str) -> SnfsError:
+    status = resp.status_code
+    message, detail = _instance_error(resp)
+    text = f"{message} {detail}".lower()
+    if status == 401:
+        cls: type[SnfsError] = AuthError
+    elif status == 403:
+        cls = Forbidden
+    elif status == 404:
+        cls = NotFound
+    elif status == 405:
+        cls = Unsupported
+    elif status == 413:
+        cls = TooLarge
+    elif status == 429:
+        cls = RateLimited
+    elif status == 400 and kind == "upload" and "extension" in text:
+        cls = ExtensionRefused
+    elif status == 400 and kind == "upload" and re.search(r"size|max|large|exceed", text):
+        cls = TooLarge
+    elif status == 400:
+        cls = InvalidInput
+    else:
+        cls = ServerError
+    shown = message or resp.reason_phrase
+    if detail and detail != message:
+        shown = f"{shown} ({detail})"
+    err = cls(f"{method} {path}: {status} {shown}".rstrip(), status=status,
+              instance_message=message or None, method=method, path=path)
+    err.retry_after = _retry_after(resp)  # type: ignore[attr-defined]
+    return err
+
+
+def _transport_error(exc: Exception, method: str, path: str) -> SnfsError:
+    cls = Timeout if isinstance(exc, httpx.TimeoutException) else ConnectionFailed
+    reason = str(exc).strip()
+    what = f"{type(exc).__name__}: {reason}" if reason else type(exc).__name__
+    return cls(f"{method} {path}: {what}", method=method, path=path)
+
+
+def _retryable(exc: BaseException) -> bool:
+    return isinstance(exc, SnfsError) and bool(getattr(exc, "retryable", False))
+
+
+# ----------------------------------------------------------------------------------------------
+# Helpers
+
+
+_LINK_RE = re.compile(r"<([^>]*)>\s*((?:;\s*[^;,<]*)*)")
+
+
+def _parse_link(header: str | None) -> dict[str, str]:
+    links: dict[str, str] = {}
+    for m in _LINK_RE.finditer(header or ""):
+        rel = re.search(r'rel\s*=\s*"?([^";,]+)"?', m.group(2))
+        if rel:
+            for name in rel.group(1).split():
+                links.setdefault(name.lower(), m.group(1))
+    return links
+
+
+def _offset_of(url: str) -> int | None:
+    try:
+        return int(parse_qs(urlsplit(url).query)["sysparm_offset"][0])
+    except (KeyError, IndexError, ValueError):
+        return None
+
+
+def _validate_file_name(name: str) -> str:
+    if not isinstance(name, str) or not name or "\x00" in name or len(name.encode()) > 1000:
+        raise InvalidInput(f"invalid file name {name!r}")
+    return name
+
+
+def _multipart_quote(s: str) -> str:
+    """A quoted-string parameter value: backslash-escaped quote and backslash; CR/LF cannot
+    appear in a header at all (the exact name also travels in the `file_name` field)."""
+    return s.replace("\\", "\\\\").replace('"', '\\"').replace("\r", "%0D").replace("\n", "%0A")
+
+
+def _multipart_frame(boundary: str, table: str, table_sys_id: str, file_name: str,
+                     content_type: str) -> tuple[bytes, bytes]:
+    """Bytes before and after the file content of a multipart/form-data body whose file part
+    comes last, as the instance requires."""
+    b = boundary.encode()
+    head = b""
+    fields = (("table_name", table), ("table_sys_id", table_sys_id), ("file_name", file_name))
+    for name, value in fields:
+        head += (b"--" + b + b"\r\nContent-Disposition: form-data; name=\"" + name.encode()
+                 + b"\"\r\n\r\n" + value.encode() + b"\r\n")
+    head += (b"--" + b + b"\r\nContent-Disposition: form-data; name=\"uploadFile\"; filename=\""
+             + _multipart_quote(file_name).encode() + b"\"\r\nContent-Type: "
+             + content_type.encode() + b"\r\n\r\n")
+    tail = b"\r\n--" + b + b"--\r\n"
+    return head, tail
+
+
+class _Body:
+    """One attempt's request body: frames, hashes and counts the content as it is sent."""
+
+    def __init__(self, client: "AttachmentClient", opener: Callable[[], AsyncIterable[bytes]],
+                 size: int | None, head: bytes = b"", tail: bytes = b"") -> None:
+        self.client, self.opener, self.size, self.head, self.tail = client, opener, size, head, tail
+        self.digest = hashlib.sha256()
+        self.sent = 0
+        self.complete = False      # all content read and handed to the connection
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        if self.head:
+            self.client.stats.bytes_out += len(self.head)
+            yield self.head
+        async for chunk in self.opener():
+            if not chunk:
+                continue
+            self.sent += len(chunk)
+            if self.size is not None and self.sent > self.size:
+                raise InvalidInput(f"upload source is larger than the {self.size} bytes announced")
+            self.digest.update(chunk)
+            self.client.stats.bytes_out += len(chunk)
+            yield bytes(chunk)
+        if self.size is not None and self.sent != self.size:
+            raise InvalidInput(f"upload source has {self.sent} bytes, {self.size} announced")
+        self.complete = True
+        if self.tail:
+            self.client.stats.bytes_out += len(self.tail)
+            yield self.tail
+
+
+def _opener(source: UploadSource, size: int | None) -> tuple[Callable[[], AsyncIterable[bytes]],
+                                                                int | None]:
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        data = bytes(source)
+
+        async def from_bytes() -> AsyncIterator[bytes]:
+            for i in range(0, len(data), CHUNK):
+                yield data[i:i + CHUNK]
+        return from_bytes, len(data) if size is None else size
+    if isinstance(source, (str, Path)):
+        path = Path(source)
+        try:
+            actual = path.stat().st_size
+        except OSError as e:
+            raise InvalidInput(f"upload source {path}: {e.strerror}") from None
+        want = actual if size is None else size
+
+        async def from_file() -> AsyncIterator[bytes]:
+            remaining = want
+            async with await trio.open_file(path, "rb") as f:
+                while remaining > 0:
+                    chunk = await f.read(min(CHUNK, remaining))
+                    if not chunk:
+                        break
+                    remaining -= len(chunk)
+                    yield chunk
+        return from_file, want
+    if callable(source):
+        return source, size
+    raise InvalidInput(f"unsupported upload source {type(source).__name__}")
+
+
+@dataclass
+class _Ctx:
+    """What a `_send` call learnt across its attempts."""
+    attempts: int = 0
+    lost_response: bool = False   # an earlier attempt may have reached the instance
+    auth_retried: bool = False
+
+
+# ----------------------------------------------------------------------------------------------
+# The client
+
+
+class AttachmentClient:
+    def __init__(self, config: ClientConfig) -> None:
+        self.config = config
+        self.stats = ClientStats()
+        self._api = config.base_url.rstrip("/") + API_PATH
+        self._sem = trio.Semaphore(max(1, config.max_in_flight))
+        self._supports_range: bool | None = None
+        self._rename_supported: bool | None = None
+        self._clock_offset = 0.0   # instance clock minus ours, from Date headers
+        verify: Any = config.verify
+        if isinstance(verify, str):
+            verify = ssl.create_default_context(cafile=verify)
+        pool = max(1, config.max_in_flight) + 2   # + room for token requests / copy streams
+        self._http = httpx.AsyncClient(
+            auth=config.auth,
+            verify=verify,
+            http2=False,
+            timeout=httpx.Timeout(config.timeout),
+            limits=httpx.Limits(max_connections=pool, max_keepalive_connections=pool,
+                                keepalive_expiry=30.0),
+            headers={"User-Agent": config.user_agent},
+            follow_redirects=False,   # never carry credentials to another host
+        )
+        bind = getattr(config.auth, "bind", None)
+        if callable(bind):
+            bind(self._http)
+        if hasattr(config.auth, "on_token_request"):
+            config.auth.on_token_request = self._count_token_request  # type: ignore[union-attr]
+
+    def __repr__(self) -> str:
+        return f"AttachmentClient({self.config.base_url!r})"
+
+    def _count_token_request(self) -> None:
+        self.stats.requests["auth"] += 1
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def __aenter__(self) -> "AttachmentClient":
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self.aclose()
+
+    @property
+    def supports_range(self) -> bool | None:
+        """Whether `/file` honours Range (learnt from responses; None until tried)."""
+        return self._supports_range
+
+    @property
+    def rename_supported(self) -> bool | None:
+        return self._rename_supported
+
+    # -- the one request path ---------------------------------------------------------------
+
+    def _retrying(self, attempts: int | None = None) -> AsyncRetrying:
+        cfg = self.config
+        backoff = wait_random_exponential(multiplier=cfg.retry_base_delay, max=cfg.retry_max_delay)
+
+        def wait(rs: RetryCallState) -> float:
+            exc = rs.outcome.exception() if rs.outcome else None
+            after = getattr(exc, "retry_after", None)
+            return max(after or 0.0, 0.0 if getattr(exc, "no_wait", False) else backoff(rs))
+
+        def before_sleep(rs: RetryCallState) -> None:
+            self.stats.retries += 1
+            exc = rs.outcome.exception() if rs.outcome else None
+            log.debug("retrying in %.2f s after: %s", rs.upcoming_sleep, exc)
+
+        return AsyncRetrying(
+            sleep=trio.sleep,
+            stop=stop_after_attempt(attempts or cfg.retry_attempts)
+            | stop_before_delay(cfg.retry_total_seconds),
+            wait=wait,
+            retry=retry_if_exception(_retryable),
+            before_sleep=before_sleep,
+            reraise=True,
+        )
+
+    def _failed(self, err: SnfsError) -> SnfsError:
+        """Count and log a failure that reaches the caller: exactly one line."""
+        self.stats.errors += 1
+        if err.status:
+            what = f"{err.status} {err.instance_message or ''}".rstrip()
+        else:   # transport error: the message is "METHOD PATH: Kind: reason"
+            prefix = f"{err.method} {err.path}: "
+            what = err.message[len(prefix):] if err.message.startswith(prefix) else err.message
+        log.warning("%s %s failed: %s", err.method, err.path, what)
+        return err
+
+    def _learn_clock(self, resp: httpx.Response) -> None:
+        date = resp.headers.get("date")
+        if date:
+            try:
+                self._clock_offset = email.utils.parsedate_to_datetime(date).timestamp() - time.time()
+            except (TypeError, ValueError):
+                pass
+
+    async def _send(self, kind: str, method: str, path: str, *,
+                    params: dict[str, Any] | None = None, json: Any = None,
+                    body: Callable[[], AsyncIterable[bytes]] | None = None,
+                    headers: dict[str, str] | None = None, idempotent: bool = True,
+                    allow: tuple[int, ...] = (), ctx: _Ctx | None = None,
+                    attempts: int | None = None, log_failure: bool = True) -> httpx.Response:
+        """Send one logical request (with retries); return the response, body read.
+
+        Raises the mapped `SnfsError` unless the status is 2xx or in `allow`. For a
+        non-idempotent request only what provably did not reach the instance is retried
+        (connect errors, 429, 503); other doubtful failures are raised with `in_doubt = True`.
+        """
+        ctx = ctx or _Ctx()
+        url = self._api + path
+
+        async def attempt() -> httpx.Response:
+            ctx.attempts += 1
+            hdrs = {"Accept": "application/json"}
+            hdrs.update(headers or {})
+            content = body() if body is not None else None
+            if json is not None:
+                payload = _json.dumps(json).encode()
+                hdrs["Content-Type"] = "application/json"
+                content = payload
+                self.stats.bytes_out += len(payload)
+            request = self._http.build_request(method, url, params=params, content=content,
+                                               headers=hdrs)
+            self.stats.requests[kind] = self.stats.requests.get(kind, 0) + 1
+            started = time.monotonic()
+            async with self._sem:
+                try:
+                    resp = await self._http.send(request)
+                except httpx.TransportError as e:
+                    err = _transport_error(e, method, path)
+                    not_sent = isinstance(e, _NOT_SENT)
+                    if not not_sent:
+                        ctx.lost_response = True
+                    err.retryable = idempotent or not_sent  # type: ignore[attr-defined]
+                    err.in_doubt = not idempotent and not not_sent  # type: ignore[attr-defined]
+                    log.debug("%s %s: %s", method, path, err.message)
+                    raise err from None
+                except httpx.HTTPError as e:   # e.g. a body that cannot be sent again
+                    raise ServerError(f"{method} {path}: {type(e).__name__}: {e}",
+                                      method=method, path=path) from None
+            self.stats.bytes_in += resp.num_bytes_downloaded
+            self._learn_clock(resp)
+            log.debug("%s %s -> %d (%.0f ms)", method, path, resp.status_code,
+                      (time.monotonic() - started) * 1000)
+            if resp.is_success or resp.status_code in allow:
+                return resp
+            err = _http_error(resp, kind, method, path)
+            status = resp.status_code
+            if status in (429, 503):
+                err.retryable = True  # type: ignore[attr-defined]
+            elif status in (502, 504):
+                err.retryable = idempotent  # type: ignore[attr-defined]
+                err.in_doubt = not idempotent  # type: ignore[attr-defined]
+                ctx.lost_response = True
+            elif status == 401 and body is not None and hasattr(self.config.auth, "invalidate") \
+                    and not ctx.auth_retried:
+                # OAuth has refreshed its token but could not resend a streamed body itself.
+                ctx.auth_retried = True
+                err.retryable = True  # type: ignore[attr-defined]
+                err.no_wait = True  # type: ignore[attr-defined]
+            raise err
+
+        try:
+            return await self._retrying(attempts)(attempt)
+        except SnfsError as err:
+            if getattr(err, "in_doubt", False) or not log_failure:
+                raise err
+            raise self._failed(err) from None
+
+    # -- operations -------------------------------------------------------------------------
+
+    async def check(self) -> None:
+        """One cheap authenticated request: raises AuthError, ConnectionFailed, ... if the
+        instance cannot be used."""
+        await self._send("list", "GET", "/attachment",
+                         params={"sysparm_limit": "1", "sysparm_fields": "sys_id"}, attempts=3)
+
+    async def list_pages(self, query: str, *, page_size: int = 1000) -> AsyncIterator[list[Attachment]]:
+        """Attachments matching an encoded query, one page per yield, each attachment once."""
+        if page_size < 1:
+            raise InvalidInput("page_size must be positive")
+        offset = 0
+        seen: set[str] = set()
+        while True:
+            resp = await self._send("list", "GET", "/attachment", params={
+                "sysparm_query": query, "sysparm_limit": str(page_size),
+                "sysparm_offset": str(offset)})
+            rows = _result(resp, list)
+            page = []
+            for row in rows:
+                att = Attachment.from_json(row)
+                if att.sys_id and att.sys_id not in seen:
+                    seen.add(att.sys_id)
+                    page.append(att)
+            if page:
+                yield page
+            if not rows:
+                return
+            links = _parse_link(resp.headers.get("link"))
+            try:
+                total: int | None = int(resp.headers["x-total-count"])
+            except (KeyError, ValueError):
+                total = None
+            following = offset + len(rows)
+            nxt: int | None
+            if "next" in links:
+                nxt = _offset_of(links["next"])
+                if nxt is None or nxt <= offset:   # unusable link: count ourselves
+                    nxt = following
+            elif links:
+                return                              # Link without next: the last page
+            elif total is not None:
+                nxt = following if following < total else None
+            else:
+                nxt = following if len(rows) >= page_size else None
+            if nxt is None:
+                return
+            offset = nxt
+
+    async def list_all(self, query: str, *, page_size: int = 1000) -> list[Attachment]:
+        out: list[Attachment] = []
+        async for page in self.list_pages(query, page_size=page_size):
+            out.extend(page)
+        return out
+
+    async def get(self, sys_id: str) -> Attachment:
+        _q.validate_sys_id(sys_id)
+        resp = await self._send("get", "GET", f"/attachment/{sys_id}")
+        return Attachment.from_json(_result(resp, dict))
+
+    def stream(self, sys_id: str, *, offset: int = 0,
+               expected_size: int | None = None) -> AsyncIterator[bytes]:
+        """The content from `offset` on, resumed across broken connections."""
+        _q.validate_sys_id(sys_id)
+        if offset < 0:
+            raise InvalidInput("offset must not be negative")
+        return self._stream(sys_id, offset, expected_size, hold_slot=True)
+
+    async def _stream(self, sys_id: str, offset: int, expected_size: int | None,
+                      hold_slot: bool) -> AsyncIterator[bytes]:
+        cfg = self.config
+        path = f"/attachment/{sys_id}/file"
+        url = f"{self._api}{path}"
+        delivered = 0            # bytes yielded to the caller
+        total = expected_size    # the attachment's size, when known
+        failures = 0
+        started = time.monotonic()
+        backoff = wait_random_exponential(multiplier=cfg.retry_base_delay, max=cfg.retry_max_delay)
+        while True:
+            pos = offset + delivered
+            if total is not None and pos >= total:
+                return
+            headers = {"Accept": "*/*", "Accept-Encoding": "gzip"}
+            ranged = pos > 0 and self._supports_range is not False
+            if ranged:
+                headers["Range"] = f"bytes={pos}-"
+                headers["Accept-Encoding"] = "identity"   # a range of the plain bytes
+            progress = False
+            try:
+                async with _maybe(self._sem if hold_slot else None):
+                    self.stats.requests["file"] += 1
+                    request = self._http.build_request("GET", url, headers=headers)
+                    t0 = time.monotonic()
+                    resp = await self._http.send(request, stream=True)
+                    try:
+                        log.debug("GET %s (from %d) -> %d (%.0f ms)", path, pos,
+                                  resp.status_code, (time.monotonic() - t0) * 1000)
+                        if resp.status_code == 416:
+                            return                       # offset at or past the end
+                        if resp.status_code not in (200, 206):
+                            await resp.aread()
+                            err = _http_error(resp, "file", "GET", path)
+                            err.retryable = resp.status_code in (429, 502, 503, 504)  # type: ignore[attr-defined]
+                            raise err
+                        if total is None:
+                            total = _metadata_size(resp)
+                        skip = 0
+                        if resp.status_code == 206:
+                            start, whole = _content_range(resp.headers.get("content-range"))
+                            if start != pos:
+                                raise ServerError(f"GET {path}: 206 for the wrong range",
+                                                  status=206, method="GET", path=path)
+                            self._supports_range = True
+                            if total is None and whole is not None:
+                                total = whole
+                        else:
+                            if ranged:
+                                self._supports_range = False
+                            skip = pos
+                        async for chunk in resp.aiter_bytes(CHUNK):
+                            if skip:
+                                if len(chunk) <= skip:
+                                    skip -= len(chunk)
+                                    continue
+                                chunk = chunk[skip:]
+                                skip = 0
+                            delivered += len(chunk)
+                            progress = True
+                            yield chunk
+                        if skip:
+                            return                       # offset past the end
+                        if total is not None and offset + delivered < total:
+                            raise httpx.RemoteProtocolError(
+                                f"body ended at {offset + delivered} of {total} bytes")
+                        return
+                    finally:
+                        self.stats.bytes_in += resp.num_bytes_downloaded
+                        self._learn_clock(resp)
+                        await resp.aclose()
+            except _DOWNLOAD_BREAKS as e:
+                err = _transport_error(e, "GET", path)
+                err.retryable = True  # type: ignore[attr-defined]
+            except SnfsError as e:
+                err = e
+                if not _retryable(err):
+                    raise self._failed(err) from None
+            failures = 1 if progress else failures + 1
+            wait = max(getattr(err, "retry_after", None) or 0.0,
+                       backoff(_FakeState(failures)))
+            elapsed = time.monotonic() - started
+            if failures >= cfg.retry_attempts or elapsed + wait >= cfg.retry_total_seconds:
+                raise self._failed(err) from None
+            self.stats.retries += 1
+            log.debug("download of %s broke at %d bytes (%s); resuming in %.2f s",
+                      sys_id, offset + delivered, err.message, wait)
+            await trio.sleep(wait)
+
+    async def upload(self, table: str, table_sys_id: str, file_name: str, source: UploadSource,
+                     *, size: int | None = None, content_type: str | None = None,
+                     multipart: bool = False) -> Attachment:
+        """Store a new attachment; streamed, never held in memory.
+
+        Retried only when the instance provably did not act (connect errors, 429, 503). When in
+        doubt (timeout or connection lost after sending, 502/504) the attachment is looked for
+        (same record, name, size and SHA-256, created since the upload began) before sending again.
+        """
+        _q.validate_table(table)
+        _q.validate_sys_id(table_sys_id)
+        _validate_file_name(file_name)
+        if size is not None and size < 0:
+            raise InvalidInput("size must not be negative")
+        ctype = content_type or mimetypes.guess_type(file_name)[0] or "application/octet-stream"
+        opener, size = _opener(source, size)
+        headers: dict[str, str]
+        if multipart:
+            boundary = "snfs-" + _secrets.token_hex(16)
+            head, tail = _multipart_frame(boundary, table, table_sys_id, file_name, ctype)
+            headers = {"Content-Type": f"multipart/form-data; boundary={boundary}"}
+            path, params = "/attachment/upload", None
+        else:
+            head = tail = b""
+            headers = {"Content-Type": ctype}
+            path = "/attachment/file"
+            params = {"table_name": table, "table_sys_id": table_sys_id, "file_name": file_name}
+        if size is not None:
+            headers["Content-Length"] = str(len(head) + size + len(tail))
+        bodies: list[_Body] = []
+
+        def make_body() -> AsyncIterable[bytes]:
+            b = _Body(self, opener, size, head, tail)
+            bodies.append(b)
+            return b.__aiter__()
+
+        since = time.time() + self._clock_offset
+        deadline = time.monotonic() + self.config.retry_total_seconds
+        for round_ in range(1, 4):
+            try:
+                resp = await self._send("upload", "POST", path, params=params, body=make_body,
+                                        headers=headers, idempotent=False, log_failure=False)
+                att = Attachment.from_json(_result(resp, dict))
+                log.debug("uploaded %s/%s/%s as %s", table, table_sys_id, file_name, att.sys_id)
+                return att
+            except SnfsError as err:
+                if not getattr(err, "in_doubt", False):
+                    raise self._failed(err) from None
+                last = bodies[-1] if bodies else None
+                if last is None or not last.complete:
+                    # The content never fully left: the instance cannot have stored it.
+                    log.debug("upload of %s broke while sending (%s); sending again",
+                              file_name, err.message)
+                    if round_ == 3 or time.monotonic() > deadline:
+                        raise self._failed(err) from None
+                    self.stats.retries += 1
+                    continue
+                log.info("upload of %s/%s/%s in doubt (%s); looking for it before sending again",
+                         table, table_sys_id, file_name, err.message)
+                found = await self._find_uploaded(table, table_sys_id, file_name, last.sent,
+                                                  last.digest.hexdigest(), since)
+                if found is not None:
+                    log.info("upload of %s found as %s; not sending it again", file_name,
+                             found.sys_id)
+                    return found
+                if round_ == 3 or time.monotonic() > deadline:
+                    raise self._failed(err) from None
+                self.stats.retries += 1
+        raise AssertionError("unreachable")
+
+    async def _find_uploaded(self, table: str, table_sys_id: str, file_name: str, size: int,
+                             digest: str, since: float) -> Attachment | None:
+        """Poll for an attachment an in-doubt upload may have created, for `in_doubt_wait`."""
+        q = _q.all_of(_q.term("table_name", "=", table),
+                         _q.term("table_sys_id", "=", table_sys_id),
+                         _q.term("file_name", "=", file_name),
+                         _q.order_by("sys_created_on", desc=True))
+        wait_total = self.config.in_doubt_wait
+        if wait_total is None:
+            wait_total = max(self.config.timeout, 5.0)
+        give_up = time.monotonic() + wait_total
+        pause = 0.25
+        while True:
+            try:
+                atts = await self.list_all(q, page_size=100)
+            except SnfsError:
+                atts = []
+            hits = [a for a in atts if a.size_bytes == size and (not a.hash or a.hash == digest)
+                    and a.created_on.timestamp() >= int(since) - 2]
+            if hits:
+                return max(hits, key=lambda a: (a.created_on, a.sys_id))
+            if time.monotonic() + pause > give_up:
+                return None
+            await trio.sleep(pause)
+            pause = min(pause * 2, 2.0)
+
+    async def delete(self, sys_id: str, *, missing_ok: bool = False) -> None:
+        _q.validate_sys_id(sys_id)
+        ctx = _Ctx()
+        path = f"/attachment/{sys_id}"
+        resp = await self._send("delete", "DELETE", path, allow=(404,), ctx=ctx)
+        if resp.status_code == 404 and not missing_ok and not ctx.lost_response:
+            raise self._failed(_http_error(resp, "delete", "DELETE", path))
+
+    async def rename(self, sys_id: str, new_name: str) -> Attachment:
+        """PATCH the file name; where the instance cannot, copy to the new name and delete the
+        old attachment once the copy is stored (the result then has a new sys_id)."""
+        _q.validate_sys_id(sys_id)
+        _validate_file_name(new_name)
+        path = f"/attachment/{sys_id}"
+        if self._rename_supported is not False:
+            resp = await self._send("rename", "PATCH", path, json={"file_name": new_name},
+                                    allow=(400, 404, 405))
+            if resp.is_success:
+                self._rename_supported = True
+                try:
+                    row = _result(resp, dict)
+                    if row.get("sys_id"):
+                        return Attachment.from_json(row)
+                except SnfsError:
+                    pass
+                return await self.get(sys_id)
+            err = _http_error(resp, "rename", "PATCH", path)
+            if resp.status_code == 404 or resp.status_code == 400:
+                await self.get(sys_id)   # NotFound when the attachment itself is missing
+            if resp.status_code in (404, 405):
+                self._rename_supported = False
+            log.info("rename by PATCH not available (%s); copying to the new name instead",
+                     err.message)
+        old = await self.get(sys_id)
+        new = await self.upload(
+            old.table_name, old.table_sys_id, new_name,
+            lambda: self._stream(sys_id, 0, old.size_bytes, hold_slot=False),
+            size=old.size_bytes, content_type=old.content_type or None)
+        if old.hash and new.hash and old.hash != new.hash:
+            await self.delete(new.sys_id, missing_ok=True)
+            raise self._failed(ServerError(
+                f"PATCH {path}: copy for rename has different content; original kept",
+                method="PATCH", path=path))
+        await self.delete(sys_id, missing_ok=True)
+        return new
+
+    async def count_by(self, group_by: str, query: str = "", *,
+                       table: str = "sys_attachment") -> dict[str, int]:
+        """Aggregate API: number of `table` records per value of `group_by`."""
+        _q.validate_field(group_by)
+        _q.validate_table(table)
+        params = {"sysparm_count": "true", "sysparm_group_by": group_by}
+        if query:
+            params["sysparm_query"] = query
+        resp = await self._send("stats", "GET", f"/stats/{table}", params=params)
+        result = _result(resp, (list, dict))
+        counts: dict[str, int] = {}
+        rows = result if isinstance(result, list) else [result]
+        for row in rows:
+            if not isinstance(row, dict):
+                continue
+            stats = row.get("stats") or {}
+            n = _int(stats.get("count") if isinstance(stats, dict) else 0)
+            value = ""
+            for g in row.get("groupby_fields") or []:
+                if isinstance(g, dict) and g.get("field") == group_by:
+                    value = _str(g.get("value"))
+            counts[value] = counts.get(value, 0) + n
+        return counts
+
+    async def record_exists(self, table: str, sys_id: str) -> bool:
+        _q.validate_table(table)
+        if not _q.is_sys_id(sys_id):
+            return False
+        resp = await self._send("table", "GET", f"/table/{_base_table(table)}/{sys_id}",
+                                params={"sysparm_fields": "sys_id"}, allow=(400, 404))
+        return resp.is_success
+
+    async def table_exists(self, table: str) -> bool:
+        """Whether the Table API knows `table` (a `ZZ_YY<table>` exists when `<table>` does)."""
+        _q.validate_table(table)
+        resp = await self._send("table", "GET", f"/table/{_base_table(table)}",
+                                params={"sysparm_limit": "1", "sysparm_fields": "sys_id"},
+                                allow=(400, 404))
+        return resp.is_success
+
+    async def find_record(self, table: str, number: str) -> str | None:
+        """The sys_id of the record of `table` with this number (INC0010001), or None."""
+        _q.validate_table(table)
+        if not isinstance(number, str) or not re.fullmatch(r"[A-Za-z0-9_.-]{1,40}", number):
+            raise InvalidInput(f"invalid record number {number!r}")
+        resp = await self._send("table", "GET", f"/table/{_base_table(table)}", params={
+            "sysparm_query": _q.term("number", "=", number),
+            "sysparm_fields": "sys_id,number", "sysparm_limit": "1"}, allow=(400, 404))
+        if not resp.is_success:
+            return None
+        for row in _result(resp, list):
+            sid = _str(row.get("sys_id")) if isinstance(row, dict) else ""
+            if _q.is_sys_id(sid) and _str(row.get("number")) in ("", number):
+                return sid
+        return None
+
+
+# ----------------------------------------------------------------------------------------------
+# small helpers used above
+
+
+def _base_table(table: str) -> str:
+    return table[5:] if table.startswith("ZZ_YY") else table
+
+
+def _result(resp: httpx.Response, kind: type | tuple[type, ...]) -> Any:
+    try:
+        body = resp.json()
+    except (ValueError, UnicodeDecodeError):
+        body = None
+    result = body.get("result") if isinstance(body, dict) else None
+    if not isinstance(result, kind):
+        path = urlsplit(str(resp.request.url)).path if resp.request else ""
+        raise ServerError(f"{resp.request.method if resp.request else ''} {path}: "
+                          f"{resp.status_code} answer without a usable result",
+                          status=resp.status_code)
+    return result
+
+
+def _metadata_size(resp: httpx.Response) -> int | None:
+    raw = resp.headers.get("x-attachment-metadata")
+    if not raw:
+        return None
+    try:
+        meta = _json.loads(raw)
+        return int(meta["size_bytes"])
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
+def _content_range(value: str | None) -> tuple[int | None, int | None]:
+    m = re.fullmatch(r"\s*bytes\s+(\d+)-(\d+)/(\d+|\*)\s*", value or "")
+    if not m:
+        return None, None
+    return int(m.group(1)), (int(m.group(3)) if m.group(3) != "*" else None)
+
+
+class _FakeState:
+    """The bit of tenacity's RetryCallState its wait functions read."""
+
+    def __init__(self, attempt_number: int) -> None:
+        self.attempt_number = attempt_number
+
+
+@asynccontextmanager
+async def _maybe(sem: trio.Semaphore | None) -> AsyncIterator[None]:
+    if sem is None:
+        yield
+    else:
+        async with sem:
+            yield

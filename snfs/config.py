@@ -1,0 +1,372 @@
+"""The config file: named profiles of mount options.
+
+    # ~/.config/snfs/config.toml  ($XDG_CONFIG_HOME/snfs/config.toml)
+    [instance.prod]
+    url = "https://acme.service-now.com"
+    user = "svc_snfs"
+    password_file = "/etc/snfs/prod.password"
+    tables = ["incident", "problem"]
+    mountpoint = "/mnt/prod"
+    options = "ro,allow_other"
+    dir_cache_time = 30
+    cache_size = "512M"
+
+Every key but `url`, `mountpoint`, `options` and the secrets is a `MountOptions` field name
+with the meaning of the command-line option of the same name. `snfs mount prod` uses the
+profile; the command line overrides it, and it overrides the built-in defaults.
+
+A secret (`password`, `token`, `client_secret`, `oauth_secret`) may sit in the file only if
+the file is private (`chmod 600`); otherwise the whole file is refused.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import stat
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from snfs.errors import ConfigError
+from snfs.options import parse_size
+from snfs.secrets import Secret
+
+__all__ = ["Profile", "config_path", "load_profile", "profile_defaults", "apply_profile",
+           "SYSTEM_CONFIG"]
+
+SYSTEM_CONFIG = Path("/etc/snfs/config.toml")
+
+# Secret keys as written in the file -> the values key they become.
+SECRET_KEYS = {"password": "password", "token": "token", "client_secret": "client_secret",
+               "oauth_secret": "client_secret"}
+
+# argparse dests that take the profile value unchanged.
+_PLAIN_DESTS = ("user", "password_file", "password_env", "credential", "token_file",
+                "oauth_client_id", "oauth_secret_file", "oauth_grant", "dir_cache_time",
+                "cache_size", "cache_dir", "disk_cache_size", "spool_dir", "max_in_flight",
+                "timeout", "allow_insecure_http", "ca_bundle", "verbose", "log_file",
+                "mountpoint")
+
+_PROFILE_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
+
+
+@dataclass
+class Profile:
+    name: str
+    url: str
+    # MountOptions field names (plus `mountpoint`, `fuse_options`, and the secrets `password`,
+    # `token`, `client_secret` as snfs.secrets.Secret), already converted.
+    values: dict[str, Any] = field(default_factory=dict)
+    path: Path | None = None
+
+    def secret(self, key: str) -> str | None:
+        """`password`, `token` or `client_secret` from the file, revealed; None if absent."""
+        value = self.values.get(key)
+        return value.reveal() if isinstance(value, Secret) else None
+
+    def __repr__(self) -> str:  # values may hold secrets: Secret reprs as '***' anyway
+        return f"Profile(name={self.name!r}, url={self.url!r}, path={str(self.path)!r}, " \
+               f"keys={sorted(self.values)!r})"
+
+
+def config_path() -> Path:
+    """`$SNFS_CONFIG` if set; else `$XDG_CONFIG_HOME/snfs/config.toml` (default
+    `~/.config/snfs/config.toml`); for root, `/etc/snfs/config.toml` when the per-user file
+    does not exist (the system unit and mount(8) at boot run as root)."""
+    explicit = os.environ.get("SNFS_CONFIG")
+    if explicit:
+        return Path(explicit).expanduser()
+    base = os.environ.get("XDG_CONFIG_HOME") or ""
+    user_file = (Path(base) if os.path.isabs(base) else Path.home() / ".config") \
+        / "snfs" / "config.toml"
+    if os.geteuid() == 0 and not user_file.exists() and SYSTEM_CONFIG.exists():
+        return SYSTEM_CONFIG
+    return user_file
+
+
+# --- conversions: each takes (value, where) and returns the typed value or raises ----------
+
+def _where(path: Path, profile: str, key: str) -> str:
+    return f"{path}: [instance.{profile}] {key}"
+
+
+def _bad(where: str, expected: str) -> ConfigError:
+    return ConfigError(f"{where}: must be {expected}")
+
+
+def _str(v: Any, where: str) -> str:
+    if not isinstance(v, str) or not v.strip():
+        raise _bad(where, "a non-empty string")
+    return v.strip()
+
+
+def _bool(v: Any, where: str) -> bool:
+    if not isinstance(v, bool):
+        raise _bad(where, "true or false")
+    return v
+
+
+def _int(v: Any, where: str) -> int:
+    if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+        raise _bad(where, "a whole number >= 0")
+    return v
+
+
+def _positive_int(v: Any, where: str) -> int:
+    if _int(v, where) < 1:
+        raise _bad(where, "a whole number >= 1")
+    return v
+
+
+def _seconds(v: Any, where: str) -> float:
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or v <= 0:
+        raise _bad(where, "a number of seconds above 0")
+    return float(v)
+
+
+def _size(v: Any, where: str) -> int:
+    if isinstance(v, int) and not isinstance(v, bool) and v >= 0:
+        return v
+    if isinstance(v, str):
+        try:
+            return parse_size(v)
+        except argparse.ArgumentTypeError:
+            pass
+    raise _bad(where, 'a size such as "512M" or "2G", or a number of bytes')
+
+
+def _umask(v: Any, where: str) -> int:
+    if isinstance(v, str):
+        try:
+            n = int(v, 8)
+        except ValueError:
+            raise _bad(where, 'an octal string such as "022"') from None
+    elif isinstance(v, int) and not isinstance(v, bool):
+        n = v  # TOML 0o022
+    else:
+        raise _bad(where, 'an octal string such as "022"')
+    if not 0 <= n <= 0o777:
+        raise _bad(where, 'an octal string such as "022"')
+    return n
+
+
+def _tables(v: Any, where: str) -> list[str]:
+    if isinstance(v, str):
+        v = v.split(",")
+    if not isinstance(v, list) or not all(isinstance(t, str) for t in v):
+        raise _bad(where, 'a list of table names such as ["incident", "problem"]')
+    tables = [t.strip() for t in v if t.strip()]
+    if not tables:
+        raise _bad(where, "a non-empty list of table names")
+    return tables
+
+
+def _fuse_options(v: Any, where: str) -> list[str]:
+    if isinstance(v, str):
+        v = v.split(",")
+    if not isinstance(v, list) or not all(isinstance(o, str) for o in v):
+        raise _bad(where, 'a string of mount options such as "ro,allow_other"')
+    return [o.strip() for o in v if o.strip()]
+
+
+def _choice(*choices: str) -> Callable[[Any, str], str]:
+    def convert(v: Any, where: str) -> str:
+        if v not in choices:
+            raise _bad(where, " or ".join(repr(c) for c in choices))
+        return v
+    return convert
+
+
+# key in the file -> (values key, converter). Paths are handled separately.
+_PATH_KEYS = {"password_file", "token_file", "oauth_secret_file", "cache_dir", "spool_dir",
+              "ca_bundle", "log_file", "mountpoint"}
+_CONVERTERS: dict[str, Callable[[Any, str], Any]] = {
+    "user": _str, "password_env": _str, "credential": _str, "token_env": _str,
+    "oauth_client_id": _str, "oauth_secret_env": _str,
+    "oauth_grant": _choice("password", "client_credentials"),
+    "read_only": _bool, "allow_other": _bool, "allow_insecure_http": _bool,
+    "uid": _int, "gid": _int, "umask": _umask, "verbose": _int,
+    "max_in_flight": _positive_int, "dir_cache_time": _seconds, "timeout": _seconds,
+    "cache_size": _size, "disk_cache_size": _size,
+    "tables": _tables, "options": _fuse_options,
+}
+KNOWN_KEYS = frozenset({"url"} | _PATH_KEYS | set(_CONVERTERS) | set(SECRET_KEYS))
+
+
+def _convert_profile(name: str, table: Any, path: Path) -> Profile:
+    if not isinstance(table, dict):
+        raise ConfigError(f"{path}: instance.{name} must be a table ([instance.{name}])")
+    values: dict[str, Any] = {}
+    url: str | None = None
+    seen: dict[str, str] = {}
+    for raw_key, v in table.items():
+        key = raw_key.replace("-", "_")
+        where = _where(path, name, raw_key)
+        if key not in KNOWN_KEYS:
+            raise ConfigError(f"{path}: [instance.{name}]: unknown key {raw_key!r}")
+        if key in seen:
+            raise ConfigError(f"{path}: [instance.{name}]: {raw_key!r} repeats {seen[key]!r}")
+        seen[key] = raw_key
+        if key == "url":
+            url = _str(v, where)
+        elif key in SECRET_KEYS:
+            if not isinstance(v, str) or not v:
+                raise _bad(where, "a non-empty string")  # never echo the value
+            target = SECRET_KEYS[key]
+            if target in values:
+                raise ConfigError(f"{path}: [instance.{name}]: both client_secret and "
+                                  "oauth_secret given")
+            values[target] = Secret(v)
+        elif key in _PATH_KEYS:
+            p = Path(_str(v, where)).expanduser()
+            values[key] = p if p.is_absolute() else (path.parent / p)
+        elif key == "options":
+            values["fuse_options"] = _fuse_options(v, where)
+        else:
+            values[key] = _CONVERTERS[key](v, where)
+    if url is None:
+        raise ConfigError(f"{path}: [instance.{name}]: missing url "
+                          '(url = "https://acme.service-now.com" or an instance name)')
+    return Profile(name=name, url=url, values=values, path=path)
+
+
+def _has_secret(doc: dict[str, Any]) -> bool:
+    instances = doc.get("instance")
+    if not isinstance(instances, dict):
+        return False
+    return any(isinstance(t, dict) and any(k.replace("-", "_") in SECRET_KEYS for k in t)
+               for t in instances.values())
+
+
+def read_config(path: Path) -> dict[str, Any] | None:
+    """The parsed file, checked (structure and permissions); None if it does not exist."""
+    try:
+        with open(path, "rb") as f:
+            st = os.fstat(f.fileno())
+            data = f.read()
+    except FileNotFoundError:
+        return None
+    except PermissionError:
+        raise ConfigError(f"config file {path}: permission denied") from None
+    except IsADirectoryError:
+        raise ConfigError(f"config file {path}: is a directory") from None
+    except OSError as e:
+        raise ConfigError(f"config file {path}: {e.strerror}") from None
+    try:
+        doc = tomllib.loads(data.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise ConfigError(f"config file {path}: not UTF-8") from None
+    except tomllib.TOMLDecodeError as e:
+        # The message carries "(at line N, column M)" and never the text itself.
+        raise ConfigError(f"config file {path}: invalid TOML: {e}") from None
+    for key in doc:
+        if key != "instance":
+            raise ConfigError(f"config file {path}: unknown key {key!r} "
+                              "(profiles are [instance.NAME] tables)")
+    if not isinstance(doc.get("instance", {}), dict):
+        raise ConfigError(f"config file {path}: 'instance' must hold [instance.NAME] tables")
+    if _has_secret(doc) and stat.S_IMODE(st.st_mode) & 0o077:
+        raise ConfigError(
+            f"config file {path} holds a secret but is readable by group or others "
+            f"(mode {stat.S_IMODE(st.st_mode):04o}); run: chmod 600 {path} "
+            "(or move the secret to a password_file)")
+    return doc
+
+
+def load_profile(name: str, path: Path | None = None) -> Profile | None:
+    """Profile `name` from the config file; None when there is no file or no such profile.
+    Any problem in the file (syntax, unknown key, bad value, a secret in a file others can
+    read) is a ConfigError, even in another profile: the file is checked as a whole."""
+    path = path if path is not None else config_path()
+    doc = read_config(path)
+    if doc is None:
+        return None
+    instances = doc.get("instance", {})
+    profiles = {n: _convert_profile(n, t, path) for n, t in instances.items()}
+    return profiles.get(name)
+
+
+def looks_like_profile_name(instance: str) -> bool:
+    """A URL or anything with a slash or colon is never looked up as a profile."""
+    return bool(_PROFILE_NAME.match(instance))
+
+
+def profile_defaults(profile: Profile) -> dict[str, Any]:
+    """Defaults for `argparse.ArgumentParser.set_defaults(**...)` on a parser built with
+    `snfs.options.add_arguments`: keys are its dests. Secrets are never included.
+
+    `-o` appends to its default, so the profile's mount options come first and the command
+    line's after them: for one key (ro/rw, uid=...) the command line wins."""
+    v = profile.values
+    d: dict[str, Any] = {k: v[k] for k in _PLAIN_DESTS if k in v}
+    if "tables" in v:
+        d["tables"] = ",".join(v["tables"])
+    opts = list(v.get("fuse_options", []))
+    if v.get("read_only") is not None:
+        opts.append("ro" if v["read_only"] else "rw")
+    if v.get("allow_other"):
+        opts.append("allow_other")
+    for key in ("uid", "gid"):
+        if key in v:
+            opts.append(f"{key}={v[key]}")
+    if "umask" in v:
+        opts.append(f"umask={v['umask']:03o}")
+    if opts:
+        d["fuse_options"] = opts
+    # token_env / oauth_secret_env have no command-line option; the lead may add them.
+    for key in ("token_env", "oauth_secret_env"):
+        if key in v:
+            d[key] = v[key]
+    return d
+
+
+def apply_profile(parser: argparse.ArgumentParser, argv: list[str],
+                  path: Path | None = None) -> tuple[argparse.Namespace, Profile | None]:
+    """Parse `snfs mount` arguments with profile support: if INSTANCE names a profile, its
+    values become the parser's defaults, `instance` becomes the profile's url, and a missing
+    MOUNTPOINT comes from the profile (the parser's mountpoint must be `nargs="?"` for that).
+
+    `parser` must be built with `snfs.options.add_arguments`."""
+    instance = _first_positional(argv)
+    profile = None
+    if instance is not None and looks_like_profile_name(instance):
+        try:
+            profile = load_profile(instance, path)
+        except ConfigError as e:
+            parser.error(e.message)
+    if profile is not None:
+        parser.set_defaults(**profile_defaults(profile))
+    args = parser.parse_args(argv)
+    if profile is not None:
+        args.instance = profile.url
+        args.profile = profile.name
+    else:
+        args.profile = None
+    if getattr(args, "mountpoint", None) is None:
+        parser.error("no mount point: give MOUNTPOINT, or set mountpoint in the profile "
+                     f"({config_path()})")
+    return args, profile
+
+
+class _QuietParser(argparse.ArgumentParser):
+    def error(self, message: str):  # type: ignore[override]
+        raise argparse.ArgumentError(None, message)
+
+
+def _first_positional(argv: list[str]) -> str | None:
+    """INSTANCE as `add_arguments` would parse it, without failing or printing on anything
+    else (the real parse reports problems)."""
+    from snfs.options import add_arguments
+
+    pre = _QuietParser(add_help=False, exit_on_error=False)
+    add_arguments(pre)
+    for action in pre._actions:  # a throwaway parser: make every positional optional
+        if not action.option_strings:
+            action.nargs, action.required, action.default, action.type = "?", False, None, None
+    try:
+        ns, _ = pre.parse_known_args(argv)
+    except argparse.ArgumentError:
+        return None
+    return getattr(ns, "instance", None)

@@ -1,0 +1,85 @@
+"""Attachment API: list, metadata, download, delete, rename (uploads live in uploads.py)."""
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from snfs.emulator.auth import User
+from snfs.emulator.common import (ApiError, acl_denied, emu_of, list_headers, not_found, paging,
+                                  present, render, require_user)
+from snfs.emulator.db import attachment_field
+from snfs.emulator.download import file_response
+from snfs.emulator.encoded_query import compile_query
+from snfs.emulator.state import Emulator
+from snfs.emulator.uploads import check_extension
+from snfs.emulator.tables import can_access, readable_tables
+
+
+def readable_attachment(emu: Emulator, user: User, sys_id: str) -> dict[str, str]:
+    row = emu.store.get_attachment(sys_id)
+    if row is None:
+        raise not_found()
+    if not can_access(user.roles, row["table_name"]):
+        raise acl_denied(emu)
+    return row
+
+
+async def list_attachments(request: Request) -> Response:
+    user = require_user(request)
+    emu = emu_of(request)
+    limit, offset = paging(request, emu.config.attachment_default_limit)
+    query = compile_query(request.query_params.get("sysparm_query", ""), attachment_field,
+                          emu.config.invalid_query_returns_no_rows)
+    page = emu.store.list_attachments(query, limit, offset, readable_tables(user.roles))
+    result = [present(request, row) for row in page.rows]
+    return render(request, {"result": result}, headers=list_headers(request, limit, offset, page.total))
+
+
+async def get_attachment(request: Request) -> Response:
+    user = require_user(request)
+    row = readable_attachment(emu_of(request), user, request.path_params["sys_id"])
+    return render(request, {"result": present(request, row)})
+
+
+def metadata_header(row: dict[str, str]) -> str:
+    """X-Attachment-Metadata in the real spacing: `{  "k" : "v",  "k2" : "v2"}` (no download_link)."""
+    parts = [f"{json.dumps(k)} : {json.dumps(v)}" for k, v in row.items()]
+    return "{  " + ",  ".join(parts) + "}"
+
+
+async def get_file(request: Request) -> Any:
+    user = require_user(request)
+    emu = emu_of(request)
+    row = readable_attachment(emu, user, request.path_params["sys_id"])
+    path = emu.blobs.path(row["sys_id"])
+    if not path.exists():
+        raise ApiError(500, "Attachment content is missing", None)
+    return file_response(request, emu.config, row, path, metadata_header(row))
+
+
+async def delete_attachment(request: Request) -> Response:
+    user = require_user(request)
+    emu = emu_of(request)
+    row = readable_attachment(emu, user, request.path_params["sys_id"])
+    emu.store.delete_attachment(row["sys_id"])
+    emu.blobs.delete(row["sys_id"])
+    return Response(status_code=204)
+
+
+async def rename_attachment(request: Request) -> Response:
+    user = require_user(request)
+    emu = emu_of(request)
+    row = readable_attachment(emu, user, request.path_params["sys_id"])
+    try:
+        body = json.loads(await request.body() or b"{}")
+    except ValueError:
+        raise ApiError(400, "Invalid request body", "Request body is not valid JSON") from None
+    name = body.get("file_name") if isinstance(body, dict) else None
+    if not isinstance(name, str) or not name:
+        raise ApiError(400, "Missing mandatory parameter: file_name", None)
+    check_extension(emu.config, name)
+    emu.store.rename_attachment(row["sys_id"], name, user.name)
+    return Response(status_code=204)

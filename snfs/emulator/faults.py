@@ -1,0 +1,69 @@
+"""Injected faults (POST /__emulator__/faults): errors, delays and broken streams on demand."""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass
+class Fault:
+    method: str | None
+    path: re.Pattern[str] | None
+    count: int
+    status: int | None = None
+    retry_after: float | None = None
+    delay: float | None = None
+    drop_after_bytes: int | None = None
+
+    def matches(self, method: str, path: str) -> bool:
+        if self.method and self.method.upper() != method.upper():
+            return False
+        return self.path is None or self.path.search(path) is not None
+
+
+def parse_fault(spec: dict[str, Any]) -> Fault:
+    """Build a Fault from the JSON body; ValueError on a malformed spec."""
+    if not isinstance(spec, dict):
+        raise ValueError("fault spec must be a JSON object")
+    path = spec.get("path")
+    count = int(spec.get("count") or 1)
+    status = spec.get("status")
+    drop = spec.get("drop_after_bytes")
+    fault = Fault(
+        method=spec.get("method") or None,
+        path=re.compile(path) if path else None,
+        count=count,
+        status=int(status) if status is not None else None,
+        retry_after=float(spec["retry_after"]) if spec.get("retry_after") is not None else None,
+        delay=float(spec["delay"]) if spec.get("delay") is not None else None,
+        drop_after_bytes=int(drop) if drop is not None else None,
+    )
+    if count < 1 or (fault.status is None and fault.delay is None and fault.drop_after_bytes is None):
+        raise ValueError("a fault needs count >= 1 and one of status, delay, drop_after_bytes")
+    return fault
+
+
+class FaultQueue:
+    def __init__(self) -> None:
+        self.faults: list[Fault] = []
+
+    def add(self, fault: Fault) -> int:
+        self.faults.append(fault)
+        return self.queued()
+
+    def clear(self) -> None:
+        self.faults.clear()
+
+    def queued(self) -> int:
+        return sum(f.count for f in self.faults)
+
+    def take(self, method: str, path: str) -> Fault | None:
+        """The first queued fault matching this request, consuming one of its uses."""
+        for fault in self.faults:
+            if fault.matches(method, path):
+                fault.count -= 1
+                if fault.count <= 0:
+                    self.faults.remove(fault)
+                return fault
+        return None

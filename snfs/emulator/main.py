@@ -1,0 +1,115 @@
+"""`snfs emulator`: a ServiceNow Attachment API emulator on Starlette + Hypercorn (trio worker)."""
+from __future__ import annotations
+
+import argparse
+import logging
+import shutil
+import signal
+import sys
+import tempfile
+from pathlib import Path
+
+import trio
+from hypercorn.config import Config as HypercornConfig
+from hypercorn.trio import serve
+
+from snfs.emulator.app import build_app
+from snfs.emulator.auth import parse_user
+from snfs.emulator.state import Config, Emulator
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="snfs emulator", description=__doc__)
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8080, help="0 picks a free port")
+    p.add_argument("--data", type=Path, help="data directory (default: a temporary one, removed at exit)")
+    p.add_argument("--demo", action="store_true", help="seed the demo data set and users itil, hr")
+    p.add_argument("--user", action="append", default=[], metavar="NAME:PASSWORD[:ROLE,ROLE]")
+    p.add_argument("--oauth-client", action="append", default=[], metavar="ID:SECRET")
+    p.add_argument("--client-credentials-user", default="admin")
+    p.add_argument("--token-lifetime", type=int, default=1799, metavar="SECONDS")
+    p.add_argument("--max-size", type=float, metavar="MB", help="com.glide.attachment.max_size")
+    p.add_argument("--extensions", default="", metavar="LIST", help="glide.attachment.extensions")
+    p.add_argument("--oversize-status", type=int, default=400)
+    p.add_argument("--extension-status", type=int, default=400)
+    p.add_argument("--unknown-table-upload-status", type=int, default=404, choices=(400, 404))
+    p.add_argument("--unknown-path-status", type=int, default=400, choices=(400, 404))
+    p.add_argument("--acl-denied-status", type=int, default=403, choices=(403, 404))
+    p.add_argument("--invalid-query-returns-no-rows", action="store_true")
+    p.add_argument("--state-delay", type=float, default=1.0, metavar="SECONDS")
+    p.add_argument("--range", action="store_true", help="serve Range requests on /file")
+    p.add_argument("--no-rename", action="store_true", help="no PATCH /attachment/{sys_id}")
+    p.add_argument("--no-gzip", action="store_true", help="never gzip /file")
+    p.add_argument("--gzip-level", type=int, default=1, choices=range(1, 10))
+    p.add_argument("--chunk-size", type=int, default=1024 * 1024, metavar="BYTES")
+    p.add_argument("--attachment-default-limit", type=int, default=1000)
+    return p.parse_args(argv)
+
+
+def build_config(args: argparse.Namespace, data_dir: Path) -> Config:
+    clients = {"snfs": "snfs-secret"}
+    for spec in args.oauth_client:
+        cid, sep, secret = spec.partition(":")
+        if not sep or not cid:
+            raise SystemExit(f"bad --oauth-client {spec!r}: expected ID:SECRET")
+        clients[cid] = secret
+    return Config(
+        host=args.host, port=args.port, data_dir=data_dir, demo=args.demo,
+        users=[parse_user(u) for u in args.user], oauth_clients=clients,
+        max_size_mb=args.max_size,
+        extensions=frozenset(e.strip().lstrip(".").lower() for e in args.extensions.split(",") if e.strip()),
+        range=args.range, rename=not args.no_rename, gzip=not args.no_gzip, gzip_level=args.gzip_level,
+        chunk_size=max(4096, args.chunk_size), state_delay=max(0.0, args.state_delay),
+        token_lifetime=args.token_lifetime, client_credentials_user=args.client_credentials_user,
+        oversize_status=args.oversize_status, extension_status=args.extension_status,
+        unknown_table_upload_status=args.unknown_table_upload_status,
+        unknown_path_status=args.unknown_path_status, acl_denied_status=args.acl_denied_status,
+        invalid_query_returns_no_rows=args.invalid_query_returns_no_rows,
+        attachment_default_limit=args.attachment_default_limit,
+    )
+
+
+async def run(emu: Emulator) -> None:
+    hc = HypercornConfig()
+    host = emu.config.host
+    hc.bind = [f"[{host}]:{emu.config.port}" if ":" in host else f"{host}:{emu.config.port}"]
+    hc.graceful_timeout = 1.0
+    hc.keep_alive_timeout = 75.0
+    hc.accesslog = None
+    stop = trio.Event()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(wait_for_signal, stop)
+        binds = await nursery.start(lambda task_status: serve(
+            build_app(emu), hc, shutdown_trigger=stop.wait, task_status=task_status))
+        print(f"listening on {binds[0]}", flush=True)
+
+
+async def wait_for_signal(stop: trio.Event) -> None:
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async for _ in signals:
+            stop.set()
+            return
+
+
+def main(argv: list[str]) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+    temp = None if args.data else Path(tempfile.mkdtemp(prefix="snfs-emulator-"))
+    data_dir = args.data or temp
+    assert data_dir is not None
+    try:
+        emu = Emulator(build_config(args, data_dir))
+        try:
+            trio.run(run, emu)
+        finally:
+            emu.store.close()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        if temp is not None:
+            shutil.rmtree(temp, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))

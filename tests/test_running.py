@@ -1,0 +1,140 @@
+"""Running snfs as a real file system: config profiles, systemd notify, stale mounts, mount(8)."""
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.emulator_proc import EmulatorProc
+from tests.mount_proc import require_fuse, start_mount, stop_mount
+
+
+def write_config(path: Path, emu: EmulatorProc, mountpoint: Path, mode: int = 0o600) -> Path:
+    path.write_text(f"""
+[instance.prod]
+url = "{emu.url}"
+user = "admin"
+password = "admin"
+tables = ["incident"]
+dir_cache_time = 5
+mountpoint = "{mountpoint}"
+""")
+    os.chmod(path, mode)
+    return path
+
+
+def snfs_mount(args: list[str], env: dict[str, str], work: Path) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "snfs", "mount", *args,
+                             "--spool-dir", str(work / "spool"), "--cache-dir", str(work / "cache")],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def wait_mounted(mp: Path, proc: subprocess.Popen, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while not os.path.ismount(mp):
+        if proc.poll() is not None:
+            raise AssertionError(f"exited {proc.returncode}: {proc.stdout.read()}")
+        assert time.monotonic() < deadline, "no mount"
+        time.sleep(0.05)
+
+
+def test_profile_mount_and_notify(demo_emulator: EmulatorProc, tmp_path: Path) -> None:
+    require_fuse()
+    mp = tmp_path / "prod"
+    mp.mkdir()
+    cfg = write_config(tmp_path / "config.toml", demo_emulator, mp)
+    sock_path = tmp_path / "notify.sock"
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(str(sock_path))
+    sock.settimeout(30)
+    env = dict(os.environ, SNFS_CONFIG=str(cfg), NOTIFY_SOCKET=str(sock_path))
+    env.pop("SNFS_PASSWORD", None)
+    proc = snfs_mount(["prod"], env, tmp_path)  # everything else from the profile
+    try:
+        ready = sock.recv(4096).decode()
+        assert "READY=1" in ready.splitlines() and f"MAINPID={proc.pid}" in ready
+        assert os.path.ismount(mp)  # READY=1 only once the mount is live
+        assert os.listdir(mp) == ["incident"]  # tables = ["incident"] from the profile
+        proc.send_signal(signal.SIGTERM)
+        assert "STOPPING=1" in sock.recv(4096).decode()
+        assert proc.wait(timeout=30) == 0
+        out = proc.stdout.read()
+        assert "admin" not in out.replace("user admin", "")  # the password never shows
+    finally:
+        sock.close()
+        stop_mount(mp, proc)
+
+
+def test_config_with_secret_readable_by_others_is_refused(demo_emulator: EmulatorProc,
+                                                          tmp_path: Path) -> None:
+    cfg = write_config(tmp_path / "config.toml", demo_emulator, tmp_path / "mp", mode=0o644)
+    proc = snfs_mount(["prod"], dict(os.environ, SNFS_CONFIG=str(cfg)), tmp_path)
+    out, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 2
+    assert f"chmod 600 {cfg}" in out
+
+
+def test_command_line_overrides_profile(demo_emulator: EmulatorProc, tmp_path: Path) -> None:
+    require_fuse()
+    mp = tmp_path / "other"
+    mp.mkdir()
+    cfg = write_config(tmp_path / "config.toml", demo_emulator, tmp_path / "unused")
+    proc = snfs_mount(["prod", str(mp), "--tables", "problem,incident", "-o", "ro"],
+                      dict(os.environ, SNFS_CONFIG=str(cfg)), tmp_path)
+    try:
+        wait_mounted(mp, proc)
+        assert sorted(os.listdir(mp)) == ["incident", "problem"]
+        with pytest.raises(OSError):
+            (mp / "incident" / "x.txt").write_bytes(b"x")
+    finally:
+        stop_mount(mp, proc)
+
+
+def test_stale_mount_is_recovered(demo_emulator: EmulatorProc, tmp_path: Path) -> None:
+    m = start_mount(demo_emulator.url, tmp_path / "m", tmp_path / "w")
+    os.kill(m.proc.pid, signal.SIGKILL)
+    m.proc.wait()
+    with pytest.raises(OSError) as e:
+        os.listdir(m.mountpoint)
+    assert e.value.errno == 107  # ENOTCONN: "Transport endpoint is not connected"
+    m2 = start_mount(demo_emulator.url, tmp_path / "m", tmp_path / "w2")
+    try:
+        assert "incident" in os.listdir(m2.mountpoint)
+        assert "dead snfs mount" in m2.log_text()
+    finally:
+        m2.stop()
+
+
+def test_mount_8_with_fuse_snfs_type(demo_emulator: EmulatorProc, tmp_path: Path) -> None:
+    """`mount -t fuse.snfs URL MP -o ...` goes through mount.snfs (installed as a link)."""
+    require_fuse()
+    helper = Path(sys.executable).parent / "mount.snfs"
+    assert helper.exists(), "console script mount.snfs"
+    link = Path("/sbin/mount.fuse.snfs")
+    if os.geteuid() != 0 or (link.exists() and not link.is_symlink()):
+        pytest.skip("needs root and a free /sbin/mount.fuse.snfs")
+    mp = tmp_path / "mnt"
+    mp.mkdir()
+    created = not link.exists()
+    if created:
+        link.symlink_to(helper)
+    try:
+        env = dict(os.environ, SNFS_PASSWORD="admin")
+        r = subprocess.run(["mount", "-t", "fuse.snfs", demo_emulator.url, str(mp), "-o",
+                            f"_netdev,user=admin,tables=incident,spool_dir={tmp_path / 's'},"
+                            f"cache_dir={tmp_path / 'c'}"], env=env, capture_output=True,
+                           text=True, timeout=60)
+        assert r.returncode == 0, r.stderr + r.stdout
+        assert os.listdir(mp) == ["incident"]
+        subprocess.run(["umount", str(mp)], check=True, timeout=30)
+    finally:
+        stop_mount(mp, None)
+        if created:
+            link.unlink()
