@@ -138,3 +138,30 @@ def test_mount_8_with_fuse_snfs_type(demo_emulator: EmulatorProc, tmp_path: Path
         stop_mount(mp, None)
         if created:
             link.unlink()
+
+
+def test_snfs_demo(tmp_path: Path) -> None:
+    """`snfs demo MP`: emulator + mount in one command; Ctrl-C unmounts and stops both."""
+    require_fuse()
+    mp = tmp_path / "demo"
+    proc = subprocess.Popen([sys.executable, "-m", "snfs", "demo", str(mp)], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not (os.path.ismount(mp) and (mp / ".snfs" / "status").exists()):
+            assert proc.poll() is None and time.monotonic() < deadline
+            time.sleep(0.1)
+        assert {"incident", "problem", "kb_knowledge"} <= set(os.listdir(mp))
+        status = (mp / ".snfs" / "status").read_text()
+        url = __import__("json").loads(status)["instance"]
+        os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in the terminal does
+        out, _ = proc.communicate(timeout=60)
+        assert "Try, in another terminal" in out
+        assert not os.path.ismount(mp)
+        import urllib.request
+        with pytest.raises(OSError):
+            urllib.request.urlopen(url + "/api/now/attachment", timeout=5)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        stop_mount(mp, None)
