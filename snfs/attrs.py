@@ -13,7 +13,6 @@ from snfs.client import Attachment
 from snfs.inodes import Kind, Node
 
 BLOCK = 4096
-XATTR_PREFIX = "user.servicenow."
 
 
 @dataclass(frozen=True)
@@ -87,16 +86,20 @@ def mime_type(att: Attachment) -> str:
     return mimetypes.guess_type(att.file_name)[0] or ct or "application/octet-stream"
 
 
-def xattrs(att: Attachment) -> dict[str, bytes]:
-    values = {
-        "user.mime_type": mime_type(att),
-        XATTR_PREFIX + "sys_id": att.sys_id,
-        XATTR_PREFIX + "table": att.table_name,
-        XATTR_PREFIX + "table_sys_id": att.table_sys_id,
-        XATTR_PREFIX + "file_name": att.file_name,
-        XATTR_PREFIX + "content_type": att.content_type,
-        XATTR_PREFIX + "download_link": att.download_link,
-        XATTR_PREFIX + "created_by": att.created_by,
-        XATTR_PREFIX + "hash": att.hash,
-    }
+def xattrs(att: Attachment, backend: str = "servicenow") -> dict[str, bytes]:
+    """`user.mime_type`, and `user.<backend>.*`: what the system knows of the file."""
+    prefix = f"user.{backend}."
+    ids = {"sys_id": att.sys_id, "table": att.table_name, "table_sys_id": att.table_sys_id} \
+        if backend == "servicenow" else \
+        {"id": att.sys_id, "table": att.table_name, "record": att.table_sys_id}
+    values = {"user.mime_type": mime_type(att)}
+    values.update({prefix + k: v for k, v in ids.items()})
+    values.update({
+        prefix + "file_name": att.file_name,
+        prefix + "content_type": att.content_type,
+        prefix + "download_link": att.download_link,
+        prefix + "created_by": att.created_by,
+        prefix + "hash": att.hash,
+    })
+    values.update({prefix + k: v for k, v in att.extra.items()})
     return {k: v.encode() for k, v in values.items() if v}

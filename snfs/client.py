@@ -21,6 +21,7 @@ import secrets as _secrets
 import ssl
 import time
 from contextlib import asynccontextmanager
+import dataclasses
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -94,6 +95,8 @@ class Attachment:
     hash: str
     download_link: str
     state: str
+    # System-specific values (ids, URLs) a backend wants shown as xattrs user.<backend>.<key>.
+    extra: dict[str, str] = field(default_factory=dict, compare=False, hash=False)
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> "Attachment":
@@ -319,18 +322,17 @@ def _multipart_quote(s: str) -> str:
     return s.replace("\\", "\\\\").replace('"', '\\"').replace("\r", "%0D").replace("\n", "%0A")
 
 
-def _multipart_frame(boundary: str, table: str, table_sys_id: str, file_name: str,
-                     content_type: str) -> tuple[bytes, bytes]:
+def _multipart_frame(boundary: str, fields: list[tuple[str, str]], file_part: str,
+                     file_name: str, content_type: str) -> tuple[bytes, bytes]:
     """Bytes before and after the file content of a multipart/form-data body whose file part
     comes last, as the instance requires."""
     b = boundary.encode()
     head = b""
-    fields = (("table_name", table), ("table_sys_id", table_sys_id), ("file_name", file_name))
     for name, value in fields:
         head += (b"--" + b + b"\r\nContent-Disposition: form-data; name=\"" + name.encode()
                  + b"\"\r\n\r\n" + value.encode() + b"\r\n")
-    head += (b"--" + b + b"\r\nContent-Disposition: form-data; name=\"uploadFile\"; filename=\""
-             + _multipart_quote(file_name).encode() + b"\"\r\nContent-Type: "
+    head += (b"--" + b + b"\r\nContent-Disposition: form-data; name=\"" + file_part.encode()
+             + b"\"; filename=\"" + _multipart_quote(file_name).encode() + b"\"\r\nContent-Type: "
              + content_type.encode() + b"\r\n\r\n")
     tail = b"\r\n--" + b + b"--\r\n"
     return head, tail
@@ -759,7 +761,9 @@ class AttachmentClient:
         headers: dict[str, str]
         if multipart:
             boundary = "snfs-" + _secrets.token_hex(16)
-            head, tail = _multipart_frame(boundary, table, table_sys_id, file_name, ctype)
+            fields = [("table_name", table), ("table_sys_id", table_sys_id),
+                      ("file_name", file_name)]
+            head, tail = _multipart_frame(boundary, fields, "uploadFile", file_name, ctype)
             headers = {"Content-Type": f"multipart/form-data; boundary={boundary}"}
             path, params = "/attachment/upload", None
         else:
@@ -835,6 +839,40 @@ class AttachmentClient:
                 return None
             await trio.sleep(pause)
             pause = min(pause * 2, 2.0)
+
+    async def cccif_upload(self, user_id: str, file_name: str, source: UploadSource, *,
+                           size: int | None = None, content_type: str | None = None,
+                           provider_application_id: str | None = None) -> Attachment:
+        """CCCIF Media Resource API (`POST /cccif/media/upload`): a chat user's private file.
+
+        Multipart with `user_id` (and `provider_application_id`) first, the `file` part last,
+        streamed. Retried only where the instance provably did not act: the API offers no way
+        to look for an upload in doubt. The stored attachment's metadata is fetched after, and
+        the API's own answer kept in `extra` (`media_url`, `attachment_id`, `state`).
+        """
+        _validate_file_name(file_name)
+        if not user_id or len(user_id) > 255 or any(c in user_id for c in "\r\n\0"):
+            raise InvalidInput(f"invalid CCCIF user_id {user_id!r}")
+        ctype = content_type or mimetypes.guess_type(file_name)[0] or "application/octet-stream"
+        opener, size = _opener(source, size)
+        boundary = "snfs-" + _secrets.token_hex(16)
+        fields = [("user_id", user_id)]
+        if provider_application_id:
+            fields.append(("provider_application_id", provider_application_id))
+        head, tail = _multipart_frame(boundary, fields, "file", file_name, ctype)
+        headers = {"Content-Type": f"multipart/form-data; boundary={boundary}",
+                   "Accept": "application/json"}
+        if size is not None:
+            headers["Content-Length"] = str(len(head) + size + len(tail))
+        resp = await self._send("upload", "POST", "/cccif/media/upload",
+                                body=lambda: _Body(self, opener, size, head, tail).__aiter__(),
+                                headers=headers, idempotent=False)
+        answer = _result(resp, dict)
+        sys_id = _str(answer.get("attachmentId"))
+        att = await self.get(sys_id)
+        return dataclasses.replace(att, extra={"media_url": _str(answer.get("mediaUrl")),
+                                               "attachment_id": sys_id,
+                                               "state": _str(answer.get("state"))})
 
     async def delete(self, sys_id: str, *, missing_ok: bool = False) -> None:
         _q.validate_sys_id(sys_id)

@@ -229,6 +229,8 @@ class Operations(pyfuse3.Operations):
         node = self._handle(fh).node
         if node.kind is Kind.FILE:
             att = node.data
+            if not self.tree.backend.capabilities(att.table_name).read:
+                raise fail(errno.EACCES)  # a write-only system: content cannot be fetched
             try:
                 return await self.cache.read(att.sys_id, att.size_bytes, off, size)
             except NotFound:
@@ -250,7 +252,7 @@ class Operations(pyfuse3.Operations):
 
     def _xattrs(self, node: Node) -> dict[str, bytes]:
         if node.kind is Kind.FILE:
-            return attrs.xattrs(node.data)
+            return attrs.xattrs(node.data, self.tree.backend.name)
         if node.kind is Kind.LOCAL:
             return self.writes.xattrs(node)
         return {}

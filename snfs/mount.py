@@ -20,6 +20,8 @@ import trio
 from snfs import __version__, config, notify
 from snfs.attrs import Owner, Timeouts
 from snfs.auth import BasicAuth, BearerToken, OAuth
+from snfs.backend import Backend
+from snfs.backends.servicenow import ServiceNowBackend
 from snfs.client import AttachmentClient, ClientConfig, normalize_instance_url
 from snfs.content_cache import ContentCache
 from snfs.control import Control
@@ -66,8 +68,48 @@ def build_auth(o: MountOptions, base_url: str) -> Any:
     return BasicAuth(o.user, password)
 
 
-def client_config(o: MountOptions) -> ClientConfig:
-    base_url = normalize_instance_url(o.instance, allow_insecure_http=o.allow_insecure_http)
+BACKENDS = ("servicenow", "easyvista", "huawei")
+
+
+def split_backend(instance: str) -> tuple[str | None, str]:
+    """`easyvista+https://host/api/v1/ACCOUNT` -> ("easyvista", "https://host/api/v1/ACCOUNT")."""
+    head, sep, rest = instance.partition("+")
+    if sep and head in BACKENDS and "://" in rest:
+        return head, rest
+    return None, instance
+
+
+def make_backend(o: MountOptions) -> Backend:
+    """The system to mount, by `--backend` or the URL's `NAME+` prefix; ServiceNow by default."""
+    prefix, url = split_backend(o.instance)
+    kind = o.backend or prefix or "servicenow"
+    if kind == "servicenow":
+        return ServiceNowBackend(AttachmentClient(client_config(o, url)))
+    if "://" not in url:
+        raise ConfigError(f"{kind}: give the full URL of the server, not {url!r}")
+    base = normalize_instance_url(url, allow_insecure_http=o.allow_insecure_http)
+    verify: bool | str = str(o.ca_bundle) if o.ca_bundle else True
+    if kind == "easyvista":
+        from snfs.backends.easyvista import EasyVistaBackend
+        parts = urlsplit(base)
+        segments = [s for s in parts.path.split("/") if s]
+        if len(segments) < 3 or segments[-3:-1] != ["api", "v1"]:
+            raise ConfigError("easyvista: the URL must end in /api/v1/<account>, e.g. "
+                              "easyvista+https://ev.example.com/api/v1/50004")
+        server = f"{parts.scheme}://{parts.netloc}"
+        auth = build_auth(o, base)
+        return EasyVistaBackend(server, segments[-1], auth, verify=verify, timeout=o.timeout,
+                                max_in_flight=o.max_in_flight)
+    from snfs.backends.huawei import HuaweiBackend
+    token = o.token.reveal() if o.token else load_secret(file=o.token_file, env=o.token_env) \
+        if o.token_file else load_secret(env=o.token_env)
+    return HuaweiBackend(base, token, verify=verify, timeout=o.timeout,
+                         max_in_flight=o.max_in_flight)
+
+
+def client_config(o: MountOptions, instance: str | None = None) -> ClientConfig:
+    base_url = normalize_instance_url(instance or o.instance,
+                                      allow_insecure_http=o.allow_insecure_http)
     return ClientConfig(base_url=base_url, auth=build_auth(o, base_url),
                         max_in_flight=o.max_in_flight,
                         verify=str(o.ca_bundle) if o.ca_bundle else True, timeout=o.timeout,
@@ -111,20 +153,24 @@ def unmount(path: Path, *, lazy: bool = False) -> None:
 class Mount:
     """Everything one mount owns, built inside the trio run."""
 
-    def __init__(self, o: MountOptions, config: ClientConfig) -> None:
+    def __init__(self, o: MountOptions, backend: Backend) -> None:
         self.o = o
-        self.config = config
+        self.backend = backend
+        # Spool and cache are per system and URL: file ids are unique only there.
+        self.key = backend.base_url if backend.name == "servicenow" else \
+            f"{backend.name}+{backend.base_url}"
         self.started = time.time()
 
     def status(self) -> dict[str, Any]:
         now = time.time()
         return {
-            "instance": self.config.base_url,
+            "instance": self.backend.base_url,
+            "backend": self.backend.name,
             "mountpoint": str(self.o.mountpoint),
             "pid": os.getpid(),
             "uptime_seconds": round(now - self.started),
             "read_only": self.o.read_only,
-            "requests": self.client.stats.as_dict(),
+            "requests": self.backend.stats.as_dict(),
             "cache": self.cache.stats(),
             "pending_uploads": [
                 {"path": f"{st.table}/{st.record}/{st.name}", "bytes": st.size(),
@@ -135,39 +181,41 @@ class Mount:
         }
 
     async def run(self) -> int:
-        o = self.o
-        async with AttachmentClient(self.config) as client:
-            self.client = client
+        o, backend = self.o, self.backend
+        try:
             try:
-                await client.check()
+                await backend.check()
             except SnfsError as e:
-                log.error("cannot use %s: %s", self.config.base_url, e.message)
+                log.error("cannot use %s: %s", backend.base_url, e.message)
                 return 1
             # One cache per instance: sys_ids are unique only within an instance (and clones).
-            disk_dir = instance_dir(o.cache_dir or cache_home() / "content", self.config.base_url)
-            async with ContentCache(lambda sid, off: client.stream(sid, offset=off),
+            disk_dir = instance_dir(o.cache_dir or cache_home() / "content", self.key)
+            async with ContentCache(lambda sid, off: backend.stream(sid, offset=off),
                                     memory_bytes=o.cache_size, disk_dir=disk_dir,
                                     disk_bytes=o.disk_cache_size,
-                                    range_reads=lambda: client.supports_range) as cache:
+                                    range_reads=lambda: backend.supports_range) as cache:
                 self.cache = cache
-                return await self._serve(client, cache)
+                return await self._serve(cache)
+        finally:
+            with trio.CancelScope(shield=True):
+                await backend.aclose()
 
-    async def _serve(self, client: AttachmentClient, cache: ContentCache) -> int:
-        o = self.o
-        tree = Tree(client, dir_cache_time=o.dir_cache_time, tables=o.tables)
-        spool = Spool(instance_dir(o.spool_dir or state_home() / "spool", self.config.base_url))
-        self.writes = writes = Writes(tree, client, cache, spool, read_only=o.read_only)
+    async def _serve(self, cache: ContentCache) -> int:
+        o, backend = self.o, self.backend
+        tree = Tree(backend, dir_cache_time=o.dir_cache_time, tables=o.tables)
+        spool = Spool(instance_dir(o.spool_dir or state_home() / "spool", self.key))
+        self.writes = writes = Writes(tree, backend, cache, spool, read_only=o.read_only)
         control = Control(tree.inodes, self.status)
         ops = Operations(tree, cache, writes, control,
                          Owner(o.uid, o.gid, o.umask, o.read_only),
                          Timeouts(entry=min(o.dir_cache_time, 60.0)))
         prepare_mountpoint(o.mountpoint)
         pyfuse3.init(ops, str(o.mountpoint), fuse_options(o))
-        log.info("mounted %s on %s%s", self.config.base_url, o.mountpoint,
+        log.info("mounted %s on %s%s", backend.base_url, o.mountpoint,
                  " (read-only)" if o.read_only else "")
         try:
             notify_ready(o.ready_fd)
-            notify.ready(f"mounted {self.config.base_url} on {o.mountpoint}")
+            notify.ready(f"mounted {backend.base_url} on {o.mountpoint}")
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._signals, tree, nursery.cancel_scope)
                 if not o.read_only:
@@ -201,7 +249,7 @@ class Mount:
                     notify.reloading()
                     tree.invalidate()
                     log.info("SIGHUP: cached listings dropped")
-                    notify.ready(f"mounted {self.config.base_url} on {self.o.mountpoint}")
+                    notify.ready(f"mounted {self.backend.base_url} on {self.o.mountpoint}")
                 else:
                     log.info("%s: unmounting", signal.Signals(signum).name)
                     pyfuse3.terminate()
@@ -255,12 +303,12 @@ def main_mount(argv: list[str]) -> int:
         setup_logging(o.verbose, o.log_file)
         if o.daemon:
             return daemonize(argv, o)
-        client_cfg = client_config(o)
+        backend = make_backend(o)
     except SnfsError as e:
         print(f"snfs: {e.message}", file=sys.stderr)
         return 2
     try:
-        return trio.run(Mount(o, client_cfg).run)
+        return trio.run(Mount(o, backend).run)
     except SnfsError as e:
         log.error("%s", e.message)
         return 1

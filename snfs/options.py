@@ -38,6 +38,7 @@ def cache_home() -> Path:
 class MountOptions:
     instance: str
     mountpoint: Path
+    backend: str | None = None
     user: str | None = None
     password_file: Path | None = None
     password_env: str = "SNFS_PASSWORD"
@@ -79,6 +80,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("instance", help="instance name (dev12345), URL, or config profile")
     p.add_argument("mountpoint", type=Path, nargs="?", default=None,
                    help="where to mount (default: the profile's mountpoint)")
+    p.add_argument("--backend", choices=("servicenow", "easyvista", "huawei"),
+                   help="the system behind INSTANCE (default: from a NAME+https:// prefix, "
+                        "else servicenow)")
     auth = p.add_argument_group("authentication (secrets never on the command line)")
     auth.add_argument("--user", help="user name for Basic auth or the OAuth password grant")
     auth.add_argument("--password-file", type=Path, help="file whose first line is the password")
@@ -124,7 +128,7 @@ def from_args(a: argparse.Namespace, profile: Profile | None = None) -> MountOpt
             value = profile.secret(key)
             if value:
                 setattr(o, key, Secret(value))
-    for name in ("user", "password_file", "password_env", "credential", "token_file",
+    for name in ("backend", "user", "password_file", "password_env", "credential", "token_file",
                  "oauth_client_id", "oauth_secret_file", "oauth_grant", "dir_cache_time",
                  "cache_size", "cache_dir", "disk_cache_size", "spool_dir", "max_in_flight",
                  "timeout", "allow_insecure_http", "ca_bundle", "verbose", "log_file", "daemon",

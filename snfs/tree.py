@@ -12,7 +12,6 @@ Listings live for `dir_cache_time` seconds; `invalidate()` (SIGHUP) drops them a
 from __future__ import annotations
 
 import logging
-import re
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
@@ -20,14 +19,13 @@ from typing import Any, Hashable
 
 import trio
 
-from snfs import names, query
-from snfs.client import Attachment, AttachmentClient
-from snfs.errors import InvalidInput, NotFound
+from snfs import names
+from snfs.backend import Backend
+from snfs.client import Attachment
+from snfs.errors import ConfigError, InvalidInput, NotFound
 from snfs.inodes import Inodes, Kind, Node
 
 log = logging.getLogger("snfs.tree")
-
-NUMBER_RE = re.compile(r"^[A-Z]{2,8}[0-9]{5,12}$")
 
 
 @dataclass
@@ -71,13 +69,16 @@ class SingleFlight:
 
 
 class Tree:
-    def __init__(self, client: AttachmentClient, *, dir_cache_time: float = 60.0,
+    def __init__(self, backend: Backend, *, dir_cache_time: float = 60.0,
                  tables: Iterable[str] | None = None, page_size: int = 1000,
                  clock: Callable[[], float] = time.monotonic) -> None:
-        self.client = client
+        self.backend = backend
         self.inodes = Inodes()
         self.dir_cache_time = dir_cache_time
-        self.fixed_tables = [query.validate_table(t) for t in tables] if tables else None
+        self.fixed_tables = list(tables) if tables else None
+        for t in self.fixed_tables or ():
+            if not backend.valid_table_name(t):
+                raise ConfigError(f"--tables: {t!r} is not a table name")
         self.page_size = page_size
         self._clock = clock
         self._tables: list[str] = []
@@ -88,6 +89,9 @@ class Tree:
         # Existence checks of names that no listing shows (records without attachments,
         # unlisted tables, numbers): value = (exists, checked_at).
         self._exists: dict[Hashable, tuple[Any, float]] = {}
+        # Where the backend cannot list: records visited, and files uploaded through this mount.
+        self._visited: dict[str, set[str]] = {}
+        self._uploaded: dict[tuple[str, str], dict[str, Attachment]] = {}
         self._flight = SingleFlight()
         # Names a record directory must keep free for local (staged) files: set by the write side.
         self.reserved_names: Callable[[str, str], Iterable[str]] = lambda table, record: ()
@@ -131,23 +135,27 @@ class Tree:
         return list(self._tables)
 
     async def _fetch_tables(self) -> None:
-        counts = await self.client.count_by("table_name")
-        self._tables = sorted(t for t, n in counts.items() if n > 0 and _valid_table(t))
+        self._tables = await self.backend.tables()
         self._tables_at = self._clock()
 
     async def lookup_table(self, name: str) -> Node | None:
-        if not _valid_table(name):
+        if not self.backend.valid_table_name(name):
             return None
         if name in await self.tables():
             return self.table_node(name)
         # Not listed (no attachments, or --tables): still reachable if the table exists.
-        if await self._cached_check(("table", name), lambda: self.client.table_exists(name)):
+        if await self._cached_check(("table", name), lambda: self.backend.table_exists(name)):
             return self.table_node(name)
         return None
 
     # -- tables ----------------------------------------------------------------------------
 
     async def records(self, table: str) -> list[str]:
+        caps = self.backend.capabilities(table)
+        if not (caps.discover and caps.list):
+            # The system cannot list a table's records: show the ones met through this mount.
+            seen = self._visited.get(table, set()) | {r for t, r in self._records if t == table}
+            return sorted(seen)
         listing = self._table_listings.get(table)
         if listing is None or not self._fresh(listing.fetched_at):
             await self._flight.run(("table", table), lambda: self._fetch_table(table))
@@ -156,8 +164,7 @@ class Tree:
 
     async def _fetch_table(self, table: str) -> None:
         seen: dict[str, list[Attachment]] = {}
-        async for page in self.client.list_pages(query.attachments_of_table(table),
-                                                 page_size=self.page_size):
+        async for page in self.backend.list_table(table, page_size=self.page_size):
             for att in page:
                 seen.setdefault(att.table_sys_id, []).append(att)
         now = self._clock()
@@ -170,19 +177,18 @@ class Tree:
         self._table_listings[table] = TableListing(set(seen), now)
 
     async def lookup_record(self, table: str, name: str) -> Node | None:
-        if query.is_sys_id(name):
+        if self.backend.valid_record_name(table, name):
             if name in self._table_listings.get(table, TableListing()).records or \
                     (table, name) in self._records:
                 return self.record_node(table, name)
             if await self._cached_check(("record", table, name),
-                                        lambda: self.client.record_exists(table, name)):
+                                        lambda: self.backend.record_exists(table, name)):
+                self._visited.setdefault(table, set()).add(name)
                 return self.record_node(table, name)
             return None
-        if NUMBER_RE.match(name):
-            target = await self._cached_check(("number", table, name),
-                                              lambda: self.client.find_record(table, name))
-            return self.alias_node(table, name, target) if target else None
-        return None
+        target = await self._cached_check(("alias", table, name),
+                                          lambda: self.backend.find_record(table, name))
+        return self.alias_node(table, name, target) if target else None
 
     # -- records ---------------------------------------------------------------------------
 
@@ -196,8 +202,10 @@ class Tree:
         return listing.names
 
     async def _fetch_record(self, table: str, record: str) -> None:
-        atts = await self.client.list_all(query.attachments_of_record(table, record),
-                                          page_size=self.page_size)
+        if self.backend.capabilities(table).list:
+            atts = await self.backend.list_record(table, record)
+        else:
+            atts = list(self._uploaded.get((table, record), {}).values())
         self._store_record(table, record, atts, self._clock())
 
     def _store_record(self, table: str, record: str, atts: list[Attachment], at: float) -> None:
@@ -225,10 +233,6 @@ class Tree:
                 return name
         return None
 
-    @staticmethod
-    def looks_like_number(name: str) -> bool:
-        return bool(NUMBER_RE.match(name))
-
     def renumber(self, table: str, record: str) -> None:
         """Names reserved for local files changed: give the record's attachments names again."""
         listing = self._records.get((table, record))
@@ -251,6 +255,8 @@ class Tree:
     def added(self, att: Attachment) -> Node:
         """An upload through this mount is stored: show it without waiting for a refresh."""
         key = (att.table_name, att.table_sys_id)
+        if not self.backend.capabilities(att.table_name).list:
+            self._uploaded.setdefault(key, {})[att.sys_id] = att
         listing = self._records.get(key)
         current = [self._attachments[s] for s in (listing.names.values() if listing else ())
                    if s in self._attachments]
@@ -267,6 +273,7 @@ class Tree:
         att = self._attachments.pop(sys_id, None)
         if att is None:
             return
+        self._uploaded.get((att.table_name, att.table_sys_id), {}).pop(sys_id, None)
         listing = self._records.get((att.table_name, att.table_sys_id))
         if listing is not None:
             rest = [self._attachments[s] for s in listing.names.values() if s in self._attachments]
@@ -295,10 +302,3 @@ class Tree:
         self._exists[key] = (value, self._clock())
         return value
 
-
-def _valid_table(name: str) -> bool:
-    try:
-        query.validate_table(name)
-    except InvalidInput:
-        return False
-    return True

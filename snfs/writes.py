@@ -23,8 +23,9 @@ from pathlib import Path
 
 import trio
 
-from snfs import names, query
-from snfs.client import Attachment, AttachmentClient
+from snfs import names
+from snfs.backend import Backend, Capabilities
+from snfs.client import Attachment
 from snfs.content_cache import ContentCache
 from snfs.errors import (ExtensionRefused, Forbidden, InvalidInput, NotFound, SnfsError,
                          TooLarge)
@@ -83,11 +84,11 @@ class Staged:
 
 
 class Writes:
-    def __init__(self, tree: Tree, client: AttachmentClient, cache: ContentCache, spool: Spool,
+    def __init__(self, tree: Tree, backend: Backend, cache: ContentCache, spool: Spool,
                  *, read_only: bool = False) -> None:
         self.tree = tree
         self.inodes = tree.inodes
-        self.client = client
+        self.backend = backend
         self.cache = cache
         self.spool = spool
         self.read_only = read_only
@@ -143,10 +144,15 @@ class Writes:
         if self.read_only:
             raise fail(errno.EROFS)
 
+    def _caps(self, table: str) -> Capabilities:
+        return self.backend.capabilities(table)
+
     async def create(self, parent: Node, name: str) -> Node:
         self._check_writable()
         if parent.kind is not Kind.RECORD:
             raise fail(errno.EPERM)  # tables and records are not created through the mount
+        if not self._caps(parent.table).create:
+            raise fail(errno.EROFS)
         if not names.valid_new_name(name):
             raise fail(errno.EINVAL)
         old = self.local_entry(parent.table, parent.record, name)
@@ -181,6 +187,9 @@ class Writes:
     async def _stage_existing(self, node: Node, *, truncate: bool) -> None:
         """Turn an attachment's inode into a staged file that will replace it (same inode)."""
         att: Attachment = node.data
+        caps = self._caps(att.table_name)
+        if not (caps.create and caps.delete and (truncate or caps.read)):
+            raise fail(errno.EPERM)  # the system cannot replace a file
         name = self._shown_name(node) or names.encode(att.file_name)
         sid = self.spool.new_id()
         fd = self.spool.create_data(sid)
@@ -298,7 +307,7 @@ class Writes:
         st.dirty = st.wrote = False  # writes that land during the upload set them again
         st.attempts += 1
         try:
-            att = await self.client.upload(st.table, st.record, names.decode(st.name),
+            att = await self.backend.upload(st.table, st.record, names.decode(st.name),
                                            self.spool.data_path(st.sid), size=st.size())
         except BaseException:
             st.dirty = True
@@ -319,7 +328,7 @@ class Writes:
     async def _delete_replaced(self, st: Staged) -> None:
         while st.replaces:
             old = st.replaces[0]
-            await self.client.delete(old, missing_ok=True)
+            await self.backend.delete(old, missing_ok=True)
             self.tree.removed(old)
             self.cache.forget(old)
             st.replaces.pop(0)
@@ -416,17 +425,9 @@ class Writes:
 
     async def _already_stored(self, st: Staged, since: float) -> Attachment | None:
         digest = await trio.to_thread.run_sync(_sha256_file, self.spool.data_path(st.sid))
-        try:
-            atts = await self.client.list_all(query.all_of(
-                query.term("table_sys_id", "=", st.record),
-                query.term("file_name", "=", names.decode(st.name))))
-        except SnfsError:
-            return None
-        for att in atts:
-            if att.hash == digest and att.size_bytes == st.size() and \
-                    att.created_on.timestamp() >= since - 120:
-                return att
-        return None
+        return await self.backend.find_uploaded(st.table, st.record, names.decode(st.name),
+                                                digest, st.size(),
+                                                datetime.fromtimestamp(since, timezone.utc))
 
     async def finish(self, timeout: float) -> None:
         """Clean shutdown: try once more to upload what is owed; the journal keeps the rest."""
@@ -443,22 +444,25 @@ class Writes:
 
     async def unlink(self, parent: Node, name: str, child: Node) -> None:
         self._check_writable()
+        if child.kind is Kind.LOCAL:
+            st: Staged = child.data
+            doomed = list(st.replaces) + ([st.uploaded.sys_id] if st.uploaded else [])
+        elif child.kind is Kind.FILE:
+            doomed = [child.data.sys_id]
+        else:
+            raise fail(errno.EISDIR)
+        if doomed and not self._caps(parent.table).delete:
+            raise fail(errno.EPERM)
         entries = self._local.get((parent.table, parent.record), {})
         if entries.get(name) is child:
             del entries[name]
         if child.kind is Kind.LOCAL:
-            st: Staged = child.data
-            doomed = list(st.replaces) + ([st.uploaded.sys_id] if st.uploaded else [])
             self._drop_staged(child)
-            for sys_id in doomed:
-                await self._delete_remote(sys_id)
-        elif child.kind is Kind.FILE:
-            await self._delete_remote(child.data.sys_id)
-        else:
-            raise fail(errno.EISDIR)
+        for sys_id in doomed:
+            await self._delete_remote(sys_id)
 
     async def _delete_remote(self, sys_id: str) -> None:
-        await self.client.delete(sys_id, missing_ok=True)
+        await self.backend.delete(sys_id, missing_ok=True)
         self.tree.removed(sys_id)
         self.cache.forget(sys_id)
 
@@ -496,7 +500,12 @@ class Writes:
         old_entries = self._local.get((old_parent.table, old_parent.record), {})
         new_entries = self._local.setdefault((new_parent.table, new_parent.record), {})
         same_record = (old_parent.table, old_parent.record) == (new_parent.table, new_parent.record)
-        if source.kind is Kind.FILE and (not same_record):
+        if source.kind is Kind.FILE and not (same_record and (
+                is_temp(new_name) or self._caps(old_parent.table).rename)):
+            # Another record, or a system that cannot rename: copy, then delete the source.
+            caps = self._caps(old_parent.table)
+            if not (caps.read and caps.delete and self._caps(new_parent.table).create):
+                raise fail(errno.EPERM)
             source = await self._copy_for_move(source, old_name, new_parent)
         if source.kind is Kind.LOCAL:
             st: Staged = source.data
@@ -543,7 +552,7 @@ class Writes:
             # keeps the attachment under its name until the user deletes or renames it back.
             new_entries[new_name] = source
         elif names.decode(new_name) != att.file_name:
-            renamed = await self.client.rename(att.sys_id, names.decode(new_name))
+            renamed = await self.backend.rename(att.sys_id, names.decode(new_name))
             self.tree.renamed(att.sys_id, renamed)
             if renamed.sys_id != att.sys_id:  # copy-then-delete fallback: a new attachment
                 self.cache.forget(att.sys_id)
@@ -571,8 +580,7 @@ class Writes:
             raise fail(errno.EPERM)  # tables and attachments' folders are the instance's
         node = await self.tree.lookup_record(parent.table, name)
         if node is None:
-            raise fail(errno.ENOENT if query.is_sys_id(name) or self.tree.looks_like_number(name)
-                       else errno.EINVAL)
+            raise fail(errno.ENOENT)
         if node.kind is not Kind.RECORD:
             raise fail(errno.EEXIST)  # a number: the symlink to the record is already there
         return node

@@ -11,6 +11,7 @@ from starlette.routing import Route
 from snfs.emulator import api_attachments as att
 from snfs.emulator import api_control as ctl
 from snfs.emulator import api_table as tbl
+from snfs.emulator import cccif
 from snfs.emulator.common import ApiError, error_response, require_user
 from snfs.emulator.middleware import EmulatorMiddleware
 from snfs.emulator.state import Emulator
@@ -35,6 +36,8 @@ def api_routes(rename: bool) -> list[Route]:
             Route(f"{prefix}/table/{{table}}/{{sys_id}}", tbl.get_record, methods=["GET"]),
             Route(f"{prefix}/table/{{table}}/{{sys_id}}", tbl.delete_record, methods=["DELETE"]),
             Route(f"{prefix}/stats/{{table}}", tbl.stats, methods=["GET"]),
+            Route(f"{prefix}/cccif/media/upload", cccif.upload, methods=["POST"]),
+            Route(f"{prefix}/cs/media/{{token}}", cccif.media, methods=["GET"]),
         ]
         if rename:  # older releases have no PATCH; then the path answers 405 (see unknown_path)
             routes.append(Route(f"{prefix}/attachment/{{sys_id}}", att.rename_attachment, methods=["PATCH"]))

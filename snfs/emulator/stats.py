@@ -22,6 +22,8 @@ ROUTES: list[tuple[str, str, re.Pattern[str]]] = [
         ("DELETE", "/table/{table}/{sys_id}", f"/table/{_ID}/{_ID}"),
         ("GET", "/stats/{table}", f"/stats/{_ID}"),
         ("POST", "/oauth_token.do", "/oauth_token.do"),
+        ("POST", "/cccif/media/upload", "/cccif/media/upload"),
+        ("GET", "/cs/media/{token}", f"/cs/media/{_ID}"),
     )
 ]
 METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")

@@ -25,7 +25,8 @@ from snfs.emulator.state import Config, Emulator
 from snfs.emulator.tables import TABLES, base_table, can_access
 
 FORM_FIELDS = frozenset({"table_name", "table_sys_id", "record_sys_id", "file_name",
-                         "encryption_context", "creation_time"})
+                         "encryption_context", "creation_time",
+                         "user_id", "provider_application_id"})  # the last two: CCCIF
 MAX_FIELD_BYTES = 64 * 1024
 OVERSIZE = "Attachment size exceeds the maximum allowed size"
 

@@ -1,0 +1,100 @@
+"""The seam between the file system core and the systems whose attachments it shows.
+
+The core (tree, names, content cache, spool, journal) sees every system as
+`/<table>/<record>/<file>`: a fixed set of top-level collections ("tables"), records in them,
+and files attached to records. A backend maps that onto one system's API and declares, per
+table, what the API can do; the core turns what it cannot into documented errnos:
+
+- `list`:   the API lists a record's files. Without it the record directory shows the files
+            uploaded through this mount (write-only backends), and says so in docs/SEMANTICS.md.
+- `read`:   file content can be fetched. Without it `read` fails with EACCES.
+- `create`: files can be uploaded. Without it `create` fails with EROFS.
+- `delete`: files can be deleted. Without it `unlink` fails with EPERM.
+- `rename`: files can be renamed in place. Without it a rename is copy-then-delete (if
+            create, read and delete are there) or EPERM.
+- `discover`: the API lists a table's records. Without it `ls /<table>` shows the records
+            visited or written through this mount; any valid record id is still reachable.
+
+Files are described by `snfs.client.Attachment` (the ServiceNow record shape, which is the
+richest); a backend fills what it knows and puts system-specific values (ids, URLs) in `extra`,
+which the mount shows as extended attributes `user.<backend>.<key>`.
+"""
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+from snfs.client import Attachment
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    list: bool = True
+    read: bool = True
+    create: bool = True
+    delete: bool = True
+    rename: bool = True
+    discover: bool = True
+
+
+FULL = Capabilities()
+
+
+class Stats(Protocol):
+    def as_dict(self) -> dict[str, Any]: ...
+
+
+class Backend(Protocol):
+    name: str                 # "servicenow", "easyvista", "huawei": also the xattr namespace
+    base_url: str
+    stats: Stats
+
+    @property
+    def supports_range(self) -> bool | None: ...
+
+    def capabilities(self, table: str) -> Capabilities: ...
+
+    async def check(self) -> None:
+        """One cheap authenticated request; raises AuthError / ConnectionFailed / ..."""
+
+    async def aclose(self) -> None: ...
+
+    # -- namespace -----------------------------------------------------------------------------
+    async def tables(self) -> list[str]:
+        """Top-level collections to list at the root (those with files, where known)."""
+
+    def valid_table_name(self, table: str) -> bool:
+        """Could `table` be a table of this system (no request)?"""
+
+    async def table_exists(self, table: str) -> bool: ...
+
+    def valid_record_name(self, table: str, name: str) -> bool:
+        """Is `name` syntactically a record id of `table` (no request)?"""
+
+    async def record_exists(self, table: str, record: str) -> bool: ...
+
+    async def find_record(self, table: str, alias: str) -> str | None:
+        """A record's id from another name users know it by (a ServiceNow number), or None."""
+
+    def list_table(self, table: str, *, page_size: int = 1000) -> AsyncIterator[list[Attachment]]:
+        """Every file of a table, page by page (capability `discover` and `list`)."""
+
+    async def list_record(self, table: str, record: str) -> list[Attachment]: ...
+
+    # -- content -------------------------------------------------------------------------------
+    def stream(self, file_id: str, *, offset: int = 0) -> AsyncIterator[bytes]: ...
+
+    async def upload(self, table: str, record: str, file_name: str, source: Path, *,
+                     size: int) -> Attachment: ...
+
+    async def delete(self, file_id: str, *, missing_ok: bool = False) -> None: ...
+
+    async def rename(self, file_id: str, new_name: str) -> Attachment: ...
+
+    async def find_uploaded(self, table: str, record: str, file_name: str, sha256: str,
+                            size: int, since: datetime) -> Attachment | None:
+        """After a crash: the file a killed upload may have stored, so it is not stored twice.
+        None when it is not there or the backend cannot tell."""

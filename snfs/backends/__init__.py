@@ -1,0 +1,1 @@
+"""Backends: the systems whose attachments snfs shows (see snfs.backend)."""
