@@ -15,15 +15,14 @@ import base64
 import hashlib
 import secrets
 
-from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import Request
 from starlette.responses import Response
 
 from snfs.emulator.api_attachments import metadata_header
-from snfs.emulator.common import ApiError, base_url, emu_of, not_found, render, require_user
+from snfs.emulator.common import base_url, emu_of, not_found, render, require_user
 from snfs.emulator.download import file_response
-from snfs.emulator.uploads import (MultipartUpload, check_extension, check_size, drain, missing,
-                                   store_upload)
+from snfs.emulator.uploads import (MultipartUpload, check_extension, check_size, missing,
+                                   read_multipart, store_upload)
 
 MEDIA_TABLE = "sys_cs_media"
 
@@ -49,20 +48,9 @@ def token_sys_id(token: str) -> str | None:
 async def upload(request: Request) -> Response:
     user = require_user(request)
     emu = emu_of(request)
-    ctype, opts = parse_options_header(request.headers.get("content-type", ""))
-    boundary = opts.get(b"boundary")
-    if ctype != b"multipart/form-data" or not boundary:
-        await drain(request)
-        raise ApiError(400, "Bad Request", "Content-Type must be multipart/form-data")
     parts = MultipartUpload(emu)
-    parser = MultipartParser(boundary, parts.callbacks())
     try:
-        try:
-            async for chunk in request.stream():
-                parser.write(chunk)
-            parser.finalize()
-        except ValueError as exc:
-            raise ApiError(400, "Failed to parse the multipart request", str(exc)) from None
+        await read_multipart(request, emu, parts, "Bad Request")
         user_id = parts.fields.get("user_id", "")
         if not user_id:
             raise missing("user_id")

@@ -195,24 +195,30 @@ class MultipartUpload:
             self.fields[self.part_name] = self._data.decode("utf-8", "replace")
 
 
-async def post_upload(request: Request) -> Response:
-    user = require_user(request)
-    emu = emu_of(request)
+async def read_multipart(request: Request, emu: Emulator, upload: MultipartUpload,
+                         no_boundary: str) -> None:
+    """Stream a multipart/form-data body through `upload` (its file part goes to disk)."""
     ctype, opts = parse_options_header(request.headers.get("content-type", ""))
     boundary = opts.get(b"boundary")
     if ctype != b"multipart/form-data" or not boundary:
         await drain(request)  # e.g. pysnow's multipart=True, which sends no boundary
-        raise ApiError(400, "Failed to create the attachment. File part might be missing in the request.",
-                       "Content-Type must be multipart/form-data with a boundary")
-    upload = MultipartUpload(emu)
+        raise ApiError(400, no_boundary, "Content-Type must be multipart/form-data with a boundary")
     parser = MultipartParser(boundary, upload.callbacks())
     try:
-        try:
-            async for chunk in request.stream():
-                parser.write(chunk)
-            parser.finalize()
-        except ValueError as exc:  # python-multipart's MultipartParseError
-            raise ApiError(400, "Failed to parse the multipart request", str(exc)) from None
+        async for chunk in request.stream():
+            parser.write(chunk)
+        parser.finalize()
+    except ValueError as exc:  # python-multipart's MultipartParseError
+        raise ApiError(400, "Failed to parse the multipart request", str(exc)) from None
+
+
+async def post_upload(request: Request) -> Response:
+    user = require_user(request)
+    emu = emu_of(request)
+    upload = MultipartUpload(emu)
+    try:
+        await read_multipart(request, emu, upload, "Failed to create the attachment. "
+                             "File part might be missing in the request.")
         return finish_multipart(request, emu, user, upload)
     finally:
         if upload.writer is not None:
