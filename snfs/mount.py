@@ -240,6 +240,8 @@ class Mount:
             await writes.recover()
         except (SnfsError, OSError) as e:
             log.error("spool recovery incomplete (will retry in the background): %s", e)
+        except Exception:  # a background task must never end the mount
+            log.exception("spool recovery failed unexpectedly; owed uploads stay in the spool")
         await writes.run_retries()
 
     async def _signals(self, tree: Tree, scope: trio.CancelScope) -> None:

@@ -61,7 +61,7 @@ class Staged:
     last_error: str = ""
     attempts: int = 0
     next_try: float = 0.0
-    busy: bool = False               # an upload is running
+    lock: trio.Lock = field(default_factory=trio.Lock)  # one upload at a time per file
     pinned: bool = True              # keep the inode while staged (snfs.inodes)
     origin: Attachment | None = None  # opened for writing from this attachment
     dropped: bool = False            # unlinked or overwritten: goes when the last handle closes
@@ -70,6 +70,15 @@ class Staged:
     @property
     def local_only(self) -> bool:
         return is_temp(self.name)
+
+    @property
+    def busy(self) -> bool:
+        return self.lock.locked()
+
+    @property
+    def owed(self) -> bool:
+        """Something is still to be done on the instance for this file."""
+        return (self.dirty and not self.local_only) or bool(self.uploaded and self.replaces)
 
     def size(self) -> int:
         if self.fd >= 0:
@@ -131,7 +140,8 @@ class Writes:
         if st.last_error or st.blocked:
             out["user.snfs.last_error"] = (st.blocked or st.last_error).encode()
         if st.uploaded:
-            out["user.servicenow.sys_id"] = st.uploaded.sys_id.encode()
+            key = "sys_id" if self.backend.name == "servicenow" else "id"
+            out[f"user.{self.backend.name}.{key}"] = st.uploaded.sys_id.encode()
         return out
 
     def pending(self) -> list[Staged]:
@@ -268,39 +278,36 @@ class Writes:
             # errors go to the journal and the log, as release cannot return them.
             try:
                 await self._upload_now(node)
-            except trio.Cancelled:
-                raise
-            except BaseException:
-                pass
+            except (SnfsError, OSError):
+                pass  # logged, journaled and retried in the background
         self._settle_if_done(node)
 
     # -- uploading ------------------------------------------------------------------------------
 
     async def _upload_now(self, node: Node) -> None:
-        """Upload a staged file; on failure it stays staged (and journaled unless hopeless)."""
+        """Upload a staged file; on failure it stays staged (and journaled unless hopeless).
+        A second close of the same file waits for the first one's upload, then uploads only
+        what was written since."""
         st: Staged = node.data
-        while st.busy:  # another close of the same file is uploading: wait for it
-            await trio.sleep(0.01)
-        if not st.dirty:
-            return
-        self._journal(st)
-        st.busy = True
-        try:
-            await self._upload(node)
-        except PERMANENT as e:
-            st.blocked = e.instance_message or e.message
-            log.error("upload of %s/%s/%s refused, kept locally in the spool: %s",
-                      st.table, st.record, st.name, st.blocked)
+        async with st.lock:
+            if not st.dirty:
+                return
             self._journal(st)
-            raise
-        except SnfsError as e:
-            self._retry_later(st, e.message)
-            raise
-        except OSError as e:
-            self._retry_later(st, str(e))
-            raise
-        finally:
-            st.busy = False
+            try:
+                await self._upload(node)
+            except PERMANENT as e:
+                st.blocked = e.instance_message or e.message
+                log.error("upload of %s/%s/%s refused, kept locally in the spool: %s",
+                          st.table, st.record, st.name, st.blocked)
+                self._journal(st)
+                raise
+            except SnfsError as e:
+                self._retry_later(st, e.message)
+                raise
+            except OSError as e:
+                self._retry_later(st, str(e))
+                raise
+        self._settle_if_done(node)
 
     async def _upload(self, node: Node) -> None:
         st: Staged = node.data
@@ -316,13 +323,25 @@ class Writes:
             st.replaces.append(st.uploaded.sys_id)
         st.uploaded = att
         self.tree.added(att)
-        await self._delete_replaced(st)
-        if not st.dirty:
-            self.spool.settle(st.sid)
-            st.journaled = False
         st.last_error = ""
         log.info("uploaded %s/%s/%s (%d bytes) as %s", st.table, st.record, st.name,
                  att.size_bytes, att.sys_id)
+        await self._finish_replacing(node)
+
+    async def _finish_replacing(self, node: Node) -> None:
+        """The new content is stored: delete what it replaces, then forget the journal entry.
+        A delete that fails does not fail the upload (the data is safe; the old attachment
+        is merely still there): it is retried in the background from the journal."""
+        st: Staged = node.data
+        try:
+            await self._delete_replaced(st)
+        except SnfsError as e:
+            self._journal(st)
+            self._retry_later(st, f"deleting the replaced attachment: {e.message}")
+            return
+        if not st.dirty:
+            self.spool.settle(st.sid)
+            st.journaled = False
         self._settle_if_done(node)
 
     async def _delete_replaced(self, st: Staged) -> None:
@@ -375,24 +394,40 @@ class Writes:
         self.tree.renumber(st.table, st.record)
 
     async def run_retries(self, *, task_status: trio.TaskStatus = trio.TASK_STATUS_IGNORED) -> None:
-        """Background task: retry owed uploads with backoff, forever."""
+        """Background task: retry what is owed to the instance, with backoff, for the life of
+        the mount. Nothing that goes wrong in here may end the mount."""
         task_status.started()
         while True:
-            now = time.monotonic()
-            due = [n for e in list(self._local.values()) for n in list(e.values())
-                   if n.kind is Kind.LOCAL and n.data.journaled and n.data.dirty
-                   and not n.data.blocked and not n.data.busy and not n.data.opens
-                   and not n.data.local_only]
-            for node in due:
-                if node.data.next_try <= now:
-                    try:
-                        await self._upload_now(node)
-                    except (SnfsError, OSError):
-                        pass  # logged and rescheduled by _upload_now
-            waits = [n.data.next_try - now for n in due if n.data.next_try > now]
-            with trio.move_on_after(min(waits, default=5.0)):
+            try:
+                wait = await self._retry_due()
+            except Exception:
+                log.exception("background upload retry failed unexpectedly; trying again later")
+                wait = RETRY_MAX
+            with trio.move_on_after(wait):
                 await self._wake.wait()
             self._wake = trio.Event()
+
+    def _owed(self) -> list[Node]:
+        return [n for e in list(self._local.values()) for n in list(e.values())
+                if n.kind is Kind.LOCAL and n.data.journaled and n.data.owed
+                and not n.data.blocked and not n.data.busy and not n.data.opens]
+
+    async def _retry_due(self) -> float:
+        """One pass over what is owed and due; returns how long to sleep until the next one."""
+        for node in self._owed():
+            if node.kind is not Kind.LOCAL or node.data.next_try > time.monotonic():
+                continue  # settled meanwhile, or not due yet
+            try:
+                if node.data.dirty:
+                    await self._upload_now(node)
+                else:
+                    async with node.data.lock:
+                        await self._finish_replacing(node)
+                    self._settle_if_done(node)
+            except (SnfsError, OSError):
+                pass  # logged and rescheduled by _upload_now / _finish_replacing
+        now = time.monotonic()
+        return max(0.0, min((n.data.next_try - now for n in self._owed()), default=5.0))
 
     # -- recovery -------------------------------------------------------------------------------
 

@@ -1,4 +1,7 @@
-"""`snfs emulator`: a ServiceNow Attachment API emulator on Starlette + Hypercorn (trio worker)."""
+"""`snfs emulator`: a ServiceNow Attachment API emulator on Starlette + Hypercorn (trio worker).
+
+`--kind easyvista|huawei` serves EasyVista's or Huawei Cloud OSM's attachment API instead.
+"""
 from __future__ import annotations
 
 import argparse
@@ -8,6 +11,7 @@ import signal
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import trio
 from hypercorn.config import Config as HypercornConfig
@@ -43,7 +47,57 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--gzip-level", type=int, default=1, choices=range(1, 10))
     p.add_argument("--chunk-size", type=int, default=1024 * 1024, metavar="BYTES")
     p.add_argument("--attachment-default-limit", type=int, default=1000)
+    # --kind easyvista|huawei: other systems' attachment APIs (docs/EMULATOR.md); the switches
+    # above are ServiceNow's, except --host, --port, --data and --user.
+    p.add_argument("--kind", choices=KINDS, default="servicenow",
+                   help="which system to emulate (default servicenow)")
+    p.add_argument("--account", metavar="NAME", help="easyvista: the only account name accepted")
+    p.add_argument("--max-body", type=float, default=64.0, metavar="MB",
+                   help="easyvista: request body cap (413 above)")
+    p.add_argument("--no-delete", action="store_true",
+                   help="easyvista: no DELETE of a document (the path is uncertain): 405")
+    p.add_argument("--delete-status", type=int, default=204, choices=(200, 204),
+                   help="easyvista: status of a successful DELETE")
+    p.add_argument("--token", action="append", default=[], metavar="TOKEN",
+                   help="huawei: an accepted X-Auth-Token (repeatable; default test-token)")
+    p.add_argument("--limit-size", type=float, default=4.0, metavar="MB", help="huawei: limit_size")
+    p.add_argument("--limit-file-type", metavar="LIST", help="huawei: limit_file_type (comma list)")
+    p.add_argument("--limit-count", type=int, default=100, metavar="N",
+                   help="huawei: limit_count, stored accessories per accessoryFrom (0: none)")
+    p.add_argument("--business-errors-200", action="store_true",
+                   help="huawei: answer limit/parameter errors with HTTP 200 + error_code")
+    p.add_argument("--not-found-status", type=int, default=404, choices=(400, 404),
+                   help="huawei: status for an unknown accessory_id")
     return p.parse_args(argv)
+
+
+KINDS = ("servicenow", "easyvista", "huawei")
+
+
+def build_other(args: argparse.Namespace, data_dir: Path) -> tuple[Any, Any]:
+    """(emulator, ASGI app) for --kind easyvista|huawei."""
+    chunk = max(4096, args.chunk_size)
+    if args.kind == "easyvista":
+        from snfs.emulator import easyvista as ev
+        try:
+            users = [ev.parse_ev_user(u) for u in args.user]
+        except ValueError as exc:
+            raise SystemExit(str(exc)) from None
+        emu = ev.EasyVistaEmulator(ev.EVConfig(
+            host=args.host, port=args.port, data_dir=data_dir, users=users, account=args.account,
+            max_body_mb=args.max_body, delete=not args.no_delete, delete_status=args.delete_status,
+            chunk_size=chunk))
+        return emu, ev.build_app(emu)
+    from snfs.emulator import huawei as hw
+    config = hw.HWConfig(host=args.host, port=args.port, data_dir=data_dir,
+                         tokens=args.token or ["test-token"], limit_size_mb=args.limit_size,
+                         limit_count=max(0, args.limit_count),
+                         business_errors_200=args.business_errors_200,
+                         not_found_status=args.not_found_status, chunk_size=chunk)
+    if args.limit_file_type is not None:
+        config.limit_file_type = args.limit_file_type
+    emu = hw.HuaweiEmulator(config)
+    return emu, hw.build_app(emu)
 
 
 def build_config(args: argparse.Namespace, data_dir: Path) -> Config:
@@ -69,7 +123,7 @@ def build_config(args: argparse.Namespace, data_dir: Path) -> Config:
     )
 
 
-async def run(emu: Emulator) -> None:
+async def run(emu: Any, app: Any = None) -> None:
     hc = HypercornConfig()
     host = emu.config.host
     hc.bind = [f"[{host}]:{emu.config.port}" if ":" in host else f"{host}:{emu.config.port}"]
@@ -80,7 +134,7 @@ async def run(emu: Emulator) -> None:
     async with trio.open_nursery() as nursery:
         nursery.start_soon(wait_for_signal, stop)
         binds = await nursery.start(lambda task_status: serve(
-            build_app(emu), hc, shutdown_trigger=stop.wait, task_status=task_status))
+            app if app is not None else build_app(emu), hc, shutdown_trigger=stop.wait, task_status=task_status))
         print(f"listening on {binds[0]}", flush=True)
 
 
@@ -98,9 +152,13 @@ def main(argv: list[str]) -> int:
     data_dir = args.data or temp
     assert data_dir is not None
     try:
-        emu = Emulator(build_config(args, data_dir))
+        app = None
+        if args.kind == "servicenow":
+            emu = Emulator(build_config(args, data_dir))
+        else:
+            emu, app = build_other(args, data_dir)
         try:
-            trio.run(run, emu)
+            trio.run(run, emu, app)
         finally:
             emu.store.close()
     except KeyboardInterrupt:

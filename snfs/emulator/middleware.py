@@ -47,8 +47,11 @@ def fault_body(status: int) -> bytes:
 
 
 class EmulatorMiddleware:
-    def __init__(self, app: ASGIApp, emu: Emulator) -> None:
-        self.app, self.emu = app, emu
+    def __init__(self, app: ASGIApp, emu: Emulator,
+                 fault_body: Callable[[int], bytes] = fault_body) -> None:
+        # `emu` is any object with `stats` and `faults`; `fault_body` renders an injected status
+        # in the emulated system's error shape (the ServiceNow envelope by default).
+        self.app, self.emu, self.fault_body = app, emu, fault_body
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http" or scope["path"].startswith(CONTROL_PREFIX):
@@ -95,7 +98,7 @@ class EmulatorMiddleware:
             message = await receive()
             if message["type"] != "http.request" or not message.get("more_body"):
                 break
-        body = fault_body(fault.status or 500)
+        body = self.fault_body(fault.status or 500)
         headers = [(b"content-type", b"application/json;charset=UTF-8"),
                    (b"content-length", str(len(body)).encode())]
         if fault.retry_after is not None:

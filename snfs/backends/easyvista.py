@@ -1,0 +1,419 @@
+"""EasyVista Service Manager: documents attached to tickets (REST API `/api/v1/{account}`).
+
+One table, `requests`; its records are ticket numbers (`rfc_number`, e.g. `I161026_000005`);
+its files are the ticket's documents. What the public API offers and how it is used:
+
+- list:   `GET /requests/{rfc}/documents` gives only `DOCUMENT_ID`s and links. Each document
+          not seen before costs ONE more request: its download is opened to read the name
+          (Content-Disposition), size (Content-Length), type and date from the headers, then
+          closed. Documents never change, so that is cached per DOCUMENT_ID for the process.
+- read:   `GET /requests/{rfc}/documents/{document_id}` (sequential; no Range).
+- create: `POST /requests/{rfc}/documents`, JSON `{"documents":[{"filename","filedata"}]}` with
+          the Base64 produced while streaming from the file (never the whole file in memory;
+          Content-Length computed up front). The answer names only the ticket, so the new
+          DOCUMENT_ID is found by listing before and after: the one new id (or, if other clients
+          added documents to the same ticket meanwhile, the new one with this name and size;
+          two concurrent uploads of the same name and size to one ticket cannot be told apart).
+- delete: `DELETE /requests/{rfc}/documents/{document_id}` (the path is not confirmed by the
+          public doc: after a 405 the capability is switched off and `unlink` gives EPERM).
+- rename, discover: not offered.
+
+File ids are `<rfc>.<document_id>` (the document id made file-name safe, see
+`snfs.backends.id_part`).
+"""
+from __future__ import annotations
+
+import base64
+import email.message
+import email.utils
+import hashlib
+import json
+import logging
+import re
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+import trio
+
+from snfs.backend import Capabilities
+from snfs.backends import from_id_part, id_part
+from snfs.client import Attachment, _validate_file_name
+from snfs.errors import InvalidInput, NotFound, ServerError, SnfsError, Unsupported
+from snfs.http import HttpCore, HttpSettings, HttpStats
+
+log = logging.getLogger("snfs.backends.easyvista")
+
+TABLE = "requests"
+RFC_RE = re.compile(r"^[A-Za-z]{0,4}\d{6}_\d{6}$")
+ACCOUNT_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+RAW_CHUNK = 3 * 88 * 1024          # a multiple of 3: Base64 of each chunk joins cleanly
+KINDS = ("list", "meta", "file", "upload", "delete", "table")
+PROBE_RFC = "I000000_000000"       # check(): a ticket that does not exist (404 = authenticated)
+
+
+@dataclass
+class _Doc:
+    file_name: str
+    size: int
+    content_type: str
+    created_on: datetime
+    href: str = ""
+    sha256: str = ""
+
+
+def _b64_len(n: int) -> int:
+    return 4 * ((n + 2) // 3)
+
+
+def _file_name_of(resp: httpx.Response, fallback: str) -> str:
+    cd = resp.headers.get("content-disposition")
+    if cd:
+        msg = email.message.Message()
+        msg["content-disposition"] = cd
+        try:
+            name = msg.get_filename()
+        except (ValueError, LookupError):
+            name = None
+        if name:
+            return name
+    return fallback
+
+
+def _time_of(resp: httpx.Response) -> datetime:
+    value = resp.headers.get("last-modified")
+    if value:
+        try:
+            return email.utils.parsedate_to_datetime(value).astimezone(timezone.utc)
+        except (TypeError, ValueError):
+            pass
+    return datetime.now(timezone.utc)
+
+
+class EasyVistaBackend:
+    name = "easyvista"
+
+    def __init__(self, base_url: str, account: str, auth: httpx.Auth, *, verify: bool | str = True,
+                 timeout: float = 30, max_in_flight: int = 8, **retry: Any) -> None:
+        """`base_url` is the server (`https://{your_server}`); `account` the EasyVista account
+        (`/api/v1/{account}`); `auth` e.g. `snfs.auth.BasicAuth`. `retry` may set
+        `retry_attempts`, `retry_total_seconds`, `retry_base_delay`, `retry_max_delay`."""
+        if not isinstance(account, str) or not ACCOUNT_RE.match(account):
+            raise InvalidInput(f"invalid EasyVista account {account!r}")
+        self.base_url = base_url.rstrip("/")
+        self.account = account
+        self.stats = HttpStats(kinds=KINDS)
+        api = f"{self.base_url}/api/v1/{quote(account, safe='')}"
+        self.core = HttpCore(HttpSettings(api, timeout=timeout, max_in_flight=max_in_flight,
+                                          verify=verify, **retry), auth, stats=self.stats)
+        self._docs: dict[tuple[str, str], _Doc] = {}
+        self._delete_supported: bool | None = None
+
+    def __repr__(self) -> str:
+        return f"EasyVistaBackend({self.base_url!r}, account={self.account!r})"
+
+    @property
+    def supports_range(self) -> bool | None:
+        return False
+
+    def capabilities(self, table: str) -> Capabilities:
+        return Capabilities(list=True, read=True, create=True,
+                            delete=self._delete_supported is not False, rename=False, discover=False)
+
+    async def check(self) -> None:
+        """GET of a ticket that cannot exist: 404 proves the credentials and the REST right."""
+        await self.core.send("table", "GET", f"/requests/{PROBE_RFC}", allow=(404,), attempts=3)
+
+    async def aclose(self) -> None:
+        await self.core.aclose()
+
+    # -- namespace -------------------------------------------------------------------------------
+
+    async def tables(self) -> list[str]:
+        return [TABLE]
+
+    async def table_exists(self, table: str) -> bool:
+        return table == TABLE
+
+    def valid_record_name(self, table: str, name: str) -> bool:
+        return table == TABLE and isinstance(name, str) and bool(RFC_RE.match(name))
+
+    async def record_exists(self, table: str, record: str) -> bool:
+        if not self.valid_record_name(table, record):
+            return False
+        resp = await self.core.send("table", "GET", f"/requests/{record}", allow=(404,))
+        return resp.is_success
+
+    async def find_record(self, table: str, alias: str) -> str | None:
+        return None
+
+    def list_table(self, table: str, *, page_size: int = 1000) -> AsyncIterator[list[Attachment]]:
+        async def none() -> AsyncIterator[list[Attachment]]:
+            raise Unsupported("EasyVista: the API cannot list a table's tickets (no discover)")
+            yield []  # pragma: no cover
+        return none()
+
+    def _check(self, table: str, record: str) -> None:
+        if table != TABLE:
+            raise InvalidInput(f"EasyVista has one table, {TABLE!r}, not {table!r}")
+        if not self.valid_record_name(table, record):
+            raise InvalidInput(f"invalid ticket number {record!r}")
+
+    async def _document_ids(self, rfc: str) -> list[tuple[str, str]]:
+        """[(DOCUMENT_ID, HREF)] of a ticket, in the server's order; NotFound for no ticket."""
+        path = f"/requests/{rfc}/documents"
+        resp = await self.core.send("list", "GET", path, allow=(404,))
+        if resp.status_code == 404:
+            raise self.core.failed(self.core.map_error(resp, "list", "GET", path))
+        try:
+            body = resp.json()
+        except ValueError:
+            body = None
+        if not isinstance(body, dict):
+            raise self.core.failed(ServerError(f"GET {path}: {resp.status_code} answer is not a JSON object",
+                                               status=resp.status_code, method="GET", path=path))
+        docs = next((body[k] for k in body if k.lower() == "documents"), None) or []
+        out = []
+        for d in docs if isinstance(docs, list) else []:
+            if isinstance(d, dict):
+                doc_id = d.get("DOCUMENT_ID") or d.get("document_id")
+                if doc_id not in (None, ""):
+                    out.append((str(doc_id), str(d.get("HREF") or "")))
+        return out
+
+    async def _learn(self, rfc: str, doc_id: str, href: str) -> _Doc | None:
+        """Name, size, type and date of a document from its download's headers (then closed);
+        None when it is gone."""
+        key = (rfc, doc_id)
+        if key in self._docs:
+            return self._docs[key]
+        path = f"/requests/{rfc}/documents/{quote(doc_id, safe='')}"
+        async with self.core.open("meta", path, allow=(404,)) as resp:
+            if resp.status_code == 404:
+                return None
+            try:
+                size = int(resp.headers["content-length"])
+            except (KeyError, ValueError):   # chunked: count it (once; cached afterwards)
+                size = 0
+                async for chunk in resp.aiter_raw():
+                    size += len(chunk)
+            ctype = resp.headers.get("content-type", "").split(";")[0].strip()
+            doc = _Doc(_file_name_of(resp, doc_id), size, ctype or "application/octet-stream",
+                       _time_of(resp), href)
+        self._docs[key] = doc
+        return doc
+
+    def _attachment(self, rfc: str, doc_id: str, doc: _Doc) -> Attachment:
+        file_id = f"{rfc}.{id_part(doc_id)}"
+        return Attachment(
+            sys_id=file_id, table_name=TABLE, table_sys_id=rfc, file_name=doc.file_name,
+            size_bytes=doc.size, content_type=doc.content_type, created_on=doc.created_on,
+            updated_on=doc.created_on, created_by="", hash=doc.sha256,
+            download_link=f"{self.core.base}/requests/{rfc}/documents/{quote(doc_id, safe='')}",
+            state="available", extra={"document_id": doc_id, "href": doc.href})
+
+    async def list_record(self, table: str, record: str) -> list[Attachment]:
+        """The ticket's documents: one request, plus one per document not seen before."""
+        self._check(table, record)
+        ids = await self._document_ids(record)
+        await self._learn_all(record, ids)
+        return [self._attachment(record, d, self._docs[(record, d)])
+                for d, _ in ids if (record, d) in self._docs]
+
+    async def _learn_all(self, rfc: str, ids: list[tuple[str, str]]) -> None:
+        todo = [(d, h) for d, h in ids if (rfc, d) not in self._docs]
+        if not todo:
+            return
+        errors: list[SnfsError] = []
+
+        async def one(doc_id: str, href: str) -> None:
+            try:
+                await self._learn(rfc, doc_id, href)
+            except SnfsError as e:
+                errors.append(e)
+
+        async with trio.open_nursery() as nursery:   # bounded by the core's semaphore
+            for doc_id, href in todo:
+                nursery.start_soon(one, doc_id, href)
+        if errors:
+            raise errors[0]
+
+    # -- content ---------------------------------------------------------------------------------
+
+    def _parse_file_id(self, file_id: str) -> tuple[str, str]:
+        rfc, sep, part = file_id.partition(".") if isinstance(file_id, str) else ("", "", "")
+        try:
+            doc_id = from_id_part(part)
+        except (ValueError, UnicodeDecodeError):
+            doc_id = ""
+        if not sep or not RFC_RE.match(rfc) or not doc_id:
+            raise InvalidInput(f"invalid EasyVista file id {file_id!r}")
+        return rfc, doc_id
+
+    def stream(self, file_id: str, *, offset: int = 0) -> AsyncIterator[bytes]:
+        rfc, doc_id = self._parse_file_id(file_id)
+        if offset < 0:
+            raise InvalidInput("offset must not be negative")
+        doc = self._docs.get((rfc, doc_id))
+        return self.core.stream("file", f"/requests/{rfc}/documents/{quote(doc_id, safe='')}",
+                                offset=offset, expected_size=doc.size if doc else None)
+
+    async def upload(self, table: str, record: str, file_name: str, source: Path, *,
+                     size: int) -> Attachment:
+        """Attach one document; streamed as Base64 inside the JSON body. Retried only when the
+        server provably did not act; when in doubt the ticket's new documents are looked at
+        (name and size) before sending again."""
+        self._check(table, record)
+        _validate_file_name(file_name)
+        if size < 0:
+            raise InvalidInput("size must not be negative")
+        path = f"/requests/{record}/documents"
+        before = {d for d, _ in await self._document_ids(record)}
+        head = (b'{"documents":[{"filename":' + json.dumps(file_name).encode()
+                + b',"filedata":"')
+        tail = b'"}]}'
+        headers = {"Content-Type": "application/json",
+                   "Content-Length": str(len(head) + _b64_len(size) + len(tail))}
+        bodies: list[_B64Body] = []
+
+        def make_body() -> AsyncIterator[bytes]:
+            b = _B64Body(self.stats, Path(source), size, head, tail)
+            bodies.append(b)
+            return b.__aiter__()
+
+        deadline = time.monotonic() + self.core.settings.retry_total_seconds
+        for round_ in range(1, 4):
+            try:
+                await self.core.send("upload", "POST", path, body=make_body, headers=headers,
+                                     idempotent=False, log_failure=False)
+                break
+            except SnfsError as err:
+                last = bodies[-1] if bodies else None
+                if not getattr(err, "in_doubt", False):
+                    raise self.core.failed(err) from None
+                if last is not None and last.complete:
+                    log.info("upload of %s to %s in doubt (%s); looking for it", file_name,
+                             record, err.message)
+                    found = await self._new_document(record, before, file_name, size, required=False)
+                    if found is not None:
+                        return self._remember_hash(record, found, last.sha256)
+                if round_ == 3 or time.monotonic() > deadline:
+                    raise self.core.failed(err) from None
+                self.stats.retries += 1
+        found = await self._new_document(record, before, file_name, size, required=True)
+        assert found is not None
+        return self._remember_hash(record, found, bodies[-1].sha256)
+
+    def _remember_hash(self, rfc: str, doc_id: str, sha256: str) -> Attachment:
+        doc = self._docs[(rfc, doc_id)]
+        doc.sha256 = sha256
+        return self._attachment(rfc, doc_id, doc)
+
+    async def _new_document(self, rfc: str, before: set[str], file_name: str, size: int, *,
+                            required: bool) -> str | None:
+        """The DOCUMENT_ID an upload just created: the one new id, or the new one with this
+        name and size (the last, if several)."""
+        ids = [(d, h) for d, h in await self._document_ids(rfc) if d not in before]
+        await self._learn_all(rfc, ids)
+        hits = [d for d, _ in ids if (rfc, d) in self._docs
+                and self._docs[(rfc, d)].file_name == file_name and self._docs[(rfc, d)].size == size]
+        if hits:
+            return hits[-1]
+        if len(ids) == 1 and required and (rfc, ids[0][0]) in self._docs:
+            return ids[0][0]
+        if not required:
+            return None
+        path = f"/requests/{rfc}/documents"
+        raise self.core.failed(ServerError(
+            f"POST {path}: stored, but the new document cannot be identified ({len(ids)} new)",
+            method="POST", path=path))
+
+    async def delete(self, file_id: str, *, missing_ok: bool = False) -> None:
+        rfc, doc_id = self._parse_file_id(file_id)
+        path = f"/requests/{rfc}/documents/{quote(doc_id, safe='')}"
+        if self._delete_supported is False:
+            raise Unsupported(f"DELETE {path}: this EasyVista server cannot delete documents",
+                              method="DELETE", path=path)
+        attempts = 0
+
+        def count() -> None:
+            nonlocal attempts
+            attempts += 1
+
+        resp = await self.core.send("delete", "DELETE", path, allow=(404, 405), on_attempt=count)
+        if resp.status_code == 405:
+            self._delete_supported = False
+            raise self.core.failed(self.core.map_error(resp, "delete", "DELETE", path))
+        self._delete_supported = True
+        self._docs.pop((rfc, doc_id), None)
+        # A 404 after a retried DELETE: the first attempt may have deleted it.
+        if resp.status_code == 404 and not missing_ok and attempts == 1:
+            raise self.core.failed(NotFound(f"DELETE {path}: 404 document not found", status=404,
+                                            method="DELETE", path=path))
+
+    async def rename(self, file_id: str, new_name: str) -> Attachment:
+        raise Unsupported("EasyVista documents cannot be renamed")
+
+    async def find_uploaded(self, table: str, record: str, file_name: str, sha256: str,
+                            size: int, since: datetime) -> Attachment | None:
+        """A document of this ticket with this name and size (the API gives no hash; a
+        document whose hash this process knows must match it)."""
+        try:
+            atts = await self.list_record(table, record)
+        except SnfsError:
+            return None
+        hits = [a for a in atts if a.file_name == file_name and a.size_bytes == size
+                and (not a.hash or a.hash == sha256)
+                and a.created_on.timestamp() >= since.timestamp() - 120]
+        return hits[-1] if hits else None
+
+
+class _B64Body:
+    """One attempt's JSON body: head, Base64 of the file (streamed, in chunks of 3·k bytes so
+    the pieces join), tail. Hashes the raw content on the way."""
+
+    def __init__(self, stats: HttpStats, path: Path, size: int, head: bytes, tail: bytes) -> None:
+        self.stats, self.path, self.size, self.head, self.tail = stats, path, size, head, tail
+        self._sha = hashlib.sha256()
+        self.sent = 0
+        self.complete = False
+
+    @property
+    def sha256(self) -> str:
+        return self._sha.hexdigest()
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        self.stats.bytes_out += len(self.head)
+        yield self.head
+        carry = b""
+        try:
+            f = await trio.open_file(self.path, "rb")
+        except OSError as e:
+            raise InvalidInput(f"upload source {self.path}: {e.strerror}") from None
+        async with f:
+            while True:
+                chunk = await f.read(RAW_CHUNK)
+                if not chunk:
+                    break
+                self.sent += len(chunk)
+                if self.sent > self.size:
+                    raise InvalidInput(f"upload source is larger than the {self.size} bytes announced")
+                self._sha.update(chunk)
+                data = carry + chunk
+                cut = len(data) - len(data) % 3
+                carry = data[cut:]
+                out = base64.b64encode(data[:cut])
+                if out:
+                    self.stats.bytes_out += len(out)
+                    yield out
+        if self.sent != self.size:
+            raise InvalidInput(f"upload source has {self.sent} bytes, {self.size} announced")
+        out = base64.b64encode(carry) + self.tail
+        self.stats.bytes_out += len(out)
+        self.complete = True
+        yield out

@@ -1,0 +1,386 @@
+"""Huawei Cloud OSM: service-ticket attachments ("accessorys", API v2 `/v2/servicerequest`).
+
+One table, `accessorys`; its records are `accessoryFrom` values (`incident` for ticket
+creation, `message` for ticket messages, ...); its files are the accessories uploaded there.
+Authentication is an IAM token in `X-Auth-Token` (a secret: never in repr, logs or errors).
+
+- list:     not offered (the API has no "list accessories" call): a record directory shows only
+            the files uploaded through this mount (write-only listing).
+- read:     `GET /accessorys/{accessory_id}` (sequential; no Range).
+- create:   `POST /accessorys`, multipart `form_data` (JSON `{"fileName","accessoryFrom",
+            "uploadType":0}`, at most 5000 characters) + `file`, streamed from the file. The
+            limits of `GET /accessorys/limits` (fetched once, at `check()` or the first upload)
+            are checked before anything is sent: over `limit_size` → TooLarge (EFBIG), type not
+            in `limit_file_type` → ExtensionRefused (EPERM), a name whose form_data is over 5000
+            characters → NameTooLong (ENAMETOOLONG). The server's own refusals map to the same;
+            over `limit_count` → LimitReached (EDQUOT).
+- delete:   `DELETE /accessorys/{accessory_id}`.
+- rename, discover: not offered. `find_uploaded` cannot look (no listing): an upload cut off
+            after the whole body was sent is not sent again, and a crash mid-upload may leave a
+            duplicate accessory on the server.
+
+File ids are the accessory ids (made file-name safe by `snfs.backends.id_part`).
+"""
+from __future__ import annotations
+
+import errno
+import hashlib
+import json
+import logging
+import mimetypes
+import re
+import secrets
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+import trio
+
+from snfs.backend import Capabilities
+from snfs.backends import from_id_part, id_part
+from snfs.client import Attachment, _multipart_quote, _validate_file_name
+from snfs.errors import (ExtensionRefused, InvalidInput, NotFound, ServerError, SnfsError,
+                         TooLarge, Unsupported)
+from snfs.http import CHUNK, HeaderToken, HttpCore, HttpSettings, HttpStats, http_error
+from snfs.secrets import Secret
+
+log = logging.getLogger("snfs.backends.huawei")
+
+TABLE = "accessorys"
+RECORD_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+FORM_DATA_MAX = 5000
+KINDS = ("limits", "file", "upload", "delete")
+CAPS = Capabilities(list=False, read=True, create=True, delete=True, rename=False, discover=False)
+
+# The emulator's codes (snfs/emulator/huawei.py); real codes are not public, so messages count too.
+SIZE_CODES = {"OSM.01010101", "OSM.01010005"}
+TYPE_CODES = {"OSM.01010102"}
+COUNT_CODES = {"OSM.01010103"}
+NOT_FOUND_CODES = {"OSM.01010104"}
+
+
+class NameTooLong(InvalidInput):
+    errno = errno.ENAMETOOLONG
+
+
+class LimitReached(SnfsError):
+    """Over the server's `limit_count` (number of accessories)."""
+    errno = errno.EDQUOT
+
+
+@dataclass(frozen=True)
+class Limits:
+    count: int | None           # limit_count (None: unknown / none)
+    size_bytes: int | None      # limit_size, MB
+    file_types: frozenset[str]  # limit_file_type, lower case, no dots; empty: any
+
+    @classmethod
+    def from_json(cls, body: Any) -> "Limits":
+        lim = body.get("accessory_limit") if isinstance(body, dict) else None
+        lim = lim if isinstance(lim, dict) else {}
+
+        def num(v: Any) -> float | None:
+            try:
+                x = float(str(v).strip())
+            except (TypeError, ValueError):
+                return None
+            return x if x > 0 else None
+
+        size = num(lim.get("limit_size"))
+        count = num(lim.get("limit_count"))
+        types = frozenset(t.strip().lstrip(".").lower()
+                          for t in re.split(r"[,;|\s]+", str(lim.get("limit_file_type") or ""))
+                          if t.strip())
+        return cls(int(count) if count else None,
+                   int(size * 1024 * 1024) if size else None, types)
+
+
+def _error_fields(resp: httpx.Response) -> tuple[str, str]:
+    try:
+        body = resp.json()
+    except (ValueError, UnicodeDecodeError):
+        return "", ""
+    if not isinstance(body, dict):
+        return "", ""
+    return str(body.get("error_code") or ""), str(body.get("error_msg") or "")
+
+
+def _classify(code: str, msg: str, kind: str, default: type[SnfsError]) -> type[SnfsError]:
+    low = msg.lower()
+    if code in NOT_FOUND_CODES or re.search(r"not exist|not found", low):
+        return NotFound
+    if kind == "upload":
+        if code in COUNT_CODES or re.search(r"\bnumber\b|\bcount\b", low):
+            return LimitReached
+        if code in SIZE_CODES or re.search(r"\bsize\b|too large", low):
+            return TooLarge
+        if code in TYPE_CODES or re.search(r"file type|extension", low):
+            return ExtensionRefused
+    return default
+
+
+def huawei_error(resp: httpx.Response, kind: str, method: str, path: str) -> SnfsError:
+    """Map a Huawei answer (`{"error_code","error_msg"}`) to snfs.errors."""
+    base = http_error(resp, kind, method, path)
+    code, msg = _error_fields(resp)
+    if not code and not msg:
+        return base
+    cls = _classify(code, msg, kind, type(base)) if resp.status_code in (200, 400, 404) else type(base)
+    err = cls(f"{method} {path}: {resp.status_code} {msg} ({code})".rstrip(), status=resp.status_code,
+              instance_message=msg or code, method=method, path=path)
+    err.retry_after = getattr(base, "retry_after", None)  # type: ignore[attr-defined]
+    err.error_code = code  # type: ignore[attr-defined]
+    return err
+
+
+class HuaweiBackend:
+    name = "huawei"
+
+    def __init__(self, base_url: str, token: "str | Secret", *, verify: bool | str = True,
+                 timeout: float = 30, max_in_flight: int = 8, **retry: Any) -> None:
+        """`base_url` is the OSM endpoint (`https://{endpoint}`); `token` an IAM token
+        (X-Subject-Token). `retry` may set `retry_attempts`, `retry_total_seconds`,
+        `retry_base_delay`, `retry_max_delay`."""
+        self.base_url = base_url.rstrip("/")
+        self.stats = HttpStats(kinds=KINDS)
+        settings = HttpSettings(f"{self.base_url}/v2/servicerequest", timeout=timeout,
+                                max_in_flight=max_in_flight, verify=verify, **retry)
+        self.core = HttpCore(settings, HeaderToken("X-Auth-Token", token), stats=self.stats,
+                             error_mapper=huawei_error)
+        self.limits: Limits | None = None
+
+    def __repr__(self) -> str:
+        return f"HuaweiBackend({self.base_url!r})"
+
+    @property
+    def supports_range(self) -> bool | None:
+        return False
+
+    def capabilities(self, table: str) -> Capabilities:
+        return CAPS
+
+    async def check(self) -> None:
+        """GET /accessorys/limits: proves the token and learns the limits uploads are checked
+        against."""
+        await self.fetch_limits(attempts=3)
+
+    async def fetch_limits(self, attempts: int | None = None) -> Limits:
+        resp = await self.core.send("limits", "GET", "/accessorys/limits", attempts=attempts)
+        try:
+            body = resp.json()
+        except ValueError:
+            body = None
+        self.limits = Limits.from_json(body)
+        log.debug("limits: %s", self.limits)
+        return self.limits
+
+    async def aclose(self) -> None:
+        await self.core.aclose()
+
+    # -- namespace -------------------------------------------------------------------------------
+
+    async def tables(self) -> list[str]:
+        return [TABLE]
+
+    async def table_exists(self, table: str) -> bool:
+        return table == TABLE
+
+    def valid_record_name(self, table: str, name: str) -> bool:
+        return table == TABLE and isinstance(name, str) and bool(RECORD_RE.match(name))
+
+    async def record_exists(self, table: str, record: str) -> bool:
+        """Any valid accessoryFrom value can take uploads (no request)."""
+        return self.valid_record_name(table, record)
+
+    async def find_record(self, table: str, alias: str) -> str | None:
+        return None
+
+    def list_table(self, table: str, *, page_size: int = 1000) -> AsyncIterator[list[Attachment]]:
+        async def none() -> AsyncIterator[list[Attachment]]:
+            raise Unsupported("Huawei OSM cannot list accessories")
+            yield []  # pragma: no cover
+        return none()
+
+    async def list_record(self, table: str, record: str) -> list[Attachment]:
+        """Always empty: the API cannot list (capability `list` is off)."""
+        self._check(table, record)
+        return []
+
+    def _check(self, table: str, record: str) -> None:
+        if table != TABLE:
+            raise InvalidInput(f"Huawei OSM has one table, {TABLE!r}, not {table!r}")
+        if not self.valid_record_name(table, record):
+            raise InvalidInput(f"invalid accessoryFrom {record!r}")
+
+    # -- content ---------------------------------------------------------------------------------
+
+    @staticmethod
+    def _accessory_id(file_id: str) -> str:
+        try:
+            accessory_id = from_id_part(file_id)
+        except (ValueError, UnicodeDecodeError, TypeError):
+            accessory_id = ""
+        if not accessory_id or len(accessory_id) > 64 or "," in accessory_id:
+            raise InvalidInput(f"invalid Huawei accessory id {file_id!r}")
+        return accessory_id
+
+    def stream(self, file_id: str, *, offset: int = 0) -> AsyncIterator[bytes]:
+        accessory_id = self._accessory_id(file_id)
+        if offset < 0:
+            raise InvalidInput("offset must not be negative")
+        return self.core.stream("file", f"/accessorys/{quote(accessory_id, safe='')}", offset=offset)
+
+    def precheck(self, file_name: str, size: int, limits: Limits | None) -> None:
+        """Raise what the server would refuse (size, type), before any request."""
+        path = "/accessorys"
+        if limits is not None and limits.size_bytes is not None and size > limits.size_bytes:
+            raise self.core.failed(TooLarge(
+                f"POST {path}: {file_name!r} is {size} bytes, over the server's limit of "
+                f"{limits.size_bytes // (1024 * 1024)} MB", method="POST", path=path))
+        ext = file_name.rsplit(".", 1)[1].lower() if "." in file_name else ""
+        if limits is not None and limits.file_types and ext not in limits.file_types:
+            raise self.core.failed(ExtensionRefused(
+                f"POST {path}: file type {ext or '(none)'!r} is not allowed "
+                f"(allowed: {','.join(sorted(limits.file_types))})", method="POST", path=path))
+
+    async def upload(self, table: str, record: str, file_name: str, source: Path, *,
+                     size: int) -> Attachment:
+        """Upload one accessory (streamed multipart). Retried only when the server provably did
+        not act; an upload in doubt after the whole body was sent is not sent again (it cannot be
+        looked up) and fails."""
+        self._check(table, record)
+        _validate_file_name(file_name)
+        if size < 0:
+            raise InvalidInput("size must not be negative")
+        path = "/accessorys"
+        form_data = json.dumps({"fileName": file_name, "accessoryFrom": record, "uploadType": 0},
+                               ensure_ascii=False, separators=(",", ":"))
+        if len(form_data) > FORM_DATA_MAX:
+            raise self.core.failed(NameTooLong(
+                f"POST {path}: file name too long for form_data ({len(form_data)} > "
+                f"{FORM_DATA_MAX} characters)", method="POST", path=path))
+        limits = self.limits if self.limits is not None else await self.fetch_limits()
+        self.precheck(file_name, size, limits)
+        ctype = mimetypes.guess_type(file_name)[0] or "application/octet-stream"
+        boundary = "snfs-" + secrets.token_hex(16)
+        b = boundary.encode()
+        head = (b"--" + b + b"\r\nContent-Disposition: form-data; name=\"form_data\"\r\n"
+                b"Content-Type: text/plain; charset=utf-8\r\n\r\n" + form_data.encode() + b"\r\n"
+                + b"--" + b + b"\r\nContent-Disposition: form-data; name=\"file\"; filename=\""
+                + _multipart_quote(file_name).encode() + b"\"\r\nContent-Type: "
+                + ctype.encode() + b"\r\n\r\n")
+        tail = b"\r\n--" + b + b"--\r\n"
+        headers = {"Content-Type": f"multipart/form-data; boundary={boundary}",
+                   "Content-Length": str(len(head) + size + len(tail))}
+        bodies: list[_FileBody] = []
+
+        def make_body() -> AsyncIterator[bytes]:
+            body = _FileBody(self.stats, Path(source), size, head, tail)
+            bodies.append(body)
+            return body.__aiter__()
+
+        deadline = time.monotonic() + self.core.settings.retry_total_seconds
+        for round_ in range(1, 4):
+            try:
+                resp = await self.core.send("upload", "POST", path, body=make_body,
+                                            headers=headers, idempotent=False, log_failure=False)
+                break
+            except SnfsError as err:
+                last = bodies[-1] if bodies else None
+                if not getattr(err, "in_doubt", False) or last is None or last.complete \
+                        or round_ == 3 or time.monotonic() > deadline:
+                    raise self.core.failed(err) from None
+                log.debug("upload of %s broke while sending (%s); sending again", file_name, err.message)
+                self.stats.retries += 1
+        accessory_id = ""
+        try:
+            body = resp.json()
+        except ValueError:
+            body = None
+        if isinstance(body, dict):
+            accessory_id = str(body.get("accessory_id") or "")
+        if not accessory_id:
+            # HTTP 200 with {"error_code","error_msg"}: how OSM reports business errors.
+            code, msg = _error_fields(resp)
+            cls = _classify(code, msg, "upload", ServerError)
+            raise self.core.failed(cls(
+                f"POST {path}: {resp.status_code} {msg or 'answer without accessory_id'}"
+                + (f" ({code})" if code else ""), status=resp.status_code,
+                instance_message=msg or code or None, method="POST", path=path))
+        now = datetime.now(timezone.utc)
+        return Attachment(
+            sys_id=id_part(accessory_id), table_name=TABLE, table_sys_id=record,
+            file_name=file_name, size_bytes=size, content_type=ctype, created_on=now,
+            updated_on=now, created_by="", hash=bodies[-1].sha256,
+            download_link=f"{self.core.base}/accessorys/{quote(accessory_id, safe='')}",
+            state="available", extra={"accessory_id": accessory_id})
+
+    async def delete(self, file_id: str, *, missing_ok: bool = False) -> None:
+        accessory_id = self._accessory_id(file_id)
+        path = f"/accessorys/{quote(accessory_id, safe='')}"
+        attempts = 0
+
+        def count() -> None:
+            nonlocal attempts
+            attempts += 1
+
+        resp = await self.core.send("delete", "DELETE", path, allow=(400, 404), on_attempt=count)
+        code, msg = _error_fields(resp)
+        if resp.is_success and not code:
+            return
+        err = huawei_error(resp, "delete", "DELETE", path)
+        if isinstance(err, NotFound) and (missing_ok or attempts > 1):
+            return
+        raise self.core.failed(err)
+
+    async def rename(self, file_id: str, new_name: str) -> Attachment:
+        raise Unsupported("Huawei OSM accessories cannot be renamed")
+
+    async def find_uploaded(self, table: str, record: str, file_name: str, sha256: str,
+                            size: int, since: datetime) -> Attachment | None:
+        """None: without a list call an accessory stored by a killed upload cannot be found
+        (a crash mid-upload can therefore leave a duplicate on the server)."""
+        return None
+
+
+class _FileBody:
+    """One attempt's multipart body: head, the file in chunks, tail; hashes the content."""
+
+    def __init__(self, stats: HttpStats, path: Path, size: int, head: bytes, tail: bytes) -> None:
+        self.stats, self.path, self.size, self.head, self.tail = stats, path, size, head, tail
+        self._sha = hashlib.sha256()
+        self.sent = 0
+        self.complete = False
+
+    @property
+    def sha256(self) -> str:
+        return self._sha.hexdigest()
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        self.stats.bytes_out += len(self.head)
+        yield self.head
+        try:
+            f = await trio.open_file(self.path, "rb")
+        except OSError as e:
+            raise InvalidInput(f"upload source {self.path}: {e.strerror}") from None
+        async with f:
+            while True:
+                chunk = await f.read(CHUNK)
+                if not chunk:
+                    break
+                self.sent += len(chunk)
+                if self.sent > self.size:
+                    raise InvalidInput(f"upload source is larger than the {self.size} bytes announced")
+                self._sha.update(chunk)
+                self.stats.bytes_out += len(chunk)
+                yield chunk
+        if self.sent != self.size:
+            raise InvalidInput(f"upload source has {self.sent} bytes, {self.size} announced")
+        self.complete = True
+        self.stats.bytes_out += len(self.tail)
+        yield self.tail

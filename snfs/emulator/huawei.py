@@ -1,0 +1,402 @@
+"""`snfs emulator --kind huawei`: Huawei Cloud OSM's service-ticket attachment API ("accessorys").
+
+Under `/v2/servicerequest/`, `X-Auth-Token` required (`--token TOKEN`, repeatable; default
+`test-token`). Facts from the public doc (seed 003, notes §13); the rest are documented
+choices (docs/EMULATOR.md, "Huawei Cloud OSM"):
+
+- `POST /accessorys` multipart: `file` + `form_data` (JSON string
+  `{"fileName","accessoryFrom","uploadType"}`, ≤ 5000 chars) → 200 `{"accessory_id": ...}`
+- `GET /accessorys/limits` → `{"accessory_limit":{"limit_count","limit_size","limit_file_type"}}`,
+  enforced on upload (`--limit-size MB`, `--limit-file-type LIST`, `--limit-count N`: the number
+  of stored accessories per `accessoryFrom` value; 0 = no limit)
+- `GET /accessorys/{accessory_id}` → the file stream
+- `GET /accessorys/access-urls?accessory_ids=a,b` → `{"accessory_urls":[{"accessory_id","accessory_url"}]}`
+  (signed, expiring URLs that need no token, like OBS links)
+- `DELETE /accessorys/{accessory_id}` → 200 `{"error_code":"","error_msg":""}`
+- no list endpoint.
+
+Errors are `{"error_code": ..., "error_msg": ...}`. Business errors (limits, parameters) are 400
+by default; `--business-errors-200` answers them with HTTP 200 and the error body, as the
+doc's error-code table lists status 200 for the `OSM.0101xxxx` codes.
+"""
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import mimetypes
+import re
+import secrets
+import sqlite3
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from snfs.emulator.auth import Auth, User
+from snfs.emulator.blobs import BlobStore
+from snfs.emulator.common import ApiError
+from snfs.emulator.download import FileStream, content_type_header
+from snfs.emulator.easyvista import disposition, http_date
+from snfs.emulator.faults import FaultQueue
+from snfs.emulator.kinds import (HttpError, RouteStats, StreamingForm, compile_routes,
+                                 control_routes, drain, json_response, parse_multipart)
+from snfs.emulator.middleware import EmulatorMiddleware
+
+PREFIX = re.compile(r"^/v2/servicerequest(?=/)")
+_ID = r"[^/]+"
+ROUTES = compile_routes([
+    ("POST", "/accessorys", "/accessorys"),
+    ("GET", "/accessorys/limits", "/accessorys/limits"),
+    ("GET", "/accessorys/access-urls", "/accessorys/access-urls"),
+    ("GET", "/accessorys/{accessory_id}", f"/accessorys/(?!limits$|access-urls$){_ID}"),
+    ("DELETE", "/accessorys/{accessory_id}", f"/accessorys/{_ID}"),
+])
+OBS_PREFIX = "/obs/"
+DEFAULT_FILE_TYPES = ("txt,log,csv,json,xml,pdf,doc,docx,xls,xlsx,ppt,pptx,png,jpg,jpeg,gif,bmp,"
+                      "zip,rar,7z,gz,tar")
+FORM_DATA_MAX = 5000
+TOKEN_MAX = 5000
+URL_LIFETIME = 3600
+
+# Error codes. OSM.0001..0004 and OSM.01010001 are the doc's; the accessory-specific ones are the
+# emulator's choice (the real codes are not public), in the doc's OSM.0101xxxx family.
+E_PARAM = ("OSM.0001", "Failed")
+E_PARAM_VALIDATION = "OSM.01010001"
+E_SIZE = "OSM.01010101"
+E_TYPE = "OSM.01010102"
+E_COUNT = "OSM.01010103"
+E_NOT_FOUND = "OSM.01010104"
+E_AUTH = "APIGW.0301"         # API Gateway: "Incorrect IAM authentication information"
+E_NO_API = "APIGW.0101"       # API Gateway: the API does not exist
+
+
+def err(code: str, msg: str) -> dict[str, str]:
+    return {"error_code": code, "error_msg": msg}
+
+
+@dataclass
+class HWConfig:
+    host: str = "127.0.0.1"
+    port: int = 0
+    data_dir: Path = Path(".")
+    tokens: list[str] = field(default_factory=lambda: ["test-token"])
+    limit_size_mb: float = 4.0
+    limit_file_type: str = DEFAULT_FILE_TYPES
+    limit_count: int = 100
+    business_errors_200: bool = False
+    not_found_status: int = 404
+    chunk_size: int = 1024 * 1024
+
+    @property
+    def limit_size(self) -> int:
+        return int(self.limit_size_mb * 1024 * 1024)
+
+    @property
+    def file_types(self) -> frozenset[str]:
+        return frozenset(t.strip().lstrip(".").lower() for t in self.limit_file_type.split(",") if t.strip())
+
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS hw_accessorys (
+    accessory_id TEXT PRIMARY KEY, accessory_from TEXT NOT NULL, file_name TEXT NOT NULL,
+    upload_type INTEGER NOT NULL, size INTEGER NOT NULL, content_type TEXT NOT NULL,
+    sha256 TEXT NOT NULL, created_at REAL NOT NULL);
+CREATE INDEX IF NOT EXISTS hw_from ON hw_accessorys (accessory_from);
+CREATE TABLE IF NOT EXISTS hw_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+"""
+
+
+class HWStore:
+    def __init__(self, path: Path) -> None:
+        self.conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self.conn.row_factory = sqlite3.Row
+        self.conn.execute("PRAGMA journal_mode=WAL")
+        self.conn.executescript(SCHEMA)
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def wipe(self) -> None:
+        self.conn.execute("DELETE FROM hw_accessorys")
+
+    def secret(self) -> bytes:
+        row = self.conn.execute("SELECT value FROM hw_meta WHERE key = 'url_key'").fetchone()
+        if row:
+            return bytes.fromhex(row[0])
+        key = secrets.token_bytes(32)
+        self.conn.execute("INSERT INTO hw_meta VALUES ('url_key', ?)", (key.hex(),))
+        return key
+
+    def add(self, row: dict[str, Any]) -> None:
+        self.conn.execute(f"INSERT INTO hw_accessorys ({', '.join(row)}) VALUES ({', '.join('?' * len(row))})",
+                          list(row.values()))
+
+    def get(self, accessory_id: str) -> sqlite3.Row | None:
+        return self.conn.execute("SELECT * FROM hw_accessorys WHERE accessory_id = ?", (accessory_id,)).fetchone()
+
+    def count(self, accessory_from: str) -> int:
+        return self.conn.execute("SELECT COUNT(*) FROM hw_accessorys WHERE accessory_from = ?",
+                                 (accessory_from,)).fetchone()[0]
+
+    def delete(self, accessory_id: str) -> bool:
+        return self.conn.execute("DELETE FROM hw_accessorys WHERE accessory_id = ?", (accessory_id,)).rowcount > 0
+
+
+class HuaweiEmulator:
+    kind = "huawei"
+
+    def __init__(self, config: HWConfig) -> None:
+        self.config = config
+        config.data_dir.mkdir(parents=True, exist_ok=True)
+        self.store = HWStore(config.data_dir / "huawei.sqlite3")
+        self.blobs = BlobStore(config.data_dir / "blobs")
+        self.url_key = self.store.secret()
+        # The test controls (/__emulator__/) take Basic admin:admin, like the other kinds.
+        self.auth = Auth({"admin": User("admin", "admin", frozenset({"admin"}))}, {})
+        self.faults = FaultQueue()
+        self.stats = RouteStats(ROUTES, PREFIX)
+
+    def wipe(self) -> None:
+        self.store.wipe()
+        self.blobs.wipe()
+
+    def sign(self, accessory_id: str, expires: int) -> str:
+        return hmac.new(self.url_key, f"{accessory_id}\n{expires}".encode(), hashlib.sha256).hexdigest()
+
+
+def emu_of(request: Request) -> HuaweiEmulator:
+    return request.app.state.emu
+
+
+def authorize(request: Request) -> HuaweiEmulator:
+    emu = emu_of(request)
+    token = request.headers.get("x-auth-token")
+    if token is not None and len(token) > TOKEN_MAX:
+        raise HttpError(400, err(E_PARAM[0], f"X-Auth-Token is longer than {TOKEN_MAX} characters"))
+    if not token or not any(hmac.compare_digest(token, t) for t in emu.config.tokens):
+        raise HttpError(401, err(E_AUTH, "Incorrect IAM authentication information: "
+                                 + ("x-auth-token not found" if not token else "verify aksk signature fail")))
+    return emu
+
+
+def business(emu: HuaweiEmulator, code: str, msg: str) -> HttpError:
+    return HttpError(200 if emu.config.business_errors_200 else 400, err(code, msg))
+
+
+def base(request: Request) -> str:
+    host = request.headers.get("host") or f"{request.url.hostname}:{request.url.port}"
+    return f"{request.url.scheme}://{host}"
+
+
+async def limits(request: Request) -> Response:
+    emu = authorize(request)
+    c = emu.config
+    return json_response({"accessory_limit": {
+        "limit_count": str(c.limit_count), "limit_size": f"{c.limit_size_mb:g}",
+        "limit_file_type": ",".join(sorted(c.file_types))}})
+
+
+def parse_form_data(emu: HuaweiEmulator, raw: str | None) -> tuple[str, str, int]:
+    if raw is None or not raw.strip():
+        raise business(emu, E_PARAM_VALIDATION, "Param validation fail. form_data is required")
+    if len(raw) > FORM_DATA_MAX:
+        raise business(emu, E_PARAM_VALIDATION,
+                       f"Param validation fail. form_data is longer than {FORM_DATA_MAX} characters")
+    try:
+        fd = json.loads(raw)
+    except ValueError:
+        raise business(emu, E_PARAM_VALIDATION, "Param validation fail. form_data is not JSON") from None
+    if not isinstance(fd, dict):
+        raise business(emu, E_PARAM_VALIDATION, "Param validation fail. form_data is not a JSON object")
+    name = fd.get("fileName")
+    if not isinstance(name, str) or not name.strip() or "\x00" in name:
+        raise business(emu, E_PARAM_VALIDATION, "Param validation fail. fileName is required")
+    source = fd.get("accessoryFrom", "incident")
+    if not isinstance(source, str) or not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", source):
+        raise business(emu, E_PARAM_VALIDATION, "Param validation fail. accessoryFrom is invalid")
+    upload_type = fd.get("uploadType", 0)
+    if upload_type not in (0, 1, "0", "1"):
+        raise business(emu, E_PARAM_VALIDATION, "Param validation fail. uploadType must be 0 or 1")
+    return name, source, int(upload_type)
+
+
+def check_type(emu: HuaweiEmulator, name: str) -> None:
+    ext = name.rsplit(".", 1)[1].lower() if "." in name else ""
+    if ext not in emu.config.file_types:
+        raise business(emu, E_TYPE, f"The accessory file type '{ext}' is not allowed. "
+                       f"Allowed types: {','.join(sorted(emu.config.file_types))}")
+
+
+def size_error(emu: HuaweiEmulator) -> HttpError:
+    return business(emu, E_SIZE, f"The accessory size exceeds the limit of {emu.config.limit_size_mb:g} MB")
+
+
+async def upload(request: Request) -> Response:
+    try:
+        emu = authorize(request)
+        declared = request.headers.get("content-length", "")
+        # Multipart framing is small: a body over limit + 64 KiB cannot hold an allowed file.
+        if declared.isdigit() and int(declared) > emu.config.limit_size + FORM_DATA_MAX * 4 + 65536:
+            raise size_error(emu)
+    except HttpError:
+        await drain(request)
+        raise
+    form = StreamingForm(emu.blobs, file_fields=frozenset({"file"}), max_file=emu.config.limit_size,
+                         max_field=FORM_DATA_MAX * 4)
+    try:
+        try:
+            await parse_multipart(request, form)
+        except ValueError as exc:
+            raise business(emu, E_PARAM[0], f"Failed to parse form-data: {exc}") from None
+        if "form_data" in form.field_overflow:
+            raise business(emu, E_PARAM_VALIDATION,
+                           f"Param validation fail. form_data is longer than {FORM_DATA_MAX} characters")
+        name, source, upload_type = parse_form_data(emu, form.fields.get("form_data"))
+        files = [f for f in form.files if f.name == "file"]
+        if not files:
+            raise business(emu, E_PARAM_VALIDATION, "Param validation fail. file is required")
+        check_type(emu, name)
+        part = files[0]
+        if part.writer.too_large:
+            raise size_error(emu)
+        if emu.config.limit_count and emu.store.count(source) >= emu.config.limit_count:
+            raise business(emu, E_COUNT, f"The number of accessories exceeds the limit of "
+                           f"{emu.config.limit_count}")
+        part.writer.close()
+        accessory_id = uuid.uuid4().hex
+        ctype = part.content_type if part.content_type not in ("", "application/octet-stream") else ""
+        ctype = ctype or mimetypes.guess_type(name)[0] or "application/octet-stream"
+        emu.blobs.commit(part.writer, accessory_id)
+        emu.store.add({"accessory_id": accessory_id, "accessory_from": source, "file_name": name,
+                       "upload_type": upload_type, "size": part.writer.size, "content_type": ctype,
+                       "sha256": part.writer.sha256, "created_at": time.time()})
+        return json_response({"accessory_id": accessory_id})
+    finally:
+        form.abort()
+
+
+def not_found(emu: HuaweiEmulator) -> HttpError:
+    return HttpError(emu.config.not_found_status, err(E_NOT_FOUND, "The accessory does not exist"))
+
+
+def file_response(request: Request, emu: HuaweiEmulator, row: Any) -> Response:
+    headers = {"Content-Type": content_type_header(row["content_type"]),
+               "Content-Length": str(row["size"]),
+               "Content-Disposition": disposition(row["file_name"]),
+               "Last-Modified": http_date(row["created_at"])}
+    return FileStream(200, headers, emu.blobs.path(row["accessory_id"]), 0, row["size"], None,  # type: ignore[return-value]
+                      emu.config.chunk_size, request.method == "HEAD")
+
+
+async def download(request: Request) -> Response:
+    emu = authorize(request)
+    accessory_id = request.path_params["accessory_id"]
+    if "," in accessory_id:
+        raise business(emu, E_PARAM_VALIDATION,
+                       "Param validation fail. The emulator serves one accessory_id per request")
+    row = emu.store.get(accessory_id)
+    if row is None:
+        raise not_found(emu)
+    return file_response(request, emu, row)
+
+
+async def access_urls(request: Request) -> Response:
+    emu = authorize(request)
+    ids = [i for i in request.query_params.get("accessory_ids", "").split(",") if i]
+    if not 1 <= len(ids) <= 100:
+        raise business(emu, E_PARAM_VALIDATION, "Param validation fail. accessory_ids must list 1 to 100 ids")
+    expires = int(time.time()) + URL_LIFETIME
+    urls = []
+    for accessory_id in ids:
+        if emu.store.get(accessory_id) is None:
+            continue   # unknown ids are left out
+        sig = emu.sign(accessory_id, expires)
+        urls.append({"accessory_id": accessory_id,
+                     "accessory_url": f"{base(request)}{OBS_PREFIX}{quote(accessory_id, safe='')}"
+                                      f"?Expires={expires}&Signature={sig}"})
+    return json_response({"accessory_urls": urls})
+
+
+async def signed_download(request: Request) -> Response:
+    """An access URL: no token, the signature and expiry are the credential."""
+    emu = emu_of(request)
+    accessory_id = request.path_params["accessory_id"]
+    try:
+        expires = int(request.query_params.get("Expires", ""))
+    except ValueError:
+        expires = 0
+    sig = request.query_params.get("Signature", "")
+    if expires < time.time() or not hmac.compare_digest(sig, emu.sign(accessory_id, expires)):
+        raise HttpError(403, {"error_code": "AccessDenied", "error_msg": "Request has expired or the signature does not match"})
+    row = emu.store.get(accessory_id)
+    if row is None:
+        raise not_found(emu)
+    return file_response(request, emu, row)
+
+
+async def delete(request: Request) -> Response:
+    emu = authorize(request)
+    accessory_id = request.path_params["accessory_id"]
+    if not emu.store.delete(accessory_id):
+        raise not_found(emu)
+    emu.blobs.delete(accessory_id)
+    return json_response({"error_code": "", "error_msg": ""})
+
+
+async def fallback(request: Request) -> Response:
+    await drain(request)
+    path = request.url.path
+    if path.startswith("/v2/servicerequest/"):
+        authorize(request)
+        if emu_of(request).stats.known(path):
+            raise HttpError(405, err(E_PARAM[0], "Method not allowed"))
+    raise HttpError(404, err(E_NO_API, "The API does not exist or has not been published in the environment"))
+
+
+async def http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HttpError)
+    return json_response(exc.body, exc.status, exc.headers)
+
+
+async def api_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ApiError)
+    code = {401: "OSM.0002", 403: "OSM.0003"}.get(exc.status, "OSM.0001")
+    return json_response(err(code, exc.message), exc.status, exc.headers)
+
+
+async def server_error(request: Request, exc: Exception) -> Response:
+    return json_response(err("OSM.0004", "Internal Server Error"), 500)
+
+
+def fault_body(status: int) -> bytes:
+    if status == 429:
+        body = err("APIGW.0308", "The throttling threshold has been reached")
+    else:
+        body = err("OSM.0004" if status >= 500 else "OSM.0001", "Injected by the emulator")
+    return json.dumps(body).encode()
+
+
+def build_app(emu: HuaweiEmulator) -> Any:
+    p = "/v2/servicerequest"
+    routes = [
+        Route(f"{p}/accessorys", upload, methods=["POST"]),
+        Route(f"{p}/accessorys/limits", limits, methods=["GET"]),
+        Route(f"{p}/accessorys/access-urls", access_urls, methods=["GET"]),
+        Route(f"{p}/accessorys/{{accessory_id}}", download, methods=["GET"]),
+        Route(f"{p}/accessorys/{{accessory_id}}", delete, methods=["DELETE"]),
+        Route(f"{OBS_PREFIX}{{accessory_id}}", signed_download, methods=["GET"]),
+        *control_routes(),
+        Route("/{path:path}", fallback, methods=["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]),
+    ]
+    app = Starlette(routes=routes, exception_handlers={
+        HttpError: http_error, ApiError: api_error, Exception: server_error})
+    app.state.emu = emu
+    return EmulatorMiddleware(app, emu, fault_body)  # type: ignore[arg-type]
