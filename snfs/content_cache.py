@@ -52,7 +52,7 @@ log = logging.getLogger("snfs.cache")
 
 Fetch = Callable[[str, int], AsyncIterator[bytes]]
 
-_SYS_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")  # also keeps cache file names safe
+_SYS_ID = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")  # file ids; also safe cache file names
 _PART = ".part"
 _LOCK = ".lock"
 RANGE_AHEAD = 8 * 2**20      # a read this far past the watermark may use its own range fetch

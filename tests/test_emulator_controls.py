@@ -122,7 +122,7 @@ def test_stats_counting(client: httpx.Client, emu: EmulatorProc) -> None:
                            "POST /attachment/file", "POST /attachment/upload", "DELETE /attachment/{sys_id}",
                            "PATCH /attachment/{sys_id}", "GET /table/{table}", "GET /table/{table}/{sys_id}",
                            "POST /table/{table}", "DELETE /table/{table}/{sys_id}", "GET /stats/{table}",
-                           "POST /oauth_token.do"}
+                           "POST /oauth_token.do", "POST /cccif/media/upload", "GET /cs/media/{token}"}
     assert stats["bytes_out"] > size and stats["bytes_in"] == 5000
     assert emu.stats()["total"] == 8  # control requests are not counted
 

@@ -24,7 +24,6 @@ File ids are `<rfc>.<document_id>` (the document id made file-name safe, see
 from __future__ import annotations
 
 import base64
-import email.message
 import email.utils
 import hashlib
 import json
@@ -36,7 +35,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, unquote
 
 import httpx
 import trio
@@ -71,18 +70,27 @@ def _b64_len(n: int) -> int:
     return 4 * ((n + 2) // 3)
 
 
+_EXT_VALUE = re.compile(r"filename\*\s*=\s*([A-Za-z0-9_-]*)'[^']*'([^;\s]+)", re.I)
+_QUOTED = re.compile(r'filename\s*=\s*"((?:[^"\\]|\\.)*)"', re.I)
+_TOKEN = re.compile(r"filename\s*=\s*([^;\s\"]+)", re.I)
+
+
 def _file_name_of(resp: httpx.Response, fallback: str) -> str:
-    cd = resp.headers.get("content-disposition")
-    if cd:
-        msg = email.message.Message()
-        msg["content-disposition"] = cd
+    """The name in Content-Disposition: `filename*` (RFC 5987) first, then `filename`."""
+    cd = resp.headers.get("content-disposition") or ""
+    m = _EXT_VALUE.search(cd)
+    if m:
         try:
-            name = msg.get_filename()
-        except (ValueError, LookupError):
-            name = None
-        if name:
-            return name
-    return fallback
+            name = unquote(m.group(2), encoding=m.group(1) or "utf-8", errors="strict")
+            if name:
+                return name
+        except (LookupError, UnicodeDecodeError):
+            pass
+    m = _QUOTED.search(cd)
+    if m and m.group(1):
+        return re.sub(r"\\(.)", r"\1", m.group(1))
+    m = _TOKEN.search(cd)
+    return m.group(1) if m else fallback
 
 
 def _time_of(resp: httpx.Response) -> datetime:
@@ -136,6 +144,9 @@ class EasyVistaBackend:
 
     async def tables(self) -> list[str]:
         return [TABLE]
+
+    def valid_table_name(self, table: str) -> bool:
+        return table == TABLE
 
     async def table_exists(self, table: str) -> bool:
         return table == TABLE

@@ -187,6 +187,9 @@ class HuaweiBackend:
     async def tables(self) -> list[str]:
         return [TABLE]
 
+    def valid_table_name(self, table: str) -> bool:
+        return table == TABLE
+
     async def table_exists(self, table: str) -> bool:
         return table == TABLE
 

@@ -1,0 +1,121 @@
+"""EasyVista and Huawei Cloud through a real mount of their emulators, checked through their APIs."""
+from __future__ import annotations
+
+import base64
+import errno
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.emulator_proc import EmulatorProc
+from tests.mount_proc import MountProc, start_mount
+
+ACCOUNT = "50004"
+
+
+def ev_api(emu: EmulatorProc) -> str:
+    return f"/api/v1/{ACCOUNT}"
+
+
+def new_ticket(emu: EmulatorProc) -> str:
+    href = emu.json("POST", f"{ev_api(emu)}/requests", {"title": "printer"})["HREF"]
+    return href.rsplit("/", 1)[1]
+
+
+def ev_documents(emu: EmulatorProc, rfc: str) -> dict[str, bytes]:
+    """name -> content of a ticket's documents, straight from the EasyVista API."""
+    out = {}
+    docs = emu.json("GET", f"{ev_api(emu)}/requests/{rfc}/documents")["Documents"]
+    for d in docs:
+        status, headers, body = emu.request(
+            "GET", f"{ev_api(emu)}/requests/{rfc}/documents/{d['DOCUMENT_ID']}")
+        assert status == 200
+        disp = {k.lower(): v for k, v in headers.items()}["content-disposition"]
+        name = disp.split("filename*=UTF-8''", 1)[1]
+        from urllib.parse import unquote
+        out[unquote(name)] = body
+    return out
+
+
+@pytest.fixture
+def easyvista(emulator_factory) -> EmulatorProc:
+    return emulator_factory("--kind", "easyvista")
+
+
+@pytest.fixture
+def huawei(emulator_factory) -> EmulatorProc:
+    return emulator_factory("--kind", "huawei", "--limit-size", "1",
+                            "--limit-file-type", "txt,pdf,png")
+
+
+def test_easyvista_mount(easyvista: EmulatorProc, tmp_path: Path) -> None:
+    rfc = new_ticket(easyvista)
+    # A document attached by someone else, before the mount.
+    easyvista.json("POST", f"{ev_api(easyvista)}/requests/{rfc}/documents", {"documents": [
+        {"filename": "before.txt", "filedata": base64.b64encode(b"from the web UI").decode()}]})
+    m = start_mount(f"easyvista+{easyvista.url}/api/v1/{ACCOUNT}", tmp_path / "m", tmp_path / "w")
+    try:
+        d = m.path("requests", rfc)
+        assert os.listdir(d) == ["before.txt"]
+        assert (d / "before.txt").read_bytes() == b"from the web UI"
+        src = tmp_path / "report.pdf"
+        src.write_bytes(os.urandom(300_000))
+        subprocess.run(["cp", str(src), str(d)], check=True)
+        assert ev_documents(easyvista, rfc)["report.pdf"] == src.read_bytes()
+        assert sorted(os.listdir(d)) == ["before.txt", "report.pdf"]
+        assert os.getxattr(d / "report.pdf", "user.easyvista.document_id")
+        assert rfc in os.listdir(m.path("requests"))  # visited tickets are listed
+        # No rename in the API: mv is copy-then-delete, and the end state is what ls shows.
+        os.rename(d / "report.pdf", d / "final.pdf")
+        assert sorted(ev_documents(easyvista, rfc)) == ["before.txt", "final.pdf"]
+        os.unlink(d / "before.txt")
+        assert sorted(ev_documents(easyvista, rfc)) == ["final.pdf"]
+        with pytest.raises(FileNotFoundError):
+            os.listdir(m.path("requests", "I000000_000009"))
+    finally:
+        m.stop()
+
+
+def test_huawei_mount_write_only_listing_and_limits(huawei: EmulatorProc, tmp_path: Path) -> None:
+    m = start_mount(f"huawei+{huawei.url}", tmp_path / "m", tmp_path / "w",
+                    env={"SNFS_TOKEN": "test-token"})
+    try:
+        d = m.path("accessorys", "incident")
+        assert os.listdir(d) == []  # the API cannot list: only what this mount uploads shows
+        (d / "log.txt").write_bytes(b"kernel panic")
+        assert os.listdir(d) == ["log.txt"]
+        accessory_id = os.getxattr(d / "log.txt", "user.huawei.accessory_id").decode()
+        status, _, body = huawei.request("GET", f"/v2/servicerequest/accessorys/{accessory_id}",
+                                         auth=None, headers={"X-Auth-Token": "test-token"})
+        assert status == 200 and body == b"kernel panic"
+        assert (d / "log.txt").read_bytes() == b"kernel panic"
+        huawei.reset_stats()
+        big = tmp_path / "big.txt"
+        big.write_bytes(b"x" * (2 * 2**20))  # --limit-size 1 (MB)
+        with pytest.raises(OSError) as e:
+            shutil.copyfile(big, d / "big.txt")
+        assert e.value.errno == errno.EFBIG
+        with pytest.raises(OSError) as e:
+            (d / "tool.exe").write_bytes(b"MZ")
+        assert e.value.errno == errno.EPERM
+        assert huawei.stats()["by_route"].get("POST /v2/servicerequest/accessorys", 0) == 0
+        assert "refused" in m.log_text()
+        os.unlink(d / "log.txt")
+        status, _, _ = huawei.request("GET", f"/v2/servicerequest/accessorys/{accessory_id}",
+                                      auth=None, headers={"X-Auth-Token": "test-token"})
+        assert status in (400, 404)
+    finally:
+        m.stop()
+
+
+def test_huawei_wrong_token_fails_at_start(huawei: EmulatorProc, tmp_path: Path) -> None:
+    m = start_mount(f"huawei+{huawei.url}", tmp_path / "m", tmp_path / "w",
+                    env={"SNFS_TOKEN": "wrong-token"}, expect_fail=True)
+    assert m.proc.wait(timeout=30) != 0
+    assert "wrong-token" not in m.log_text()
+    assert not os.path.ismount(tmp_path / "m")
