@@ -16,7 +16,12 @@ SIZE = 300 * 1024 * 1024
 LIMIT_MB = 100
 
 CHILD = r"""
-import hashlib, json, resource, sys, time
+import hashlib, json, sys, time
+
+def peak_rss_kib():
+    # VmHWM: this process' own peak (ru_maxrss keeps the forking parent's across exec)
+    with open('/proc/self/status') as f:
+        return next(int(l.split()[1]) for l in f if l.startswith('VmHWM:'))
 import trio
 from pathlib import Path
 from snfs.auth import BasicAuth
@@ -38,7 +43,7 @@ async def main():
                 n += len(chunk)
                 await out.write(chunk)
         t2 = time.monotonic()
-    rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    rss_mb = peak_rss_kib() / 1024
     print(json.dumps({"hash": att.hash, "size": att.size_bytes, "down_hash": h.hexdigest(),
                       "down_size": n, "rss_mb": rss_mb, "up_s": t1 - t0, "down_s": t2 - t1}))
 

@@ -464,7 +464,12 @@ async def test_far_ahead_read_uses_range_fetch_when_supported() -> None:
 # ---- memory ------------------------------------------------------------------------------------
 
 _CHILD = textwrap.dedent("""
-    import hashlib, resource, sys, trio
+    import hashlib, sys, trio
+
+    def peak_rss_kib():
+        # VmHWM: this process' own peak (ru_maxrss keeps the forking parent's across exec)
+        with open('/proc/self/status') as f:
+            return next(int(l.split()[1]) for l in f if l.startswith('VmHWM:'))
     sys.path[:0] = [{root!r}]
     from snfs.content_cache import ContentCache
     from tests.test_content_cache import FakeSource, pattern, PERIOD
@@ -484,7 +489,7 @@ _CHILD = textwrap.dedent("""
                 want.update(pattern(off, len(data)))
                 off += len(data)
         assert off == SIZE and got.digest() == want.digest()
-        print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)
+        print(peak_rss_kib() // 1024)
 
     trio.run(main)
 """)
