@@ -589,8 +589,10 @@ class AttachmentClient:
     async def check(self) -> None:
         """One cheap authenticated request: raises AuthError, ConnectionFailed, ... if the
         instance cannot be used."""
+        # The caller reports a failure here in its own words: no second log line.
         await self._send("list", "GET", "/attachment",
-                         params={"sysparm_limit": "1", "sysparm_fields": "sys_id"}, attempts=3)
+                         params={"sysparm_limit": "1", "sysparm_fields": "sys_id"}, attempts=3,
+                         log_failure=False)
 
     async def list_pages(self, query: str, *, page_size: int = 1000) -> AsyncIterator[list[Attachment]]:
         """Attachments matching an encoded query, one page per yield, each attachment once."""

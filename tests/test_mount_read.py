@@ -419,3 +419,15 @@ def test_status_command(emu: EmulatorProc, mnt: MountProc) -> None:
     assert "requests:" in r.stdout and "list" in r.stdout
     r = subprocess.run([sys.executable, "-m", "snfs", "status"], capture_output=True, text=True)
     assert str(mnt.mountpoint) in r.stdout  # every snfs mount, found in /proc/self/mounts
+
+
+def test_unreachable_instance_fails_before_mounting(tmp_path: Path) -> None:
+    import socket
+    with socket.socket() as s:  # a loopback port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    m = start_mount(f"http://127.0.0.1:{port}", tmp_path / "m", tmp_path / "w", expect_fail=True)
+    assert m.proc.wait(timeout=60) == 1
+    assert not os.path.ismount(tmp_path / "m")
+    lines = [line for line in m.log_text().splitlines() if "WARNING" in line or "ERROR" in line]
+    assert len(lines) == 1 and "cannot use" in lines[0], m.log_text()

@@ -135,7 +135,8 @@ class EasyVistaBackend:
 
     async def check(self) -> None:
         """GET of a ticket that cannot exist: 404 proves the credentials and the REST right."""
-        await self.core.send("table", "GET", f"/requests/{PROBE_RFC}", allow=(404,), attempts=3)
+        await self.core.send("table", "GET", f"/requests/{PROBE_RFC}", allow=(404,), attempts=3,
+                             log_failure=False)  # the caller reports it
 
     async def aclose(self) -> None:
         await self.core.aclose()

@@ -167,10 +167,11 @@ class HuaweiBackend:
     async def check(self) -> None:
         """GET /accessorys/limits: proves the token and learns the limits uploads are checked
         against."""
-        await self.fetch_limits(attempts=3)
+        await self.fetch_limits(attempts=3, log_failure=False)  # the caller reports it
 
-    async def fetch_limits(self, attempts: int | None = None) -> Limits:
-        resp = await self.core.send("limits", "GET", "/accessorys/limits", attempts=attempts)
+    async def fetch_limits(self, attempts: int | None = None, log_failure: bool = True) -> Limits:
+        resp = await self.core.send("limits", "GET", "/accessorys/limits", attempts=attempts,
+                                    log_failure=log_failure)
         try:
             body = resp.json()
         except ValueError:
