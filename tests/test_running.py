@@ -165,3 +165,35 @@ def test_snfs_demo(tmp_path: Path) -> None:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
         stop_mount(mp, None)
+
+
+def test_mount_with_oauth_and_with_a_token_file(demo_emulator: EmulatorProc, tmp_path: Path) -> None:
+    """OAuth password grant (secret from the environment), then a static bearer token file."""
+    m = start_mount(demo_emulator.url, tmp_path / "m1", tmp_path / "w1", "--oauth-client-id", "snfs",
+                    env={"SNFS_OAUTH_CLIENT_SECRET": "snfs-secret"})
+    try:
+        assert "incident" in os.listdir(m.mountpoint)
+        assert demo_emulator.stats()["by_route"]["POST /oauth_token.do"] >= 1
+        assert "snfs-secret" not in m.log_text()
+    finally:
+        m.stop()
+    import urllib.parse
+    import urllib.request
+    form = urllib.parse.urlencode({"grant_type": "password", "client_id": "snfs",
+                                   "client_secret": "snfs-secret", "username": "admin",
+                                   "password": "admin"}).encode()
+    with urllib.request.urlopen(demo_emulator.url + "/oauth_token.do", form, timeout=30) as r:
+        token = __import__("json").loads(r.read())["access_token"]
+    token_file = tmp_path / "token"
+    token_file.write_text(token + "\n")
+    token_file.chmod(0o600)
+    mp = tmp_path / "m2"
+    mp.mkdir()
+    env = {k: v for k, v in os.environ.items() if k != "SNFS_PASSWORD"}
+    proc = snfs_mount([demo_emulator.url, str(mp), "--token-file", str(token_file)], env, tmp_path)
+    try:
+        wait_mounted(mp, proc)
+        assert "incident" in os.listdir(mp)
+    finally:
+        stop_mount(mp, proc)
+    assert token not in proc.stdout.read()
