@@ -183,12 +183,15 @@ class Operations(pyfuse3.Operations):
             raise fail(errno.EBADF)
         if handle.entries is None or start_id == 0:
             # One snapshot per open (refreshed on rewind): offsets stay stable while we reply.
-            handle.entries = await self._entries(handle.node)
+            # `.` and `..` come first; pyfuse3 says they must not count as lookups.
+            dots = [(".", handle.node), ("..", self._parent(handle.node))]
+            handle.entries = dots + await self._entries(handle.node)
         for i in range(start_id, len(handle.entries)):
             name, child = handle.entries[i]
             if not pyfuse3.readdir_reply(token, os.fsencode(name), self._attr(child), i + 1):
                 return
-            self.inodes.looked_up(child)  # a readdirplus entry counts as a lookup
+            if i >= 2:
+                self.inodes.looked_up(child)  # a readdirplus entry counts as a lookup
 
     @handler
     async def releasedir(self, fh: int) -> None:

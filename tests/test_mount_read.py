@@ -167,6 +167,9 @@ def test_tools_work(emu: EmulatorProc, mnt: MountProc, tmp_path: Path) -> None:
     src = mnt.path(table, txt["table_sys_id"], shown(txt, siblings))
     subprocess.run(["cp", str(src), str(tmp_path / "out")], check=True)
     assert sha256(tmp_path / "out") == txt["hash"]
+    ls_a = subprocess.run(["ls", "-a", str(src.parent)], capture_output=True, text=True,
+                          check=True).stdout.split("\n")
+    assert ls_a[:2] == [".", ".."] and src.name in ls_a
     out = subprocess.run(["sha256sum", str(src)], capture_output=True, text=True, check=True)
     assert out.stdout.split()[0] == txt["hash"]
     first_word = (tmp_path / "out").read_text().split()[0]
