@@ -45,7 +45,7 @@ demo: venv
 	$(VENV)/bin/snfs demo
 
 bench: venv
-	$(PY) -m bench
+	$(PY) -m bench $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache

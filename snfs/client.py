@@ -1,12 +1,11 @@
 """The ServiceNow Attachment API client (no FUSE code here).
 
-One `httpx.AsyncClient` per `AttachmentClient` (keep-alive pool sized to `max_in_flight`, HTTP/1.1,
-TLS verification on). Every buffered request goes through `_send`: a semaphore bounds the
-requests in flight, a tenacity retry loop (exponential backoff with full jitter, `Retry-After`
-honoured, bounded in attempts and total time) retries what is safe to retry, responses are
-mapped to `snfs.errors`, and each failure is logged exactly once (logger `snfs.client`).
-Downloads (`stream`) have their own loop because they resume where a broken connection
-stopped. Uploads are not idempotent: see `upload`.
+The request policy (pool, semaphore, tenacity retries, error mapping, one log line per failure)
+is `snfs.http.HttpCore`'s; this client gives it the ServiceNow parts: the `/api/now` base, the
+logger `snfs.client`, clock learning from `Date`, and OAuth's resend-once after a 401 on a
+streamed body. Every buffered request goes through `_send`. Downloads (`stream`) have their
+own loop because they use Range where the instance honours it and resume where a broken
+connection stopped. Uploads are not idempotent: see `upload`.
 """
 from __future__ import annotations
 
@@ -18,7 +17,6 @@ import logging
 import mimetypes
 import re
 import secrets as _secrets
-import ssl
 import time
 from contextlib import asynccontextmanager
 import dataclasses
@@ -30,14 +28,12 @@ from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import trio
-from tenacity import (AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt,
-                      stop_before_delay, wait_random_exponential)
 
 from snfs import __version__
 from snfs import query as _q
-from snfs.errors import (AuthError, ConfigError, ConnectionFailed, ExtensionRefused, Forbidden,
-                         InvalidInput, NotFound, RateLimited, ServerError, SnfsError, Timeout,
-                         TooLarge, Unsupported)
+from snfs.errors import ConfigError, InvalidInput, ServerError, SnfsError
+from snfs.http import (CHUNK, DOWNLOAD_BREAKS, HttpCore, HttpSettings, HttpStats, Resume,
+                       SendState, Skip, http_error)
 
 log = logging.getLogger("snfs.client")
 
@@ -45,20 +41,19 @@ __all__ = ["Attachment", "AttachmentClient", "ClientConfig", "ClientStats",
            "normalize_instance_url", "UploadSource"]
 
 API_PATH = "/api/now"
-CHUNK = 256 * 1024                      # read/download/upload chunk size
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 REQUEST_KINDS = ("list", "get", "file", "upload", "delete", "rename", "stats", "table", "auth")
 
 UploadSource = Union[Path, bytes, Callable[[], AsyncIterable[bytes]]]
-
-# Transport errors after which the request provably never reached the instance.
-_NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
-_DOWNLOAD_BREAKS = (httpx.TransportError, httpx.DecodingError)
+_http_error = http_error   # its old private name here (tests import it)
 
 
 # ----------------------------------------------------------------------------------------------
 # Data
 
+
+# Upload sources are read from disk in large pieces: each read is one hop to a worker thread.
+FILE_CHUNK = 1 << 20
 
 def _str(v: Any) -> str:
     if isinstance(v, dict):  # sysparm_display_value=all style {"value":..,"display_value":..}
@@ -75,8 +70,8 @@ def _int(v: Any) -> int:
 
 def _time(v: Any) -> datetime:
     s = _str(v)
-    try:
-        return datetime.strptime(s, "%Y-%m-%d %H:%M:%S").replace(tzinfo=timezone.utc)
+    try:  # fromisoformat is C and takes "YYYY-MM-DD HH:MM:SS"; strptime was hot in listings
+        return datetime.fromisoformat(s).replace(tzinfo=timezone.utc)
     except ValueError:
         return EPOCH
 
@@ -118,17 +113,9 @@ class Attachment:
 
 
 @dataclass
-class ClientStats:
-    """Counters for `snfs status` (a plain dataclass: `vars(stats)` is JSON-ready)."""
-    requests: dict[str, int] = field(default_factory=lambda: dict.fromkeys(REQUEST_KINDS, 0))
-    bytes_in: int = 0
-    bytes_out: int = 0
-    retries: int = 0
-    errors: int = 0
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"requests": dict(self.requests), "bytes_in": self.bytes_in,
-                "bytes_out": self.bytes_out, "retries": self.retries, "errors": self.errors}
+class ClientStats(HttpStats):
+    """Counters for `snfs status`: `HttpStats` with ServiceNow's request kinds."""
+    kinds: tuple[str, ...] = REQUEST_KINDS
 
 
 # ----------------------------------------------------------------------------------------------
@@ -200,90 +187,14 @@ class ClientConfig:
                 f"timeout={self.timeout})")
 
 
-# ----------------------------------------------------------------------------------------------
-# Errors
-
-
-def _instance_error(resp: httpx.Response) -> tuple[str, str]:
-    """(message, detail) from the instance's error envelope; tolerant of anything."""
-    try:
-        body = _json.loads(resp.content) if resp.content else None
-    except (ValueError, UnicodeDecodeError):
-        body = None
-    if isinstance(body, dict):
-        err = body.get("error")
-        if isinstance(err, dict):
-            return _str(err.get("message")).strip(), _str(err.get("detail")).strip()
-        if isinstance(err, str):
-            return err, _str(body.get("error_description"))
-        if "message" in body:
-            return _str(body.get("message")), ""
-    ctype = resp.headers.get("content-type", "")
-    if resp.content and "html" not in ctype and "xml" not in ctype:
-        text = resp.content[:300].decode("utf-8", "replace")
-        text = " ".join(text.split())
-        if text:
-            return text, ""
-    return resp.reason_phrase or "", ""
-
-
-def _retry_after(resp: httpx.Response) -> float | None:
-    value = resp.headers.get("retry-after")
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-        return max(0.0, when.timestamp() - time.time())
-    except (TypeError, ValueError):
-        return None
-
-
-def _http_error(resp: httpx.Response, kind: str, method: str, path: str) -> SnfsError:
-    status = resp.status_code
-    message, detail = _instance_error(resp)
-    text = f"{message} {detail}".lower()
-    if status == 401:
-        cls: type[SnfsError] = AuthError
-    elif status == 403:
-        cls = Forbidden
-    elif status == 404:
-        cls = NotFound
-    elif status == 405:
-        cls = Unsupported
-    elif status == 413:
-        cls = TooLarge
-    elif status == 429:
-        cls = RateLimited
-    elif status == 400 and kind == "upload" and "extension" in text:
-        cls = ExtensionRefused
-    elif status == 400 and kind == "upload" and re.search(r"size|max|large|exceed", text):
-        cls = TooLarge
-    elif status == 400:
-        cls = InvalidInput
-    else:
-        cls = ServerError
-    shown = message or resp.reason_phrase
-    if detail and detail != message:
-        shown = f"{shown} ({detail})"
-    err = cls(f"{method} {path}: {status} {shown}".rstrip(), status=status,
-              instance_message=message or None, method=method, path=path)
-    err.retry_after = _retry_after(resp)  # type: ignore[attr-defined]
-    return err
-
-
-def _transport_error(exc: Exception, method: str, path: str) -> SnfsError:
-    cls = Timeout if isinstance(exc, httpx.TimeoutException) else ConnectionFailed
-    reason = str(exc).strip()
-    what = f"{type(exc).__name__}: {reason}" if reason else type(exc).__name__
-    return cls(f"{method} {path}: {what}", method=method, path=path)
-
-
-def _retryable(exc: BaseException) -> bool:
-    return isinstance(exc, SnfsError) and bool(getattr(exc, "retryable", False))
+def _settings(config: ClientConfig) -> HttpSettings:
+    """The core's settings for an instance: its Table/Attachment API base and the limits."""
+    return HttpSettings(config.base_url.rstrip("/") + API_PATH, timeout=config.timeout,
+                        max_in_flight=config.max_in_flight, verify=config.verify,
+                        retry_attempts=config.retry_attempts,
+                        retry_total_seconds=config.retry_total_seconds,
+                        retry_base_delay=config.retry_base_delay,
+                        retry_max_delay=config.retry_max_delay, user_agent=config.user_agent)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -390,7 +301,7 @@ def _opener(source: UploadSource, size: int | None) -> tuple[Callable[[], AsyncI
             remaining = want
             async with await trio.open_file(path, "rb") as f:
                 while remaining > 0:
-                    chunk = await f.read(min(CHUNK, remaining))
+                    chunk = await f.read(min(FILE_CHUNK, remaining))
                     if not chunk:
                         break
                     remaining -= len(chunk)
@@ -401,14 +312,6 @@ def _opener(source: UploadSource, size: int | None) -> tuple[Callable[[], AsyncI
     raise InvalidInput(f"unsupported upload source {type(source).__name__}")
 
 
-@dataclass
-class _Ctx:
-    """What a `_send` call learnt across its attempts."""
-    attempts: int = 0
-    lost_response: bool = False   # an earlier attempt may have reached the instance
-    auth_retried: bool = False
-
-
 # ----------------------------------------------------------------------------------------------
 # The client
 
@@ -417,25 +320,14 @@ class AttachmentClient:
     def __init__(self, config: ClientConfig) -> None:
         self.config = config
         self.stats = ClientStats()
-        self._api = config.base_url.rstrip("/") + API_PATH
-        self._sem = trio.Semaphore(max(1, config.max_in_flight))
         self._supports_range: bool | None = None
         self._rename_supported: bool | None = None
         self._clock_offset = 0.0   # instance clock minus ours, from Date headers
-        verify: Any = config.verify
-        if isinstance(verify, str):
-            verify = ssl.create_default_context(cafile=verify)
-        pool = max(1, config.max_in_flight) + 2   # + room for token requests / copy streams
-        self._http = httpx.AsyncClient(
-            auth=config.auth,
-            verify=verify,
-            http2=False,
-            timeout=httpx.Timeout(config.timeout),
-            limits=httpx.Limits(max_connections=pool, max_keepalive_connections=pool,
-                                keepalive_expiry=30.0),
-            headers={"User-Agent": config.user_agent},
-            follow_redirects=False,   # never carry credentials to another host
-        )
+        self._core = HttpCore(
+            _settings(config), config.auth, stats=self.stats, logger=log,
+            on_response=self._learn_clock,
+            # OAuth refreshes its token on a 401 but cannot resend a streamed body itself.
+            resend_on_401=hasattr(config.auth, "invalidate"))
         bind = getattr(config.auth, "bind", None)
         if callable(bind):
             bind(self._http)
@@ -445,11 +337,28 @@ class AttachmentClient:
     def __repr__(self) -> str:
         return f"AttachmentClient({self.config.base_url!r})"
 
+    # The core's connection pool and semaphore, under the names this class always had.
+    @property
+    def _http(self) -> httpx.AsyncClient:
+        return self._core.http
+
+    @_http.setter
+    def _http(self, http: httpx.AsyncClient) -> None:
+        self._core.http = http
+
+    @property
+    def _sem(self) -> trio.Semaphore:
+        return self._core.sem
+
+    @property
+    def _api(self) -> str:
+        return self._core.base
+
     def _count_token_request(self) -> None:
         self.stats.requests["auth"] += 1
 
     async def aclose(self) -> None:
-        await self._http.aclose()
+        await self._core.aclose()
 
     async def __aenter__(self) -> "AttachmentClient":
         return self
@@ -468,40 +377,9 @@ class AttachmentClient:
 
     # -- the one request path ---------------------------------------------------------------
 
-    def _retrying(self, attempts: int | None = None) -> AsyncRetrying:
-        cfg = self.config
-        backoff = wait_random_exponential(multiplier=cfg.retry_base_delay, max=cfg.retry_max_delay)
-
-        def wait(rs: RetryCallState) -> float:
-            exc = rs.outcome.exception() if rs.outcome else None
-            after = getattr(exc, "retry_after", None)
-            return max(after or 0.0, 0.0 if getattr(exc, "no_wait", False) else backoff(rs))
-
-        def before_sleep(rs: RetryCallState) -> None:
-            self.stats.retries += 1
-            exc = rs.outcome.exception() if rs.outcome else None
-            log.debug("retrying in %.2f s after: %s", rs.upcoming_sleep, exc)
-
-        return AsyncRetrying(
-            sleep=trio.sleep,
-            stop=stop_after_attempt(attempts or cfg.retry_attempts)
-            | stop_before_delay(cfg.retry_total_seconds),
-            wait=wait,
-            retry=retry_if_exception(_retryable),
-            before_sleep=before_sleep,
-            reraise=True,
-        )
-
     def _failed(self, err: SnfsError) -> SnfsError:
         """Count and log a failure that reaches the caller: exactly one line."""
-        self.stats.errors += 1
-        if err.status:
-            what = f"{err.status} {err.instance_message or ''}".rstrip()
-        else:   # transport error: the message is "METHOD PATH: Kind: reason"
-            prefix = f"{err.method} {err.path}: "
-            what = err.message[len(prefix):] if err.message.startswith(prefix) else err.message
-        log.warning("%s %s failed: %s", err.method, err.path, what)
-        return err
+        return self._core.failed(err)
 
     def _learn_clock(self, resp: httpx.Response) -> None:
         date = resp.headers.get("date")
@@ -515,7 +393,7 @@ class AttachmentClient:
                     params: dict[str, Any] | None = None, json: Any = None,
                     body: Callable[[], AsyncIterable[bytes]] | None = None,
                     headers: dict[str, str] | None = None, idempotent: bool = True,
-                    allow: tuple[int, ...] = (), ctx: _Ctx | None = None,
+                    allow: tuple[int, ...] = (), ctx: SendState | None = None,
                     attempts: int | None = None, log_failure: bool = True) -> httpx.Response:
         """Send one logical request (with retries); return the response, body read.
 
@@ -523,66 +401,9 @@ class AttachmentClient:
         non-idempotent request only what provably did not reach the instance is retried
         (connect errors, 429, 503); other doubtful failures are raised with `in_doubt = True`.
         """
-        ctx = ctx or _Ctx()
-        url = self._api + path
-
-        async def attempt() -> httpx.Response:
-            ctx.attempts += 1
-            hdrs = {"Accept": "application/json"}
-            hdrs.update(headers or {})
-            content = body() if body is not None else None
-            if json is not None:
-                payload = _json.dumps(json).encode()
-                hdrs["Content-Type"] = "application/json"
-                content = payload
-                self.stats.bytes_out += len(payload)
-            request = self._http.build_request(method, url, params=params, content=content,
-                                               headers=hdrs)
-            self.stats.requests[kind] = self.stats.requests.get(kind, 0) + 1
-            started = time.monotonic()
-            async with self._sem:
-                try:
-                    resp = await self._http.send(request)
-                except httpx.TransportError as e:
-                    err = _transport_error(e, method, path)
-                    not_sent = isinstance(e, _NOT_SENT)
-                    if not not_sent:
-                        ctx.lost_response = True
-                    err.retryable = idempotent or not_sent  # type: ignore[attr-defined]
-                    err.in_doubt = not idempotent and not not_sent  # type: ignore[attr-defined]
-                    log.debug("%s %s: %s", method, path, err.message)
-                    raise err from None
-                except httpx.HTTPError as e:   # e.g. a body that cannot be sent again
-                    raise ServerError(f"{method} {path}: {type(e).__name__}: {e}",
-                                      method=method, path=path) from None
-            self.stats.bytes_in += resp.num_bytes_downloaded
-            self._learn_clock(resp)
-            log.debug("%s %s -> %d (%.0f ms)", method, path, resp.status_code,
-                      (time.monotonic() - started) * 1000)
-            if resp.is_success or resp.status_code in allow:
-                return resp
-            err = _http_error(resp, kind, method, path)
-            status = resp.status_code
-            if status in (429, 503):
-                err.retryable = True  # type: ignore[attr-defined]
-            elif status in (502, 504):
-                err.retryable = idempotent  # type: ignore[attr-defined]
-                err.in_doubt = not idempotent  # type: ignore[attr-defined]
-                ctx.lost_response = True
-            elif status == 401 and body is not None and hasattr(self.config.auth, "invalidate") \
-                    and not ctx.auth_retried:
-                # OAuth has refreshed its token but could not resend a streamed body itself.
-                ctx.auth_retried = True
-                err.retryable = True  # type: ignore[attr-defined]
-                err.no_wait = True  # type: ignore[attr-defined]
-            raise err
-
-        try:
-            return await self._retrying(attempts)(attempt)
-        except SnfsError as err:
-            if getattr(err, "in_doubt", False) or not log_failure:
-                raise err
-            raise self._failed(err) from None
+        return await self._core.send(kind, method, path, params=params, json=json, body=body,
+                                     headers=headers, idempotent=idempotent, allow=allow,
+                                     attempts=attempts, log_failure=log_failure, state=ctx)
 
     # -- operations -------------------------------------------------------------------------
 
@@ -657,14 +478,11 @@ class AttachmentClient:
 
     async def _stream(self, sys_id: str, offset: int, expected_size: int | None,
                       hold_slot: bool) -> AsyncIterator[bytes]:
-        cfg = self.config
         path = f"/attachment/{sys_id}/file"
         url = f"{self._api}{path}"
         delivered = 0            # bytes yielded to the caller
         total = expected_size    # the attachment's size, when known
-        failures = 0
-        started = time.monotonic()
-        backoff = wait_random_exponential(multiplier=cfg.retry_base_delay, max=cfg.retry_max_delay)
+        resume = Resume(self._core, path, sys_id, "resuming")
         while True:
             pos = offset + delivered
             if total is not None and pos >= total:
@@ -687,36 +505,21 @@ class AttachmentClient:
                         if resp.status_code == 416:
                             return                       # offset at or past the end
                         if resp.status_code not in (200, 206):
-                            await resp.aread()
-                            err = _http_error(resp, "file", "GET", path)
-                            err.retryable = resp.status_code in (429, 502, 503, 504)  # type: ignore[attr-defined]
-                            raise err
+                            raise await self._core.read_error(resp, "file", path)
                         if total is None:
                             total = _metadata_size(resp)
-                        skip = 0
-                        if resp.status_code == 206:
-                            start, whole = _content_range(resp.headers.get("content-range"))
-                            if start != pos:
-                                raise ServerError(f"GET {path}: 206 for the wrong range",
-                                                  status=206, method="GET", path=path)
-                            self._supports_range = True
-                            if total is None and whole is not None:
-                                total = whole
-                        else:
-                            if ranged:
-                                self._supports_range = False
-                            skip = pos
-                        async for chunk in resp.aiter_bytes(CHUNK):
-                            if skip:
-                                if len(chunk) <= skip:
-                                    skip -= len(chunk)
-                                    continue
-                                chunk = chunk[skip:]
-                                skip = 0
+                        skip, whole = self._range_start(resp, path, pos, ranged)
+                        if total is None:
+                            total = whole
+                        # As the bytes arrive: re-chunking them costs a copy per byte, and the
+                        # content cache gathers its disk writes itself.
+                        async for chunk in resp.aiter_bytes():
+                            if (chunk := skip.take(chunk)) is None:
+                                continue
                             delivered += len(chunk)
                             progress = True
                             yield chunk
-                        if skip:
+                        if skip.left:
                             return                       # offset past the end
                         if total is not None and offset + delivered < total:
                             raise httpx.RemoteProtocolError(
@@ -726,23 +529,24 @@ class AttachmentClient:
                         self.stats.bytes_in += resp.num_bytes_downloaded
                         self._learn_clock(resp)
                         await resp.aclose()
-            except _DOWNLOAD_BREAKS as e:
-                err = _transport_error(e, "GET", path)
-                err.retryable = True  # type: ignore[attr-defined]
-            except SnfsError as e:
-                err = e
-                if not _retryable(err):
-                    raise self._failed(err) from None
-            failures = 1 if progress else failures + 1
-            wait = max(getattr(err, "retry_after", None) or 0.0,
-                       backoff(_FakeState(failures)))
-            elapsed = time.monotonic() - started
-            if failures >= cfg.retry_attempts or elapsed + wait >= cfg.retry_total_seconds:
-                raise self._failed(err) from None
-            self.stats.retries += 1
-            log.debug("download of %s broke at %d bytes (%s); resuming in %.2f s",
-                      sys_id, offset + delivered, err.message, wait)
-            await trio.sleep(wait)
+            except (*DOWNLOAD_BREAKS, SnfsError) as e:
+                err = resume.error_of(e)
+            await resume.pause(err, progress, offset + delivered)
+
+    def _range_start(self, resp: httpx.Response, path: str, pos: int,
+                     ranged: bool) -> tuple[Skip, int | None]:
+        """What to skip of a 200/206 answer for content from `pos` on, and the whole size a
+        206 names; learns whether the instance honours Range."""
+        if resp.status_code != 206:
+            if ranged:
+                self._supports_range = False
+            return Skip(pos), None
+        start, whole = _content_range(resp.headers.get("content-range"))
+        if start != pos:
+            raise ServerError(f"GET {path}: 206 for the wrong range",
+                              status=206, method="GET", path=path)
+        self._supports_range = True
+        return Skip(0), whole
 
     async def upload(self, table: str, table_sys_id: str, file_name: str, source: UploadSource,
                      *, size: int | None = None, content_type: str | None = None,
@@ -878,11 +682,11 @@ class AttachmentClient:
 
     async def delete(self, sys_id: str, *, missing_ok: bool = False) -> None:
         _q.validate_sys_id(sys_id)
-        ctx = _Ctx()
+        ctx = SendState()
         path = f"/attachment/{sys_id}"
         resp = await self._send("delete", "DELETE", path, allow=(404,), ctx=ctx)
         if resp.status_code == 404 and not missing_ok and not ctx.lost_response:
-            raise self._failed(_http_error(resp, "delete", "DELETE", path))
+            raise self._failed(http_error(resp, "delete", "DELETE", path))
 
     async def rename(self, sys_id: str, new_name: str) -> Attachment:
         """PATCH the file name; where the instance cannot, copy to the new name and delete the
@@ -902,7 +706,7 @@ class AttachmentClient:
                 except SnfsError:
                     pass
                 return await self.get(sys_id)
-            err = _http_error(resp, "rename", "PATCH", path)
+            err = http_error(resp, "rename", "PATCH", path)
             if resp.status_code == 404 or resp.status_code == 400:
                 await self.get(sys_id)   # NotFound when the attachment itself is missing
             if resp.status_code in (404, 405):
@@ -1017,13 +821,6 @@ def _content_range(value: str | None) -> tuple[int | None, int | None]:
     if not m:
         return None, None
     return int(m.group(1)), (int(m.group(3)) if m.group(3) != "*" else None)
-
-
-class _FakeState:
-    """The bit of tenacity's RetryCallState its wait functions read."""
-
-    def __init__(self, attempt_number: int) -> None:
-        self.attempt_number = attempt_number
 
 
 @asynccontextmanager

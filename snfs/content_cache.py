@@ -52,6 +52,7 @@ log = logging.getLogger("snfs.cache")
 
 Fetch = Callable[[str, int], AsyncIterator[bytes]]
 
+WRITE_BATCH = 1 << 20  # bytes gathered before a disk-cache write when nobody waits
 _SYS_ID = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")  # file ids; also safe cache file names
 _PART = ".part"
 _LOCK = ".lock"
@@ -83,6 +84,7 @@ class _Entry:
     download: _Download | None = None
     dead: BaseException | None = None    # set once forgotten/evicted: what late readers get
     progress: trio.Event = field(default_factory=trio.Event)
+    waiting: int = 0             # readers blocked until the watermark moves
 
     def has(self, end: int) -> bool:
         return self.complete or self.watermark >= end
@@ -374,7 +376,11 @@ class ContentCache:
             if seen is not None and seen.error is not None:
                 raise seen.error
             seen = self._ensure_download(entry)
-            await entry.progress.wait()
+            entry.waiting += 1
+            try:
+                await entry.progress.wait()
+            finally:
+                entry.waiting -= 1
 
     def _pread(self, entry: _Entry, offset: int, end: int) -> bytes:
         if entry.dead is not None:
@@ -421,13 +427,20 @@ class ContentCache:
 
     async def _stream_to_disk(self, entry: _Entry) -> None:
         stream = self._fetch(entry.sys_id, entry.watermark)
+        # Chunks are gathered into large writes (fewer syscalls and wake-ups on the hot path),
+        # except while a reader waits: then every chunk goes to disk at once.
+        buf = bytearray()
         try:
             async for chunk in stream:
                 if entry.dead is not None:   # forgotten while we were waiting for this chunk
                     return
-                if chunk:
-                    self._append(entry, chunk)
+                buf += chunk
+                if len(buf) >= WRITE_BATCH or entry.waiting:
+                    self._append(entry, buf)
+                    buf.clear()
         finally:
+            if buf and entry.dead is None:
+                self._append(entry, buf)  # keep what arrived: a retry resumes after it
             await _aclose(stream)
         if entry.dead is None:
             await self._finish(entry)

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pyfuse3
+import trio
 
 from snfs import attrs
 from snfs.attrs import Owner, Timeouts
@@ -60,6 +61,11 @@ class Operations(pyfuse3.Operations):
         self._fh = itertools.count(1)
         self._dirs: dict[int, DirHandle] = {}
         self._files: dict[int, FileHandle] = {}
+        self.initialized = trio.Event()
+
+    def init(self) -> None:
+        """The kernel's FUSE INIT arrived (pyfuse3 calls this synchronously, in the loop)."""
+        self.initialized.set()
 
     # -- helpers -------------------------------------------------------------------------------
 
@@ -262,6 +268,10 @@ class Operations(pyfuse3.Operations):
 
     @handler
     async def getxattr(self, inode: int, name: bytes, ctx: Any = None) -> bytes:
+        if not name.startswith(b"user."):
+            # No security.* or system.* (ACL) attributes here. ENOTSUP, unlike ENODATA, lets
+            # `ls -l` remember that for the whole mount instead of asking for every file.
+            raise fail(errno.ENOTSUP)
         value = self._xattrs(self._node(inode)).get(os.fsdecode(name))
         if value is None:
             raise fail(pyfuse3.ENOATTR)

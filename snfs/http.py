@@ -1,7 +1,6 @@
-"""A small HTTP core shared by the non-ServiceNow backends (snfs.backends.*).
+"""The HTTP core: request policy shared by every backend (`snfs.client` and snfs.backends.*).
 
-It carries `snfs.client`'s policy over to any JSON-ish API, reusing its helpers (error mapping,
-transport-error mapping, `Retry-After`, retryability) rather than copying them:
+What is independent of the system talked to lives here, once:
 
 - one `httpx.AsyncClient` per backend: pool sized to `max_in_flight`, HTTP/1.1, TLS
   verification on, no redirects (credentials never travel to another host);
@@ -11,18 +10,23 @@ transport-error mapping, `Retry-After`, retryability) rather than copying them:
   only for idempotent requests. A non-idempotent request (POST) is retried only when it
   provably did not reach the server (connect errors, 429, 503); otherwise the error is raised
   with `in_doubt = True` for the caller to resolve;
-- each failure that reaches the caller is logged exactly once (logger `snfs.http`), from
-  method, path and the server's own message only: never a credential;
-- downloads resume after a broken connection by asking again and skipping what was already
-  delivered (these APIs show no Range support).
+- responses and transport errors are mapped to `snfs.errors` (`http_error`,
+  `transport_error`);
+- each failure that reaches the caller is logged exactly once (on the core's logger:
+  `snfs.http` unless the owner gives its own), from method, path and the server's own message
+  only: never a credential;
+- downloads resume after a broken connection (`Resume`, `Skip`); `HttpCore.stream` asks again
+  and skips what was already delivered (these APIs show no Range support).
 
-`snfs/client.py` keeps its own copy of the request loop for now; the helpers named `_x` below
-are imported from it on purpose (the lead moves them here later).
+System-specific behaviour stays with its owner and plugs in through `HttpCore`'s hooks
+(`error_mapper`, `on_response`, `resend_on_401`, a `SendState` per call).
 """
 from __future__ import annotations
 
+import email.utils
 import json as _json
 import logging
+import re
 import ssl
 import time
 from collections.abc import AsyncIterable, AsyncIterator, Callable
@@ -36,23 +40,121 @@ from tenacity import (AsyncRetrying, RetryCallState, retry_if_exception, stop_af
                       stop_before_delay, wait_random_exponential)
 
 from snfs import __version__
-from snfs.client import (CHUNK, _DOWNLOAD_BREAKS, _NOT_SENT, _FakeState, _http_error,
-                         _retryable, _transport_error)
-from snfs.errors import ServerError, SnfsError
+from snfs.errors import (AuthError, ConnectionFailed, ExtensionRefused, Forbidden, InvalidInput,
+                         NotFound, RateLimited, ServerError, SnfsError, Timeout, TooLarge,
+                         Unsupported)
 from snfs.secrets import Secret
 
 log = logging.getLogger("snfs.http")
 
-__all__ = ["CHUNK", "ErrorMapper", "HttpCore", "HttpSettings", "HttpStats", "HeaderToken",
-           "http_error"]
+__all__ = ["CHUNK", "DOWNLOAD_BREAKS", "NOT_SENT", "BackoffState", "ErrorMapper", "HttpCore",
+           "HttpSettings", "HttpStats", "HeaderToken", "Resume", "SendState", "Skip",
+           "error_message", "http_error", "retry_after", "retryable", "transport_error"]
+
+CHUNK = 256 * 1024                      # read/download/upload chunk size
+
+# Transport errors after which the request provably never reached the server.
+NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
+DOWNLOAD_BREAKS = (httpx.TransportError, httpx.DecodingError)
 
 ErrorMapper = Callable[[httpx.Response, str, str, str], SnfsError]
-http_error: ErrorMapper = _http_error
+
+
+# ----------------------------------------------------------------------------------------------
+# Errors
+
+
+def _text(v: Any) -> str:
+    return "" if v is None else str(v)
+
+
+def error_message(resp: httpx.Response) -> tuple[str, str]:
+    """(message, detail) from an error body: `{"error": {"message", "detail"}}`,
+    `{"error": "...", "error_description"}`, `{"message"}` or short plain text; tolerant of
+    anything."""
+    try:
+        body = _json.loads(resp.content) if resp.content else None
+    except (ValueError, UnicodeDecodeError):
+        body = None
+    if isinstance(body, dict):
+        err = body.get("error")
+        if isinstance(err, dict):
+            return _text(err.get("message")).strip(), _text(err.get("detail")).strip()
+        if isinstance(err, str):
+            return err, _text(body.get("error_description"))
+        if "message" in body:
+            return _text(body.get("message")), ""
+    ctype = resp.headers.get("content-type", "")
+    if resp.content and "html" not in ctype and "xml" not in ctype:
+        text = resp.content[:300].decode("utf-8", "replace")
+        text = " ".join(text.split())
+        if text:
+            return text, ""
+    return resp.reason_phrase or "", ""
+
+
+def retry_after(resp: httpx.Response) -> float | None:
+    """`Retry-After` in seconds (delta or HTTP date), or None."""
+    value = resp.headers.get("retry-after")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+        return max(0.0, when.timestamp() - time.time())
+    except (TypeError, ValueError):
+        return None
+
+
+_BY_STATUS: dict[int, type[SnfsError]] = {401: AuthError, 403: Forbidden, 404: NotFound,
+                                          405: Unsupported, 413: TooLarge, 429: RateLimited}
+
+
+def _error_class(status: int, kind: str, text: str) -> type[SnfsError]:
+    if status in _BY_STATUS:
+        return _BY_STATUS[status]
+    if status == 400 and kind == "upload" and "extension" in text:
+        return ExtensionRefused
+    if status == 400 and kind == "upload" and re.search(r"size|max|large|exceed", text):
+        return TooLarge
+    return InvalidInput if status == 400 else ServerError
+
+
+def http_error(resp: httpx.Response, kind: str, method: str, path: str) -> SnfsError:
+    """The `SnfsError` for a non-2xx answer; `retry_after` set from its header."""
+    status = resp.status_code
+    message, detail = error_message(resp)
+    cls = _error_class(status, kind, f"{message} {detail}".lower())
+    shown = message or resp.reason_phrase
+    if detail and detail != message:
+        shown = f"{shown} ({detail})"
+    err = cls(f"{method} {path}: {status} {shown}".rstrip(), status=status,
+              instance_message=message or None, method=method, path=path)
+    err.retry_after = retry_after(resp)  # type: ignore[attr-defined]
+    return err
+
+
+def transport_error(exc: Exception, method: str, path: str) -> SnfsError:
+    cls = Timeout if isinstance(exc, httpx.TimeoutException) else ConnectionFailed
+    reason = str(exc).strip()
+    what = f"{type(exc).__name__}: {reason}" if reason else type(exc).__name__
+    return cls(f"{method} {path}: {what}", method=method, path=path)
+
+
+def retryable(exc: BaseException) -> bool:
+    return isinstance(exc, SnfsError) and bool(getattr(exc, "retryable", False))
+
+
+# ----------------------------------------------------------------------------------------------
+# Settings, counters, auth
 
 
 @dataclass
 class HttpStats:
-    """Counters for `snfs status` (same shape as `snfs.client.ClientStats`)."""
+    """Counters for `snfs status` (`snfs.client.ClientStats` is one with ServiceNow's kinds)."""
     kinds: tuple[str, ...] = ()
     requests: dict[str, int] = field(default_factory=dict)
     bytes_in: int = 0
@@ -97,19 +199,47 @@ class HeaderToken(httpx.Auth):
         return f"HeaderToken({self.header!r}, ***)"
 
 
+@dataclass
+class SendState:
+    """What one `HttpCore.send` call learnt across its attempts."""
+    attempts: int = 0
+    lost_response: bool = False   # an earlier attempt may have reached the server
+    auth_retried: bool = False
+
+
+class BackoffState:
+    """The bit of tenacity's RetryCallState its wait functions read."""
+
+    def __init__(self, attempt_number: int) -> None:
+        self.attempt_number = attempt_number
+
+
+# ----------------------------------------------------------------------------------------------
+# The core
+
+
 class HttpCore:
     def __init__(self, settings: HttpSettings, auth: httpx.Auth | None, *,
                  stats: HttpStats, error_mapper: ErrorMapper = http_error,
-                 default_headers: dict[str, str] | None = None) -> None:
+                 default_headers: dict[str, str] | None = None,
+                 logger: logging.Logger = log,
+                 on_response: Callable[[httpx.Response], None] | None = None,
+                 resend_on_401: bool = False) -> None:
+        """`on_response` sees every answer `send` gets (e.g. to learn the server's clock);
+        `resend_on_401`: the auth refreshes its token on a 401 but cannot resend a streamed
+        body itself, so such a request is sent once more at once."""
         self.settings = settings
         self.stats = stats
         self.map_error = error_mapper
+        self.log = logger
+        self.on_response = on_response
+        self.resend_on_401 = resend_on_401
         self.base = settings.base_url.rstrip("/")
         self.sem = trio.Semaphore(max(1, settings.max_in_flight))
         verify: Any = settings.verify
         if isinstance(verify, str):
             verify = ssl.create_default_context(cafile=verify)
-        pool = max(1, settings.max_in_flight) + 2
+        pool = max(1, settings.max_in_flight) + 2   # + room for token requests / copy streams
         headers = {"User-Agent": settings.user_agent}
         headers.update(default_headers or {})
         self.http = httpx.AsyncClient(
@@ -124,30 +254,34 @@ class HttpCore:
     async def aclose(self) -> None:
         await self.http.aclose()
 
+    def count(self, kind: str) -> None:
+        self.stats.requests[kind] = self.stats.requests.get(kind, 0) + 1
+
     # -- retry policy ------------------------------------------------------------------------
 
-    def _backoff(self) -> Any:
+    def backoff(self) -> Any:
         s = self.settings
         return wait_random_exponential(multiplier=s.retry_base_delay, max=s.retry_max_delay)
 
     def retrying(self, attempts: int | None = None) -> AsyncRetrying:
         s = self.settings
-        backoff = self._backoff()
+        backoff = self.backoff()
 
         def wait(rs: RetryCallState) -> float:
             exc = rs.outcome.exception() if rs.outcome else None
-            return max(getattr(exc, "retry_after", None) or 0.0, backoff(rs))
+            after = getattr(exc, "retry_after", None) or 0.0
+            return max(after, 0.0 if getattr(exc, "no_wait", False) else backoff(rs))
 
         def before_sleep(rs: RetryCallState) -> None:
             self.stats.retries += 1
             exc = rs.outcome.exception() if rs.outcome else None
-            log.debug("retrying in %.2f s after: %s", rs.upcoming_sleep, exc)
+            self.log.debug("retrying in %.2f s after: %s", rs.upcoming_sleep, exc)
 
         return AsyncRetrying(
             sleep=trio.sleep,
             stop=stop_after_attempt(attempts or s.retry_attempts)
             | stop_before_delay(s.retry_total_seconds),
-            wait=wait, retry=retry_if_exception(_retryable), before_sleep=before_sleep,
+            wait=wait, retry=retry_if_exception(retryable), before_sleep=before_sleep,
             reraise=True)
 
     def failed(self, err: SnfsError) -> SnfsError:
@@ -155,10 +289,17 @@ class HttpCore:
         self.stats.errors += 1
         if err.status:
             what = f"{err.status} {err.instance_message or ''}".rstrip()
-        else:
+        else:   # transport error: the message is "METHOD PATH: Kind: reason"
             prefix = f"{err.method} {err.path}: "
             what = err.message[len(prefix):] if err.message.startswith(prefix) else err.message
-        log.warning("%s %s failed: %s", err.method, err.path, what)
+        self.log.warning("%s %s failed: %s", err.method, err.path, what)
+        return err
+
+    async def read_error(self, resp: httpx.Response, kind: str, path: str) -> SnfsError:
+        """The error of a streamed GET that was refused (its body read); 429/5xx retryable."""
+        await resp.aread()
+        err = self.map_error(resp, kind, "GET", path)
+        err.retryable = resp.status_code in (429, 502, 503, 504)  # type: ignore[attr-defined]
         return err
 
     # -- buffered requests -------------------------------------------------------------------
@@ -169,54 +310,25 @@ class HttpCore:
                    headers: dict[str, str] | None = None, idempotent: bool = True,
                    allow: tuple[int, ...] = (), attempts: int | None = None,
                    log_failure: bool = True,
-                   on_attempt: Callable[[], None] | None = None) -> httpx.Response:
+                   on_attempt: Callable[[], None] | None = None,
+                   state: SendState | None = None) -> httpx.Response:
         """One logical request with retries; the response with its body read.
 
         Raises the mapped `SnfsError` unless the status is 2xx or in `allow`. `path` is
-        relative to the base URL and is what errors and logs show.
+        relative to the base URL and is what errors and logs show. `state` collects what the
+        attempts learnt (how many, whether a response may have been lost).
         """
-        url = self.base + path
+        state = state if state is not None else SendState()
 
         async def attempt() -> httpx.Response:
+            state.attempts += 1
             if on_attempt is not None:
                 on_attempt()
-            hdrs = {"Accept": "application/json"}
-            hdrs.update(headers or {})
-            content: Any = body() if body is not None else None
-            if json is not None:
-                content = _json.dumps(json).encode()
-                hdrs["Content-Type"] = "application/json"
-                self.stats.bytes_out += len(content)
-            request = self.http.build_request(method, url, params=params, content=content,
-                                              headers=hdrs)
-            self.stats.requests[kind] = self.stats.requests.get(kind, 0) + 1
-            started = time.monotonic()
-            async with self.sem:
-                try:
-                    resp = await self.http.send(request)
-                except httpx.TransportError as e:
-                    err = _transport_error(e, method, path)
-                    not_sent = isinstance(e, _NOT_SENT)
-                    err.retryable = idempotent or not_sent  # type: ignore[attr-defined]
-                    err.in_doubt = not idempotent and not not_sent  # type: ignore[attr-defined]
-                    log.debug("%s %s: %s", method, path, err.message)
-                    raise err from None
-                except httpx.HTTPError as e:
-                    raise ServerError(f"{method} {path}: {type(e).__name__}: {e}",
-                                      method=method, path=path) from None
-            self.stats.bytes_in += resp.num_bytes_downloaded
-            log.debug("%s %s -> %d (%.0f ms)", method, path, resp.status_code,
-                      (time.monotonic() - started) * 1000)
+            resp = await self._attempt(kind, method, path, params, json, body, headers,
+                                       idempotent, state)
             if resp.is_success or resp.status_code in allow:
                 return resp
-            err = self.map_error(resp, kind, method, path)
-            status = resp.status_code
-            if status in (429, 503):
-                err.retryable = True  # type: ignore[attr-defined]
-            elif status in (502, 504):
-                err.retryable = idempotent  # type: ignore[attr-defined]
-                err.in_doubt = not idempotent  # type: ignore[attr-defined]
-            raise err
+            raise self._refused(resp, kind, method, path, body is not None, idempotent, state)
 
         try:
             return await self.retrying(attempts)(attempt)
@@ -224,6 +336,62 @@ class HttpCore:
             if getattr(err, "in_doubt", False) or not log_failure:
                 raise err
             raise self.failed(err) from None
+
+    async def _attempt(self, kind: str, method: str, path: str, params: dict[str, Any] | None,
+                       json: Any, body: Callable[[], AsyncIterable[bytes]] | None,
+                       headers: dict[str, str] | None, idempotent: bool,
+                       state: SendState) -> httpx.Response:
+        """One attempt: the response (any status), or the mapped transport error."""
+        hdrs = {"Accept": "application/json"}
+        hdrs.update(headers or {})
+        content: Any = body() if body is not None else None
+        if json is not None:
+            content = _json.dumps(json).encode()
+            hdrs["Content-Type"] = "application/json"
+            self.stats.bytes_out += len(content)
+        request = self.http.build_request(method, self.base + path, params=params,
+                                          content=content, headers=hdrs)
+        self.count(kind)
+        started = time.monotonic()
+        async with self.sem:
+            try:
+                resp = await self.http.send(request)
+            except httpx.TransportError as e:
+                err = transport_error(e, method, path)
+                not_sent = isinstance(e, NOT_SENT)
+                if not not_sent:
+                    state.lost_response = True
+                err.retryable = idempotent or not_sent  # type: ignore[attr-defined]
+                err.in_doubt = not idempotent and not not_sent  # type: ignore[attr-defined]
+                self.log.debug("%s %s: %s", method, path, err.message)
+                raise err from None
+            except httpx.HTTPError as e:   # e.g. a body that cannot be sent again
+                raise ServerError(f"{method} {path}: {type(e).__name__}: {e}",
+                                  method=method, path=path) from None
+        self.stats.bytes_in += resp.num_bytes_downloaded
+        if self.on_response is not None:
+            self.on_response(resp)
+        self.log.debug("%s %s -> %d (%.0f ms)", method, path, resp.status_code,
+                       (time.monotonic() - started) * 1000)
+        return resp
+
+    def _refused(self, resp: httpx.Response, kind: str, method: str, path: str,
+                 streamed: bool, idempotent: bool, state: SendState) -> SnfsError:
+        """The error for a refused answer, marked retryable / in doubt by the policy."""
+        err = self.map_error(resp, kind, method, path)
+        status = resp.status_code
+        if status in (429, 503):
+            err.retryable = True  # type: ignore[attr-defined]
+        elif status in (502, 504):
+            err.retryable = idempotent  # type: ignore[attr-defined]
+            err.in_doubt = not idempotent  # type: ignore[attr-defined]
+            state.lost_response = True
+        elif status == 401 and streamed and self.resend_on_401 and not state.auth_retried:
+            # The auth has refreshed its token but could not resend a streamed body itself.
+            state.auth_retried = True
+            err.retryable = True  # type: ignore[attr-defined]
+            err.no_wait = True  # type: ignore[attr-defined]
+        return err
 
     # -- streamed responses ------------------------------------------------------------------
 
@@ -235,21 +403,19 @@ class HttpCore:
         url = self.base + path
 
         async def attempt() -> httpx.Response:
-            self.stats.requests[kind] = self.stats.requests.get(kind, 0) + 1
+            self.count(kind)
             request = self.http.build_request("GET", url, params=params, headers={"Accept": "*/*"})
             try:
                 resp = await self.http.send(request, stream=True)
             except httpx.TransportError as e:
-                err = _transport_error(e, "GET", path)
+                err = transport_error(e, "GET", path)
                 err.retryable = True  # type: ignore[attr-defined]
                 raise err from None
             if resp.is_success or resp.status_code in allow:
                 return resp
-            await resp.aread()
+            err = await self.read_error(resp, kind, path)
             self.stats.bytes_in += resp.num_bytes_downloaded
             await resp.aclose()
-            err = self.map_error(resp, kind, "GET", path)
-            err.retryable = resp.status_code in (429, 502, 503, 504)  # type: ignore[attr-defined]
             raise err
 
         async with self.sem:
@@ -268,37 +434,27 @@ class HttpCore:
                      params: dict[str, Any] | None = None) -> AsyncIterator[bytes]:
         """The body of a GET from `offset` on; a broken transfer is asked for again and what
         was already delivered is skipped (no Range). Bounded like `send`."""
-        s = self.settings
         url = self.base + path
         delivered = 0
-        failures = 0
-        started = time.monotonic()
-        backoff = self._backoff()
+        resume = Resume(self, path, path, "asking again")
         while True:
-            skip = offset + delivered
-            if expected_size is not None and skip >= expected_size:
+            if expected_size is not None and offset + delivered >= expected_size:
                 return
             progress = False
             try:
                 async with self.sem:
-                    self.stats.requests[kind] = self.stats.requests.get(kind, 0) + 1
+                    self.count(kind)
                     request = self.http.build_request("GET", url, params=params,
                                                       headers={"Accept": "*/*"})
                     resp = await self.http.send(request, stream=True)
                     try:
                         if not resp.is_success:
-                            await resp.aread()
-                            err = self.map_error(resp, kind, "GET", path)
-                            err.retryable = resp.status_code in (429, 502, 503, 504)  # type: ignore[attr-defined]
-                            raise err
+                            raise await self.read_error(resp, kind, path)
                         total = _content_length(resp)
+                        skip = Skip(offset + delivered)
                         async for chunk in resp.aiter_bytes(CHUNK):
-                            if skip:
-                                if len(chunk) <= skip:
-                                    skip -= len(chunk)
-                                    continue
-                                chunk = chunk[skip:]
-                                skip = 0
+                            if (chunk := skip.take(chunk)) is None:
+                                continue
                             delivered += len(chunk)
                             progress = True
                             yield chunk
@@ -309,21 +465,63 @@ class HttpCore:
                     finally:
                         self.stats.bytes_in += resp.num_bytes_downloaded
                         await resp.aclose()
-            except _DOWNLOAD_BREAKS as e:
-                err = _transport_error(e, "GET", path)
-                err.retryable = True  # type: ignore[attr-defined]
-            except SnfsError as e:
-                err = e
-                if not _retryable(err):
-                    raise self.failed(err) from None
-            failures = 1 if progress else failures + 1
-            wait = max(getattr(err, "retry_after", None) or 0.0, backoff(_FakeState(failures)))
-            if failures >= s.retry_attempts or time.monotonic() - started + wait >= s.retry_total_seconds:
-                raise self.failed(err) from None
-            self.stats.retries += 1
-            log.debug("download of %s broke at %d bytes (%s); asking again in %.2f s",
-                      path, offset + delivered, err.message, wait)
-            await trio.sleep(wait)
+            except (*DOWNLOAD_BREAKS, SnfsError) as e:
+                err = resume.error_of(e)
+            await resume.pause(err, progress, offset + delivered)
+
+
+class Skip:
+    """Drops the first `left` bytes of a body: a transfer asked for again without Range
+    starts at byte 0 again."""
+
+    def __init__(self, left: int) -> None:
+        self.left = left
+
+    def take(self, chunk: bytes) -> bytes | None:
+        """What of `chunk` is past the skipped part; None while all of it is skipped."""
+        if not self.left:
+            return chunk
+        if len(chunk) <= self.left:
+            self.left -= len(chunk)
+            return None
+        chunk, self.left = chunk[self.left:], 0
+        return chunk
+
+
+class Resume:
+    """The retry budget of one download that resumes after each break: `retry_attempts`
+    breaks in a row (a break after progress counts as the first) and `retry_total_seconds`
+    in all; each failure that ends it is reported through `core.failed`."""
+
+    def __init__(self, core: HttpCore, path: str, what: str, verb: str) -> None:
+        self.core, self.path, self.what, self.verb = core, path, what, verb
+        self.failures = 0
+        self.started = time.monotonic()
+        self.backoff = core.backoff()
+
+    def error_of(self, exc: Exception) -> SnfsError:
+        """The error a broken attempt ended with; one that cannot be retried is raised."""
+        if isinstance(exc, SnfsError):
+            if not retryable(exc):
+                raise self.core.failed(exc) from None
+            return exc
+        err = transport_error(exc, "GET", self.path)
+        err.retryable = True  # type: ignore[attr-defined]
+        return err
+
+    async def pause(self, err: SnfsError, progress: bool, at: int) -> None:
+        """Wait before the next attempt, or raise `err` when the budget is spent."""
+        s = self.core.settings
+        self.failures = 1 if progress else self.failures + 1
+        wait = max(getattr(err, "retry_after", None) or 0.0,
+                   self.backoff(BackoffState(self.failures)))
+        elapsed = time.monotonic() - self.started
+        if self.failures >= s.retry_attempts or elapsed + wait >= s.retry_total_seconds:
+            raise self.core.failed(err) from None
+        self.core.stats.retries += 1
+        self.core.log.debug("download of %s broke at %d bytes (%s); %s in %.2f s",
+                            self.what, at, err.message, self.verb, wait)
+        await trio.sleep(wait)
 
 
 def _content_length(resp: httpx.Response) -> int | None:

@@ -62,6 +62,7 @@ class MountOptions:
     disk_cache_size: int = 2 * 2**30
     spool_dir: Path | None = None
     max_in_flight: int = 8
+    read_ahead_kb: int = 4096
     timeout: float = 30.0
     allow_insecure_http: bool = False
     ca_bundle: Path | None = None
@@ -107,6 +108,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--spool-dir", type=Path,
                    help="where written files wait for upload (default $XDG_STATE_HOME/snfs/spool)")
     p.add_argument("--max-in-flight", type=int, default=8, help="concurrent HTTP requests")
+    p.add_argument("--read-ahead", dest="read_ahead_kb", type=int, default=4096, metavar="KB",
+                   help="kernel read-ahead for sequential reads (default 4096; needs root)")
     p.add_argument("--timeout", type=float, default=30.0, help="per-request timeout, seconds")
     p.add_argument("--allow-insecure-http", action="store_true",
                    help="allow http:// to a host that is not loopback")
@@ -130,7 +133,7 @@ def from_args(a: argparse.Namespace, profile: Profile | None = None) -> MountOpt
                 setattr(o, key, Secret(value))
     for name in ("backend", "user", "password_file", "password_env", "credential", "token_file",
                  "oauth_client_id", "oauth_secret_file", "oauth_grant", "dir_cache_time",
-                 "cache_size", "cache_dir", "disk_cache_size", "spool_dir", "max_in_flight",
+                 "cache_size", "cache_dir", "disk_cache_size", "spool_dir", "max_in_flight", "read_ahead_kb",
                  "timeout", "allow_insecure_http", "ca_bundle", "verbose", "log_file", "daemon",
                  "ready_fd"):
         setattr(o, name, getattr(a, name))

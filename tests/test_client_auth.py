@@ -51,8 +51,15 @@ async def test_wrong_password_is_auth_error(emu, caplog: pytest.LogCaptureFixtur
         async with client(emu, auth=BasicAuth("admin", "hunter2-wrong")) as c:
             with pytest.raises(AuthError) as e:
                 await c.check()
+            # check() leaves the report to its caller (the mount's one start-up line) ...
+            failures = [r for r in caplog.records
+                        if r.name == "snfs.client" and r.levelno >= logging.WARNING]
+            assert failures == []
+            with pytest.raises(AuthError):
+                await c.list_all("")
     assert e.value.errno == errno.EACCES and e.value.status == 401
     assert "hunter2" not in str(e.value) and "hunter2" not in caplog.text
+    # ... every other request logs its failure exactly once.
     failures = [r for r in caplog.records if r.name == "snfs.client" and r.levelno >= logging.WARNING]
     assert len(failures) == 1 and "401" in failures[0].getMessage()
     assert "Authorization" not in caplog.text

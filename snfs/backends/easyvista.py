@@ -25,12 +25,10 @@ from __future__ import annotations
 
 import base64
 import email.utils
-import hashlib
 import json
 import logging
 import re
 import time
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -42,9 +40,10 @@ import trio
 
 from snfs.backend import Capabilities
 from snfs.backends import from_id_part, id_part
-from snfs.client import Attachment, _validate_file_name
+from snfs.backends.single_table import FileBody, SingleTableBackend
+from snfs.client import Attachment
 from snfs.errors import InvalidInput, NotFound, ServerError, SnfsError, Unsupported
-from snfs.http import HttpCore, HttpSettings, HttpStats
+from snfs.http import HttpStats, SendState
 
 log = logging.getLogger("snfs.backends.easyvista")
 
@@ -103,8 +102,14 @@ def _time_of(resp: httpx.Response) -> datetime:
     return datetime.now(timezone.utc)
 
 
-class EasyVistaBackend:
+class EasyVistaBackend(SingleTableBackend):
     name = "easyvista"
+    system = "EasyVista"
+    table = TABLE
+    record_re = RFC_RE
+    record_word = "ticket number"
+    no_list = "EasyVista: the API cannot list a table's tickets (no discover)"
+    no_rename = "EasyVista documents cannot be renamed"
 
     def __init__(self, base_url: str, account: str, auth: httpx.Auth, *, verify: bool | str = True,
                  timeout: float = 30, max_in_flight: int = 8, **retry: Any) -> None:
@@ -113,21 +118,14 @@ class EasyVistaBackend:
         `retry_attempts`, `retry_total_seconds`, `retry_base_delay`, `retry_max_delay`."""
         if not isinstance(account, str) or not ACCOUNT_RE.match(account):
             raise InvalidInput(f"invalid EasyVista account {account!r}")
-        self.base_url = base_url.rstrip("/")
+        super().__init__(base_url, f"/api/v1/{quote(account, safe='')}", auth, kinds=KINDS,
+                         verify=verify, timeout=timeout, max_in_flight=max_in_flight, **retry)
         self.account = account
-        self.stats = HttpStats(kinds=KINDS)
-        api = f"{self.base_url}/api/v1/{quote(account, safe='')}"
-        self.core = HttpCore(HttpSettings(api, timeout=timeout, max_in_flight=max_in_flight,
-                                          verify=verify, **retry), auth, stats=self.stats)
         self._docs: dict[tuple[str, str], _Doc] = {}
         self._delete_supported: bool | None = None
 
     def __repr__(self) -> str:
         return f"EasyVistaBackend({self.base_url!r}, account={self.account!r})"
-
-    @property
-    def supports_range(self) -> bool | None:
-        return False
 
     def capabilities(self, table: str) -> Capabilities:
         return Capabilities(list=True, read=True, create=True,
@@ -138,43 +136,13 @@ class EasyVistaBackend:
         await self.core.send("table", "GET", f"/requests/{PROBE_RFC}", allow=(404,), attempts=3,
                              log_failure=False)  # the caller reports it
 
-    async def aclose(self) -> None:
-        await self.core.aclose()
-
     # -- namespace -------------------------------------------------------------------------------
-
-    async def tables(self) -> list[str]:
-        return [TABLE]
-
-    def valid_table_name(self, table: str) -> bool:
-        return table == TABLE
-
-    async def table_exists(self, table: str) -> bool:
-        return table == TABLE
-
-    def valid_record_name(self, table: str, name: str) -> bool:
-        return table == TABLE and isinstance(name, str) and bool(RFC_RE.match(name))
 
     async def record_exists(self, table: str, record: str) -> bool:
         if not self.valid_record_name(table, record):
             return False
         resp = await self.core.send("table", "GET", f"/requests/{record}", allow=(404,))
         return resp.is_success
-
-    async def find_record(self, table: str, alias: str) -> str | None:
-        return None
-
-    def list_table(self, table: str, *, page_size: int = 1000) -> AsyncIterator[list[Attachment]]:
-        async def none() -> AsyncIterator[list[Attachment]]:
-            raise Unsupported("EasyVista: the API cannot list a table's tickets (no discover)")
-            yield []  # pragma: no cover
-        return none()
-
-    def _check(self, table: str, record: str) -> None:
-        if table != TABLE:
-            raise InvalidInput(f"EasyVista has one table, {TABLE!r}, not {table!r}")
-        if not self.valid_record_name(table, record):
-            raise InvalidInput(f"invalid ticket number {record!r}")
 
     async def _document_ids(self, rfc: str) -> list[tuple[str, str]]:
         """[(DOCUMENT_ID, HREF)] of a ticket, in the server's order; NotFound for no ticket."""
@@ -267,23 +235,17 @@ class EasyVistaBackend:
             raise InvalidInput(f"invalid EasyVista file id {file_id!r}")
         return rfc, doc_id
 
-    def stream(self, file_id: str, *, offset: int = 0) -> AsyncIterator[bytes]:
+    def _file_location(self, file_id: str) -> tuple[str, int | None]:
         rfc, doc_id = self._parse_file_id(file_id)
-        if offset < 0:
-            raise InvalidInput("offset must not be negative")
         doc = self._docs.get((rfc, doc_id))
-        return self.core.stream("file", f"/requests/{rfc}/documents/{quote(doc_id, safe='')}",
-                                offset=offset, expected_size=doc.size if doc else None)
+        return f"/requests/{rfc}/documents/{quote(doc_id, safe='')}", doc.size if doc else None
 
     async def upload(self, table: str, record: str, file_name: str, source: Path, *,
                      size: int) -> Attachment:
         """Attach one document; streamed as Base64 inside the JSON body. Retried only when the
         server provably did not act; when in doubt the ticket's new documents are looked at
         (name and size) before sending again."""
-        self._check(table, record)
-        _validate_file_name(file_name)
-        if size < 0:
-            raise InvalidInput("size must not be negative")
+        self._check_upload(table, record, file_name, size)
         path = f"/requests/{record}/documents"
         before = {d for d, _ in await self._document_ids(record)}
         head = (b'{"documents":[{"filename":' + json.dumps(file_name).encode()
@@ -291,12 +253,8 @@ class EasyVistaBackend:
         tail = b'"}]}'
         headers = {"Content-Type": "application/json",
                    "Content-Length": str(len(head) + _b64_len(size) + len(tail))}
-        bodies: list[_B64Body] = []
-
-        def make_body() -> AsyncIterator[bytes]:
-            b = _B64Body(self.stats, Path(source), size, head, tail)
-            bodies.append(b)
-            return b.__aiter__()
+        bodies, make_body = self._attempt_bodies(
+            lambda: _B64Body(self.stats, Path(source), size, head, tail))
 
         deadline = time.monotonic() + self.core.settings.retry_total_seconds
         for round_ in range(1, 4):
@@ -351,25 +309,17 @@ class EasyVistaBackend:
         if self._delete_supported is False:
             raise Unsupported(f"DELETE {path}: this EasyVista server cannot delete documents",
                               method="DELETE", path=path)
-        attempts = 0
-
-        def count() -> None:
-            nonlocal attempts
-            attempts += 1
-
-        resp = await self.core.send("delete", "DELETE", path, allow=(404, 405), on_attempt=count)
+        state = SendState()
+        resp = await self.core.send("delete", "DELETE", path, allow=(404, 405), state=state)
         if resp.status_code == 405:
             self._delete_supported = False
             raise self.core.failed(self.core.map_error(resp, "delete", "DELETE", path))
         self._delete_supported = True
         self._docs.pop((rfc, doc_id), None)
         # A 404 after a retried DELETE: the first attempt may have deleted it.
-        if resp.status_code == 404 and not missing_ok and attempts == 1:
+        if resp.status_code == 404 and not missing_ok and state.attempts == 1:
             raise self.core.failed(NotFound(f"DELETE {path}: 404 document not found", status=404,
                                             method="DELETE", path=path))
-
-    async def rename(self, file_id: str, new_name: str) -> Attachment:
-        raise Unsupported("EasyVista documents cannot be renamed")
 
     async def find_uploaded(self, table: str, record: str, file_name: str, sha256: str,
                             size: int, since: datetime) -> Attachment | None:
@@ -385,47 +335,20 @@ class EasyVistaBackend:
         return hits[-1] if hits else None
 
 
-class _B64Body:
+class _B64Body(FileBody):
     """One attempt's JSON body: head, Base64 of the file (streamed, in chunks of 3·k bytes so
     the pieces join), tail. Hashes the raw content on the way."""
+    chunk_size = RAW_CHUNK
 
     def __init__(self, stats: HttpStats, path: Path, size: int, head: bytes, tail: bytes) -> None:
-        self.stats, self.path, self.size, self.head, self.tail = stats, path, size, head, tail
-        self._sha = hashlib.sha256()
-        self.sent = 0
-        self.complete = False
+        super().__init__(stats, path, size, head, tail)
+        self._carry = b""   # the last 0-2 bytes, encoded with the next chunk
 
-    @property
-    def sha256(self) -> str:
-        return self._sha.hexdigest()
+    def encode(self, chunk: bytes) -> bytes:
+        data = self._carry + chunk
+        cut = len(data) - len(data) % 3
+        self._carry = data[cut:]
+        return base64.b64encode(data[:cut])
 
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        self.stats.bytes_out += len(self.head)
-        yield self.head
-        carry = b""
-        try:
-            f = await trio.open_file(self.path, "rb")
-        except OSError as e:
-            raise InvalidInput(f"upload source {self.path}: {e.strerror}") from None
-        async with f:
-            while True:
-                chunk = await f.read(RAW_CHUNK)
-                if not chunk:
-                    break
-                self.sent += len(chunk)
-                if self.sent > self.size:
-                    raise InvalidInput(f"upload source is larger than the {self.size} bytes announced")
-                self._sha.update(chunk)
-                data = carry + chunk
-                cut = len(data) - len(data) % 3
-                carry = data[cut:]
-                out = base64.b64encode(data[:cut])
-                if out:
-                    self.stats.bytes_out += len(out)
-                    yield out
-        if self.sent != self.size:
-            raise InvalidInput(f"upload source has {self.sent} bytes, {self.size} announced")
-        out = base64.b64encode(carry) + self.tail
-        self.stats.bytes_out += len(out)
-        self.complete = True
-        yield out
+    def finish(self) -> bytes:
+        return base64.b64encode(self._carry)

@@ -24,14 +24,12 @@ File ids are the accessory ids (made file-name safe by `snfs.backends.id_part`).
 from __future__ import annotations
 
 import errno
-import hashlib
 import json
 import logging
 import mimetypes
 import re
 import secrets
 import time
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -39,14 +37,13 @@ from typing import Any
 from urllib.parse import quote
 
 import httpx
-import trio
 
 from snfs.backend import Capabilities
 from snfs.backends import from_id_part, id_part
-from snfs.client import Attachment, _multipart_quote, _validate_file_name
-from snfs.errors import (ExtensionRefused, InvalidInput, NotFound, ServerError, SnfsError,
-                         TooLarge, Unsupported)
-from snfs.http import CHUNK, HeaderToken, HttpCore, HttpSettings, HttpStats, http_error
+from snfs.backends.single_table import FileBody, SingleTableBackend
+from snfs.client import Attachment, _multipart_quote
+from snfs.errors import ExtensionRefused, InvalidInput, NotFound, ServerError, SnfsError, TooLarge
+from snfs.http import HeaderToken, SendState, http_error
 from snfs.secrets import Secret
 
 log = logging.getLogger("snfs.backends.huawei")
@@ -138,28 +135,27 @@ def huawei_error(resp: httpx.Response, kind: str, method: str, path: str) -> Snf
     return err
 
 
-class HuaweiBackend:
+class HuaweiBackend(SingleTableBackend):
     name = "huawei"
+    system = "Huawei OSM"
+    table = TABLE
+    record_re = RECORD_RE
+    record_word = "accessoryFrom"
+    no_list = "Huawei OSM cannot list accessories"
+    no_rename = "Huawei OSM accessories cannot be renamed"
 
     def __init__(self, base_url: str, token: "str | Secret", *, verify: bool | str = True,
                  timeout: float = 30, max_in_flight: int = 8, **retry: Any) -> None:
         """`base_url` is the OSM endpoint (`https://{endpoint}`); `token` an IAM token
         (X-Subject-Token). `retry` may set `retry_attempts`, `retry_total_seconds`,
         `retry_base_delay`, `retry_max_delay`."""
-        self.base_url = base_url.rstrip("/")
-        self.stats = HttpStats(kinds=KINDS)
-        settings = HttpSettings(f"{self.base_url}/v2/servicerequest", timeout=timeout,
-                                max_in_flight=max_in_flight, verify=verify, **retry)
-        self.core = HttpCore(settings, HeaderToken("X-Auth-Token", token), stats=self.stats,
-                             error_mapper=huawei_error)
+        super().__init__(base_url, "/v2/servicerequest", HeaderToken("X-Auth-Token", token),
+                         kinds=KINDS, verify=verify, timeout=timeout,
+                         max_in_flight=max_in_flight, error_mapper=huawei_error, **retry)
         self.limits: Limits | None = None
 
     def __repr__(self) -> str:
         return f"HuaweiBackend({self.base_url!r})"
-
-    @property
-    def supports_range(self) -> bool | None:
-        return False
 
     def capabilities(self, table: str) -> Capabilities:
         return CAPS
@@ -180,46 +176,16 @@ class HuaweiBackend:
         log.debug("limits: %s", self.limits)
         return self.limits
 
-    async def aclose(self) -> None:
-        await self.core.aclose()
-
     # -- namespace -------------------------------------------------------------------------------
-
-    async def tables(self) -> list[str]:
-        return [TABLE]
-
-    def valid_table_name(self, table: str) -> bool:
-        return table == TABLE
-
-    async def table_exists(self, table: str) -> bool:
-        return table == TABLE
-
-    def valid_record_name(self, table: str, name: str) -> bool:
-        return table == TABLE and isinstance(name, str) and bool(RECORD_RE.match(name))
 
     async def record_exists(self, table: str, record: str) -> bool:
         """Any valid accessoryFrom value can take uploads (no request)."""
         return self.valid_record_name(table, record)
 
-    async def find_record(self, table: str, alias: str) -> str | None:
-        return None
-
-    def list_table(self, table: str, *, page_size: int = 1000) -> AsyncIterator[list[Attachment]]:
-        async def none() -> AsyncIterator[list[Attachment]]:
-            raise Unsupported("Huawei OSM cannot list accessories")
-            yield []  # pragma: no cover
-        return none()
-
     async def list_record(self, table: str, record: str) -> list[Attachment]:
         """Always empty: the API cannot list (capability `list` is off)."""
         self._check(table, record)
         return []
-
-    def _check(self, table: str, record: str) -> None:
-        if table != TABLE:
-            raise InvalidInput(f"Huawei OSM has one table, {TABLE!r}, not {table!r}")
-        if not self.valid_record_name(table, record):
-            raise InvalidInput(f"invalid accessoryFrom {record!r}")
 
     # -- content ---------------------------------------------------------------------------------
 
@@ -233,11 +199,8 @@ class HuaweiBackend:
             raise InvalidInput(f"invalid Huawei accessory id {file_id!r}")
         return accessory_id
 
-    def stream(self, file_id: str, *, offset: int = 0) -> AsyncIterator[bytes]:
-        accessory_id = self._accessory_id(file_id)
-        if offset < 0:
-            raise InvalidInput("offset must not be negative")
-        return self.core.stream("file", f"/accessorys/{quote(accessory_id, safe='')}", offset=offset)
+    def _file_location(self, file_id: str) -> tuple[str, int | None]:
+        return f"/accessorys/{quote(self._accessory_id(file_id), safe='')}", None
 
     def precheck(self, file_name: str, size: int, limits: Limits | None) -> None:
         """Raise what the server would refuse (size, type), before any request."""
@@ -257,10 +220,7 @@ class HuaweiBackend:
         """Upload one accessory (streamed multipart). Retried only when the server provably did
         not act; an upload in doubt after the whole body was sent is not sent again (it cannot be
         looked up) and fails."""
-        self._check(table, record)
-        _validate_file_name(file_name)
-        if size < 0:
-            raise InvalidInput("size must not be negative")
+        self._check_upload(table, record, file_name, size)
         path = "/accessorys"
         form_data = json.dumps({"fileName": file_name, "accessoryFrom": record, "uploadType": 0},
                                ensure_ascii=False, separators=(",", ":"))
@@ -281,12 +241,8 @@ class HuaweiBackend:
         tail = b"\r\n--" + b + b"--\r\n"
         headers = {"Content-Type": f"multipart/form-data; boundary={boundary}",
                    "Content-Length": str(len(head) + size + len(tail))}
-        bodies: list[_FileBody] = []
-
-        def make_body() -> AsyncIterator[bytes]:
-            body = _FileBody(self.stats, Path(source), size, head, tail)
-            bodies.append(body)
-            return body.__aiter__()
+        bodies, make_body = self._attempt_bodies(
+            lambda: FileBody(self.stats, Path(source), size, head, tail))
 
         deadline = time.monotonic() + self.core.settings.retry_total_seconds
         for round_ in range(1, 4):
@@ -327,23 +283,15 @@ class HuaweiBackend:
     async def delete(self, file_id: str, *, missing_ok: bool = False) -> None:
         accessory_id = self._accessory_id(file_id)
         path = f"/accessorys/{quote(accessory_id, safe='')}"
-        attempts = 0
-
-        def count() -> None:
-            nonlocal attempts
-            attempts += 1
-
-        resp = await self.core.send("delete", "DELETE", path, allow=(400, 404), on_attempt=count)
+        state = SendState()
+        resp = await self.core.send("delete", "DELETE", path, allow=(400, 404), state=state)
         code, msg = _error_fields(resp)
         if resp.is_success and not code:
             return
         err = huawei_error(resp, "delete", "DELETE", path)
-        if isinstance(err, NotFound) and (missing_ok or attempts > 1):
+        if isinstance(err, NotFound) and (missing_ok or state.attempts > 1):
             return
         raise self.core.failed(err)
-
-    async def rename(self, file_id: str, new_name: str) -> Attachment:
-        raise Unsupported("Huawei OSM accessories cannot be renamed")
 
     async def find_uploaded(self, table: str, record: str, file_name: str, sha256: str,
                             size: int, since: datetime) -> Attachment | None:
@@ -351,40 +299,3 @@ class HuaweiBackend:
         (a crash mid-upload can therefore leave a duplicate on the server)."""
         return None
 
-
-class _FileBody:
-    """One attempt's multipart body: head, the file in chunks, tail; hashes the content."""
-
-    def __init__(self, stats: HttpStats, path: Path, size: int, head: bytes, tail: bytes) -> None:
-        self.stats, self.path, self.size, self.head, self.tail = stats, path, size, head, tail
-        self._sha = hashlib.sha256()
-        self.sent = 0
-        self.complete = False
-
-    @property
-    def sha256(self) -> str:
-        return self._sha.hexdigest()
-
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        self.stats.bytes_out += len(self.head)
-        yield self.head
-        try:
-            f = await trio.open_file(self.path, "rb")
-        except OSError as e:
-            raise InvalidInput(f"upload source {self.path}: {e.strerror}") from None
-        async with f:
-            while True:
-                chunk = await f.read(CHUNK)
-                if not chunk:
-                    break
-                self.sent += len(chunk)
-                if self.sent > self.size:
-                    raise InvalidInput(f"upload source is larger than the {self.size} bytes announced")
-                self._sha.update(chunk)
-                self.stats.bytes_out += len(chunk)
-                yield chunk
-        if self.sent != self.size:
-            raise InvalidInput(f"upload source has {self.sent} bytes, {self.size} announced")
-        self.complete = True
-        self.stats.bytes_out += len(self.tail)
-        yield self.tail

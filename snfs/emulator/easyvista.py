@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import email.utils
 import json
 import mimetypes
 import re
@@ -32,20 +31,17 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 from snfs.emulator.auth import Auth, User
-from snfs.emulator.blobs import BlobStore
 from snfs.emulator.common import ApiError
 from snfs.emulator.download import FileStream, content_type_header
-from snfs.emulator.faults import FaultQueue
-from snfs.emulator.kinds import (HttpError, RouteStats, StreamingForm, compile_routes,
-                                 control_routes, drain, is_multipart, json_response,
-                                 parse_multipart, read_capped)
-from snfs.emulator.middleware import EmulatorMiddleware
+from snfs.emulator.kinds import (HttpError, KindEmulator, SqliteStore, StreamingForm,
+                                 compile_routes, control_routes, disposition, drain, http_date,
+                                 is_multipart, json_response, kind_app, parse_multipart,
+                                 read_capped, request_base)
 
 PREFIX = re.compile(r"^/api/v1/[^/]+(?=/)")
 _ID = r"[^/]+"
@@ -107,15 +103,9 @@ CREATE INDEX IF NOT EXISTS ev_doc_request ON ev_documents (account, rfc_number, 
 """
 
 
-class EVStore:
+class EVStore(SqliteStore):
     def __init__(self, path: Path) -> None:
-        self.conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-        self.conn.row_factory = sqlite3.Row
-        self.conn.execute("PRAGMA journal_mode=WAL")
-        self.conn.executescript(SCHEMA)
-
-    def close(self) -> None:
-        self.conn.close()
+        super().__init__(path, SCHEMA)
 
     def wipe(self) -> None:
         self.conn.executescript("DELETE FROM ev_counters; DELETE FROM ev_requests; DELETE FROM ev_documents;")
@@ -164,23 +154,15 @@ class EVStore:
         self.conn.execute("DELETE FROM ev_documents WHERE document_id = ?", (document_id,))
 
 
-class EasyVistaEmulator:
+class EasyVistaEmulator(KindEmulator):
     kind = "easyvista"
+    config: EVConfig
+    store: EVStore
 
     def __init__(self, config: EVConfig) -> None:
-        self.config = config
-        config.data_dir.mkdir(parents=True, exist_ok=True)
-        self.store = EVStore(config.data_dir / "easyvista.sqlite3")
-        self.blobs = BlobStore(config.data_dir / "blobs")
         users = {"admin": parse_ev_user("admin:admin")}
         users.update({u.name: u for u in config.users})
-        self.auth = Auth(users, {})
-        self.faults = FaultQueue()
-        self.stats = RouteStats(ROUTES, PREFIX)
-
-    def wipe(self) -> None:
-        self.store.wipe()
-        self.blobs.wipe()
+        super().__init__(config, EVStore, Auth(users, {}), ROUTES, PREFIX)
 
 
 # -- helpers -------------------------------------------------------------------------------------
@@ -189,13 +171,8 @@ def emu_of(request: Request) -> EasyVistaEmulator:
     return request.app.state.emu
 
 
-def base(request: Request) -> str:
-    host = request.headers.get("host") or f"{request.url.hostname}:{request.url.port}"
-    return f"{request.url.scheme}://{host}"
-
-
 def api_base(request: Request, account: str) -> str:
-    return f"{base(request)}/api/v1/{quote(account, safe='')}"
+    return f"{request_base(request)}/api/v1/{quote(account, safe='')}"
 
 
 def authorize(request: Request) -> tuple[EasyVistaEmulator, str]:
@@ -212,13 +189,11 @@ def authorize(request: Request) -> tuple[EasyVistaEmulator, str]:
     return emu, account
 
 
-def http_date(ts: float) -> str:
-    return email.utils.formatdate(ts, usegmt=True)
-
-
-def disposition(name: str) -> str:
-    ascii_name = "".join(c if 32 <= ord(c) < 127 else "_" for c in name).replace("\\", "\\\\").replace('"', '\\"')
-    return f"attachment; filename=\"{ascii_name}\"; filename*=UTF-8''{quote(name, safe='')}"
+def found(row: Any) -> Any:
+    """`row`, or EasyVista's 404 when there is none."""
+    if row is None:
+        raise HttpError(404, NOT_FOUND)
+    return row
 
 
 # -- endpoints -----------------------------------------------------------------------------------
@@ -241,9 +216,7 @@ async def create_request(request: Request) -> Response:
 async def get_request(request: Request) -> Response:
     emu, account = authorize(request)
     rfc = request.path_params["rfc_number"]
-    row = emu.store.get_request(account, rfc)
-    if row is None:
-        raise HttpError(404, NOT_FOUND)
+    row = found(emu.store.get_request(account, rfc))
     href = f"{api_base(request, account)}/requests/{rfc}"
     return json_response({"HREF": href, "RFC_NUMBER": rfc, "REQUEST_ID": str(row["request_id"]),
                           "SUBMIT_DATE_UT": row["created_on"], "DOCUMENTS": {"HREF": href + "/documents"}})
@@ -286,8 +259,7 @@ async def post_documents(request: Request) -> Response:
     try:
         emu, account = authorize(request)
         rfc = request.path_params["rfc_number"]
-        if emu.store.get_request(account, rfc) is None:
-            raise HttpError(404, NOT_FOUND)
+        found(emu.store.get_request(account, rfc))
     except HttpError:
         await drain(request)
         raise
@@ -357,8 +329,7 @@ def store_document(emu: EasyVistaEmulator, account: str, rfc: str, writer: Any, 
 async def list_documents(request: Request) -> Response:
     emu, account = authorize(request)
     rfc = request.path_params["rfc_number"]
-    if emu.store.get_request(account, rfc) is None:
-        raise HttpError(404, NOT_FOUND)
+    found(emu.store.get_request(account, rfc))
     parent = f"{api_base(request, account)}/requests/{rfc}"
     docs = [{"HREF": autoconnect_href(request, account, row["document_id"]), "PARENT_HREF": parent,
              "DOCUMENT_ID": row["document_id"]} for row in emu.store.documents(account, rfc)]
@@ -367,7 +338,7 @@ async def list_documents(request: Request) -> Response:
 
 def autoconnect_href(request: Request, account: str, doc_id: str) -> str:
     # The doc's list shows links of this shape ("https://{server}/autoconnect_mail.php?...docpath=...").
-    return f"{base(request)}/autoconnect_mail.php?account={quote(account, safe='')}&docpath={quote(doc_id, safe='')}"
+    return f"{request_base(request)}/autoconnect_mail.php?account={quote(account, safe='')}&docpath={quote(doc_id, safe='')}"
 
 
 def file_response(request: Request, emu: EasyVistaEmulator, row: Any) -> Response:
@@ -392,14 +363,17 @@ def file_response(request: Request, emu: EasyVistaEmulator, row: Any) -> Respons
     return FileStream(200, headers, path, 0, size, None, emu.config.chunk_size, head_only)  # type: ignore[return-value]
 
 
-async def get_document(request: Request) -> Response:
+def addressed_document(request: Request) -> tuple[EasyVistaEmulator, str, str, Any]:
+    """(emulator, account, rfc, document row) of `/requests/{rfc}/documents/{document_id}`;
+    404 when the ticket or the document is missing."""
     emu, account = authorize(request)
     rfc, doc_id = request.path_params["rfc_number"], request.path_params["document_id"]
-    if emu.store.get_request(account, rfc) is None:
-        raise HttpError(404, NOT_FOUND)
-    row = emu.store.document(account, doc_id, rfc)
-    if row is None:
-        raise HttpError(404, NOT_FOUND)
+    found(emu.store.get_request(account, rfc))
+    return emu, account, rfc, found(emu.store.document(account, doc_id, rfc))
+
+
+async def get_document(request: Request) -> Response:
+    emu, _, _, row = addressed_document(request)
     return file_response(request, emu, row)
 
 
@@ -409,17 +383,14 @@ async def autoconnect(request: Request) -> Response:
     user = emu.auth.authenticate(request.headers.get("authorization"))
     if user is None:
         raise HttpError(401, INVALID_LOGIN, {"WWW-Authenticate": 'Basic realm="EasyVista"'})
-    row = emu.store.document(request.query_params.get("account", ""), request.query_params.get("docpath", ""))
-    if row is None:
-        raise HttpError(404, NOT_FOUND)
+    row = found(emu.store.document(request.query_params.get("account", ""),
+                                   request.query_params.get("docpath", "")))
     return file_response(request, emu, row)
 
 
 async def delete_document(request: Request) -> Response:
-    emu, account = authorize(request)
-    rfc, doc_id = request.path_params["rfc_number"], request.path_params["document_id"]
-    if emu.store.get_request(account, rfc) is None or emu.store.document(account, doc_id, rfc) is None:
-        raise HttpError(404, NOT_FOUND)
+    emu, account, rfc, row = addressed_document(request)
+    doc_id = row["document_id"]
     emu.store.delete_document(doc_id)
     emu.blobs.delete(doc_id)
     if emu.config.delete_status == 200:
@@ -441,11 +412,6 @@ def authorize_path(request: Request) -> None:
     parts = request.url.path.split("/")
     request.scope.setdefault("path_params", {})["account"] = parts[3] if len(parts) > 3 else ""
     authorize(request)
-
-
-async def http_error(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, HttpError)
-    return json_response(exc.body, exc.status, exc.headers)
 
 
 async def api_error(request: Request, exc: Exception) -> Response:
@@ -478,7 +444,4 @@ def build_app(emu: EasyVistaEmulator) -> Any:
                             methods=["DELETE"]))
     routes += control_routes()
     routes.append(Route("/{path:path}", fallback, methods=ALL_METHODS))
-    app = Starlette(routes=routes, exception_handlers={
-        HttpError: http_error, ApiError: api_error, Exception: server_error})
-    app.state.emu = emu
-    return EmulatorMiddleware(app, emu, fault_body)  # type: ignore[arg-type]
+    return kind_app(emu, routes, api_error, server_error, fault_body)

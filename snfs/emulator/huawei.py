@@ -35,20 +35,16 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
 from snfs.emulator.auth import Auth, User
-from snfs.emulator.blobs import BlobStore
 from snfs.emulator.common import ApiError
 from snfs.emulator.download import FileStream, content_type_header
-from snfs.emulator.easyvista import disposition, http_date
-from snfs.emulator.faults import FaultQueue
-from snfs.emulator.kinds import (HttpError, RouteStats, StreamingForm, compile_routes,
-                                 control_routes, drain, json_response, parse_multipart)
-from snfs.emulator.middleware import EmulatorMiddleware
+from snfs.emulator.kinds import (HttpError, KindEmulator, SqliteStore, StreamingForm,
+                                 compile_routes, control_routes, disposition, drain, http_date,
+                                 json_response, kind_app, parse_multipart, request_base)
 
 PREFIX = re.compile(r"^/v2/servicerequest(?=/)")
 _ID = r"[^/]+"
@@ -114,15 +110,9 @@ CREATE TABLE IF NOT EXISTS hw_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 
 
-class HWStore:
+class HWStore(SqliteStore):
     def __init__(self, path: Path) -> None:
-        self.conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-        self.conn.row_factory = sqlite3.Row
-        self.conn.execute("PRAGMA journal_mode=WAL")
-        self.conn.executescript(SCHEMA)
-
-    def close(self) -> None:
-        self.conn.close()
+        super().__init__(path, SCHEMA)
 
     def wipe(self) -> None:
         self.conn.execute("DELETE FROM hw_accessorys")
@@ -150,23 +140,16 @@ class HWStore:
         return self.conn.execute("DELETE FROM hw_accessorys WHERE accessory_id = ?", (accessory_id,)).rowcount > 0
 
 
-class HuaweiEmulator:
+class HuaweiEmulator(KindEmulator):
     kind = "huawei"
+    config: HWConfig
+    store: HWStore
 
     def __init__(self, config: HWConfig) -> None:
-        self.config = config
-        config.data_dir.mkdir(parents=True, exist_ok=True)
-        self.store = HWStore(config.data_dir / "huawei.sqlite3")
-        self.blobs = BlobStore(config.data_dir / "blobs")
-        self.url_key = self.store.secret()
         # The test controls (/__emulator__/) take Basic admin:admin, like the other kinds.
-        self.auth = Auth({"admin": User("admin", "admin", frozenset({"admin"}))}, {})
-        self.faults = FaultQueue()
-        self.stats = RouteStats(ROUTES, PREFIX)
-
-    def wipe(self) -> None:
-        self.store.wipe()
-        self.blobs.wipe()
+        admin = Auth({"admin": User("admin", "admin", frozenset({"admin"}))}, {})
+        super().__init__(config, HWStore, admin, ROUTES, PREFIX)
+        self.url_key = self.store.secret()
 
     def sign(self, accessory_id: str, expires: int) -> str:
         return hmac.new(self.url_key, f"{accessory_id}\n{expires}".encode(), hashlib.sha256).hexdigest()
@@ -189,11 +172,6 @@ def authorize(request: Request) -> HuaweiEmulator:
 
 def business(emu: HuaweiEmulator, code: str, msg: str) -> HttpError:
     return HttpError(200 if emu.config.business_errors_200 else 400, err(code, msg))
-
-
-def base(request: Request) -> str:
-    host = request.headers.get("host") or f"{request.url.hostname}:{request.url.port}"
-    return f"{request.url.scheme}://{host}"
 
 
 async def limits(request: Request) -> Response:
@@ -287,6 +265,13 @@ def not_found(emu: HuaweiEmulator) -> HttpError:
     return HttpError(emu.config.not_found_status, err(E_NOT_FOUND, "The accessory does not exist"))
 
 
+def stored(emu: HuaweiEmulator, accessory_id: str) -> Any:
+    row = emu.store.get(accessory_id)
+    if row is None:
+        raise not_found(emu)
+    return row
+
+
 def file_response(request: Request, emu: HuaweiEmulator, row: Any) -> Response:
     headers = {"Content-Type": content_type_header(row["content_type"]),
                "Content-Length": str(row["size"]),
@@ -302,10 +287,7 @@ async def download(request: Request) -> Response:
     if "," in accessory_id:
         raise business(emu, E_PARAM_VALIDATION,
                        "Param validation fail. The emulator serves one accessory_id per request")
-    row = emu.store.get(accessory_id)
-    if row is None:
-        raise not_found(emu)
-    return file_response(request, emu, row)
+    return file_response(request, emu, stored(emu, accessory_id))
 
 
 async def access_urls(request: Request) -> Response:
@@ -320,7 +302,7 @@ async def access_urls(request: Request) -> Response:
             continue   # unknown ids are left out
         sig = emu.sign(accessory_id, expires)
         urls.append({"accessory_id": accessory_id,
-                     "accessory_url": f"{base(request)}{OBS_PREFIX}{quote(accessory_id, safe='')}"
+                     "accessory_url": f"{request_base(request)}{OBS_PREFIX}{quote(accessory_id, safe='')}"
                                       f"?Expires={expires}&Signature={sig}"})
     return json_response({"accessory_urls": urls})
 
@@ -336,10 +318,7 @@ async def signed_download(request: Request) -> Response:
     sig = request.query_params.get("Signature", "")
     if expires < time.time() or not hmac.compare_digest(sig, emu.sign(accessory_id, expires)):
         raise HttpError(403, {"error_code": "AccessDenied", "error_msg": "Request has expired or the signature does not match"})
-    row = emu.store.get(accessory_id)
-    if row is None:
-        raise not_found(emu)
-    return file_response(request, emu, row)
+    return file_response(request, emu, stored(emu, accessory_id))
 
 
 async def delete(request: Request) -> Response:
@@ -359,11 +338,6 @@ async def fallback(request: Request) -> Response:
         if emu_of(request).stats.known(path):
             raise HttpError(405, err(E_PARAM[0], "Method not allowed"))
     raise HttpError(404, err(E_NO_API, "The API does not exist or has not been published in the environment"))
-
-
-async def http_error(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, HttpError)
-    return json_response(exc.body, exc.status, exc.headers)
 
 
 async def api_error(request: Request, exc: Exception) -> Response:
@@ -396,7 +370,4 @@ def build_app(emu: HuaweiEmulator) -> Any:
         *control_routes(),
         Route("/{path:path}", fallback, methods=["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]),
     ]
-    app = Starlette(routes=routes, exception_handlers={
-        HttpError: http_error, ApiError: api_error, Exception: server_error})
-    app.state.emu = emu
-    return EmulatorMiddleware(app, emu, fault_body)  # type: ignore[arg-type]
+    return kind_app(emu, routes, api_error, server_error, fault_body)

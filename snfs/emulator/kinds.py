@@ -5,23 +5,34 @@ counting, fault injection; with the system's own error body for injected statuse
 `FaultQueue`, `BlobStore`/`BlobWriter` (streamed to disk while hashing), `download.FileStream`
 and the `/__emulator__/` test controls of `api_control` (Basic `admin:admin`). What differs
 is here: per-system route templates for `/__emulator__/stats`, a streaming multipart parser
-that knows which parts are files, and a body reader with a size cap.
+that knows which parts are files, and a body reader with a size cap; and what both kinds
+share: their SQLite store and emulator plumbing (`SqliteStore`, `KindEmulator`), response
+headers (`http_date`, `disposition`) and the Starlette app around their routes (`kind_app`).
 """
 from __future__ import annotations
 
+import email.utils
 import json
 import re
+import sqlite3
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from pathlib import Path
+from typing import Any, Callable, ClassVar
+from urllib.parse import quote
 
 from python_multipart.multipart import MultipartParser, parse_options_header
+from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
 from snfs.emulator import api_control as ctl
+from snfs.emulator.auth import Auth
 from snfs.emulator.blobs import BlobStore, BlobWriter
+from snfs.emulator.common import ApiError
+from snfs.emulator.faults import FaultQueue
+from snfs.emulator.middleware import EmulatorMiddleware
 from snfs.emulator.stats import METHODS, Stats
 
 JSON_TYPE = "application/json;charset=UTF-8"
@@ -39,6 +50,80 @@ class HttpError(Exception):
     def __init__(self, status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> None:
         super().__init__(str(body))
         self.status, self.body, self.headers = status, body, headers or {}
+
+
+def request_base(request: Request) -> str:
+    """scheme://host[:port] as the client addressed this server (for links in answers)."""
+    host = request.headers.get("host") or f"{request.url.hostname}:{request.url.port}"
+    return f"{request.url.scheme}://{host}"
+
+
+def http_date(ts: float) -> str:
+    return email.utils.formatdate(ts, usegmt=True)
+
+
+def disposition(name: str) -> str:
+    """An attachment Content-Disposition: an ASCII `filename` and the exact UTF-8 `filename*`."""
+    ascii_name = "".join(c if 32 <= ord(c) < 127 else "_" for c in name).replace("\\", "\\\\").replace('"', '\\"')
+    return f"attachment; filename=\"{ascii_name}\"; filename*=UTF-8''{quote(name, safe='')}"
+
+
+# -- state ---------------------------------------------------------------------------------------
+
+class SqliteStore:
+    """A kind's SQLite database in WAL mode, created with its schema (one connection for the
+    server's threads)."""
+
+    def __init__(self, path: Path, schema: str) -> None:
+        self.conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self.conn.row_factory = sqlite3.Row
+        self.conn.execute("PRAGMA journal_mode=WAL")
+        self.conn.executescript(schema)
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+class KindEmulator:
+    """What a kind's emulator holds: config (with `data_dir`), store (`<kind>.sqlite3`), blob
+    store, the users of `auth`, fault queue and route stats (what `EmulatorMiddleware` and the
+    test controls use)."""
+    kind: ClassVar[str]
+
+    def __init__(self, config: Any, store: Callable[[Path], Any], auth: Auth,
+                 routes: list["RouteSpec"], prefix: "re.Pattern[str]") -> None:
+        self.config = config
+        config.data_dir.mkdir(parents=True, exist_ok=True)
+        self.store = store(config.data_dir / f"{self.kind}.sqlite3")
+        self.blobs = BlobStore(config.data_dir / "blobs")
+        self.auth = auth
+        self.faults = FaultQueue()
+        self.stats = RouteStats(routes, prefix)
+
+    def wipe(self) -> None:
+        self.store.wipe()
+        self.blobs.wipe()
+
+
+# -- the app -------------------------------------------------------------------------------------
+
+async def http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HttpError)
+    return json_response(exc.body, exc.status, exc.headers)
+
+
+Handler = Callable[[Request, Exception], Any]
+
+
+def kind_app(emu: KindEmulator, routes: list[Route], api_error: Handler, server_error: Handler,
+             fault_body: Callable[[int], bytes]) -> Any:
+    """The ASGI app of a kind: its routes, `HttpError`s answered as they are, the test
+    controls' `ApiError` and any other exception in the kind's own error shape, and the
+    counting / fault-injecting middleware."""
+    app = Starlette(routes=routes, exception_handlers={
+        HttpError: http_error, ApiError: api_error, Exception: server_error})
+    app.state.emu = emu
+    return EmulatorMiddleware(app, emu, fault_body)  # type: ignore[arg-type]
 
 
 # -- stats ---------------------------------------------------------------------------------------

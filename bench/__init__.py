@@ -1,0 +1,1 @@
+"""Benchmarks of snfs against curl (the wire's limit) and rclone mount: `python -m bench`."""
