@@ -3,8 +3,6 @@ from __future__ import annotations
 
 import base64
 import errno
-import hashlib
-import json
 import os
 import shutil
 import subprocess
@@ -13,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.emulator_proc import EmulatorProc
-from tests.mount_proc import MountProc, start_mount
+from tests.mount_proc import start_mount
 
 ACCOUNT = "50004"
 
