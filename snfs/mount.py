@@ -218,7 +218,8 @@ class Mount:
     async def _serve(self, cache: ContentCache) -> int:
         o, backend = self.o, self.backend
         tree = Tree(backend, dir_cache_time=o.dir_cache_time, tables=o.tables)
-        spool = Spool(instance_dir(o.spool_dir or state_home() / "spool", self.key))
+        spool = Spool(instance_dir(o.spool_dir or state_home() / "spool", self.key),
+                      exclusive=not o.read_only)
         self.writes = writes = Writes(tree, backend, cache, spool, read_only=o.read_only)
         control = Control(tree.inodes, self.status)
         ops = Operations(tree, cache, writes, control,

@@ -11,6 +11,7 @@ dies at any point leaves entries that the next mount of the same instance upload
 """
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import logging
@@ -19,6 +20,8 @@ import secrets
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+
+from snfs.errors import ConfigError
 
 log = logging.getLogger("snfs.spool")
 
@@ -52,11 +55,29 @@ def instance_dir(base: Path, instance_url: str) -> Path:
     return private_dir(base / tag)
 
 
+class SpoolBusy(ConfigError):
+    """Another live mount owns this spool: two daemons retrying one journal would store
+    every owed file twice."""
+
+
 class Spool:
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, *, exclusive: bool = True) -> None:
         self.root = private_dir(root)
+        self._lock_fd: int | None = None
+        if exclusive:
+            self._lock()
         for tmp in self.root.glob("*.json.tmp"):
             tmp.unlink(missing_ok=True)  # a journal write cut short: its rename never happened
+
+    def _lock(self) -> None:
+        fd = os.open(self.root / ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise SpoolBusy(f"another snfs mount of this instance is using the spool {self.root};"
+                            " give this one its own --spool-dir (or mount it -o ro)") from None
+        self._lock_fd = fd  # held for the life of the process; the kernel drops it on exit
 
     def new_id(self) -> str:
         return secrets.token_hex(8)

@@ -196,3 +196,20 @@ def test_mount_with_oauth_and_with_a_token_file(demo_emulator: EmulatorProc, tmp
     finally:
         stop_mount(mp, proc)
     assert token not in proc.stdout.read()
+
+
+def test_two_mounts_never_share_a_spool(demo_emulator: EmulatorProc, tmp_path: Path) -> None:
+    """Two daemons retrying one journal would store every owed file twice: the second refuses,
+    and says what to do; a read-only mount needs no spool and is let in."""
+    work = tmp_path / "w"  # start_mount puts the spool in work/spool: the same for all three
+    first = start_mount(demo_emulator.url, tmp_path / "a", work)
+    try:
+        second = start_mount(demo_emulator.url, tmp_path / "b", work, expect_fail=True)
+        assert second.proc.wait(timeout=30) == 1
+        assert "is using the spool" in second.log_text() and "--spool-dir" in second.log_text()
+        assert not os.path.ismount(tmp_path / "b")
+        ro = start_mount(demo_emulator.url, tmp_path / "ro", work, "-o", "ro")
+        ro.stop()
+        assert "incident" in os.listdir(first.mountpoint)
+    finally:
+        first.stop()
