@@ -286,9 +286,6 @@ class Tree:
         self.removed(old_sys_id)
         return self.added(att)
 
-    def record_of(self, node: Node) -> tuple[str, str]:
-        return node.table, node.record
-
     # -- helpers -----------------------------------------------------------------------------
 
     async def _cached_check(self, key: Hashable, check: Callable[[], Awaitable[Any]]) -> Any:

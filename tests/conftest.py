@@ -69,3 +69,12 @@ def module_emulator_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterato
     yield start
     for emu in started:
         emu.stop()
+
+
+@pytest.fixture(scope="module")
+def mnt(emu: EmulatorProc, tmp_path_factory: pytest.TempPathFactory) -> Iterator[MountProc]:
+    """One mount for a whole module, of the module's own `emu` fixture."""
+    tmp = tmp_path_factory.mktemp("mnt")
+    m = start_mount(emu.url, tmp / "mnt", tmp / "work")
+    yield m
+    m.stop()

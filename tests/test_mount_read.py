@@ -29,14 +29,6 @@ def emu(tmp_path_factory: pytest.TempPathFactory) -> EmulatorProc:
     e.stop()
 
 
-@pytest.fixture(scope="module")
-def mnt(emu: EmulatorProc, tmp_path_factory: pytest.TempPathFactory) -> MountProc:
-    tmp = tmp_path_factory.mktemp("mnt")
-    m = start_mount(emu.url, tmp / "mnt", tmp / "work")
-    yield m
-    m.stop()
-
-
 def by_record(atts: list[dict]) -> dict[tuple[str, str], list[dict]]:
     out: dict[tuple[str, str], list[dict]] = {}
     for a in atts:

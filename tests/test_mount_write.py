@@ -28,14 +28,6 @@ def emu(tmp_path_factory: pytest.TempPathFactory) -> EmulatorProc:
     e.stop()
 
 
-@pytest.fixture(scope="module")
-def mnt(emu: EmulatorProc, tmp_path_factory: pytest.TempPathFactory) -> MountProc:
-    tmp = tmp_path_factory.mktemp("mnt")
-    m = start_mount(emu.url, tmp / "mnt", tmp / "work")
-    yield m
-    m.stop()
-
-
 def new_record(emu: EmulatorProc, table: str = "incident") -> str:
     return emu.json("POST", f"/api/now/table/{table}", {"short_description": "t"})["result"]["sys_id"]
 
