@@ -8,6 +8,7 @@
 A run returns seconds, bytes moved, and for snfs the emulator's request counts and the daemon's
 peak RSS and CPU time.
 """
+
 from __future__ import annotations
 
 import os
@@ -18,12 +19,13 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from bench import util
-from bench.data import AUTH, MiB, Dataset
+from bench.data import AUTH, Dataset, MiB
 
 CURL = ["curl", "-sS", "-f", "-u", f"{AUTH[0]}:{AUTH[1]}"]
 # Routes that are "per file" for the listing targets.
@@ -34,46 +36,121 @@ PER_FILE_ROUTES = ("GET /attachment/{sys_id}", "GET /attachment/{sys_id}/file")
 class Case:
     name: str
     title: str
-    unit: str                    # "MiB/s" (throughput, bigger is better) or "s" (time)
+    unit: str  # "MiB/s" (throughput, bigger is better) or "s" (time)
     needs: tuple[str, ...]
-    kind: str                    # "bulk", "listing", "small" (for the rclone targets), "wire"
+    kind: str  # "bulk", "listing", "small" (for the rclone targets), "wire"
     cold: bool = True
     systems: tuple[str, ...] = ("snfs", "curl", "rclone")
     describe: str = ""
 
 
-CASES: dict[str, Case] = {c.name: c for c in [
-    Case("cold-read", "cold sequential read, 1 file", "MiB/s", ("big",), "bulk",
-         describe="`cat` of one {big} file on a fresh mount, caches dropped (curl: GET /file, gzip accepted as snfs does)"),
-    Case("warm-read", "warm re-read of it", "MiB/s", ("big",), "bulk", cold=False,
-         describe="`cat` of the same file a second time on the same mount (curl: a second GET)"),
-    Case("random-read", "random 4 KiB reads, cold file", "s", ("big",), "bulk",
-         describe="{rand_n} `pread`s of 4 KiB at seeded 4 KiB-aligned offsets in a cold {big} file "
-                  "(curl: the API has no Range, so: download the file, then the same preads)"),
-    Case("parallel-read", "parallel cold reads", "MiB/s", ("par",), "bulk",
-         describe="{par_n} concurrent `cat`s of distinct {par_size} files, caches dropped (curl: {par_n} concurrent curls)"),
-    Case("upload", "upload with cp", "MiB/s", ("up",), "bulk", cold=False,
-         describe="`cp` of a local {upload} file into a record, until the upload is stored "
-                  "(snfs: close returns after the POST; rclone: until its write-back queue is empty; "
-                  "curl: POST /attachment/file streaming the file)"),
-    Case("ls-l", "ls -l of a record", "s", ("ls",), "listing",
-         describe="`ls -l` of a record with {ls_n} attachments on a fresh mount (curl: one GET /attachment page)"),
-    Case("find-stat", "find + stat over a table", "s", ("find",), "listing",
-         describe="`find TABLE -type f | xargs stat` over {find_records} records × {find_per} attachments on a fresh mount "
-                  "(curl: GET /attachment pages of 1000 on one connection)"),
-    Case("cp-r", "cp -r of a folder into a record", "s", ("cpr",), "small", cold=False,
-         describe="`cp -r DIR/. RECORD/` of {cpr_n} files of 1–200 KiB into a fresh record "
-                  "(curl: the same POSTs, sequential, one connection)"),
-    Case("rm", "rm of those files", "s", ("cpr",), "small", cold=False,
-         describe="`rm -f RECORD/*` of {cpr_n} attachments on a fresh mount (curl: one list GET + the DELETEs on one connection)"),
-    Case("rss-1g", "copy in and out (peak RSS)", "MiB/s", ("rss",), "bulk", cold=False,
-         describe="`cp` of a {rss} local file into a record, drop caches, `cat` it back; "
-                  "MiB/s over both directions; the daemon's peak RSS (VmHWM) through it"),
-    Case("wire", "emulator vs nginx, one file", "MiB/s", ("big",), "wire", cold=False,
-         systems=("emu-identity", "emu-gzip", "nginx", "rclone-serve"),
-         describe="curl GET of the {big} file, server's page cache warm: emulator /file identity and gzip, "
-                  "nginx serving it statically, `rclone serve webdav` serving it"),
-]}
+CASES: dict[str, Case] = {
+    c.name: c
+    for c in [
+        Case(
+            "cold-read",
+            "cold sequential read, 1 file",
+            "MiB/s",
+            ("big",),
+            "bulk",
+            describe="`cat` of one {big} file on a fresh mount, caches dropped (curl: GET /file, gzip accepted as snfs does)",
+        ),
+        Case(
+            "warm-read",
+            "warm re-read of it",
+            "MiB/s",
+            ("big",),
+            "bulk",
+            cold=False,
+            describe="`cat` of the same file a second time on the same mount (curl: a second GET)",
+        ),
+        Case(
+            "random-read",
+            "random 4 KiB reads, cold file",
+            "s",
+            ("big",),
+            "bulk",
+            describe="{rand_n} `pread`s of 4 KiB at seeded 4 KiB-aligned offsets in a cold {big} file "
+            "(curl: the API has no Range, so: download the file, then the same preads)",
+        ),
+        Case(
+            "parallel-read",
+            "parallel cold reads",
+            "MiB/s",
+            ("par",),
+            "bulk",
+            describe="{par_n} concurrent `cat`s of distinct {par_size} files, caches dropped (curl: {par_n} concurrent curls)",
+        ),
+        Case(
+            "upload",
+            "upload with cp",
+            "MiB/s",
+            ("up",),
+            "bulk",
+            cold=False,
+            describe="`cp` of a local {upload} file into a record, until the upload is stored "
+            "(snfs: close returns after the POST; rclone: until its write-back queue is empty; "
+            "curl: POST /attachment/file streaming the file)",
+        ),
+        Case(
+            "ls-l",
+            "ls -l of a record",
+            "s",
+            ("ls",),
+            "listing",
+            describe="`ls -l` of a record with {ls_n} attachments on a fresh mount (curl: one GET /attachment page)",
+        ),
+        Case(
+            "find-stat",
+            "find + stat over a table",
+            "s",
+            ("find",),
+            "listing",
+            describe="`find TABLE -type f | xargs stat` over {find_records} records × {find_per} attachments on a fresh mount "
+            "(curl: GET /attachment pages of 1000 on one connection)",
+        ),
+        Case(
+            "cp-r",
+            "cp -r of a folder into a record",
+            "s",
+            ("cpr",),
+            "small",
+            cold=False,
+            describe="`cp -r DIR/. RECORD/` of {cpr_n} files of 1–200 KiB into a fresh record "
+            "(curl: the same POSTs, sequential, one connection)",
+        ),
+        Case(
+            "rm",
+            "rm of those files",
+            "s",
+            ("cpr",),
+            "small",
+            cold=False,
+            describe="`rm -f RECORD/*` of {cpr_n} attachments on a fresh mount (curl: one list GET + the DELETEs on one connection)",
+        ),
+        Case(
+            "rss-1g",
+            "copy in and out (peak RSS)",
+            "MiB/s",
+            ("rss",),
+            "bulk",
+            cold=False,
+            describe="`cp` of a {rss} local file into a record, drop caches, `cat` it back; "
+            "MiB/s over both directions; the daemon's peak RSS (VmHWM) through it",
+        ),
+        Case(
+            "wire",
+            "emulator vs nginx, one file",
+            "MiB/s",
+            ("big",),
+            "wire",
+            cold=False,
+            systems=("emu-identity", "emu-gzip", "nginx", "rclone-serve"),
+            describe="curl GET of the {big} file, server's page cache warm: emulator /file identity and gzip, "
+            "nginx serving it statically, `rclone serve webdav` serving it",
+        ),
+    ]
+}
 
 DEFAULT_CASES = [c for c in CASES]
 
@@ -89,7 +166,7 @@ class Ctx:
     drop_ok: bool
     nginx: Any = None
     rclone_server: Any = None
-    profile: dict[str, Any] | None = None        # set for a profiled run: {"out": Path}
+    profile: dict[str, Any] | None = None  # set for a profiled run: {"out": Path}
     counter: int = 0
     notes: list[str] = field(default_factory=list)
 
@@ -155,10 +232,25 @@ class Profiler:
         if not os.path.exists(spy):
             spy = shutil.which("py-spy") or "py-spy"
         self.out = out
-        self.proc = subprocess.Popen([spy, "record", "-p", str(pid), "-f", "raw", "-o", str(out),
-                                      "-r", "200", "--nonblocking", "--threads"],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        time.sleep(1.0)   # let it attach
+        self.proc = subprocess.Popen(
+            [
+                spy,
+                "record",
+                "-p",
+                str(pid),
+                "-f",
+                "raw",
+                "-o",
+                str(out),
+                "-r",
+                "200",
+                "--nonblocking",
+                "--threads",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        time.sleep(1.0)  # let it attach
 
     def stop(self) -> None:
         self.proc.send_signal(signal.SIGINT)
@@ -168,9 +260,13 @@ class Profiler:
             util.stop_proc(self.proc)
 
 
-def measure_mount(ctx: Ctx, system: str, case: Case,
-                  op: Callable[[Path, Run], None],
-                  before: Callable[[Path], None] | None = None) -> dict[str, Any]:
+def measure_mount(
+    ctx: Ctx,
+    system: str,
+    case: Case,
+    op: Callable[[Path, Run], None],
+    before: Callable[[Path], None] | None = None,
+) -> dict[str, Any]:
     m = ctx.mounts[system]
     mp = m.mount()
     run = Run(ctx, system)
@@ -227,14 +323,17 @@ def case_cold_read(ctx: Ctx, case: Case, system: str, rep: int) -> dict[str, Any
     rel, url = _big_paths(ctx)
     size = ctx.sizes["big"]
     if system == "curl":
+
         def op(run: Run) -> None:
             run.seconds = util.timed([*CURL, "--compressed", "-o", "/dev/null", url])
             run.bytes = size
+
         return measure_curl(ctx, case, op)
 
     def mop(mp: Path, run: Run) -> None:
         run.seconds = util.timed(["cat", str(mp / rel)], stdout=subprocess.DEVNULL)
         run.bytes = size
+
     return measure_mount(ctx, system, case, mop)
 
 
@@ -247,6 +346,7 @@ def case_warm_read(ctx: Ctx, case: Case, system: str, rep: int) -> dict[str, Any
         def op(run: Run) -> None:
             run.seconds = util.timed([*CURL, "--compressed", "-o", "/dev/null", url])
             run.bytes = size
+
         return measure_curl(ctx, case, op)
 
     def first(mp: Path) -> None:
@@ -255,6 +355,7 @@ def case_warm_read(ctx: Ctx, case: Case, system: str, rep: int) -> dict[str, Any
     def mop(mp: Path, run: Run) -> None:
         run.seconds = util.timed(["cat", str(mp / rel)], stdout=subprocess.DEVNULL)
         run.bytes = size
+
     return measure_mount(ctx, system, case, mop, before=first)
 
 
@@ -287,6 +388,7 @@ def case_random_read(ctx: Ctx, case: Case, system: str, rep: int) -> dict[str, A
             got = _preads(tmp, offsets)
             run.seconds = time.perf_counter() - t0
             run.extra["read_bytes"] = got
+
         try:
             return measure_curl(ctx, case, op)
         finally:
@@ -297,6 +399,7 @@ def case_random_read(ctx: Ctx, case: Case, system: str, rep: int) -> dict[str, A
         got = _preads(mp / rel, offsets)
         run.seconds = time.perf_counter() - t0
         run.extra["read_bytes"] = got
+
     return measure_mount(ctx, system, case, mop)
 
 
@@ -310,12 +413,14 @@ def case_parallel_read(ctx: Ctx, case: Case, system: str, rep: int) -> dict[str,
         def op(run: Run) -> None:
             run.seconds = _sh(cmd)
             run.bytes = n * size
+
         return measure_curl(ctx, case, op)
 
     def mop(mp: Path, run: Run) -> None:
         files = [mp / "incident" / ds.par_rec / f"p{i}.bin" for i in range(n)]
         run.seconds = _sh("".join(f"cat {_q(f)} > /dev/null & " for f in files) + "wait")
         run.bytes = n * size
+
     return measure_mount(ctx, system, case, mop)
 
 
@@ -327,8 +432,22 @@ def _check_stored(ctx: Ctx, rec: str, name: str, size: int) -> str:
 
 
 def _curl_upload(ctx: Ctx, table: str, rec: str, name: str, src: Path) -> None:
-    util.run([*CURL, "-X", "POST", "-H", "Content-Type: application/octet-stream", "-H", "Expect:",
-              "-T", str(src), "-o", "/dev/null", ctx.api.upload_url(table, rec, name)])
+    util.run(
+        [
+            *CURL,
+            "-X",
+            "POST",
+            "-H",
+            "Content-Type: application/octet-stream",
+            "-H",
+            "Expect:",
+            "-T",
+            str(src),
+            "-o",
+            "/dev/null",
+            ctx.api.upload_url(table, rec, name),
+        ]
+    )
 
 
 def case_upload(ctx: Ctx, case: Case, system: str, rep: int) -> dict[str, Any]:
@@ -337,11 +456,13 @@ def case_upload(ctx: Ctx, case: Case, system: str, rep: int) -> dict[str, Any]:
     util.run(["cat", str(ds.up_src)], stdout=subprocess.DEVNULL)  # the source in page cache
     try:
         if system == "curl":
+
             def op(run: Run) -> None:
                 t0 = time.perf_counter()
                 _curl_upload(ctx, "incident", ds.up_rec, name, ds.up_src)
                 run.seconds = time.perf_counter() - t0
                 run.bytes = size
+
             r = measure_curl(ctx, case, op)
             _check_stored(ctx, ds.up_rec, name, size)
             return r
@@ -353,6 +474,7 @@ def case_upload(ctx: Ctx, case: Case, system: str, rep: int) -> dict[str, Any]:
                 ctx.mounts["rclone"].wait_uploads([(ds.rpath("incident", ds.up_rec, name), size)])
             run.seconds = time.perf_counter() - t0
             run.bytes = size
+
         r = measure_mount(ctx, system, case, mop)
         if system == "snfs":
             _check_stored(ctx, ds.up_rec, name, size)
@@ -366,11 +488,14 @@ def case_upload(ctx: Ctx, case: Case, system: str, rep: int) -> dict[str, Any]:
 def case_ls_l(ctx: Ctx, case: Case, system: str, rep: int) -> dict[str, Any]:
     ds = ctx.ds
     if system == "curl":
-        url = (f"{ds.api.url}/api/now/attachment?sysparm_query=table_sys_id%3D{ds.ls_rec}"
-               f"&sysparm_limit=1000")
+        url = (
+            f"{ds.api.url}/api/now/attachment?sysparm_query=table_sys_id%3D{ds.ls_rec}"
+            f"&sysparm_limit=1000"
+        )
 
         def op(run: Run) -> None:
             run.seconds = util.timed([*CURL, "-o", "/dev/null", url])
+
         return measure_curl(ctx, case, op)
 
     def mop(mp: Path, run: Run) -> None:
@@ -380,6 +505,7 @@ def case_ls_l(ctx: Ctx, case: Case, system: str, rep: int) -> dict[str, Any]:
         lines = p.stdout.count(b"\n") - 1
         if p.returncode or lines != ctx.sizes["ls_n"]:
             raise RuntimeError(f"ls -l on {system}: rc {p.returncode}, {lines} entries")
+
     return measure_mount(ctx, system, case, mop)
 
 
@@ -387,26 +513,33 @@ def case_find_stat(ctx: Ctx, case: Case, system: str, rep: int) -> dict[str, Any
     ds = ctx.ds
     total = ctx.sizes["find_records"] * ctx.sizes["find_per"]
     if system == "curl":
-        urls = [f"{ds.api.url}/api/now/attachment?sysparm_query=table_name%3Dsc_task"
-                f"&sysparm_limit=1000&sysparm_offset={off}" for off in range(0, total, 1000)]
+        urls = [
+            f"{ds.api.url}/api/now/attachment?sysparm_query=table_name%3Dsc_task"
+            f"&sysparm_limit=1000&sysparm_offset={off}"
+            for off in range(0, total, 1000)
+        ]
 
         def op(run: Run) -> None:
             run.seconds = util.timed([*CURL, *urls], stdout=subprocess.DEVNULL)
+
         return measure_curl(ctx, case, op)
 
     def mop(mp: Path, run: Run) -> None:
-        cmd = (f"find {_q(mp / 'sc_task')} -type f -print0 | xargs -0 stat -c '%s %Y' | wc -l")
+        cmd = f"find {_q(mp / 'sc_task')} -type f -print0 | xargs -0 stat -c '%s %Y' | wc -l"
         t0 = time.perf_counter()
         p = subprocess.run(["sh", "-c", cmd], capture_output=True)
         run.seconds = time.perf_counter() - t0
         n = int(p.stdout.strip() or 0)
         if n != total:
             raise RuntimeError(f"find on {system} saw {n} files of {total}: {p.stderr[-500:]!r}")
+
     return measure_mount(ctx, system, case, mop)
 
 
 def _fresh_rec(ctx: Ctx, what: str, system: str, rep: int) -> str:
-    return ctx.ds.fresh_record("change_request", f"{what}-{system}-{rep}-{ctx.counter}-{time.time()}")
+    return ctx.ds.fresh_record(
+        "change_request", f"{what}-{system}-{rep}-{ctx.counter}-{time.time()}"
+    )
 
 
 def _drop_rec(ctx: Ctx, rec: str) -> None:
@@ -422,8 +555,11 @@ def case_cp_r(ctx: Ctx, case: Case, system: str, rep: int) -> dict[str, Any]:
     try:
         if system == "curl":
             cfg = ctx.work / "cpr-curl.cfg"
-            lines = ['request = "POST"', 'header = "Content-Type: application/octet-stream"',
-                     'header = "Expect:"']
+            lines = [
+                'request = "POST"',
+                'header = "Content-Type: application/octet-stream"',
+                'header = "Expect:"',
+            ]
             for p in ds.cpr_files:
                 lines.append(f'url = "{ds.api.upload_url("change_request", rec, p.name)}"')
                 lines.append(f'upload-file = "{p}"')
@@ -431,16 +567,22 @@ def case_cp_r(ctx: Ctx, case: Case, system: str, rep: int) -> dict[str, Any]:
 
             def op(run: Run) -> None:
                 run.seconds = util.timed([*CURL, "-K", str(cfg)], stdout=subprocess.DEVNULL)
+
             r = measure_curl(ctx, case, op)
         else:
+
             def mop(mp: Path, run: Run) -> None:
                 t0 = time.perf_counter()
                 util.run(["cp", "-r", f"{ds.cpr_src}/.", str(mp / "change_request" / rec) + "/"])
                 if system == "rclone":
                     ctx.mounts["rclone"].wait_uploads(
-                        [(ds.rpath("change_request", rec, p.name), p.stat().st_size)
-                         for p in ds.cpr_files])
+                        [
+                            (ds.rpath("change_request", rec, p.name), p.stat().st_size)
+                            for p in ds.cpr_files
+                        ]
+                    )
                 run.seconds = time.perf_counter() - t0
+
             r = measure_mount(ctx, system, case, mop)
         if system == "rclone":
             got = len(list(ds.rpath("change_request", rec).iterdir()))
@@ -455,6 +597,7 @@ def case_cp_r(ctx: Ctx, case: Case, system: str, rep: int) -> dict[str, Any]:
 
 def case_rm(ctx: Ctx, case: Case, system: str, rep: int) -> dict[str, Any]:
     from bench.data import pmap
+
     ds = ctx.ds
     rec = _fresh_rec(ctx, "rm", system, rep)
     try:
@@ -462,23 +605,33 @@ def case_rm(ctx: Ctx, case: Case, system: str, rep: int) -> dict[str, Any]:
             for p in ds.cpr_files:
                 ds.put_local("change_request", rec, p.name, p.read_bytes())
         else:
-            ids = pmap(lambda p: ctx.api.upload("change_request", rec, p.name, p.read_bytes()),
-                       ds.cpr_files)
+            ids = pmap(
+                lambda p: ctx.api.upload("change_request", rec, p.name, p.read_bytes()),
+                ds.cpr_files,
+            )
         if system == "curl":
-            list_url = (f"{ds.api.url}/api/now/attachment?sysparm_query=table_sys_id%3D{rec}"
-                        f"&sysparm_limit=1000")
+            list_url = (
+                f"{ds.api.url}/api/now/attachment?sysparm_query=table_sys_id%3D{rec}"
+                f"&sysparm_limit=1000"
+            )
             cmd = [*CURL, list_url, "--next", *CURL, "-X", "DELETE", *map(ds.api.file_url, ids)]
-            cmd = [c[:-5] if c.endswith("/file") else c for c in cmd]   # DELETE /attachment/{id}
+            cmd = [c[:-5] if c.endswith("/file") else c for c in cmd]  # DELETE /attachment/{id}
 
             def op(run: Run) -> None:
                 run.seconds = util.timed(cmd, stdout=subprocess.DEVNULL)
+
             r = measure_curl(ctx, case, op)
         else:
+
             def mop(mp: Path, run: Run) -> None:
                 run.seconds = _sh(f"rm -f {_q(mp / 'change_request' / rec)}/*")
+
             r = measure_mount(ctx, system, case, mop)
-        left = (len(list(ds.rpath("change_request", rec).iterdir())) if system == "rclone"
-                else len(ctx.api.list(f"table_sys_id={rec}")))
+        left = (
+            len(list(ds.rpath("change_request", rec).iterdir()))
+            if system == "rclone"
+            else len(ctx.api.list(f"table_sys_id={rec}"))
+        )
         if left:
             raise RuntimeError(f"rm on {system}: {left} files left")
         return r
@@ -492,6 +645,7 @@ def case_rss_1g(ctx: Ctx, case: Case, system: str, rep: int) -> dict[str, Any]:
     util.run(["cat", str(ds.rss_src)], stdout=subprocess.DEVNULL)
     try:
         if system == "curl":
+
             def op(run: Run) -> None:
                 t0 = time.perf_counter()
                 _curl_upload(ctx, "incident", ds.rss_rec, name, ds.rss_src)
@@ -501,6 +655,7 @@ def case_rss_1g(ctx: Ctx, case: Case, system: str, rep: int) -> dict[str, Any]:
                 t_out = util.timed([*CURL, "--compressed", "-o", "/dev/null", ds.api.file_url(sid)])
                 run.seconds, run.bytes = t_in + t_out, 2 * size
                 run.extra.update(in_s=round(t_in, 3), out_s=round(t_out, 3))
+
             return measure_curl(ctx, case, op)
 
         def mop(mp: Path, run: Run) -> None:
@@ -514,6 +669,7 @@ def case_rss_1g(ctx: Ctx, case: Case, system: str, rep: int) -> dict[str, Any]:
             t_out = util.timed(["cat", str(dst)], stdout=subprocess.DEVNULL)
             run.seconds, run.bytes = t_in + t_out, 2 * size
             run.extra.update(in_s=round(t_in, 3), out_s=round(t_out, 3))
+
         return measure_mount(ctx, system, case, mop)
     finally:
         ds.cleanup_uploads()
@@ -523,12 +679,13 @@ def case_wire(ctx: Ctx, case: Case, system: str, rep: int) -> dict[str, Any]:
     ds, size = ctx.ds, ctx.sizes["big"]
     rel = f"incident/{ds.big_rec}/big.bin"
     url = ds.api.file_url(ds.ids["big.bin"])
-    cmd = {"emu-identity": [*CURL, "-o", "/dev/null", url],
-           "emu-gzip": [*CURL, "--compressed", "-o", "/dev/null", url],
-           "nginx": ["curl", "-sS", "-f", "-o", "/dev/null", f"{ctx.nginx.url}/{rel}"],
-           "rclone-serve": ["curl", "-sS", "-f", "-o", "/dev/null", f"{ctx.rclone_server.url}/{rel}"],
-           }[system]
-    util.run(cmd)   # warm: the server's page cache holds the file
+    cmd = {
+        "emu-identity": [*CURL, "-o", "/dev/null", url],
+        "emu-gzip": [*CURL, "--compressed", "-o", "/dev/null", url],
+        "nginx": ["curl", "-sS", "-f", "-o", "/dev/null", f"{ctx.nginx.url}/{rel}"],
+        "rclone-serve": ["curl", "-sS", "-f", "-o", "/dev/null", f"{ctx.rclone_server.url}/{rel}"],
+    }[system]
+    util.run(cmd)  # warm: the server's page cache holds the file
     run = Run(ctx, system)
     run.begin(None)
     run.seconds = util.timed(cmd)

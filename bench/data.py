@@ -1,14 +1,16 @@
 """Deterministic benchmark data, created once through the emulator's API and mirrored into the
 local directory that `rclone serve webdav` serves (the same bytes under the same paths)."""
+
 from __future__ import annotations
 
 import hashlib
 import random
 import shutil
 import threading
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any
 from urllib.parse import quote
 
 import httpx
@@ -71,7 +73,9 @@ class Api:
 
     def _ok(self, r: httpx.Response) -> Any:
         if r.status_code >= 300:
-            raise RuntimeError(f"{r.request.method} {r.request.url} -> {r.status_code}: {r.text[:300]}")
+            raise RuntimeError(
+                f"{r.request.method} {r.request.url} -> {r.status_code}: {r.text[:300]}"
+            )
         return r.json() if r.content else None
 
     def stats(self) -> dict:
@@ -87,8 +91,10 @@ class Api:
         self._ok(self.http.post(f"{self.url}/api/now/table/{table}", json={"sys_id": sid}))
 
     def upload_url(self, table: str, rec: str, name: str) -> str:
-        return (f"{self.url}/api/now/attachment/file?table_name={table}&table_sys_id={rec}"
-                f"&file_name={quote(name)}")
+        return (
+            f"{self.url}/api/now/attachment/file?table_name={table}&table_sys_id={rec}"
+            f"&file_name={quote(name)}"
+        )
 
     def upload(self, table: str, rec: str, name: str, content: bytes | Path) -> str:
         if isinstance(content, Path):
@@ -98,6 +104,7 @@ class Api:
                 with open(p, "rb") as f:
                     while block := f.read(CHUNK):
                         yield block
+
             body: Any = chunks()
             headers = {"Content-Type": "application/octet-stream", "Content-Length": str(size)}
         else:
@@ -109,8 +116,10 @@ class Api:
     def list(self, query: str) -> list[dict]:
         out: list[dict] = []
         while True:
-            r = self.http.get(f"{self.url}/api/now/attachment", params={
-                "sysparm_query": query, "sysparm_limit": 10000, "sysparm_offset": len(out)})
+            r = self.http.get(
+                f"{self.url}/api/now/attachment",
+                params={"sysparm_query": query, "sysparm_limit": 10000, "sysparm_offset": len(out)},
+            )
             rows = self._ok(r)["result"]
             out += rows
             if len(rows) < 10000:
@@ -148,12 +157,12 @@ class Dataset:
 
     def __init__(self, api: Api, root: Path, src: Path, sizes: dict[str, int]) -> None:
         self.api = api
-        self.root = root          # served by rclone serve webdav
-        self.src = src            # local sources of uploads and cp -r
+        self.root = root  # served by rclone serve webdav
+        self.src = src  # local sources of uploads and cp -r
         self.s = sizes
-        self.ids: dict[str, str] = {}   # our name -> attachment sys_id on the emulator
+        self.ids: dict[str, str] = {}  # our name -> attachment sys_id on the emulator
         self._made: set[str] = set()
-        self.dav: Any = None      # the rclone server, once it serves `root`
+        self.dav: Any = None  # the rclone server, once it serves `root`
 
     def put_local(self, table: str, rec: str, name: str, data: bytes) -> None:
         if self.dav:
@@ -186,8 +195,11 @@ class Dataset:
     def _big_file(self, table: str, key: str, name: str, size: int, seed: str) -> str:
         rec = self._record(table, key)
         path = write_random(self.rpath(table, rec, name), size, seed)
-        found = [a for a in self.api.list(f"table_sys_id={rec}^file_name={name}")
-                 if int(a["size_bytes"]) == size]
+        found = [
+            a
+            for a in self.api.list(f"table_sys_id={rec}^file_name={name}")
+            if int(a["size_bytes"]) == size
+        ]
         self.ids[name] = found[0]["sys_id"] if found else self.api.upload(table, rec, name, path)
         return rec
 
@@ -200,7 +212,9 @@ class Dataset:
             self.big_rec = self._big_file("incident", "big", "big.bin", s["big"], "big")
         elif what == "par":
             for i in range(s["par_n"]):
-                self.par_rec = self._big_file("incident", "par", f"p{i}.bin", s["par_size"], f"par{i}")
+                self.par_rec = self._big_file(
+                    "incident", "par", f"p{i}.bin", s["par_size"], f"par{i}"
+                )
         elif what == "up":
             self.up_rec = self._record("incident", "up")
             self.up_src = write_random(self.src / "upload.bin", s["upload"], "upload")
@@ -221,13 +235,17 @@ class Dataset:
         elif what == "find":
             recs = [sys_id(f"find-{i}") for i in range(s["find_records"])]
             pmap(lambda r: self.api.create_record("sc_task", r), recs)
-            have = {(a["table_sys_id"], a["file_name"]) for a in self.api.list("table_name=sc_task")}
+            have = {
+                (a["table_sys_id"], a["file_name"]) for a in self.api.list("table_name=sc_task")
+            }
             todo = []
             for i, rec in enumerate(recs):
                 self.rpath("sc_task", rec).mkdir(parents=True, exist_ok=True)
                 for j in range(s["find_per"]):
                     name = f"a{j}.txt"
-                    data = small_bytes(f"find{i}.{j}", random.Random(f"fz{i}.{j}").randint(100, 2048))
+                    data = small_bytes(
+                        f"find{i}.{j}", random.Random(f"fz{i}.{j}").randint(100, 2048)
+                    )
                     self.rpath("sc_task", rec, name).write_bytes(data)
                     if (rec, name) not in have:
                         todo.append((rec, name, data))

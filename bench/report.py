@@ -1,4 +1,5 @@
 """Summaries, targets and the Markdown/JSON outputs."""
+
 from __future__ import annotations
 
 import re
@@ -10,7 +11,7 @@ from typing import Any
 from bench.cases import CASES, PER_FILE_ROUTES
 from bench.data import MiB
 
-GB_S_IN_MIB_S = 2e9 / MiB      # "2 GB/s" = 2·10^9 bytes/s = 1907 MiB/s
+GB_S_IN_MIB_S = 2e9 / MiB  # "2 GB/s" = 2·10^9 bytes/s = 1907 MiB/s
 RSS_LIMIT = 150 * MiB
 
 
@@ -25,8 +26,9 @@ def metric(case_name: str, r: dict[str, Any]) -> float | None:
 def summarize(case_name: str, runs: list[dict[str, Any]]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for system in dict.fromkeys(r["system"] for r in runs):
-        vals = [v for r in runs if r["system"] == system
-                and (v := metric(case_name, r)) is not None]
+        vals = [
+            v for r in runs if r["system"] == system and (v := metric(case_name, r)) is not None
+        ]
         errs = [r["error"] for r in runs if r["system"] == system and "error" in r]
         s: dict[str, Any] = {"n": len(vals)}
         if vals:
@@ -46,12 +48,18 @@ def summarize(case_name: str, runs: list[dict[str, Any]]) -> dict[str, Any]:
         rss = [r["peak_rss"] for r in mine if "peak_rss" in r]
         if rss:
             s["peak_rss_max"] = max(rss)
-        cpu = [r["daemon_cpu_s"] / r["seconds"] for r in mine
-               if r.get("daemon_cpu_s") is not None and r.get("seconds")]
+        cpu = [
+            r["daemon_cpu_s"] / r["seconds"]
+            for r in mine
+            if r.get("daemon_cpu_s") is not None and r.get("seconds")
+        ]
         if cpu:
             s["daemon_cpu_per_wall"] = round(statistics.median(cpu), 2)
-        emu = [r["emulator_cpu_s"] / r["seconds"] for r in mine
-               if r.get("emulator_cpu_s") is not None and r.get("seconds")]
+        emu = [
+            r["emulator_cpu_s"] / r["seconds"]
+            for r in mine
+            if r.get("emulator_cpu_s") is not None and r.get("seconds")
+        ]
         if emu and (system in ("snfs", "curl") or system.startswith("emu")):
             s["emulator_cpu_per_wall"] = round(statistics.median(emu), 2)
         out[system] = s
@@ -83,8 +91,9 @@ def targets(case_name: str, summ: dict[str, Any]) -> list[dict[str, Any]]:
         return out
     rc = speed_ratio(case_name, summ, "snfs", "curl")
     if case_name in ("cold-read", "upload"):
-        add("≥ 0.85× curl", None if rc is None else rc >= 0.85,
-            "n/a" if rc is None else x(rc, 0.85))
+        add(
+            "≥ 0.85× curl", None if rc is None else rc >= 0.85, "n/a" if rc is None else x(rc, 0.85)
+        )
     if case_name == "warm-read":
         req = s.get("requests_max")
         add("no request", None if req is None else req == 0, f"{req} requests")
@@ -93,15 +102,21 @@ def targets(case_name: str, summ: dict[str, Any]) -> list[dict[str, Any]]:
         routes = s.get("by_route_max", {})
         lists = routes.get("GET /attachment", 0)
         per_file = sum(routes.get(k, 0) for k in PER_FILE_ROUTES)
-        add("1 list request, none per file", lists == 1 and per_file == 0,
-            f"{lists} list, {per_file} per-file (of {s.get('requests_max')} in all)")
+        add(
+            "1 list request, none per file",
+            lists == 1 and per_file == 0,
+            f"{lists} list, {per_file} per-file (of {s.get('requests_max')} in all)",
+        )
     if case_name == "find-stat":
         req = s.get("requests_max")
         add("≤ 7 requests", None if req is None else req <= 7, f"{req} requests")
     if case_name == "rss-1g":
         rss = s.get("peak_rss_max")
-        add("peak RSS ≤ 150 MiB", None if rss is None else rss <= RSS_LIMIT,
-            "n/a" if rss is None else f"{rss / MiB:.0f} MiB")
+        add(
+            "peak RSS ≤ 150 MiB",
+            None if rss is None else rss <= RSS_LIMIT,
+            "n/a" if rss is None else f"{rss / MiB:.0f} MiB",
+        )
     rr = speed_ratio(case_name, summ, "snfs", "rclone")
     if rr is not None:
         if c.kind in ("listing", "small"):
@@ -155,43 +170,66 @@ def markdown(results: dict[str, Any]) -> str:
         s = summ.get("snfs", {})
         req = "–"
         if "requests_max" in s:
-            routes = ", ".join(f"{k.replace('GET ', '').replace('{sys_id}', 'id')} {v}"
-                               if k.startswith("GET") else f"{k.replace('{sys_id}', 'id')} {v}"
-                               for k, v in sorted(s.get("by_route_max", {}).items()))
+            routes = ", ".join(
+                f"{k.replace('GET ', '').replace('{sys_id}', 'id')} {v}"
+                if k.startswith("GET")
+                else f"{k.replace('{sys_id}', 'id')} {v}"
+                for k, v in sorted(s.get("by_route_max", {}).items())
+            )
             req = f"{s['requests_median']:g}" + (f" ({routes})" if routes else "")
         rss = f"{s['peak_rss_max'] / MiB:.0f} MiB" if "peak_rss_max" in s else "–"
-        tg = "; ".join(f"{'✅' if t['met'] else '❌' if t['met'] is False else '?'} "
-                       f"{t['target']}: {t['value']}" for t in c["targets"]) or "–"
+        tg = (
+            "; ".join(
+                f"{'✅' if t['met'] else '❌' if t['met'] is False else '?'} "
+                f"{t['target']}: {t['value']}"
+                for t in c["targets"]
+            )
+            or "–"
+        )
         lines.append(
             f"| {name} | {unit} | {cell(summ.get('snfs'), unit)} | {cell(summ.get('curl'), unit)} "
             f"| {cell(summ.get('rclone'), unit)} | {_ratio(c['ratios'].get('snfs/curl'))} "
-            f"| {_ratio(c['ratios'].get('snfs/rclone'))} | {req} | {rss} | {tg} |")
+            f"| {_ratio(c['ratios'].get('snfs/rclone'))} | {req} | {rss} | {tg} |"
+        )
     if "wire" in results["cases"]:
         w = results["cases"]["wire"]["summary"]
-        lines += ["", "Wire check (is the emulator the limit?): curl GET of the same file, "
-                  "server's page cache warm, MiB/s:", "",
-                  "| server | MiB/s | vs nginx | server CPU/wall |", "| --- | --- | --- | --- |"]
+        lines += [
+            "",
+            "Wire check (is the emulator the limit?): curl GET of the same file, "
+            "server's page cache warm, MiB/s:",
+            "",
+            "| server | MiB/s | vs nginx | server CPU/wall |",
+            "| --- | --- | --- | --- |",
+        ]
         ng = w.get("nginx", {}).get("median")
-        for sysname, label in (("emu-identity", "emulator /file, identity"),
-                               ("emu-gzip", "emulator /file, gzip (as snfs asks)"),
-                               ("nginx", "nginx, static file"),
-                               ("rclone-serve", "rclone serve webdav")):
+        for sysname, label in (
+            ("emu-identity", "emulator /file, identity"),
+            ("emu-gzip", "emulator /file, gzip (as snfs asks)"),
+            ("nginx", "nginx, static file"),
+            ("rclone-serve", "rclone serve webdav"),
+        ):
             if sysname in w:
                 med = w[sysname].get("median")
                 vs = f"{med / ng:.2f}×" if med and ng else "–"
                 cpu = w[sysname].get("emulator_cpu_per_wall") if sysname.startswith("emu") else None
-                lines.append(f"| {label} | {cell(w[sysname], 'MiB/s')} | {vs} | "
-                             f"{'' if cpu is None else f'{cpu:.2f}'} |")
+                lines.append(
+                    f"| {label} | {cell(w[sysname], 'MiB/s')} | {vs} | "
+                    f"{'' if cpu is None else f'{cpu:.2f}'} |"
+                )
     extra = [f"- {n}" for n in meta.get("notes", [])]
     if extra:
         lines += ["", "Notes:", "", *extra]
     m = meta["machine"]
-    lines += ["", f"Machine: {m.get('cpu', '?')}, {m.get('cpus')} CPUs, {m.get('mem_gib')} GiB, "
-              f"{m.get('os', '?')}, kernel {m.get('kernel')}; Python {m.get('python')}, "
-              f"httpx {m.get('httpx', '?')}, pyfuse3 {m.get('pyfuse3', '?')}; "
-              f"{' '.join(m.get('curl', '').split()[:2])}; {m.get('rclone', '')}; "
-              f"{m.get('nginx', '').replace('nginx version: ', '')}.",
-              f"Command: `{meta['command']}`; total time {meta['elapsed_s']:.0f} s.", ""]
+    lines += [
+        "",
+        f"Machine: {m.get('cpu', '?')}, {m.get('cpus')} CPUs, {m.get('mem_gib')} GiB, "
+        f"{m.get('os', '?')}, kernel {m.get('kernel')}; Python {m.get('python')}, "
+        f"httpx {m.get('httpx', '?')}, pyfuse3 {m.get('pyfuse3', '?')}; "
+        f"{' '.join(m.get('curl', '').split()[:2])}; {m.get('rclone', '')}; "
+        f"{m.get('nginx', '').replace('nginx version: ', '')}.",
+        f"Command: `{meta['command']}`; total time {meta['elapsed_s']:.0f} s.",
+        "",
+    ]
     return "\n".join(lines)
 
 
@@ -241,18 +279,27 @@ def profile_summary(raw: Path, top: int = 25) -> dict[str, Any]:
 
     def pct(c: Counter) -> list[tuple[str, float]]:
         return [(f, round(100 * v / total, 1)) for f, v in c.most_common(top)]
+
     main = sum(v for t, v in threads.items() if t in main_threads)
-    return {"samples": total, "self": pct(self_c), "inclusive": pct(incl),
-            "trio_thread_pct": round(100 * main / total, 1),
-            "worker_threads_pct": round(100 * (total - main) / total, 1)}
+    return {
+        "samples": total,
+        "self": pct(self_c),
+        "inclusive": pct(incl),
+        "trio_thread_pct": round(100 * main / total, 1),
+        "worker_threads_pct": round(100 * (total - main) / total, 1),
+    }
 
 
 def profile_text(case: str, p: dict[str, Any]) -> str:
-    lines = [f"py-spy profile of the snfs daemon during `{case}` ({p.get('samples', 0)} on-CPU "
-             f"samples at 200 Hz; daemon CPU/wall during the run: {p.get('cpu_per_wall', '?')})", "",
-             f"trio main thread {p.get('trio_thread_pct', '?')}% of the samples, worker threads "
-             f"(trio.to_thread: disk I/O, hashing) {p.get('worker_threads_pct', '?')}%", "",
-             "self time:"]
+    lines = [
+        f"py-spy profile of the snfs daemon during `{case}` ({p.get('samples', 0)} on-CPU "
+        f"samples at 200 Hz; daemon CPU/wall during the run: {p.get('cpu_per_wall', '?')})",
+        "",
+        f"trio main thread {p.get('trio_thread_pct', '?')}% of the samples, worker threads "
+        f"(trio.to_thread: disk I/O, hashing) {p.get('worker_threads_pct', '?')}%",
+        "",
+        "self time:",
+    ]
     lines += [f"  {v:5.1f}%  {f}" for f, v in p.get("self", [])]
     lines += ["", "inclusive (on the stack):"]
     lines += [f"  {v:5.1f}%  {f}" for f, v in p.get("inclusive", [])]

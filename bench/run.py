@@ -4,6 +4,7 @@ Sets up the emulator (and rclone serve/mount, nginx for the wire check), creates
 through the API, runs every case --repeat times with the systems alternating, and writes
 `<out>/latest.md` and `<out>/latest.json`. See docs/PERFORMANCE.md.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -17,19 +18,36 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from bench import util
+from bench import report, util
 from bench.cases import CASES, DEFAULT_CASES, Ctx, run_case
-from bench.data import MiB, Api, Dataset
-from bench import report
+from bench.data import Api, Dataset, MiB
 
 HERE = Path(__file__).resolve().parent
 
-FULL = {"big": 256 * MiB, "rand_n": 1000, "par_n": 8, "par_size": 32 * MiB,
-        "upload": 256 * MiB, "ls_n": 1000, "find_records": 1000, "find_per": 5,
-        "cpr_n": 200, "rss": 1024 * MiB}
-QUICK = {"big": 8 * MiB, "rand_n": 100, "par_n": 4, "par_size": 2 * MiB,
-         "upload": 8 * MiB, "ls_n": 100, "find_records": 50, "find_per": 5,
-         "cpr_n": 20, "rss": 32 * MiB}
+FULL = {
+    "big": 256 * MiB,
+    "rand_n": 1000,
+    "par_n": 8,
+    "par_size": 32 * MiB,
+    "upload": 256 * MiB,
+    "ls_n": 1000,
+    "find_records": 1000,
+    "find_per": 5,
+    "cpr_n": 200,
+    "rss": 1024 * MiB,
+}
+QUICK = {
+    "big": 8 * MiB,
+    "rand_n": 100,
+    "par_n": 4,
+    "par_size": 2 * MiB,
+    "upload": 8 * MiB,
+    "ls_n": 100,
+    "find_records": 50,
+    "find_per": 5,
+    "cpr_n": 20,
+    "rss": 32 * MiB,
+}
 MOUNT_SYSTEMS = ("snfs", "rclone")
 
 
@@ -38,31 +56,60 @@ def human(n: int) -> str:
 
 
 def sizes_text(s: dict[str, int]) -> str:
-    return (f"file {human(s['big'])}, {s['rand_n']} random reads, {s['par_n']}×{human(s['par_size'])} "
-            f"parallel, upload {human(s['upload'])}, ls {s['ls_n']} files, find "
-            f"{s['find_records']}×{s['find_per']}, cp -r/rm {s['cpr_n']} files, rss case "
-            f"{human(s['rss'])}")
+    return (
+        f"file {human(s['big'])}, {s['rand_n']} random reads, {s['par_n']}×{human(s['par_size'])} "
+        f"parallel, upload {human(s['upload'])}, ls {s['ls_n']} files, find "
+        f"{s['find_records']}×{s['find_per']}, cp -r/rm {s['cpr_n']} files, rss case "
+        f"{human(s['rss'])}"
+    )
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m bench",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--repeat", type=int, default=3, help="runs per case and system (default 3)")
     p.add_argument("--quick", action="store_true", help="small sizes: a smoke run")
     p.add_argument("--cases", help=f"comma list (default all): {','.join(DEFAULT_CASES)}")
-    p.add_argument("--systems", default="snfs,curl,rclone",
-                   help="comma list of snfs,curl,rclone (default all three)")
-    p.add_argument("--out", type=Path, default=HERE / "results",
-                   help="where latest.md/latest.json go (default bench/results)")
-    p.add_argument("--workdir", type=Path, help="scratch directory (default: a new temp dir, removed)")
-    p.add_argument("--profile", default="",
-                   help="comma list of cases: one extra snfs run each under py-spy (not measured)")
-    p.add_argument("--snfs-opt", action="append", default=[],
-                   help="extra `snfs mount` option (repeatable), e.g. --snfs-opt=--max-in-flight=16")
-    p.add_argument("--emulator-opt", action="append", default=[],
-                   help="extra `snfs emulator` option (repeatable), e.g. --emulator-opt=--no-gzip")
-    p.add_argument("--render", type=Path, metavar="JSON",
-                   help="only re-write <out>/latest.md from a results JSON (no benchmark)")
+    p.add_argument(
+        "--systems",
+        default="snfs,curl,rclone",
+        help="comma list of snfs,curl,rclone (default all three)",
+    )
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=HERE / "results",
+        help="where latest.md/latest.json go (default bench/results)",
+    )
+    p.add_argument(
+        "--workdir", type=Path, help="scratch directory (default: a new temp dir, removed)"
+    )
+    p.add_argument(
+        "--profile",
+        default="",
+        help="comma list of cases: one extra snfs run each under py-spy (not measured)",
+    )
+    p.add_argument(
+        "--snfs-opt",
+        action="append",
+        default=[],
+        help="extra `snfs mount` option (repeatable), e.g. --snfs-opt=--max-in-flight=16",
+    )
+    p.add_argument(
+        "--emulator-opt",
+        action="append",
+        default=[],
+        help="extra `snfs emulator` option (repeatable), e.g. --emulator-opt=--no-gzip",
+    )
+    p.add_argument(
+        "--render",
+        type=Path,
+        metavar="JSON",
+        help="only re-write <out>/latest.md from a results JSON (no benchmark)",
+    )
     p.add_argument("--keep", action="store_true", help="keep the scratch directory")
     a = p.parse_args(argv)
     a.case_list = [c.strip() for c in (a.cases or ",".join(DEFAULT_CASES)).split(",") if c.strip()]
@@ -85,6 +132,7 @@ def ensure_py_spy() -> None:
     if not spy.exists() and not shutil.which("py-spy"):
         util.log("installing py-spy into the venv (for --profile)")
         import subprocess
+
         subprocess.run([sys.executable, "-m", "pip", "install", "-q", "py-spy"], check=False)
 
 
@@ -99,8 +147,11 @@ def main(argv: list[str] | None = None) -> int:
     started = time.time()
     sizes = dict(QUICK if a.quick else FULL)
     wire = "wire" in a.case_list
-    need_tools = ["curl"] + (["rclone"] if "rclone" in a.system_list or wire else []) + \
-        (["nginx"] if wire else [])
+    need_tools = (
+        ["curl"]
+        + (["rclone"] if "rclone" in a.system_list or wire else [])
+        + (["nginx"] if wire else [])
+    )
     tools = util.ensure_tools(need_tools)
     notes: list[str] = []
     for t, path in tools.items():
@@ -121,6 +172,7 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, Any] = {"cases": {}}
     try:
         from bench.systems import Emulator, Nginx, RcloneMount, RcloneServer, SnfsMount
+
         emu = Emulator(work, *a.emulator_opt)
         util.log(f"emulator at {emu.url}")
         api = Api(emu.url)
@@ -129,12 +181,16 @@ def main(argv: list[str] | None = None) -> int:
         ds = Dataset(api, root, src, sizes)
         drop_ok = util.drop_caches()
         if drop_ok:
-            notes.append("Caches were dropped (`sync; echo 3 > /proc/sys/vm/drop_caches`) before "
-                         "every cold run, and every run uses a fresh mount.")
+            notes.append(
+                "Caches were dropped (`sync; echo 3 > /proc/sys/vm/drop_caches`) before "
+                "every cold run, and every run uses a fresh mount."
+            )
         else:
-            notes.append("Dropping caches was refused in this sandbox: cold runs rely on a fresh "
-                         "mount (fresh snfs content cache, fresh rclone VFS) only; the server side's "
-                         "file may be in the page cache.")
+            notes.append(
+                "Dropping caches was refused in this sandbox: cold runs rely on a fresh "
+                "mount (fresh snfs content cache, fresh rclone VFS) only; the server side's "
+                "file may be in the page cache."
+            )
         t0 = time.time()
         for part in dict.fromkeys(p for c in a.case_list for p in CASES[c].needs):
             util.log(f"data: {part}")
@@ -152,40 +208,68 @@ def main(argv: list[str] | None = None) -> int:
         if wire and tools.get("nginx"):
             nginx = Nginx(root, work)
             util.log(f"nginx at {nginx.url}")
-        ctx = Ctx(api=api, ds=ds, sizes=sizes, work=work, emu=emu, mounts=mounts,
-                  drop_ok=drop_ok, nginx=nginx, rclone_server=rserver)
+        ctx = Ctx(
+            api=api,
+            ds=ds,
+            sizes=sizes,
+            work=work,
+            emu=emu,
+            mounts=mounts,
+            drop_ok=drop_ok,
+            nginx=nginx,
+            rclone_server=rserver,
+        )
 
         for name in a.case_list:
             case = CASES[name]
             if case.kind == "wire":
-                case_systems = [s for s in case.systems
-                                if (s != "nginx" or nginx) and (s != "rclone-serve" or rserver)]
+                case_systems = [
+                    s
+                    for s in case.systems
+                    if (s != "nginx" or nginx) and (s != "rclone-serve" or rserver)
+                ]
             else:
                 case_systems = [s for s in systems if s in case.systems]
             runs: list[dict[str, Any]] = []
             for rep in range(a.repeat):
                 k = rep % len(case_systems)
-                for system in case_systems[k:] + case_systems[:k]:     # alternate the order
+                for system in case_systems[k:] + case_systems[:k]:  # alternate the order
                     try:
                         r = run_case(ctx, case, system, rep)
-                    except Exception as e:  # noqa: BLE001 - one failure must not end the run
+                    except Exception as e:
                         traceback.print_exc()
                         r = {"system": system, "error": f"{type(e).__name__}: {e}"[:500]}
                         for m in mounts.values():
                             m.unmount()
                     r["rep"] = rep
                     runs.append(r)
-                    util.log(f"{name} rep {rep} {system}: " + ", ".join(
-                        f"{k}={v}" for k, v in r.items() if k not in ("system", "rep", "by_route")))
+                    util.log(
+                        f"{name} rep {rep} {system}: "
+                        + ", ".join(
+                            f"{k}={v}"
+                            for k, v in r.items()
+                            if k not in ("system", "rep", "by_route")
+                        )
+                    )
             summ = report.summarize(name, runs)
             results["cases"][name] = {
-                "title": case.title, "unit": case.unit, "kind": case.kind,
-                "describe": case.describe.format(**{k: human(v) if k in ("big", "par_size", "upload", "rss") else v
-                                                    for k, v in sizes.items()}),
-                "runs": runs, "summary": summ,
-                "ratios": {"snfs/curl": report.speed_ratio(name, summ, "snfs", "curl"),
-                           "snfs/rclone": report.speed_ratio(name, summ, "snfs", "rclone")},
-                "targets": report.targets(name, summ)}
+                "title": case.title,
+                "unit": case.unit,
+                "kind": case.kind,
+                "describe": case.describe.format(
+                    **{
+                        k: human(v) if k in ("big", "par_size", "upload", "rss") else v
+                        for k, v in sizes.items()
+                    }
+                ),
+                "runs": runs,
+                "summary": summ,
+                "ratios": {
+                    "snfs/curl": report.speed_ratio(name, summ, "snfs", "curl"),
+                    "snfs/rclone": report.speed_ratio(name, summ, "snfs", "rclone"),
+                },
+                "targets": report.targets(name, summ),
+            }
 
         for name in a.profile_list:
             if name not in results["cases"] or CASES[name].kind == "wire":
@@ -195,7 +279,7 @@ def main(argv: list[str] | None = None) -> int:
             ctx.profile = {"out": raw}
             try:
                 r = run_case(ctx, CASES[name], "snfs", 99)
-            except Exception as e:  # noqa: BLE001
+            except Exception as e:
                 traceback.print_exc()
                 r = {"error": str(e)}
             ctx.profile = None
@@ -210,7 +294,7 @@ def main(argv: list[str] | None = None) -> int:
         for m in mounts.values():
             try:
                 m.unmount()
-            except Exception:  # noqa: BLE001
+            except Exception:
                 traceback.print_exc()
         for proc in (nginx, rserver, emu):
             if proc is not None:
@@ -221,9 +305,15 @@ def main(argv: list[str] | None = None) -> int:
     results["meta"] = {
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "command": "python -m bench " + " ".join(argv if argv is not None else sys.argv[1:]),
-        "repeat": a.repeat, "quick": a.quick, "systems": systems, "sizes": sizes,
-        "sizes_text": sizes_text(sizes), "drop_caches": drop_ok, "notes": notes,
-        "machine": util.machine_info(), "elapsed_s": round(time.time() - started, 1),
+        "repeat": a.repeat,
+        "quick": a.quick,
+        "systems": systems,
+        "sizes": sizes,
+        "sizes_text": sizes_text(sizes),
+        "drop_caches": drop_ok,
+        "notes": notes,
+        "machine": util.machine_info(),
+        "elapsed_s": round(time.time() - started, 1),
     }
     results = {"meta": results["meta"], "cases": results["cases"]}
     a.out.mkdir(parents=True, exist_ok=True)

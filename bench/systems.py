@@ -1,6 +1,7 @@
 """The systems under test, all on loopback: the emulator (what snfs and curl talk to), an snfs
 mount of it, `rclone serve webdav` of a local directory with the same files and an `rclone mount`
 of that, and nginx serving one file statically (to check that the emulator is not the limit)."""
+
 from __future__ import annotations
 
 import json
@@ -23,8 +24,15 @@ class Emulator:
     def __init__(self, work: Path, *args: str) -> None:
         sys.path.insert(0, str(REPO))
         from tests.emulator_proc import start_emulator  # the tests' helper: stop by pid
-        self.proc_handle = start_emulator(work / "emulator-data", "--state-delay", "0", *args,
-                                          log=work / "emulator.log", timeout=60)
+
+        self.proc_handle = start_emulator(
+            work / "emulator-data",
+            "--state-delay",
+            "0",
+            *args,
+            log=work / "emulator.log",
+            timeout=60,
+        )
         self.url = self.proc_handle.url
         self.pid = self.proc_handle.proc.pid
 
@@ -54,13 +62,32 @@ class SnfsMount:
         mp.mkdir(parents=True)
         state.mkdir()
         log_file = run / "mount.log"
-        cmd = [sys.executable, "-m", "snfs", "mount", self.url, str(mp), "--user", "admin",
-               "--spool-dir", str(state / "spool"), "--cache-dir", str(state / "cache"),
-               *self.extra]
-        env = dict(os.environ, SNFS_PASSWORD="admin", XDG_STATE_HOME=str(state),
-                   XDG_CACHE_HOME=str(state))
-        self.proc = subprocess.Popen(cmd, stdout=open(log_file, "ab"), stderr=subprocess.STDOUT,
-                                     stdin=subprocess.DEVNULL, env=env, cwd=REPO)
+        cmd = [
+            sys.executable,
+            "-m",
+            "snfs",
+            "mount",
+            self.url,
+            str(mp),
+            "--user",
+            "admin",
+            "--spool-dir",
+            str(state / "spool"),
+            "--cache-dir",
+            str(state / "cache"),
+            *self.extra,
+        ]
+        env = dict(
+            os.environ, SNFS_PASSWORD="admin", XDG_STATE_HOME=str(state), XDG_CACHE_HOME=str(state)
+        )
+        self.proc = subprocess.Popen(
+            cmd,
+            stdout=open(log_file, "ab"),
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=env,
+            cwd=REPO,
+        )
         self.mp, self.run_dir, self.log_file = mp, run, log_file
         util.wait_mounted(mp, self.proc, log_file=log_file)
         status = json.loads((mp / ".snfs" / "status").read_text())
@@ -77,7 +104,7 @@ class SnfsMount:
         util.unmount(self.mp)
         if self.proc is not None:
             try:
-                self.proc.wait(timeout=60)   # a clean unmount finishes owed uploads first
+                self.proc.wait(timeout=60)  # a clean unmount finishes owed uploads first
             except subprocess.TimeoutExpired:
                 util.stop_proc(self.proc)
         util.unmount(self.mp)
@@ -102,10 +129,20 @@ class RcloneServer:
         self.conf = work / "rclone.conf"
         self.conf.write_text("")
         self.proc = subprocess.Popen(
-            ["rclone", "--config", str(self.conf), "serve", "webdav", str(root),
-             "--addr", f"127.0.0.1:{self.port}"],
-            stdout=subprocess.DEVNULL, stderr=open(work / "rclone-serve.log", "ab"),
-            stdin=subprocess.DEVNULL)
+            [
+                "rclone",
+                "--config",
+                str(self.conf),
+                "serve",
+                "webdav",
+                str(root),
+                "--addr",
+                f"127.0.0.1:{self.port}",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=open(work / "rclone-serve.log", "ab"),
+            stdin=subprocess.DEVNULL,
+        )
         util.wait_port(self.port, proc=self.proc)
         self.url = f"http://127.0.0.1:{self.port}"
         self._http = httpx.Client(timeout=300.0)
@@ -114,8 +151,11 @@ class RcloneServer:
         """Change the served directory through the server (it caches listings like any rclone
         VFS, so the benchmark never changes the directory behind its back once it runs)."""
         r = self._http.request(method, f"{self.url}/{quote(rel)}", content=content)
-        if r.status_code >= 300 and not (method == "DELETE" and r.status_code == 404) \
-                and not (method == "MKCOL" and r.status_code == 405):   # 405: it exists
+        if (
+            r.status_code >= 300
+            and not (method == "DELETE" and r.status_code == 404)
+            and not (method == "MKCOL" and r.status_code == 405)
+        ):  # 405: it exists
             raise RuntimeError(f"{method} {rel} on rclone serve webdav -> {r.status_code}")
 
     def stop(self) -> None:
@@ -144,12 +184,29 @@ class RcloneMount:
         mp.mkdir(parents=True)
         self.rc_port = util.free_port()
         log_file = run / "mount.log"
-        cmd = ["rclone", "--config", str(self.server.conf), "mount", ":webdav:", str(mp),
-               "--webdav-url", self.server.url, "--vfs-cache-mode", "writes",
-               "--cache-dir", str(run / "cache"), "--vfs-write-back", "0s",
-               "--rc", "--rc-addr", f"127.0.0.1:{self.rc_port}", "--rc-no-auth"]
-        self.proc = subprocess.Popen(cmd, stdout=open(log_file, "ab"), stderr=subprocess.STDOUT,
-                                     stdin=subprocess.DEVNULL)
+        cmd = [
+            "rclone",
+            "--config",
+            str(self.server.conf),
+            "mount",
+            ":webdav:",
+            str(mp),
+            "--webdav-url",
+            self.server.url,
+            "--vfs-cache-mode",
+            "writes",
+            "--cache-dir",
+            str(run / "cache"),
+            "--vfs-write-back",
+            "0s",
+            "--rc",
+            "--rc-addr",
+            f"127.0.0.1:{self.rc_port}",
+            "--rc-no-auth",
+        ]
+        self.proc = subprocess.Popen(
+            cmd, stdout=open(log_file, "ab"), stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+        )
         self.mp, self.run_dir = mp, run
         util.wait_mounted(mp, self.proc, log_file=log_file)
         self.pid = self.proc.pid
@@ -161,9 +218,19 @@ class RcloneMount:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if all(_size(p) == n for p, n in expect):
-                p = subprocess.run(["rclone", "--config", str(self.server.conf), "rc", "vfs/stats",
-                                    "--url", f"http://127.0.0.1:{self.rc_port}/"],
-                                   capture_output=True, text=True)
+                p = subprocess.run(
+                    [
+                        "rclone",
+                        "--config",
+                        str(self.server.conf),
+                        "rc",
+                        "vfs/stats",
+                        "--url",
+                        f"http://127.0.0.1:{self.rc_port}/",
+                    ],
+                    capture_output=True,
+                    text=True,
+                )
                 if p.returncode == 0:
                     disk = json.loads(p.stdout).get("diskCache", {})
                     if disk.get("uploadsInProgress", 0) == 0 and disk.get("uploadsQueued", 0) == 0:
@@ -226,9 +293,12 @@ http {{
   }}
 }}
 """)
-        self.proc = subprocess.Popen([util.which("nginx") or "nginx", "-c", str(conf), "-p", str(d)],
-                                     stdout=subprocess.DEVNULL, stderr=open(d / "stderr.log", "ab"),
-                                     stdin=subprocess.DEVNULL)
+        self.proc = subprocess.Popen(
+            [util.which("nginx") or "nginx", "-c", str(conf), "-p", str(d)],
+            stdout=subprocess.DEVNULL,
+            stderr=open(d / "stderr.log", "ab"),
+            stdin=subprocess.DEVNULL,
+        )
         util.wait_port(self.port, proc=self.proc)
         self.url = f"http://127.0.0.1:{self.port}"
 

@@ -1,4 +1,5 @@
 """Small process and machine helpers for the benchmark: tools, ports, caches, /proc figures."""
+
 from __future__ import annotations
 
 import os
@@ -18,7 +19,8 @@ def log(msg: str) -> None:
 
 def which(tool: str) -> str | None:
     return shutil.which(tool) or next(
-        (p for p in (f"/usr/sbin/{tool}", f"/sbin/{tool}") if os.access(p, os.X_OK)), None)
+        (p for p in (f"/usr/sbin/{tool}", f"/sbin/{tool}") if os.access(p, os.X_OK)), None
+    )
 
 
 def ensure_tools(tools: list[str]) -> dict[str, str | None]:
@@ -82,12 +84,17 @@ def _dead(path: Path) -> bool:
         return True
 
 
-def wait_mounted(path: Path, proc: subprocess.Popen, timeout: float = 30.0,
-                 log_file: Path | None = None) -> None:
+def wait_mounted(
+    path: Path, proc: subprocess.Popen, timeout: float = 30.0, log_file: Path | None = None
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            text = log_file.read_text(errors="replace")[-3000:] if log_file and log_file.exists() else ""
+            text = (
+                log_file.read_text(errors="replace")[-3000:]
+                if log_file and log_file.exists()
+                else ""
+            )
             raise RuntimeError(f"mount process exited {proc.returncode}:\n{text}")
         if os.path.ismount(path):
             return
@@ -141,15 +148,18 @@ def cpu_seconds(pid: int) -> float | None:
         return None
 
 
-def run(cmd: list[str] | str, *, check: bool = True, timeout: float = 900.0,
-        **kw) -> subprocess.CompletedProcess:
+def run(
+    cmd: list[str] | str, *, check: bool = True, timeout: float = 900.0, **kw
+) -> subprocess.CompletedProcess:
     shell = isinstance(cmd, str)
     kw.setdefault("stdout", subprocess.PIPE)
     kw.setdefault("stderr", subprocess.PIPE)
     p = subprocess.run(cmd, shell=shell, timeout=timeout, **kw)
     if check and p.returncode != 0:
-        raise RuntimeError(f"{cmd if shell else ' '.join(map(str, cmd))} exited {p.returncode}: "
-                           f"{(p.stderr or b'').decode(errors='replace')[-2000:]}")
+        raise RuntimeError(
+            f"{cmd if shell else ' '.join(map(str, cmd))} exited {p.returncode}: "
+            f"{(p.stderr or b'').decode(errors='replace')[-2000:]}"
+        )
     return p
 
 
@@ -161,7 +171,11 @@ def timed(cmd: list[str] | str, **kw) -> float:
 
 
 def machine_info() -> dict:
-    info: dict = {"cpus": os.cpu_count(), "kernel": os.uname().release, "python": sys.version.split()[0]}
+    info: dict = {
+        "cpus": os.cpu_count(),
+        "kernel": os.uname().release,
+        "python": sys.version.split()[0],
+    }
     try:
         for line in open("/proc/cpuinfo"):
             if line.startswith("model name"):
@@ -174,8 +188,11 @@ def machine_info() -> dict:
     except OSError:
         pass
     try:
-        info["os"] = next(l.split("=", 1)[1].strip().strip('"') for l in open("/etc/os-release")
-                          if l.startswith("PRETTY_NAME="))
+        info["os"] = next(
+            l.split("=", 1)[1].strip().strip('"')
+            for l in open("/etc/os-release")
+            if l.startswith("PRETTY_NAME=")
+        )
     except (OSError, StopIteration):
         pass
     for tool, args in (("curl", ["--version"]), ("rclone", ["version"]), ("nginx", ["-v"])):
@@ -187,8 +204,9 @@ def machine_info() -> dict:
     try:
         import httpx
         import pyfuse3
+
         info["httpx"] = httpx.__version__
         info["pyfuse3"] = pyfuse3.__version__
-    except Exception:  # noqa: BLE001 - informational only
+    except Exception:
         pass
     return info

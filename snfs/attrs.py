@@ -1,4 +1,5 @@
 """File attributes and extended attributes of what the tree shows."""
+
 from __future__ import annotations
 
 import mimetypes
@@ -27,6 +28,7 @@ class Owner:
 class Timeouts:
     """Kernel cache lifetimes. Content never changes under a file inode (keyed by sys_id), so
     file attributes may live long; names and directories change remotely, so they do not."""
+
     file_attr: float = 3600.0
     entry: float = 60.0
     dir_attr: float = 1.0
@@ -40,8 +42,15 @@ def _ns(dt: datetime | None) -> int:
     return int(dt.timestamp() * 1e9) if dt else MOUNTED_AT
 
 
-def entry(node: Node, owner: Owner, timeouts: Timeouts, *, size: int | None = None,
-          mtime: datetime | None = None, ctime: datetime | None = None) -> pyfuse3.EntryAttributes:
+def entry(
+    node: Node,
+    owner: Owner,
+    timeouts: Timeouts,
+    *,
+    size: int | None = None,
+    mtime: datetime | None = None,
+    ctime: datetime | None = None,
+) -> pyfuse3.EntryAttributes:
     a = pyfuse3.EntryAttributes()
     a.st_ino = node.ino
     a.generation = 0
@@ -71,10 +80,12 @@ def entry(node: Node, owner: Owner, timeouts: Timeouts, *, size: int | None = No
     return a
 
 
-def attachment_entry(node: Node, att: Attachment, owner: Owner,
-                     timeouts: Timeouts) -> pyfuse3.EntryAttributes:
-    return entry(node, owner, timeouts, size=att.size_bytes, mtime=att.updated_on,
-                 ctime=att.created_on)
+def attachment_entry(
+    node: Node, att: Attachment, owner: Owner, timeouts: Timeouts
+) -> pyfuse3.EntryAttributes:
+    return entry(
+        node, owner, timeouts, size=att.size_bytes, mtime=att.updated_on, ctime=att.created_on
+    )
 
 
 def mime_type(att: Attachment) -> str:
@@ -89,17 +100,21 @@ def mime_type(att: Attachment) -> str:
 def xattrs(att: Attachment, backend: str = "servicenow") -> dict[str, bytes]:
     """`user.mime_type`, and `user.<backend>.*`: what the system knows of the file."""
     prefix = f"user.{backend}."
-    ids = {"sys_id": att.sys_id, "table": att.table_name, "table_sys_id": att.table_sys_id} \
-        if backend == "servicenow" else \
-        {"id": att.sys_id, "table": att.table_name, "record": att.table_sys_id}
+    ids = (
+        {"sys_id": att.sys_id, "table": att.table_name, "table_sys_id": att.table_sys_id}
+        if backend == "servicenow"
+        else {"id": att.sys_id, "table": att.table_name, "record": att.table_sys_id}
+    )
     values = {"user.mime_type": mime_type(att)}
     values.update({prefix + k: v for k, v in ids.items()})
-    values.update({
-        prefix + "file_name": att.file_name,
-        prefix + "content_type": att.content_type,
-        prefix + "download_link": att.download_link,
-        prefix + "created_by": att.created_by,
-        prefix + "hash": att.hash,
-    })
+    values.update(
+        {
+            prefix + "file_name": att.file_name,
+            prefix + "content_type": att.content_type,
+            prefix + "download_link": att.download_link,
+            prefix + "created_by": att.created_by,
+            prefix + "hash": att.hash,
+        }
+    )
     values.update({prefix + k: v for k, v in att.extra.items()})
     return {k: v.encode() for k, v in values.items() if v}

@@ -9,13 +9,15 @@ first use with the configured grant (`password` or `client_credentials`), refres
 if the refresh is refused it logs in again with the original grant. A `trio.Lock` makes
 concurrent requests share one token request.
 """
+
 from __future__ import annotations
 
 import base64
 import logging
 import time
+from collections.abc import AsyncGenerator, Callable, Generator
 from dataclasses import dataclass
-from typing import Any, AsyncGenerator, Callable, Generator
+from typing import Any
 
 import httpx
 import trio
@@ -29,7 +31,7 @@ __all__ = ["BasicAuth", "BearerToken", "OAuth"]
 
 
 class BasicAuth(httpx.Auth):
-    def __init__(self, user: str, password: "str | Secret") -> None:
+    def __init__(self, user: str, password: str | Secret) -> None:
         self.user = user
         self._password = Secret(password)
 
@@ -46,7 +48,7 @@ class BasicAuth(httpx.Auth):
 
 
 class BearerToken(httpx.Auth):
-    def __init__(self, token: "str | Secret") -> None:
+    def __init__(self, token: str | Secret) -> None:
         self._token = Secret(token)
 
     def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
@@ -61,7 +63,7 @@ class BearerToken(httpx.Auth):
 class _Token:
     access: Secret
     refresh: Secret | None
-    expires_at: float          # time.monotonic() deadline
+    expires_at: float  # time.monotonic() deadline
     lifetime: float
     generation: int
 
@@ -73,9 +75,16 @@ class OAuth(httpx.Auth):
     REFRESH_FRACTION = 0.1
     REFRESH_MAX_MARGIN = 60.0
 
-    def __init__(self, token_url: str, client_id: str, client_secret: "str | Secret", *,
-                 grant: str = "password", user: str | None = None,
-                 password: "str | Secret | None" = None) -> None:
+    def __init__(
+        self,
+        token_url: str,
+        client_id: str,
+        client_secret: str | Secret,
+        *,
+        grant: str = "password",
+        user: str | None = None,
+        password: str | Secret | None = None,
+    ) -> None:
         if grant not in ("password", "client_credentials"):
             raise ValueError(f"unsupported OAuth grant {grant!r}")
         if grant == "password" and (not user or password is None):
@@ -91,12 +100,14 @@ class OAuth(httpx.Auth):
         self._lock: trio.Lock | None = None
         self._http: httpx.AsyncClient | None = None
         self._own_http = False
-        self.token_requests = 0     # how many times /oauth_token.do was asked (for stats/tests)
+        self.token_requests = 0  # how many times /oauth_token.do was asked (for stats/tests)
         self.on_token_request: Callable[[], None] | None = None
 
     def __repr__(self) -> str:
-        return (f"OAuth(token_url={self.token_url!r}, client_id={self.client_id!r}, "
-                f"grant={self.grant!r}, user={self.user!r})")
+        return (
+            f"OAuth(token_url={self.token_url!r}, client_id={self.client_id!r}, "
+            f"grant={self.grant!r}, user={self.user!r})"
+        )
 
     # -- wiring -------------------------------------------------------------------------------
 
@@ -130,16 +141,19 @@ class OAuth(httpx.Auth):
         grant = form["grant_type"]
         # Transport errors propagate as httpx exceptions: the client's retry loop handles them.
         resp = await self._client().post(
-            self.token_url, data=form, auth=httpx.Auth(),
-            headers={"Accept": "application/json"})
+            self.token_url, data=form, auth=httpx.Auth(), headers={"Accept": "application/json"}
+        )
         if resp.status_code != 200:
             message = _oauth_error(resp)
-            cls = ServerError if resp.status_code >= 500 or resp.status_code == 429 \
-                else AuthError
+            cls = ServerError if resp.status_code >= 500 or resp.status_code == 429 else AuthError
             log.debug("token request (%s) refused: %s %s", grant, resp.status_code, message)
-            err = cls(f"POST /oauth_token.do ({grant}): {resp.status_code} {message}",
-                      status=resp.status_code, instance_message=message,
-                      method="POST", path="/oauth_token.do")
+            err = cls(
+                f"POST /oauth_token.do ({grant}): {resp.status_code} {message}",
+                status=resp.status_code,
+                instance_message=message,
+                method="POST",
+                path="/oauth_token.do",
+            )
             # 429/503 from the token endpoint: the client's retry loop may try again.
             err.retryable = resp.status_code in (429, 502, 503, 504)  # type: ignore[attr-defined]
             raise err
@@ -148,9 +162,12 @@ class OAuth(httpx.Auth):
             if not isinstance(body, dict) or not body.get("access_token"):
                 raise ValueError
         except ValueError:
-            raise AuthError(f"POST /oauth_token.do ({grant}): answer has no access_token",
-                            status=resp.status_code, method="POST",
-                            path="/oauth_token.do") from None
+            raise AuthError(
+                f"POST /oauth_token.do ({grant}): answer has no access_token",
+                status=resp.status_code,
+                method="POST",
+                path="/oauth_token.do",
+            ) from None
         return body
 
     def _store(self, body: dict[str, Any], old: _Token | None) -> _Token:
@@ -172,8 +189,11 @@ class OAuth(httpx.Auth):
         return token
 
     def _base_form(self, grant: str) -> dict[str, str]:
-        return {"grant_type": grant, "client_id": self.client_id,
-                "client_secret": self._client_secret.reveal()}
+        return {
+            "grant_type": grant,
+            "client_id": self.client_id,
+            "client_secret": self._client_secret.reveal(),
+        }
 
     async def _login(self) -> _Token:
         form = self._base_form(self.grant)
@@ -193,8 +213,7 @@ class OAuth(httpx.Auth):
                 log.debug("OAuth: token refreshed, lifetime %.0f s", token.lifetime)
                 return token
             except AuthError:
-                log.debug("OAuth: refresh refused; logging in again with the %s grant",
-                          self.grant)
+                log.debug("OAuth: refresh refused; logging in again with the %s grant", self.grant)
         return await self._login()
 
     def _needs_refresh(self, token: _Token) -> bool:
@@ -218,11 +237,14 @@ class OAuth(httpx.Auth):
 
     # -- httpx.Auth ---------------------------------------------------------------------------
 
-    def sync_auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+    def sync_auth_flow(
+        self, request: httpx.Request
+    ) -> Generator[httpx.Request, httpx.Response, None]:
         raise RuntimeError("snfs.auth.OAuth works with httpx.AsyncClient only")
 
     async def async_auth_flow(
-            self, request: httpx.Request) -> AsyncGenerator[httpx.Request, httpx.Response]:
+        self, request: httpx.Request
+    ) -> AsyncGenerator[httpx.Request, httpx.Response]:
         tok = await self.token()
         request.headers["Authorization"] = "Bearer " + tok.access.reveal()
         response = yield request

@@ -19,6 +19,7 @@ Files are described by `snfs.client.Attachment` (the ServiceNow record shape, wh
 richest); a backend fills what it knows and puts system-specific values (ids, URLs) in `extra`,
 which the mount shows as extended attributes `user.<backend>.<key>`.
 """
+
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
@@ -48,7 +49,7 @@ class Stats(Protocol):
 
 
 class Backend(Protocol):
-    name: str                 # "servicenow", "easyvista", "huawei": also the xattr namespace
+    name: str  # "servicenow", "easyvista", "huawei": also the xattr namespace
     base_url: str
     stats: Stats
 
@@ -87,14 +88,16 @@ class Backend(Protocol):
     # -- content -------------------------------------------------------------------------------
     def stream(self, file_id: str, *, offset: int = 0) -> AsyncIterator[bytes]: ...
 
-    async def upload(self, table: str, record: str, file_name: str, source: Path, *,
-                     size: int) -> Attachment: ...
+    async def upload(
+        self, table: str, record: str, file_name: str, source: Path, *, size: int
+    ) -> Attachment: ...
 
     async def delete(self, file_id: str, *, missing_ok: bool = False) -> None: ...
 
     async def rename(self, file_id: str, new_name: str) -> Attachment: ...
 
-    async def find_uploaded(self, table: str, record: str, file_name: str, sha256: str,
-                            size: int, since: datetime) -> Attachment | None:
+    async def find_uploaded(
+        self, table: str, record: str, file_name: str, sha256: str, size: int, since: datetime
+    ) -> Attachment | None:
         """After a crash: the file a killed upload may have stored, so it is not stored twice.
         None when it is not there or the backend cannot tell."""

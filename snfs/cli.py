@@ -1,4 +1,5 @@
 """`snfs` command line: dispatches each subcommand to the module that owns it."""
+
 from __future__ import annotations
 
 import importlib

@@ -7,8 +7,10 @@ streamed body. Every buffered request goes through `_send`. Downloads (`stream`)
 own loop because they use Range where the instance honours it and resume where a broken
 connection stopped. Uploads are not idempotent: see `upload`.
 """
+
 from __future__ import annotations
 
+import dataclasses
 import email.utils
 import hashlib
 import ipaddress
@@ -18,12 +20,12 @@ import mimetypes
 import re
 import secrets as _secrets
 import time
+from collections.abc import AsyncIterable, AsyncIterator, Callable
 from contextlib import asynccontextmanager
-import dataclasses
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, AsyncIterable, AsyncIterator, Callable, Union
+from typing import Any, Union
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
@@ -32,20 +34,35 @@ import trio
 from snfs import __version__
 from snfs import query as _q
 from snfs.errors import ConfigError, InvalidInput, ServerError, SnfsError
-from snfs.http import (CHUNK, DOWNLOAD_BREAKS, HttpCore, HttpSettings, HttpStats, Resume,
-                       SendState, Skip, http_error)
+from snfs.http import (
+    CHUNK,
+    DOWNLOAD_BREAKS,
+    HttpCore,
+    HttpSettings,
+    HttpStats,
+    Resume,
+    SendState,
+    Skip,
+    http_error,
+)
 
 log = logging.getLogger("snfs.client")
 
-__all__ = ["Attachment", "AttachmentClient", "ClientConfig", "ClientStats",
-           "normalize_instance_url", "UploadSource"]
+__all__ = [
+    "Attachment",
+    "AttachmentClient",
+    "ClientConfig",
+    "ClientStats",
+    "normalize_instance_url",
+    "UploadSource",
+]
 
 API_PATH = "/api/now"
-EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 REQUEST_KINDS = ("list", "get", "file", "upload", "delete", "rename", "stats", "table", "auth")
 
 UploadSource = Union[Path, bytes, Callable[[], AsyncIterable[bytes]]]
-_http_error = http_error   # its old private name here (tests import it)
+_http_error = http_error  # its old private name here (tests import it)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -54,6 +71,7 @@ _http_error = http_error   # its old private name here (tests import it)
 
 # Upload sources are read from disk in large pieces: each read is one hop to a worker thread.
 FILE_CHUNK = 1 << 20
+
 
 def _str(v: Any) -> str:
     if isinstance(v, dict):  # sysparm_display_value=all style {"value":..,"display_value":..}
@@ -71,7 +89,7 @@ def _int(v: Any) -> int:
 def _time(v: Any) -> datetime:
     s = _str(v)
     try:  # fromisoformat is C and takes "YYYY-MM-DD HH:MM:SS"; strptime was hot in listings
-        return datetime.fromisoformat(s).replace(tzinfo=timezone.utc)
+        return datetime.fromisoformat(s).replace(tzinfo=UTC)
     except ValueError:
         return EPOCH
 
@@ -94,7 +112,7 @@ class Attachment:
     extra: dict[str, str] = field(default_factory=dict, compare=False, hash=False)
 
     @classmethod
-    def from_json(cls, d: dict[str, Any]) -> "Attachment":
+    def from_json(cls, d: dict[str, Any]) -> Attachment:
         d = d or {}
         return cls(
             sys_id=_str(d.get("sys_id")),
@@ -115,6 +133,7 @@ class Attachment:
 @dataclass
 class ClientStats(HttpStats):
     """Counters for `snfs status`: `HttpStats` with ServiceNow's request kinds."""
+
     kinds: tuple[str, ...] = REQUEST_KINDS
 
 
@@ -123,7 +142,9 @@ class ClientStats(HttpStats):
 
 
 def _is_loopback(host: str) -> bool:
-    if host.lower() in ("localhost", "localhost.localdomain") or host.lower().endswith(".localhost"):
+    if host.lower() in ("localhost", "localhost.localdomain") or host.lower().endswith(
+        ".localhost"
+    ):
         return True
     try:
         return ipaddress.ip_address(host.strip("[]")).is_loopback
@@ -159,8 +180,9 @@ def normalize_instance_url(instance: str, *, allow_insecure_http: bool = False) 
     if parts.query or parts.fragment:
         raise ConfigError("instance URL must not have a query or fragment")
     if scheme == "http" and not allow_insecure_http and not _is_loopback(host):
-        raise ConfigError(f"refusing plain http to {host}: use https "
-                          "(or allow insecure http explicitly)")
+        raise ConfigError(
+            f"refusing plain http to {host}: use https (or allow insecure http explicitly)"
+        )
     path = parts.path.rstrip("/")
     if path.endswith(API_PATH):
         path = path[: -len(API_PATH)]
@@ -169,32 +191,41 @@ def normalize_instance_url(instance: str, *, allow_insecure_http: bool = False) 
 
 @dataclass
 class ClientConfig:
-    base_url: str                      # already normalized
+    base_url: str  # already normalized
     auth: httpx.Auth | None
-    max_in_flight: int = 8             # semaphore on requests in flight
-    verify: bool | str = True          # TLS verification on by default; str = CA bundle path
-    timeout: float = 30.0              # per-request connect/read timeout
+    max_in_flight: int = 8  # semaphore on requests in flight
+    verify: bool | str = True  # TLS verification on by default; str = CA bundle path
+    timeout: float = 30.0  # per-request connect/read timeout
     retry_total_seconds: float = 60.0  # bounded total retry time
     retry_attempts: int = 6
     user_agent: str = f"snfs/{__version__}"
-    retry_base_delay: float = 0.5      # first backoff ceiling; doubles per attempt (full jitter)
-    retry_max_delay: float = 15.0      # backoff ceiling
-    in_doubt_wait: float | None = None  # how long an in-doubt upload is looked for (default max(timeout, 5))
+    retry_base_delay: float = 0.5  # first backoff ceiling; doubles per attempt (full jitter)
+    retry_max_delay: float = 15.0  # backoff ceiling
+    in_doubt_wait: float | None = (
+        None  # how long an in-doubt upload is looked for (default max(timeout, 5))
+    )
 
     def __repr__(self) -> str:
-        return (f"ClientConfig(base_url={self.base_url!r}, auth={self.auth!r}, "
-                f"max_in_flight={self.max_in_flight}, verify={self.verify!r}, "
-                f"timeout={self.timeout})")
+        return (
+            f"ClientConfig(base_url={self.base_url!r}, auth={self.auth!r}, "
+            f"max_in_flight={self.max_in_flight}, verify={self.verify!r}, "
+            f"timeout={self.timeout})"
+        )
 
 
 def _settings(config: ClientConfig) -> HttpSettings:
     """The core's settings for an instance: its Table/Attachment API base and the limits."""
-    return HttpSettings(config.base_url.rstrip("/") + API_PATH, timeout=config.timeout,
-                        max_in_flight=config.max_in_flight, verify=config.verify,
-                        retry_attempts=config.retry_attempts,
-                        retry_total_seconds=config.retry_total_seconds,
-                        retry_base_delay=config.retry_base_delay,
-                        retry_max_delay=config.retry_max_delay, user_agent=config.user_agent)
+    return HttpSettings(
+        config.base_url.rstrip("/") + API_PATH,
+        timeout=config.timeout,
+        max_in_flight=config.max_in_flight,
+        verify=config.verify,
+        retry_attempts=config.retry_attempts,
+        retry_total_seconds=config.retry_total_seconds,
+        retry_base_delay=config.retry_base_delay,
+        retry_max_delay=config.retry_max_delay,
+        user_agent=config.user_agent,
+    )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -233,18 +264,34 @@ def _multipart_quote(s: str) -> str:
     return s.replace("\\", "\\\\").replace('"', '\\"').replace("\r", "%0D").replace("\n", "%0A")
 
 
-def _multipart_frame(boundary: str, fields: list[tuple[str, str]], file_part: str,
-                     file_name: str, content_type: str) -> tuple[bytes, bytes]:
+def _multipart_frame(
+    boundary: str, fields: list[tuple[str, str]], file_part: str, file_name: str, content_type: str
+) -> tuple[bytes, bytes]:
     """Bytes before and after the file content of a multipart/form-data body whose file part
     comes last, as the instance requires."""
     b = boundary.encode()
     head = b""
     for name, value in fields:
-        head += (b"--" + b + b"\r\nContent-Disposition: form-data; name=\"" + name.encode()
-                 + b"\"\r\n\r\n" + value.encode() + b"\r\n")
-    head += (b"--" + b + b"\r\nContent-Disposition: form-data; name=\"" + file_part.encode()
-             + b"\"; filename=\"" + _multipart_quote(file_name).encode() + b"\"\r\nContent-Type: "
-             + content_type.encode() + b"\r\n\r\n")
+        head += (
+            b"--"
+            + b
+            + b'\r\nContent-Disposition: form-data; name="'
+            + name.encode()
+            + b'"\r\n\r\n'
+            + value.encode()
+            + b"\r\n"
+        )
+    head += (
+        b"--"
+        + b
+        + b'\r\nContent-Disposition: form-data; name="'
+        + file_part.encode()
+        + b'"; filename="'
+        + _multipart_quote(file_name).encode()
+        + b'"\r\nContent-Type: '
+        + content_type.encode()
+        + b"\r\n\r\n"
+    )
     tail = b"\r\n--" + b + b"--\r\n"
     return head, tail
 
@@ -252,12 +299,18 @@ def _multipart_frame(boundary: str, fields: list[tuple[str, str]], file_part: st
 class _Body:
     """One attempt's request body: frames, hashes and counts the content as it is sent."""
 
-    def __init__(self, client: "AttachmentClient", opener: Callable[[], AsyncIterable[bytes]],
-                 size: int | None, head: bytes = b"", tail: bytes = b"") -> None:
+    def __init__(
+        self,
+        client: AttachmentClient,
+        opener: Callable[[], AsyncIterable[bytes]],
+        size: int | None,
+        head: bytes = b"",
+        tail: bytes = b"",
+    ) -> None:
         self.client, self.opener, self.size, self.head, self.tail = client, opener, size, head, tail
         self.digest = hashlib.sha256()
         self.sent = 0
-        self.complete = False      # all content read and handed to the connection
+        self.complete = False  # all content read and handed to the connection
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
         if self.head:
@@ -280,14 +333,16 @@ class _Body:
             yield self.tail
 
 
-def _opener(source: UploadSource, size: int | None) -> tuple[Callable[[], AsyncIterable[bytes]],
-                                                                int | None]:
+def _opener(
+    source: UploadSource, size: int | None
+) -> tuple[Callable[[], AsyncIterable[bytes]], int | None]:
     if isinstance(source, (bytes, bytearray, memoryview)):
         data = bytes(source)
 
         async def from_bytes() -> AsyncIterator[bytes]:
             for i in range(0, len(data), CHUNK):
-                yield data[i:i + CHUNK]
+                yield data[i : i + CHUNK]
+
         return from_bytes, len(data) if size is None else size
     if isinstance(source, (str, Path)):
         path = Path(source)
@@ -306,6 +361,7 @@ def _opener(source: UploadSource, size: int | None) -> tuple[Callable[[], AsyncI
                         break
                     remaining -= len(chunk)
                     yield chunk
+
         return from_file, want
     if callable(source):
         return source, size
@@ -322,12 +378,16 @@ class AttachmentClient:
         self.stats = ClientStats()
         self._supports_range: bool | None = None
         self._rename_supported: bool | None = None
-        self._clock_offset = 0.0   # instance clock minus ours, from Date headers
+        self._clock_offset = 0.0  # instance clock minus ours, from Date headers
         self._core = HttpCore(
-            _settings(config), config.auth, stats=self.stats, logger=log,
+            _settings(config),
+            config.auth,
+            stats=self.stats,
+            logger=log,
             on_response=self._learn_clock,
             # OAuth refreshes its token on a 401 but cannot resend a streamed body itself.
-            resend_on_401=hasattr(config.auth, "invalidate"))
+            resend_on_401=hasattr(config.auth, "invalidate"),
+        )
         bind = getattr(config.auth, "bind", None)
         if callable(bind):
             bind(self._http)
@@ -360,7 +420,7 @@ class AttachmentClient:
     async def aclose(self) -> None:
         await self._core.aclose()
 
-    async def __aenter__(self) -> "AttachmentClient":
+    async def __aenter__(self) -> AttachmentClient:
         return self
 
     async def __aexit__(self, *exc: Any) -> None:
@@ -385,25 +445,48 @@ class AttachmentClient:
         date = resp.headers.get("date")
         if date:
             try:
-                self._clock_offset = email.utils.parsedate_to_datetime(date).timestamp() - time.time()
+                self._clock_offset = (
+                    email.utils.parsedate_to_datetime(date).timestamp() - time.time()
+                )
             except (TypeError, ValueError):
                 pass
 
-    async def _send(self, kind: str, method: str, path: str, *,
-                    params: dict[str, Any] | None = None, json: Any = None,
-                    body: Callable[[], AsyncIterable[bytes]] | None = None,
-                    headers: dict[str, str] | None = None, idempotent: bool = True,
-                    allow: tuple[int, ...] = (), ctx: SendState | None = None,
-                    attempts: int | None = None, log_failure: bool = True) -> httpx.Response:
+    async def _send(
+        self,
+        kind: str,
+        method: str,
+        path: str,
+        *,
+        params: dict[str, Any] | None = None,
+        json: Any = None,
+        body: Callable[[], AsyncIterable[bytes]] | None = None,
+        headers: dict[str, str] | None = None,
+        idempotent: bool = True,
+        allow: tuple[int, ...] = (),
+        ctx: SendState | None = None,
+        attempts: int | None = None,
+        log_failure: bool = True,
+    ) -> httpx.Response:
         """Send one logical request (with retries); return the response, body read.
 
         Raises the mapped `SnfsError` unless the status is 2xx or in `allow`. For a
         non-idempotent request only what provably did not reach the instance is retried
         (connect errors, 429, 503); other doubtful failures are raised with `in_doubt = True`.
         """
-        return await self._core.send(kind, method, path, params=params, json=json, body=body,
-                                     headers=headers, idempotent=idempotent, allow=allow,
-                                     attempts=attempts, log_failure=log_failure, state=ctx)
+        return await self._core.send(
+            kind,
+            method,
+            path,
+            params=params,
+            json=json,
+            body=body,
+            headers=headers,
+            idempotent=idempotent,
+            allow=allow,
+            attempts=attempts,
+            log_failure=log_failure,
+            state=ctx,
+        )
 
     # -- operations -------------------------------------------------------------------------
 
@@ -411,20 +494,34 @@ class AttachmentClient:
         """One cheap authenticated request: raises AuthError, ConnectionFailed, ... if the
         instance cannot be used."""
         # The caller reports a failure here in its own words: no second log line.
-        await self._send("list", "GET", "/attachment",
-                         params={"sysparm_limit": "1", "sysparm_fields": "sys_id"}, attempts=3,
-                         log_failure=False)
+        await self._send(
+            "list",
+            "GET",
+            "/attachment",
+            params={"sysparm_limit": "1", "sysparm_fields": "sys_id"},
+            attempts=3,
+            log_failure=False,
+        )
 
-    async def list_pages(self, query: str, *, page_size: int = 1000) -> AsyncIterator[list[Attachment]]:
+    async def list_pages(
+        self, query: str, *, page_size: int = 1000
+    ) -> AsyncIterator[list[Attachment]]:
         """Attachments matching an encoded query, one page per yield, each attachment once."""
         if page_size < 1:
             raise InvalidInput("page_size must be positive")
         offset = 0
         seen: set[str] = set()
         while True:
-            resp = await self._send("list", "GET", "/attachment", params={
-                "sysparm_query": query, "sysparm_limit": str(page_size),
-                "sysparm_offset": str(offset)})
+            resp = await self._send(
+                "list",
+                "GET",
+                "/attachment",
+                params={
+                    "sysparm_query": query,
+                    "sysparm_limit": str(page_size),
+                    "sysparm_offset": str(offset),
+                },
+            )
             rows = _result(resp, list)
             page = []
             for row in rows:
@@ -445,10 +542,10 @@ class AttachmentClient:
             nxt: int | None
             if "next" in links:
                 nxt = _offset_of(links["next"])
-                if nxt is None or nxt <= offset:   # unusable link: count ourselves
+                if nxt is None or nxt <= offset:  # unusable link: count ourselves
                     nxt = following
             elif links:
-                return                              # Link without next: the last page
+                return  # Link without next: the last page
             elif total is not None:
                 nxt = following if following < total else None
             else:
@@ -468,20 +565,22 @@ class AttachmentClient:
         resp = await self._send("get", "GET", f"/attachment/{sys_id}")
         return Attachment.from_json(_result(resp, dict))
 
-    def stream(self, sys_id: str, *, offset: int = 0,
-               expected_size: int | None = None) -> AsyncIterator[bytes]:
+    def stream(
+        self, sys_id: str, *, offset: int = 0, expected_size: int | None = None
+    ) -> AsyncIterator[bytes]:
         """The content from `offset` on, resumed across broken connections."""
         _q.validate_sys_id(sys_id)
         if offset < 0:
             raise InvalidInput("offset must not be negative")
         return self._stream(sys_id, offset, expected_size, hold_slot=True)
 
-    async def _stream(self, sys_id: str, offset: int, expected_size: int | None,
-                      hold_slot: bool) -> AsyncIterator[bytes]:
+    async def _stream(
+        self, sys_id: str, offset: int, expected_size: int | None, hold_slot: bool
+    ) -> AsyncIterator[bytes]:
         path = f"/attachment/{sys_id}/file"
         url = f"{self._api}{path}"
-        delivered = 0            # bytes yielded to the caller
-        total = expected_size    # the attachment's size, when known
+        delivered = 0  # bytes yielded to the caller
+        total = expected_size  # the attachment's size, when known
         resume = Resume(self._core, path, sys_id, "resuming")
         while True:
             pos = offset + delivered
@@ -491,7 +590,7 @@ class AttachmentClient:
             ranged = pos > 0 and self._supports_range is not False
             if ranged:
                 headers["Range"] = f"bytes={pos}-"
-                headers["Accept-Encoding"] = "identity"   # a range of the plain bytes
+                headers["Accept-Encoding"] = "identity"  # a range of the plain bytes
             progress = False
             try:
                 async with _maybe(self._sem if hold_slot else None):
@@ -500,10 +599,15 @@ class AttachmentClient:
                     t0 = time.monotonic()
                     resp = await self._http.send(request, stream=True)
                     try:
-                        log.debug("GET %s (from %d) -> %d (%.0f ms)", path, pos,
-                                  resp.status_code, (time.monotonic() - t0) * 1000)
+                        log.debug(
+                            "GET %s (from %d) -> %d (%.0f ms)",
+                            path,
+                            pos,
+                            resp.status_code,
+                            (time.monotonic() - t0) * 1000,
+                        )
                         if resp.status_code == 416:
-                            return                       # offset at or past the end
+                            return  # offset at or past the end
                         if resp.status_code not in (200, 206):
                             raise await self._core.read_error(resp, "file", path)
                         if total is None:
@@ -520,10 +624,11 @@ class AttachmentClient:
                             progress = True
                             yield chunk
                         if skip.left:
-                            return                       # offset past the end
+                            return  # offset past the end
                         if total is not None and offset + delivered < total:
                             raise httpx.RemoteProtocolError(
-                                f"body ended at {offset + delivered} of {total} bytes")
+                                f"body ended at {offset + delivered} of {total} bytes"
+                            )
                         return
                     finally:
                         self.stats.bytes_in += resp.num_bytes_downloaded
@@ -533,8 +638,9 @@ class AttachmentClient:
                 err = resume.error_of(e)
             await resume.pause(err, progress, offset + delivered)
 
-    def _range_start(self, resp: httpx.Response, path: str, pos: int,
-                     ranged: bool) -> tuple[Skip, int | None]:
+    def _range_start(
+        self, resp: httpx.Response, path: str, pos: int, ranged: bool
+    ) -> tuple[Skip, int | None]:
         """What to skip of a 200/206 answer for content from `pos` on, and the whole size a
         206 names; learns whether the instance honours Range."""
         if resp.status_code != 206:
@@ -543,14 +649,23 @@ class AttachmentClient:
             return Skip(pos), None
         start, whole = _content_range(resp.headers.get("content-range"))
         if start != pos:
-            raise ServerError(f"GET {path}: 206 for the wrong range",
-                              status=206, method="GET", path=path)
+            raise ServerError(
+                f"GET {path}: 206 for the wrong range", status=206, method="GET", path=path
+            )
         self._supports_range = True
         return Skip(0), whole
 
-    async def upload(self, table: str, table_sys_id: str, file_name: str, source: UploadSource,
-                     *, size: int | None = None, content_type: str | None = None,
-                     multipart: bool = False) -> Attachment:
+    async def upload(
+        self,
+        table: str,
+        table_sys_id: str,
+        file_name: str,
+        source: UploadSource,
+        *,
+        size: int | None = None,
+        content_type: str | None = None,
+        multipart: bool = False,
+    ) -> Attachment:
         """Store a new attachment; streamed, never held in memory.
 
         Retried only when the instance provably did not act (connect errors, 429, 503). When in
@@ -567,8 +682,11 @@ class AttachmentClient:
         headers: dict[str, str]
         if multipart:
             boundary = "snfs-" + _secrets.token_hex(16)
-            fields = [("table_name", table), ("table_sys_id", table_sys_id),
-                      ("file_name", file_name)]
+            fields = [
+                ("table_name", table),
+                ("table_sys_id", table_sys_id),
+                ("file_name", file_name),
+            ]
             head, tail = _multipart_frame(boundary, fields, "uploadFile", file_name, ctype)
             headers = {"Content-Type": f"multipart/form-data; boundary={boundary}"}
             path, params = "/attachment/upload", None
@@ -590,8 +708,16 @@ class AttachmentClient:
         deadline = time.monotonic() + self.config.retry_total_seconds
         for round_ in range(1, 4):
             try:
-                resp = await self._send("upload", "POST", path, params=params, body=make_body,
-                                        headers=headers, idempotent=False, log_failure=False)
+                resp = await self._send(
+                    "upload",
+                    "POST",
+                    path,
+                    params=params,
+                    body=make_body,
+                    headers=headers,
+                    idempotent=False,
+                    log_failure=False,
+                )
                 att = Attachment.from_json(_result(resp, dict))
                 log.debug("uploaded %s/%s/%s as %s", table, table_sys_id, file_name, att.sys_id)
                 return att
@@ -601,32 +727,45 @@ class AttachmentClient:
                 last = bodies[-1] if bodies else None
                 if last is None or not last.complete:
                     # The content never fully left: the instance cannot have stored it.
-                    log.debug("upload of %s broke while sending (%s); sending again",
-                              file_name, err.message)
+                    log.debug(
+                        "upload of %s broke while sending (%s); sending again",
+                        file_name,
+                        err.message,
+                    )
                     if round_ == 3 or time.monotonic() > deadline:
                         raise self._failed(err) from None
                     self.stats.retries += 1
                     continue
-                log.info("upload of %s/%s/%s in doubt (%s); looking for it before sending again",
-                         table, table_sys_id, file_name, err.message)
-                found = await self._find_uploaded(table, table_sys_id, file_name, last.sent,
-                                                  last.digest.hexdigest(), since)
+                log.info(
+                    "upload of %s/%s/%s in doubt (%s); looking for it before sending again",
+                    table,
+                    table_sys_id,
+                    file_name,
+                    err.message,
+                )
+                found = await self._find_uploaded(
+                    table, table_sys_id, file_name, last.sent, last.digest.hexdigest(), since
+                )
                 if found is not None:
-                    log.info("upload of %s found as %s; not sending it again", file_name,
-                             found.sys_id)
+                    log.info(
+                        "upload of %s found as %s; not sending it again", file_name, found.sys_id
+                    )
                     return found
                 if round_ == 3 or time.monotonic() > deadline:
                     raise self._failed(err) from None
                 self.stats.retries += 1
         raise AssertionError("unreachable")
 
-    async def _find_uploaded(self, table: str, table_sys_id: str, file_name: str, size: int,
-                             digest: str, since: float) -> Attachment | None:
+    async def _find_uploaded(
+        self, table: str, table_sys_id: str, file_name: str, size: int, digest: str, since: float
+    ) -> Attachment | None:
         """Poll for an attachment an in-doubt upload may have created, for `in_doubt_wait`."""
-        q = _q.all_of(_q.term("table_name", "=", table),
-                         _q.term("table_sys_id", "=", table_sys_id),
-                         _q.term("file_name", "=", file_name),
-                         _q.order_by("sys_created_on", desc=True))
+        q = _q.all_of(
+            _q.term("table_name", "=", table),
+            _q.term("table_sys_id", "=", table_sys_id),
+            _q.term("file_name", "=", file_name),
+            _q.order_by("sys_created_on", desc=True),
+        )
         wait_total = self.config.in_doubt_wait
         if wait_total is None:
             wait_total = max(self.config.timeout, 5.0)
@@ -637,8 +776,13 @@ class AttachmentClient:
                 atts = await self.list_all(q, page_size=100)
             except SnfsError:
                 atts = []
-            hits = [a for a in atts if a.size_bytes == size and (not a.hash or a.hash == digest)
-                    and a.created_on.timestamp() >= int(since) - 2]
+            hits = [
+                a
+                for a in atts
+                if a.size_bytes == size
+                and (not a.hash or a.hash == digest)
+                and a.created_on.timestamp() >= int(since) - 2
+            ]
             if hits:
                 return max(hits, key=lambda a: (a.created_on, a.sys_id))
             if time.monotonic() + pause > give_up:
@@ -646,9 +790,16 @@ class AttachmentClient:
             await trio.sleep(pause)
             pause = min(pause * 2, 2.0)
 
-    async def cccif_upload(self, user_id: str, file_name: str, source: UploadSource, *,
-                           size: int | None = None, content_type: str | None = None,
-                           provider_application_id: str | None = None) -> Attachment:
+    async def cccif_upload(
+        self,
+        user_id: str,
+        file_name: str,
+        source: UploadSource,
+        *,
+        size: int | None = None,
+        content_type: str | None = None,
+        provider_application_id: str | None = None,
+    ) -> Attachment:
         """CCCIF Media Resource API (`POST /cccif/media/upload`): a chat user's private file.
 
         Multipart with `user_id` (and `provider_application_id`) first, the `file` part last,
@@ -666,19 +817,31 @@ class AttachmentClient:
         if provider_application_id:
             fields.append(("provider_application_id", provider_application_id))
         head, tail = _multipart_frame(boundary, fields, "file", file_name, ctype)
-        headers = {"Content-Type": f"multipart/form-data; boundary={boundary}",
-                   "Accept": "application/json"}
+        headers = {
+            "Content-Type": f"multipart/form-data; boundary={boundary}",
+            "Accept": "application/json",
+        }
         if size is not None:
             headers["Content-Length"] = str(len(head) + size + len(tail))
-        resp = await self._send("upload", "POST", "/cccif/media/upload",
-                                body=lambda: _Body(self, opener, size, head, tail).__aiter__(),
-                                headers=headers, idempotent=False)
+        resp = await self._send(
+            "upload",
+            "POST",
+            "/cccif/media/upload",
+            body=lambda: _Body(self, opener, size, head, tail).__aiter__(),
+            headers=headers,
+            idempotent=False,
+        )
         answer = _result(resp, dict)
         sys_id = _str(answer.get("attachmentId"))
         att = await self.get(sys_id)
-        return dataclasses.replace(att, extra={"media_url": _str(answer.get("mediaUrl")),
-                                               "attachment_id": sys_id,
-                                               "state": _str(answer.get("state"))})
+        return dataclasses.replace(
+            att,
+            extra={
+                "media_url": _str(answer.get("mediaUrl")),
+                "attachment_id": sys_id,
+                "state": _str(answer.get("state")),
+            },
+        )
 
     async def delete(self, sys_id: str, *, missing_ok: bool = False) -> None:
         _q.validate_sys_id(sys_id)
@@ -695,8 +858,9 @@ class AttachmentClient:
         _validate_file_name(new_name)
         path = f"/attachment/{sys_id}"
         if self._rename_supported is not False:
-            resp = await self._send("rename", "PATCH", path, json={"file_name": new_name},
-                                    allow=(400, 404, 405))
+            resp = await self._send(
+                "rename", "PATCH", path, json={"file_name": new_name}, allow=(400, 404, 405)
+            )
             if resp.is_success:
                 self._rename_supported = True
                 try:
@@ -708,26 +872,36 @@ class AttachmentClient:
                 return await self.get(sys_id)
             err = http_error(resp, "rename", "PATCH", path)
             if resp.status_code == 404 or resp.status_code == 400:
-                await self.get(sys_id)   # NotFound when the attachment itself is missing
+                await self.get(sys_id)  # NotFound when the attachment itself is missing
             if resp.status_code in (404, 405):
                 self._rename_supported = False
-            log.info("rename by PATCH not available (%s); copying to the new name instead",
-                     err.message)
+            log.info(
+                "rename by PATCH not available (%s); copying to the new name instead", err.message
+            )
         old = await self.get(sys_id)
         new = await self.upload(
-            old.table_name, old.table_sys_id, new_name,
+            old.table_name,
+            old.table_sys_id,
+            new_name,
             lambda: self._stream(sys_id, 0, old.size_bytes, hold_slot=False),
-            size=old.size_bytes, content_type=old.content_type or None)
+            size=old.size_bytes,
+            content_type=old.content_type or None,
+        )
         if old.hash and new.hash and old.hash != new.hash:
             await self.delete(new.sys_id, missing_ok=True)
-            raise self._failed(ServerError(
-                f"PATCH {path}: copy for rename has different content; original kept",
-                method="PATCH", path=path))
+            raise self._failed(
+                ServerError(
+                    f"PATCH {path}: copy for rename has different content; original kept",
+                    method="PATCH",
+                    path=path,
+                )
+            )
         await self.delete(sys_id, missing_ok=True)
         return new
 
-    async def count_by(self, group_by: str, query: str = "", *,
-                       table: str = "sys_attachment") -> dict[str, int]:
+    async def count_by(
+        self, group_by: str, query: str = "", *, table: str = "sys_attachment"
+    ) -> dict[str, int]:
         """Aggregate API: number of `table` records per value of `group_by`."""
         _q.validate_field(group_by)
         _q.validate_table(table)
@@ -754,16 +928,25 @@ class AttachmentClient:
         _q.validate_table(table)
         if not _q.is_sys_id(sys_id):
             return False
-        resp = await self._send("table", "GET", f"/table/{_base_table(table)}/{sys_id}",
-                                params={"sysparm_fields": "sys_id"}, allow=(400, 404))
+        resp = await self._send(
+            "table",
+            "GET",
+            f"/table/{_base_table(table)}/{sys_id}",
+            params={"sysparm_fields": "sys_id"},
+            allow=(400, 404),
+        )
         return resp.is_success
 
     async def table_exists(self, table: str) -> bool:
         """Whether the Table API knows `table` (a `ZZ_YY<table>` exists when `<table>` does)."""
         _q.validate_table(table)
-        resp = await self._send("table", "GET", f"/table/{_base_table(table)}",
-                                params={"sysparm_limit": "1", "sysparm_fields": "sys_id"},
-                                allow=(400, 404))
+        resp = await self._send(
+            "table",
+            "GET",
+            f"/table/{_base_table(table)}",
+            params={"sysparm_limit": "1", "sysparm_fields": "sys_id"},
+            allow=(400, 404),
+        )
         return resp.is_success
 
     async def find_record(self, table: str, number: str) -> str | None:
@@ -771,9 +954,17 @@ class AttachmentClient:
         _q.validate_table(table)
         if not isinstance(number, str) or not re.fullmatch(r"[A-Za-z0-9_.-]{1,40}", number):
             raise InvalidInput(f"invalid record number {number!r}")
-        resp = await self._send("table", "GET", f"/table/{_base_table(table)}", params={
-            "sysparm_query": _q.term("number", "=", number),
-            "sysparm_fields": "sys_id,number", "sysparm_limit": "1"}, allow=(400, 404))
+        resp = await self._send(
+            "table",
+            "GET",
+            f"/table/{_base_table(table)}",
+            params={
+                "sysparm_query": _q.term("number", "=", number),
+                "sysparm_fields": "sys_id,number",
+                "sysparm_limit": "1",
+            },
+            allow=(400, 404),
+        )
         if not resp.is_success:
             return None
         for row in _result(resp, list):
@@ -799,9 +990,11 @@ def _result(resp: httpx.Response, kind: type | tuple[type, ...]) -> Any:
     result = body.get("result") if isinstance(body, dict) else None
     if not isinstance(result, kind):
         path = urlsplit(str(resp.request.url)).path if resp.request else ""
-        raise ServerError(f"{resp.request.method if resp.request else ''} {path}: "
-                          f"{resp.status_code} answer without a usable result",
-                          status=resp.status_code)
+        raise ServerError(
+            f"{resp.request.method if resp.request else ''} {path}: "
+            f"{resp.status_code} answer without a usable result",
+            status=resp.status_code,
+        )
     return result
 
 

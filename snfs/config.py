@@ -18,6 +18,7 @@ profile; the command line overrides it, and it overrides the built-in defaults.
 A secret (`password`, `token`, `client_secret`, `oauth_secret`) may sit in the file only if
 the file is private (`chmod 600`); otherwise the whole file is refused.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -25,29 +26,57 @@ import os
 import re
 import stat
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from snfs.errors import ConfigError
 from snfs.options import parse_size
 from snfs.secrets import Secret
 
-__all__ = ["Profile", "config_path", "load_profile", "profile_defaults", "apply_profile",
-           "SYSTEM_CONFIG"]
+__all__ = [
+    "Profile",
+    "config_path",
+    "load_profile",
+    "profile_defaults",
+    "apply_profile",
+    "SYSTEM_CONFIG",
+]
 
 SYSTEM_CONFIG = Path("/etc/snfs/config.toml")
 
 # Secret keys as written in the file -> the values key they become.
-SECRET_KEYS = {"password": "password", "token": "token", "client_secret": "client_secret",
-               "oauth_secret": "client_secret"}
+SECRET_KEYS = {
+    "password": "password",
+    "token": "token",
+    "client_secret": "client_secret",
+    "oauth_secret": "client_secret",
+}
 
 # argparse dests that take the profile value unchanged.
-_PLAIN_DESTS = ("user", "password_file", "password_env", "credential", "token_file",
-                "oauth_client_id", "oauth_secret_file", "oauth_grant", "dir_cache_time",
-                "cache_size", "cache_dir", "disk_cache_size", "spool_dir", "max_in_flight",
-                "timeout", "allow_insecure_http", "ca_bundle", "verbose", "log_file",
-                "mountpoint")
+_PLAIN_DESTS = (
+    "user",
+    "password_file",
+    "password_env",
+    "credential",
+    "token_file",
+    "oauth_client_id",
+    "oauth_secret_file",
+    "oauth_grant",
+    "dir_cache_time",
+    "cache_size",
+    "cache_dir",
+    "disk_cache_size",
+    "spool_dir",
+    "max_in_flight",
+    "timeout",
+    "allow_insecure_http",
+    "ca_bundle",
+    "verbose",
+    "log_file",
+    "mountpoint",
+)
 
 _PROFILE_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
 
@@ -67,8 +96,10 @@ class Profile:
         return value.reveal() if isinstance(value, Secret) else None
 
     def __repr__(self) -> str:  # values may hold secrets: Secret reprs as '***' anyway
-        return f"Profile(name={self.name!r}, url={self.url!r}, path={str(self.path)!r}, " \
-               f"keys={sorted(self.values)!r})"
+        return (
+            f"Profile(name={self.name!r}, url={self.url!r}, path={str(self.path)!r}, "
+            f"keys={sorted(self.values)!r})"
+        )
 
 
 def config_path() -> Path:
@@ -79,14 +110,16 @@ def config_path() -> Path:
     if explicit:
         return Path(explicit).expanduser()
     base = os.environ.get("XDG_CONFIG_HOME") or ""
-    user_file = (Path(base) if os.path.isabs(base) else Path.home() / ".config") \
-        / "snfs" / "config.toml"
+    user_file = (
+        (Path(base) if os.path.isabs(base) else Path.home() / ".config") / "snfs" / "config.toml"
+    )
     if os.geteuid() == 0 and not user_file.exists() and SYSTEM_CONFIG.exists():
         return SYSTEM_CONFIG
     return user_file
 
 
 # --- conversions: each takes (value, where) and returns the typed value or raises ----------
+
 
 def _where(path: Path, profile: str, key: str) -> str:
     return f"{path}: [instance.{profile}] {key}"
@@ -176,21 +209,43 @@ def _choice(*choices: str) -> Callable[[Any, str], str]:
         if v not in choices:
             raise _bad(where, " or ".join(repr(c) for c in choices))
         return v
+
     return convert
 
 
 # key in the file -> (values key, converter). Paths are handled separately.
-_PATH_KEYS = {"password_file", "token_file", "oauth_secret_file", "cache_dir", "spool_dir",
-              "ca_bundle", "log_file", "mountpoint"}
+_PATH_KEYS = {
+    "password_file",
+    "token_file",
+    "oauth_secret_file",
+    "cache_dir",
+    "spool_dir",
+    "ca_bundle",
+    "log_file",
+    "mountpoint",
+}
 _CONVERTERS: dict[str, Callable[[Any, str], Any]] = {
-    "user": _str, "password_env": _str, "credential": _str, "token_env": _str,
-    "oauth_client_id": _str, "oauth_secret_env": _str,
+    "user": _str,
+    "password_env": _str,
+    "credential": _str,
+    "token_env": _str,
+    "oauth_client_id": _str,
+    "oauth_secret_env": _str,
     "oauth_grant": _choice("password", "client_credentials"),
-    "read_only": _bool, "allow_other": _bool, "allow_insecure_http": _bool,
-    "uid": _int, "gid": _int, "umask": _umask, "verbose": _int,
-    "max_in_flight": _positive_int, "dir_cache_time": _seconds, "timeout": _seconds,
-    "cache_size": _size, "disk_cache_size": _size,
-    "tables": _tables, "options": _fuse_options,
+    "read_only": _bool,
+    "allow_other": _bool,
+    "allow_insecure_http": _bool,
+    "uid": _int,
+    "gid": _int,
+    "umask": _umask,
+    "verbose": _int,
+    "max_in_flight": _positive_int,
+    "dir_cache_time": _seconds,
+    "timeout": _seconds,
+    "cache_size": _size,
+    "disk_cache_size": _size,
+    "tables": _tables,
+    "options": _fuse_options,
 }
 KNOWN_KEYS = frozenset({"url"} | _PATH_KEYS | set(_CONVERTERS) | set(SECRET_KEYS))
 
@@ -216,8 +271,9 @@ def _convert_profile(name: str, table: Any, path: Path) -> Profile:
                 raise _bad(where, "a non-empty string")  # never echo the value
             target = SECRET_KEYS[key]
             if target in values:
-                raise ConfigError(f"{path}: [instance.{name}]: both client_secret and "
-                                  "oauth_secret given")
+                raise ConfigError(
+                    f"{path}: [instance.{name}]: both client_secret and oauth_secret given"
+                )
             values[target] = Secret(v)
         elif key in _PATH_KEYS:
             p = Path(_str(v, where)).expanduser()
@@ -227,8 +283,10 @@ def _convert_profile(name: str, table: Any, path: Path) -> Profile:
         else:
             values[key] = _CONVERTERS[key](v, where)
     if url is None:
-        raise ConfigError(f"{path}: [instance.{name}]: missing url "
-                          '(url = "https://acme.service-now.com" or an instance name)')
+        raise ConfigError(
+            f"{path}: [instance.{name}]: missing url "
+            '(url = "https://acme.service-now.com" or an instance name)'
+        )
     return Profile(name=name, url=url, values=values, path=path)
 
 
@@ -236,8 +294,10 @@ def _has_secret(doc: dict[str, Any]) -> bool:
     instances = doc.get("instance")
     if not isinstance(instances, dict):
         return False
-    return any(isinstance(t, dict) and any(k.replace("-", "_") in SECRET_KEYS for k in t)
-               for t in instances.values())
+    return any(
+        isinstance(t, dict) and any(k.replace("-", "_") in SECRET_KEYS for k in t)
+        for t in instances.values()
+    )
 
 
 def read_config(path: Path) -> dict[str, Any] | None:
@@ -263,15 +323,17 @@ def read_config(path: Path) -> dict[str, Any] | None:
         raise ConfigError(f"config file {path}: invalid TOML: {e}") from None
     for key in doc:
         if key != "instance":
-            raise ConfigError(f"config file {path}: unknown key {key!r} "
-                              "(profiles are [instance.NAME] tables)")
+            raise ConfigError(
+                f"config file {path}: unknown key {key!r} (profiles are [instance.NAME] tables)"
+            )
     if not isinstance(doc.get("instance", {}), dict):
         raise ConfigError(f"config file {path}: 'instance' must hold [instance.NAME] tables")
     if _has_secret(doc) and stat.S_IMODE(st.st_mode) & 0o077:
         raise ConfigError(
             f"config file {path} holds a secret but is readable by group or others "
             f"(mode {stat.S_IMODE(st.st_mode):04o}); run: chmod 600 {path} "
-            "(or move the secret to a password_file)")
+            "(or move the secret to a password_file)"
+        )
     return doc
 
 
@@ -322,8 +384,9 @@ def profile_defaults(profile: Profile) -> dict[str, Any]:
     return d
 
 
-def apply_profile(parser: argparse.ArgumentParser, argv: list[str],
-                  path: Path | None = None) -> tuple[argparse.Namespace, Profile | None]:
+def apply_profile(
+    parser: argparse.ArgumentParser, argv: list[str], path: Path | None = None
+) -> tuple[argparse.Namespace, Profile | None]:
     """Parse `snfs mount` arguments with profile support: if INSTANCE names a profile, its
     values become the parser's defaults, `instance` becomes the profile's url, and a missing
     MOUNTPOINT comes from the profile (the parser's mountpoint must be `nargs="?"` for that).
@@ -345,8 +408,9 @@ def apply_profile(parser: argparse.ArgumentParser, argv: list[str],
     else:
         args.profile = None
     if getattr(args, "mountpoint", None) is None:
-        parser.error("no mount point: give MOUNTPOINT, or set mountpoint in the profile "
-                     f"({config_path()})")
+        parser.error(
+            f"no mount point: give MOUNTPOINT, or set mountpoint in the profile ({config_path()})"
+        )
     return args, profile
 
 

@@ -28,6 +28,7 @@ Two live caches never share a disk_dir: an exclusive flock on ``<disk_dir>/.lock
 a cache that finds it taken falls back to a private temporary directory (logged). Pick one
 disk_dir per instance: sys_ids are only unique within an instance (and its clones).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -39,9 +40,10 @@ import re
 import shutil
 import tempfile
 from collections import OrderedDict
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, AsyncIterator, Callable
+from typing import Any
 
 import cachetools
 import trio
@@ -56,7 +58,7 @@ WRITE_BATCH = 1 << 20  # bytes gathered before a disk-cache write when nobody wa
 _SYS_ID = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")  # file ids; also safe cache file names
 _PART = ".part"
 _LOCK = ".lock"
-RANGE_AHEAD = 8 * 2**20      # a read this far past the watermark may use its own range fetch
+RANGE_AHEAD = 8 * 2**20  # a read this far past the watermark may use its own range fetch
 COPY_CHUNK = 2**20
 
 
@@ -67,6 +69,7 @@ class _Abandoned(Exception):
 @dataclass(eq=False)
 class _Download:
     """One attempt at streaming a file; waiters hold on to it to learn how it ended."""
+
     scope: trio.CancelScope = field(default_factory=trio.CancelScope)
     error: BaseException | None = None
 
@@ -74,17 +77,18 @@ class _Download:
 @dataclass(eq=False)
 class _Entry:
     """A file in the disk cache, complete or partial."""
+
     sys_id: str
     path: Path
     fd: int | None = None
-    watermark: int = 0           # bytes on disk, contiguous from offset 0
+    watermark: int = 0  # bytes on disk, contiguous from offset 0
     complete: bool = False
-    pins: int = 0                # in-flight reads / copies
+    pins: int = 0  # in-flight reads / copies
     last_access: float = 0.0
     download: _Download | None = None
-    dead: BaseException | None = None    # set once forgotten/evicted: what late readers get
+    dead: BaseException | None = None  # set once forgotten/evicted: what late readers get
     progress: trio.Event = field(default_factory=trio.Event)
-    waiting: int = 0             # readers blocked until the watermark moves
+    waiting: int = 0  # readers blocked until the watermark moves
 
     def has(self, end: int) -> bool:
         return self.complete or self.watermark >= end
@@ -93,6 +97,7 @@ class _Entry:
 @dataclass(eq=False)
 class _MemLoad:
     """A shared whole-file download of a small file."""
+
     done: trio.Event = field(default_factory=trio.Event)
     scope: trio.CancelScope = field(default_factory=trio.CancelScope)
     data: bytes | None = None
@@ -125,7 +130,7 @@ def _pwrite_all(fd: int, data: bytes, offset: int) -> None:
 
 def _pread_all(fd: int, length: int, offset: int) -> bytes:
     data = os.pread(fd, length, offset)
-    if len(data) == length:      # the usual case: one syscall, no copy
+    if len(data) == length:  # the usual case: one syscall, no copy
         return data
     parts = [data]
     got = len(data)
@@ -141,16 +146,23 @@ def _pread_all(fd: int, length: int, offset: int) -> bytes:
 async def _aclose(it: AsyncIterator[bytes]) -> None:
     aclose = getattr(it, "aclose", None)
     if aclose is not None:
-        with trio.CancelScope(shield=True):   # let the HTTP stream release its connection
+        with trio.CancelScope(shield=True):  # let the HTTP stream release its connection
             with trio.move_on_after(5):
                 await aclose()
 
 
 class ContentCache:
-    def __init__(self, fetch: Fetch, *, memory_bytes: int = 256 * 2**20, disk_dir: Path | None = None,
-                 disk_bytes: int = 2 * 2**30, small_file_bytes: int = 4 * 2**20,
-                 range_reads: Callable[[], bool | None] | None = None,
-                 idle_grace_s: float = 10.0) -> None:
+    def __init__(
+        self,
+        fetch: Fetch,
+        *,
+        memory_bytes: int = 256 * 2**20,
+        disk_dir: Path | None = None,
+        disk_bytes: int = 2 * 2**30,
+        small_file_bytes: int = 4 * 2**20,
+        range_reads: Callable[[], bool | None] | None = None,
+        idle_grace_s: float = 10.0,
+    ) -> None:
         self._fetch = fetch
         self._mem = _CountingLRU(memory_bytes)
         self._mem_max = memory_bytes
@@ -160,7 +172,7 @@ class ContentCache:
         self._small = small_file_bytes
         self._range_reads = range_reads
         self._idle_grace = idle_grace_s
-        self._entries: OrderedDict[str, _Entry] = OrderedDict()   # LRU order, oldest first
+        self._entries: OrderedDict[str, _Entry] = OrderedDict()  # LRU order, oldest first
         self._dir: Path | None = None
         self._private_dir = False
         self._lock_fd: int | None = None
@@ -168,12 +180,19 @@ class ContentCache:
         self._stack = contextlib.AsyncExitStack()
         self._closed = False
         self._disk_used = 0
-        self._counts = dict(hits=0, misses=0, downloads_started=0, downloads_active=0,
-                            bytes_fetched=0, evictions=0, range_fetches=0)
+        self._counts = dict(
+            hits=0,
+            misses=0,
+            downloads_started=0,
+            downloads_active=0,
+            bytes_fetched=0,
+            evictions=0,
+            range_fetches=0,
+        )
 
     # ---- lifecycle -------------------------------------------------------------------------
 
-    async def __aenter__(self) -> "ContentCache":
+    async def __aenter__(self) -> ContentCache:
         self._open_dir()
         try:
             self._nursery = await self._stack.enter_async_context(trio.open_nursery())
@@ -195,15 +214,18 @@ class ContentCache:
         if self._disk_dir_arg is not None:
             path = Path(self._disk_dir_arg)
             path.mkdir(mode=0o700, parents=True, exist_ok=True)
-            os.chmod(path, 0o700)   # mkdir honours umask and never fixes an existing dir
+            os.chmod(path, 0o700)  # mkdir honours umask and never fixes an existing dir
             self._lock_fd = _try_lock(path)
             if self._lock_fd is not None:
                 self._dir = path
                 self._load_existing()
                 return
-            log.warning("cache directory %s is in use by another mount; "
-                        "using a private temporary cache instead", path)
-        self._dir = Path(tempfile.mkdtemp(prefix="snfs-cache-"))   # created 0700
+            log.warning(
+                "cache directory %s is in use by another mount; "
+                "using a private temporary cache instead",
+                path,
+            )
+        self._dir = Path(tempfile.mkdtemp(prefix="snfs-cache-"))  # created 0700
         self._private_dir = True
 
     def _load_existing(self) -> None:
@@ -220,7 +242,9 @@ class ContentCache:
                 st = item.stat(follow_symlinks=False)
                 found.append((st.st_mtime, item.name, st.st_size))
         for _mtime, sys_id, size in sorted(found):
-            self._entries[sys_id] = _Entry(sys_id, self._dir / sys_id, watermark=size, complete=True)
+            self._entries[sys_id] = _Entry(
+                sys_id, self._dir / sys_id, watermark=size, complete=True
+            )
             self._disk_used += size
         self._make_room(0, None)
 
@@ -264,7 +288,7 @@ class ContentCache:
             load.scope.cancel()
             load.done.set()
         entry = self._entries.get(sys_id)
-        if entry is not None:     # every file in our directory has an entry
+        if entry is not None:  # every file in our directory has an entry
             self._drop(entry, gone)
 
     async def copy_to(self, sys_id: str, size: int, dest: Path) -> None:
@@ -280,8 +304,12 @@ class ContentCache:
                 offset += len(chunk)
 
     def stats(self) -> dict[str, int]:
-        return dict(self._counts, memory_bytes=int(self._mem.currsize), disk_bytes=self._disk_used,
-                    evictions=self._counts["evictions"] + self._mem.evictions)
+        return dict(
+            self._counts,
+            memory_bytes=int(self._mem.currsize),
+            disk_bytes=self._disk_used,
+            evictions=self._counts["evictions"] + self._mem.evictions,
+        )
 
     # ---- small files: whole file in memory -----------------------------------------------------
 
@@ -343,7 +371,7 @@ class ContentCache:
         else:
             self._counts["misses"] += 1
             if offset > entry.watermark + RANGE_AHEAD and self._range_ok():
-                self._ensure_download(entry)     # keep filling the cache behind the jump
+                self._ensure_download(entry)  # keep filling the cache behind the jump
                 return await self._range_read(sys_id, offset, end)
         entry.pins += 1
         try:
@@ -385,10 +413,10 @@ class ContentCache:
     def _pread(self, entry: _Entry, offset: int, end: int) -> bytes:
         if entry.dead is not None:
             raise entry.dead
-        end = min(end, entry.watermark)   # the stream may be shorter than size_bytes said
+        end = min(end, entry.watermark)  # the stream may be shorter than size_bytes said
         if offset >= end:
             return b""
-        if entry.fd is None:   # adopted from an earlier mount: opened on first use
+        if entry.fd is None:  # adopted from an earlier mount: opened on first use
             entry.fd = os.open(entry.path, os.O_RDONLY | os.O_CLOEXEC)
         return _pread_all(entry.fd, end - offset, offset)
 
@@ -414,12 +442,12 @@ class ContentCache:
         finally:
             self._counts["downloads_active"] -= 1
             if dl.error is None and not entry.complete and not abandoned:
-                dl.error = entry.dead or _closed()    # cancelled or forgotten
+                dl.error = entry.dead or _closed()  # cancelled or forgotten
             # (an abandoned download has no error: a reader who arrived meanwhile restarts it)
             if entry.download is dl:
                 entry.download = None
             if entry.dead is not None and entry.fd is not None:
-                os.close(entry.fd)   # _drop leaves the fd to us while we may still write to it
+                os.close(entry.fd)  # _drop leaves the fd to us while we may still write to it
                 entry.fd = None
             elif abandoned and entry.pins == 0:
                 self._drop(entry, _closed(), evicted=True)
@@ -432,7 +460,7 @@ class ContentCache:
         buf = bytearray()
         try:
             async for chunk in stream:
-                if entry.dead is not None:   # forgotten while we were waiting for this chunk
+                if entry.dead is not None:  # forgotten while we were waiting for this chunk
                     return
                 buf += chunk
                 if len(buf) >= WRITE_BATCH or entry.waiting:
@@ -478,8 +506,12 @@ class ContentCache:
                 return
             if victim is not growing and victim.pins == 0 and victim.download is None:
                 self._drop(victim, _closed(), evicted=True)
-        if (growing is not None and self._disk_used + n > self._disk_budget and growing.pins == 0
-                and trio.current_time() - growing.last_access > self._idle_grace):
+        if (
+            growing is not None
+            and self._disk_used + n > self._disk_budget
+            and growing.pins == 0
+            and trio.current_time() - growing.last_access > self._idle_grace
+        ):
             raise _Abandoned()
 
     def _drop(self, entry: _Entry, why: BaseException, *, evicted: bool = False) -> None:
@@ -495,7 +527,7 @@ class ContentCache:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(entry.path)
         if entry.download is not None:
-            entry.download.scope.cancel()      # its task closes the fd when it stops
+            entry.download.scope.cancel()  # its task closes the fd when it stops
         elif entry.fd is not None:
             os.close(entry.fd)
             entry.fd = None
@@ -534,7 +566,7 @@ class ContentCache:
         if self._closed or self._nursery is None:
             raise _closed()
         self._counts["downloads_started"] += 1
-        self._counts["downloads_active"] += 1   # counted now so stats() is exact before it runs
+        self._counts["downloads_active"] += 1  # counted now so stats() is exact before it runs
         self._nursery.start_soon(fn, *args)
 
 

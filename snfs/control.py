@@ -1,10 +1,11 @@
 """`/.snfs/`: read-only files that show the mount's state (`status` as JSON)."""
+
 from __future__ import annotations
 
 import json
 import time
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from snfs.inodes import Inodes, Kind, Node
@@ -39,7 +40,7 @@ class Control:
         return data
 
     def size_and_mtime(self, node: Node) -> tuple[int, datetime]:
-        return len(self.content(node)), datetime.now(timezone.utc)
+        return len(self.content(node)), datetime.now(UTC)
 
     def is_dir(self, node: Node) -> bool:
         return node.data is None

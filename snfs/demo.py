@@ -1,4 +1,5 @@
 """`snfs demo [MOUNTPOINT]`: the emulator with demo data, mounted, to try snfs in one command."""
+
 from __future__ import annotations
 
 import argparse
@@ -16,9 +17,23 @@ STARTUP_SECONDS = 30.0
 
 
 def start_emulator(data_dir: Path) -> tuple[subprocess.Popen, str]:
-    proc = subprocess.Popen([sys.executable, "-m", "snfs", "emulator", "--demo", "--host",
-                             "127.0.0.1", "--port", "0", "--data", str(data_dir)],
-                            stdout=subprocess.PIPE, stdin=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "snfs",
+            "emulator",
+            "--demo",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--data",
+            str(data_dir),
+        ],
+        stdout=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+    )
     assert proc.stdout is not None
     deadline = time.monotonic() + STARTUP_SECONDS
     buf = b""
@@ -69,9 +84,23 @@ def main(argv: list[str]) -> int:
             print(TRY.format(url=url, mp=mp), flush=True)
             env = dict(os.environ, SNFS_PASSWORD="admin")
             mount = subprocess.Popen(
-                [sys.executable, "-m", "snfs", "mount", url, str(mp), "--user", "admin",
-                 "--spool-dir", str(Path(tmp) / "spool"), "--cache-dir", str(Path(tmp) / "cache"),
-                 *(["-" + "v" * a.verbose] if a.verbose else [])], env=env)
+                [
+                    sys.executable,
+                    "-m",
+                    "snfs",
+                    "mount",
+                    url,
+                    str(mp),
+                    "--user",
+                    "admin",
+                    "--spool-dir",
+                    str(Path(tmp) / "spool"),
+                    "--cache-dir",
+                    str(Path(tmp) / "cache"),
+                    *(["-" + "v" * a.verbose] if a.verbose else []),
+                ],
+                env=env,
+            )
             try:
                 return mount.wait()
             except KeyboardInterrupt:

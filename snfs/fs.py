@@ -2,6 +2,7 @@
 the write staging. Every handler goes through `handlers.handler` (errno mapping, never let a
 non-FUSEError escape). Behaviour of each operation: docs/SEMANTICS.md.
 """
+
 from __future__ import annotations
 
 import errno
@@ -18,9 +19,8 @@ import trio
 from snfs import attrs
 from snfs.attrs import Owner, Timeouts
 from snfs.content_cache import ContentCache
-from snfs.control import Control
+from snfs.control import DIR_NAME, Control
 from snfs.errors import NotFound
-from snfs.control import DIR_NAME
 from snfs.handlers import fail, handler
 from snfs.inodes import Kind, Node
 from snfs.tree import Tree
@@ -48,8 +48,15 @@ class Operations(pyfuse3.Operations):
     enable_writeback_cache = False
     enable_acl = False
 
-    def __init__(self, tree: Tree, cache: ContentCache, writes: Writes, control: Control,
-                 owner: Owner, timeouts: Timeouts) -> None:
+    def __init__(
+        self,
+        tree: Tree,
+        cache: ContentCache,
+        writes: Writes,
+        control: Control,
+        owner: Owner,
+        timeouts: Timeouts,
+    ) -> None:
         super().__init__()
         self.tree = tree
         self.control = control
@@ -88,7 +95,9 @@ class Operations(pyfuse3.Operations):
 
     def _parent(self, node: Node) -> Node:
         if node.kind in (Kind.TABLE, Kind.ROOT, Kind.CONTROL):
-            return self.control.root if node.kind is Kind.CONTROL and node.data else self.inodes.root
+            return (
+                self.control.root if node.kind is Kind.CONTROL and node.data else self.inodes.root
+            )
         if node.kind in (Kind.RECORD, Kind.ALIAS):
             return self.tree.table_node(node.table)
         return self.tree.record_node(node.table, node.record)
@@ -103,7 +112,9 @@ class Operations(pyfuse3.Operations):
             if local is not None:
                 return local
             node = await self.tree.lookup_file(parent.table, parent.record, name)
-            if node is not None and node.data.sys_id in self.writes.hidden(parent.table, parent.record):
+            if node is not None and node.data.sys_id in self.writes.hidden(
+                parent.table, parent.record
+            ):
                 return None  # shown under a local (temporary) name instead
             return node
         if parent.kind is Kind.CONTROL and self.control.is_dir(parent):
@@ -114,8 +125,10 @@ class Operations(pyfuse3.Operations):
         if node.kind is Kind.ROOT:
             return [(t, self.tree.table_node(t)) for t in await self.tree.tables()]
         if node.kind is Kind.TABLE:
-            return [(r, self.tree.record_node(node.table, r))
-                    for r in await self.tree.records(node.table)]
+            return [
+                (r, self.tree.record_node(node.table, r))
+                for r in await self.tree.records(node.table)
+            ]
         if node.kind is Kind.RECORD:
             return await self._record_entries(node)
         if node.kind is Kind.CONTROL and self.control.is_dir(node):
@@ -142,7 +155,9 @@ class Operations(pyfuse3.Operations):
     # -- namespace -------------------------------------------------------------------------------
 
     @handler
-    async def lookup(self, parent_inode: int, name: bytes, ctx: Any = None) -> pyfuse3.EntryAttributes:
+    async def lookup(
+        self, parent_inode: int, name: bytes, ctx: Any = None
+    ) -> pyfuse3.EntryAttributes:
         parent = self._node(parent_inode)
         text = self._name(name)
         if text == ".":
@@ -175,8 +190,9 @@ class Operations(pyfuse3.Operations):
     @handler
     async def opendir(self, inode: int, ctx: Any = None) -> int:
         node = self._node(inode)
-        if node.kind not in (Kind.ROOT, Kind.TABLE, Kind.RECORD) and \
-                not (node.kind is Kind.CONTROL and self.control.is_dir(node)):
+        if node.kind not in (Kind.ROOT, Kind.TABLE, Kind.RECORD) and not (
+            node.kind is Kind.CONTROL and self.control.is_dir(node)
+        ):
             raise fail(errno.ENOTDIR)
         fh = next(self._fh)
         self._dirs[fh] = DirHandle(node)
@@ -219,8 +235,9 @@ class Operations(pyfuse3.Operations):
     @handler
     async def open(self, inode: int, flags: int, ctx: Any = None) -> pyfuse3.FileInfo:
         node = self._node(inode)
-        if node.kind in (Kind.TABLE, Kind.RECORD, Kind.ROOT) or \
-                (node.kind is Kind.CONTROL and self.control.is_dir(node)):
+        if node.kind in (Kind.TABLE, Kind.RECORD, Kind.ROOT) or (
+            node.kind is Kind.CONTROL and self.control.is_dir(node)
+        ):
             raise fail(errno.EISDIR)
         writable = (flags & os.O_ACCMODE) != os.O_RDONLY or bool(flags & os.O_TRUNC)
         if writable and node.kind is Kind.CONTROL:
@@ -230,8 +247,11 @@ class Operations(pyfuse3.Operations):
         fh = next(self._fh)
         self._files[fh] = FileHandle(node, writable)
         # Content under a FILE inode never changes: let the kernel keep its page cache.
-        return pyfuse3.FileInfo(fh=fh, keep_cache=node.kind is Kind.FILE and not writable,
-                                direct_io=node.kind is Kind.CONTROL)
+        return pyfuse3.FileInfo(
+            fh=fh,
+            keep_cache=node.kind is Kind.FILE and not writable,
+            direct_io=node.kind is Kind.CONTROL,
+        )
 
     @handler
     async def read(self, fh: int, off: int, size: int) -> bytes:
@@ -248,7 +268,7 @@ class Operations(pyfuse3.Operations):
                 self.cache.forget(att.sys_id)
                 raise
         if node.kind is Kind.CONTROL:
-            return self.control.content(node)[off:off + size]
+            return self.control.content(node)[off : off + size]
         return await self.writes.read(node, off, size)
 
     def _handle(self, fh: int) -> FileHandle:
@@ -292,8 +312,9 @@ class Operations(pyfuse3.Operations):
     # -- writing: each call is translated onto snfs.writes -----------------------------------------
 
     @handler
-    async def create(self, parent_inode: int, name: bytes, mode: int, flags: int,
-                     ctx: Any = None) -> tuple[pyfuse3.FileInfo, pyfuse3.EntryAttributes]:
+    async def create(
+        self, parent_inode: int, name: bytes, mode: int, flags: int, ctx: Any = None
+    ) -> tuple[pyfuse3.FileInfo, pyfuse3.EntryAttributes]:
         parent = self._node(parent_inode)
         node = await self.writes.create(parent, self._name(name))
         fh = next(self._fh)
@@ -324,13 +345,20 @@ class Operations(pyfuse3.Operations):
             await self.writes.release(handle.node)
 
     @handler
-    async def setattr(self, inode: int, attr: pyfuse3.EntryAttributes, fields: Any, fh: int | None,
-                      ctx: Any = None) -> pyfuse3.EntryAttributes:
+    async def setattr(
+        self,
+        inode: int,
+        attr: pyfuse3.EntryAttributes,
+        fields: Any,
+        fh: int | None,
+        ctx: Any = None,
+    ) -> pyfuse3.EntryAttributes:
         node = self._node(inode)
         if fields.update_size:
             await self.writes.truncate(node, attr.st_size, has_handle=fh is not None)
-        elif self.owner.read_only and (fields.update_mode or fields.update_uid or
-                                       fields.update_gid or fields.update_mtime):
+        elif self.owner.read_only and (
+            fields.update_mode or fields.update_uid or fields.update_gid or fields.update_mtime
+        ):
             raise fail(errno.EROFS)
         # mode, owner and times: accepted without effect, so cp -a, rsync -a and tar x work.
         return self._attr(node)
@@ -345,8 +373,15 @@ class Operations(pyfuse3.Operations):
         await self.writes.unlink(parent, text, child)
 
     @handler
-    async def rename(self, parent_inode_old: int, name_old: bytes, parent_inode_new: int,
-                     name_new: bytes, flags: int, ctx: Any = None) -> None:
+    async def rename(
+        self,
+        parent_inode_old: int,
+        name_old: bytes,
+        parent_inode_new: int,
+        name_new: bytes,
+        flags: int,
+        ctx: Any = None,
+    ) -> None:
         old_parent, new_parent = self._node(parent_inode_old), self._node(parent_inode_new)
         old_name, new_name = self._name(name_old), self._name(name_new)
         if old_parent.kind is not Kind.RECORD or new_parent.kind is not Kind.RECORD:
@@ -362,8 +397,9 @@ class Operations(pyfuse3.Operations):
         await self.writes.rename(old_parent, old_name, source, new_parent, new_name, target)
 
     @handler
-    async def mkdir(self, parent_inode: int, name: bytes, mode: int,
-                    ctx: Any = None) -> pyfuse3.EntryAttributes:
+    async def mkdir(
+        self, parent_inode: int, name: bytes, mode: int, ctx: Any = None
+    ) -> pyfuse3.EntryAttributes:
         node = await self.writes.mkdir(self._node(parent_inode), self._name(name))
         self.inodes.looked_up(node)
         return self._attr(node)
@@ -378,16 +414,19 @@ class Operations(pyfuse3.Operations):
         await self.writes.rmdir(parent, child, bool(entries))
 
     @handler
-    async def link(self, inode: int, new_parent_inode: int, new_name: bytes,
-                   ctx: Any = None) -> pyfuse3.EntryAttributes:
+    async def link(
+        self, inode: int, new_parent_inode: int, new_name: bytes, ctx: Any = None
+    ) -> pyfuse3.EntryAttributes:
         raise fail(errno.EPERM)
 
     @handler
-    async def symlink(self, parent_inode: int, name: bytes, target: bytes,
-                      ctx: Any = None) -> pyfuse3.EntryAttributes:
+    async def symlink(
+        self, parent_inode: int, name: bytes, target: bytes, ctx: Any = None
+    ) -> pyfuse3.EntryAttributes:
         raise fail(errno.EPERM)
 
     @handler
-    async def mknod(self, parent_inode: int, name: bytes, mode: int, rdev: int,
-                    ctx: Any = None) -> pyfuse3.EntryAttributes:
+    async def mknod(
+        self, parent_inode: int, name: bytes, mode: int, rdev: int, ctx: Any = None
+    ) -> pyfuse3.EntryAttributes:
         raise fail(errno.EPERM)

@@ -4,6 +4,7 @@ pyfuse3 lets only `FUSEError` out of a handler: any other exception ends `pyfuse
 with it the mount. So every handler maps the client's errors to their errno, logs anything
 unexpected once with its traceback, and answers EIO for it.
 """
+
 from __future__ import annotations
 
 import errno

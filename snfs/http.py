@@ -21,6 +21,7 @@ What is independent of the system talked to lives here, once:
 System-specific behaviour stays with its owner and plugs in through `HttpCore`'s hooks
 (`error_mapper`, `on_response`, `resend_on_401`, a `SendState` per call).
 """
+
 from __future__ import annotations
 
 import email.utils
@@ -36,22 +37,55 @@ from typing import Any
 
 import httpx
 import trio
-from tenacity import (AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt,
-                      stop_before_delay, wait_random_exponential)
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception,
+    stop_after_attempt,
+    stop_before_delay,
+    wait_random_exponential,
+)
 
 from snfs import __version__
-from snfs.errors import (AuthError, ConnectionFailed, ExtensionRefused, Forbidden, InvalidInput,
-                         NotFound, RateLimited, ServerError, SnfsError, Timeout, TooLarge,
-                         Unsupported)
+from snfs.errors import (
+    AuthError,
+    ConnectionFailed,
+    ExtensionRefused,
+    Forbidden,
+    InvalidInput,
+    NotFound,
+    RateLimited,
+    ServerError,
+    SnfsError,
+    Timeout,
+    TooLarge,
+    Unsupported,
+)
 from snfs.secrets import Secret
 
 log = logging.getLogger("snfs.http")
 
-__all__ = ["CHUNK", "DOWNLOAD_BREAKS", "NOT_SENT", "BackoffState", "ErrorMapper", "HttpCore",
-           "HttpSettings", "HttpStats", "HeaderToken", "Resume", "SendState", "Skip",
-           "error_message", "http_error", "retry_after", "retryable", "transport_error"]
+__all__ = [
+    "CHUNK",
+    "DOWNLOAD_BREAKS",
+    "NOT_SENT",
+    "BackoffState",
+    "ErrorMapper",
+    "HttpCore",
+    "HttpSettings",
+    "HttpStats",
+    "HeaderToken",
+    "Resume",
+    "SendState",
+    "Skip",
+    "error_message",
+    "http_error",
+    "retry_after",
+    "retryable",
+    "transport_error",
+]
 
-CHUNK = 256 * 1024                      # read/download/upload chunk size
+CHUNK = 256 * 1024  # read/download/upload chunk size
 
 # Transport errors after which the request provably never reached the server.
 NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
@@ -109,8 +143,14 @@ def retry_after(resp: httpx.Response) -> float | None:
         return None
 
 
-_BY_STATUS: dict[int, type[SnfsError]] = {401: AuthError, 403: Forbidden, 404: NotFound,
-                                          405: Unsupported, 413: TooLarge, 429: RateLimited}
+_BY_STATUS: dict[int, type[SnfsError]] = {
+    401: AuthError,
+    403: Forbidden,
+    404: NotFound,
+    405: Unsupported,
+    413: TooLarge,
+    429: RateLimited,
+}
 
 
 def _error_class(status: int, kind: str, text: str) -> type[SnfsError]:
@@ -131,8 +171,13 @@ def http_error(resp: httpx.Response, kind: str, method: str, path: str) -> SnfsE
     shown = message or resp.reason_phrase
     if detail and detail != message:
         shown = f"{shown} ({detail})"
-    err = cls(f"{method} {path}: {status} {shown}".rstrip(), status=status,
-              instance_message=message or None, method=method, path=path)
+    err = cls(
+        f"{method} {path}: {status} {shown}".rstrip(),
+        status=status,
+        instance_message=message or None,
+        method=method,
+        path=path,
+    )
     err.retry_after = retry_after(resp)  # type: ignore[attr-defined]
     return err
 
@@ -155,6 +200,7 @@ def retryable(exc: BaseException) -> bool:
 @dataclass
 class HttpStats:
     """Counters for `snfs status` (`snfs.client.ClientStats` is one with ServiceNow's kinds)."""
+
     kinds: tuple[str, ...] = ()
     requests: dict[str, int] = field(default_factory=dict)
     bytes_in: int = 0
@@ -167,16 +213,21 @@ class HttpStats:
             self.requests.setdefault(k, 0)
 
     def as_dict(self) -> dict[str, Any]:
-        return {"requests": dict(self.requests), "bytes_in": self.bytes_in,
-                "bytes_out": self.bytes_out, "retries": self.retries, "errors": self.errors}
+        return {
+            "requests": dict(self.requests),
+            "bytes_in": self.bytes_in,
+            "bytes_out": self.bytes_out,
+            "retries": self.retries,
+            "errors": self.errors,
+        }
 
 
 @dataclass
 class HttpSettings:
-    base_url: str                      # scheme://host[:port][/prefix], no trailing slash
+    base_url: str  # scheme://host[:port][/prefix], no trailing slash
     timeout: float = 30.0
     max_in_flight: int = 8
-    verify: bool | str = True          # str = CA bundle path
+    verify: bool | str = True  # str = CA bundle path
     retry_attempts: int = 6
     retry_total_seconds: float = 60.0
     retry_base_delay: float = 0.5
@@ -187,7 +238,7 @@ class HttpSettings:
 class HeaderToken(httpx.Auth):
     """A static token sent in a header (Huawei's `X-Auth-Token`); never shown by repr/str."""
 
-    def __init__(self, header: str, token: "str | Secret") -> None:
+    def __init__(self, header: str, token: str | Secret) -> None:
         self.header = header
         self._token = Secret(token)
 
@@ -202,8 +253,9 @@ class HeaderToken(httpx.Auth):
 @dataclass
 class SendState:
     """What one `HttpCore.send` call learnt across its attempts."""
+
     attempts: int = 0
-    lost_response: bool = False   # an earlier attempt may have reached the server
+    lost_response: bool = False  # an earlier attempt may have reached the server
     auth_retried: bool = False
 
 
@@ -219,12 +271,18 @@ class BackoffState:
 
 
 class HttpCore:
-    def __init__(self, settings: HttpSettings, auth: httpx.Auth | None, *,
-                 stats: HttpStats, error_mapper: ErrorMapper = http_error,
-                 default_headers: dict[str, str] | None = None,
-                 logger: logging.Logger = log,
-                 on_response: Callable[[httpx.Response], None] | None = None,
-                 resend_on_401: bool = False) -> None:
+    def __init__(
+        self,
+        settings: HttpSettings,
+        auth: httpx.Auth | None,
+        *,
+        stats: HttpStats,
+        error_mapper: ErrorMapper = http_error,
+        default_headers: dict[str, str] | None = None,
+        logger: logging.Logger = log,
+        on_response: Callable[[httpx.Response], None] | None = None,
+        resend_on_401: bool = False,
+    ) -> None:
         """`on_response` sees every answer `send` gets (e.g. to learn the server's clock);
         `resend_on_401`: the auth refreshes its token on a 401 but cannot resend a streamed
         body itself, so such a request is sent once more at once."""
@@ -239,14 +297,20 @@ class HttpCore:
         verify: Any = settings.verify
         if isinstance(verify, str):
             verify = ssl.create_default_context(cafile=verify)
-        pool = max(1, settings.max_in_flight) + 2   # + room for token requests / copy streams
+        pool = max(1, settings.max_in_flight) + 2  # + room for token requests / copy streams
         headers = {"User-Agent": settings.user_agent}
         headers.update(default_headers or {})
         self.http = httpx.AsyncClient(
-            auth=auth, verify=verify, http2=False, timeout=httpx.Timeout(settings.timeout),
-            limits=httpx.Limits(max_connections=pool, max_keepalive_connections=pool,
-                                keepalive_expiry=30.0),
-            headers=headers, follow_redirects=False)
+            auth=auth,
+            verify=verify,
+            http2=False,
+            timeout=httpx.Timeout(settings.timeout),
+            limits=httpx.Limits(
+                max_connections=pool, max_keepalive_connections=pool, keepalive_expiry=30.0
+            ),
+            headers=headers,
+            follow_redirects=False,
+        )
 
     def __repr__(self) -> str:
         return f"HttpCore({self.base!r})"
@@ -281,17 +345,20 @@ class HttpCore:
             sleep=trio.sleep,
             stop=stop_after_attempt(attempts or s.retry_attempts)
             | stop_before_delay(s.retry_total_seconds),
-            wait=wait, retry=retry_if_exception(retryable), before_sleep=before_sleep,
-            reraise=True)
+            wait=wait,
+            retry=retry_if_exception(retryable),
+            before_sleep=before_sleep,
+            reraise=True,
+        )
 
     def failed(self, err: SnfsError) -> SnfsError:
         """Count and log a failure that reaches the caller: exactly one line, no secrets."""
         self.stats.errors += 1
         if err.status:
             what = f"{err.status} {err.instance_message or ''}".rstrip()
-        else:   # transport error: the message is "METHOD PATH: Kind: reason"
+        else:  # transport error: the message is "METHOD PATH: Kind: reason"
             prefix = f"{err.method} {err.path}: "
-            what = err.message[len(prefix):] if err.message.startswith(prefix) else err.message
+            what = err.message[len(prefix) :] if err.message.startswith(prefix) else err.message
         self.log.warning("%s %s failed: %s", err.method, err.path, what)
         return err
 
@@ -304,14 +371,23 @@ class HttpCore:
 
     # -- buffered requests -------------------------------------------------------------------
 
-    async def send(self, kind: str, method: str, path: str, *,
-                   params: dict[str, Any] | None = None, json: Any = None,
-                   body: Callable[[], AsyncIterable[bytes]] | None = None,
-                   headers: dict[str, str] | None = None, idempotent: bool = True,
-                   allow: tuple[int, ...] = (), attempts: int | None = None,
-                   log_failure: bool = True,
-                   on_attempt: Callable[[], None] | None = None,
-                   state: SendState | None = None) -> httpx.Response:
+    async def send(
+        self,
+        kind: str,
+        method: str,
+        path: str,
+        *,
+        params: dict[str, Any] | None = None,
+        json: Any = None,
+        body: Callable[[], AsyncIterable[bytes]] | None = None,
+        headers: dict[str, str] | None = None,
+        idempotent: bool = True,
+        allow: tuple[int, ...] = (),
+        attempts: int | None = None,
+        log_failure: bool = True,
+        on_attempt: Callable[[], None] | None = None,
+        state: SendState | None = None,
+    ) -> httpx.Response:
         """One logical request with retries; the response with its body read.
 
         Raises the mapped `SnfsError` unless the status is 2xx or in `allow`. `path` is
@@ -324,8 +400,9 @@ class HttpCore:
             state.attempts += 1
             if on_attempt is not None:
                 on_attempt()
-            resp = await self._attempt(kind, method, path, params, json, body, headers,
-                                       idempotent, state)
+            resp = await self._attempt(
+                kind, method, path, params, json, body, headers, idempotent, state
+            )
             if resp.is_success or resp.status_code in allow:
                 return resp
             raise self._refused(resp, kind, method, path, body is not None, idempotent, state)
@@ -337,10 +414,18 @@ class HttpCore:
                 raise err
             raise self.failed(err) from None
 
-    async def _attempt(self, kind: str, method: str, path: str, params: dict[str, Any] | None,
-                       json: Any, body: Callable[[], AsyncIterable[bytes]] | None,
-                       headers: dict[str, str] | None, idempotent: bool,
-                       state: SendState) -> httpx.Response:
+    async def _attempt(
+        self,
+        kind: str,
+        method: str,
+        path: str,
+        params: dict[str, Any] | None,
+        json: Any,
+        body: Callable[[], AsyncIterable[bytes]] | None,
+        headers: dict[str, str] | None,
+        idempotent: bool,
+        state: SendState,
+    ) -> httpx.Response:
         """One attempt: the response (any status), or the mapped transport error."""
         hdrs = {"Accept": "application/json"}
         hdrs.update(headers or {})
@@ -349,8 +434,9 @@ class HttpCore:
             content = _json.dumps(json).encode()
             hdrs["Content-Type"] = "application/json"
             self.stats.bytes_out += len(content)
-        request = self.http.build_request(method, self.base + path, params=params,
-                                          content=content, headers=hdrs)
+        request = self.http.build_request(
+            method, self.base + path, params=params, content=content, headers=hdrs
+        )
         self.count(kind)
         started = time.monotonic()
         async with self.sem:
@@ -365,18 +451,32 @@ class HttpCore:
                 err.in_doubt = not idempotent and not not_sent  # type: ignore[attr-defined]
                 self.log.debug("%s %s: %s", method, path, err.message)
                 raise err from None
-            except httpx.HTTPError as e:   # e.g. a body that cannot be sent again
-                raise ServerError(f"{method} {path}: {type(e).__name__}: {e}",
-                                  method=method, path=path) from None
+            except httpx.HTTPError as e:  # e.g. a body that cannot be sent again
+                raise ServerError(
+                    f"{method} {path}: {type(e).__name__}: {e}", method=method, path=path
+                ) from None
         self.stats.bytes_in += resp.num_bytes_downloaded
         if self.on_response is not None:
             self.on_response(resp)
-        self.log.debug("%s %s -> %d (%.0f ms)", method, path, resp.status_code,
-                       (time.monotonic() - started) * 1000)
+        self.log.debug(
+            "%s %s -> %d (%.0f ms)",
+            method,
+            path,
+            resp.status_code,
+            (time.monotonic() - started) * 1000,
+        )
         return resp
 
-    def _refused(self, resp: httpx.Response, kind: str, method: str, path: str,
-                 streamed: bool, idempotent: bool, state: SendState) -> SnfsError:
+    def _refused(
+        self,
+        resp: httpx.Response,
+        kind: str,
+        method: str,
+        path: str,
+        streamed: bool,
+        idempotent: bool,
+        state: SendState,
+    ) -> SnfsError:
         """The error for a refused answer, marked retryable / in doubt by the policy."""
         err = self.map_error(resp, kind, method, path)
         status = resp.status_code
@@ -396,8 +496,14 @@ class HttpCore:
     # -- streamed responses ------------------------------------------------------------------
 
     @asynccontextmanager
-    async def open(self, kind: str, path: str, *, params: dict[str, Any] | None = None,
-                   allow: tuple[int, ...] = ()) -> AsyncIterator[httpx.Response]:
+    async def open(
+        self,
+        kind: str,
+        path: str,
+        *,
+        params: dict[str, Any] | None = None,
+        allow: tuple[int, ...] = (),
+    ) -> AsyncIterator[httpx.Response]:
         """A GET whose body is not read: for its headers, or to stream it. Retries failures
         to connect and 429/5xx before the body; a status outside 2xx/`allow` raises."""
         url = self.base + path
@@ -429,9 +535,15 @@ class HttpCore:
                 self.stats.bytes_in += resp.num_bytes_downloaded
                 await resp.aclose()
 
-    async def stream(self, kind: str, path: str, *, offset: int = 0,
-                     expected_size: int | None = None,
-                     params: dict[str, Any] | None = None) -> AsyncIterator[bytes]:
+    async def stream(
+        self,
+        kind: str,
+        path: str,
+        *,
+        offset: int = 0,
+        expected_size: int | None = None,
+        params: dict[str, Any] | None = None,
+    ) -> AsyncIterator[bytes]:
         """The body of a GET from `offset` on; a broken transfer is asked for again and what
         was already delivered is skipped (no Range). Bounded like `send`."""
         url = self.base + path
@@ -444,8 +556,9 @@ class HttpCore:
             try:
                 async with self.sem:
                     self.count(kind)
-                    request = self.http.build_request("GET", url, params=params,
-                                                      headers={"Accept": "*/*"})
+                    request = self.http.build_request(
+                        "GET", url, params=params, headers={"Accept": "*/*"}
+                    )
                     resp = await self.http.send(request, stream=True)
                     try:
                         if not resp.is_success:
@@ -460,7 +573,8 @@ class HttpCore:
                             yield chunk
                         if total is not None and resp.num_bytes_downloaded < total:
                             raise httpx.RemoteProtocolError(
-                                f"body ended at {resp.num_bytes_downloaded} of {total} bytes")
+                                f"body ended at {resp.num_bytes_downloaded} of {total} bytes"
+                            )
                         return
                     finally:
                         self.stats.bytes_in += resp.num_bytes_downloaded
@@ -484,7 +598,7 @@ class Skip:
         if len(chunk) <= self.left:
             self.left -= len(chunk)
             return None
-        chunk, self.left = chunk[self.left:], 0
+        chunk, self.left = chunk[self.left :], 0
         return chunk
 
 
@@ -513,20 +627,27 @@ class Resume:
         """Wait before the next attempt, or raise `err` when the budget is spent."""
         s = self.core.settings
         self.failures = 1 if progress else self.failures + 1
-        wait = max(getattr(err, "retry_after", None) or 0.0,
-                   self.backoff(BackoffState(self.failures)))
+        wait = max(
+            getattr(err, "retry_after", None) or 0.0, self.backoff(BackoffState(self.failures))
+        )
         elapsed = time.monotonic() - self.started
         if self.failures >= s.retry_attempts or elapsed + wait >= s.retry_total_seconds:
             raise self.core.failed(err) from None
         self.core.stats.retries += 1
-        self.core.log.debug("download of %s broke at %d bytes (%s); %s in %.2f s",
-                            self.what, at, err.message, self.verb, wait)
+        self.core.log.debug(
+            "download of %s broke at %d bytes (%s); %s in %.2f s",
+            self.what,
+            at,
+            err.message,
+            self.verb,
+            wait,
+        )
         await trio.sleep(wait)
 
 
 def _content_length(resp: httpx.Response) -> int | None:
     if resp.headers.get("content-encoding", "identity").lower() not in ("", "identity"):
-        return None   # Content-Length counts the encoded bytes; httpx counts them too, but skip
+        return None  # Content-Length counts the encoded bytes; httpx counts them too, but skip
     try:
         return int(resp.headers["content-length"])
     except (KeyError, ValueError):

@@ -5,12 +5,14 @@ Keys say what an inode stands for: `("table", name)`, `("record", table, sys_id)
 A file inode is keyed by its attachment's sys_id, whose content never changes, which is what
 makes long kernel cache timeouts and `keep_cache` safe. Numbers are never reused.
 """
+
 from __future__ import annotations
 
 import itertools
+from collections.abc import Hashable
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any, Hashable
+from typing import Any
 
 import pyfuse3
 
@@ -19,9 +21,9 @@ class Kind(Enum):
     ROOT = "root"
     TABLE = "table"
     RECORD = "record"
-    ALIAS = "alias"      # /<table>/<number> -> <sys_id>
-    FILE = "file"        # an attachment on the instance
-    LOCAL = "local"      # a staged file that exists only on local disk (write side)
+    ALIAS = "alias"  # /<table>/<number> -> <sys_id>
+    FILE = "file"  # an attachment on the instance
+    LOCAL = "local"  # a staged file that exists only on local disk (write side)
     CONTROL = "control"  # /.snfs and the files in it
 
 
@@ -31,8 +33,8 @@ class Node:
     kind: Kind
     key: Hashable
     table: str = ""
-    record: str = ""          # record sys_id (RECORD, FILE, LOCAL)
-    data: Any = None          # Attachment for FILE, target for ALIAS, staging state for LOCAL
+    record: str = ""  # record sys_id (RECORD, FILE, LOCAL)
+    data: Any = None  # Attachment for FILE, target for ALIAS, staging state for LOCAL
     nlookup: int = field(default=0)
 
 

@@ -1,4 +1,5 @@
 """Logging: one line per event to stderr (journald-friendly) or a file; never a secret."""
+
 from __future__ import annotations
 
 import logging

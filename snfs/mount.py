@@ -1,4 +1,5 @@
 """`snfs mount` and `snfs unmount`: wire the parts together and run the FUSE main loop."""
+
 from __future__ import annotations
 
 import argparse
@@ -50,8 +51,10 @@ def build_auth(o: MountOptions, base_url: str) -> Any:
     if not o.user and os.environ.get(o.token_env):
         return BearerToken(load_secret(env=o.token_env))
     if not o.user and not o.oauth_client_id:
-        raise ConfigError("no credentials: give --user (password from $SNFS_PASSWORD, "
-                          "--password-file, --credential or ~/.netrc) or --token-file")
+        raise ConfigError(
+            "no credentials: give --user (password from $SNFS_PASSWORD, "
+            "--password-file, --credential or ~/.netrc) or --token-file"
+        )
     password = None
     if o.user:
         if o.password_file or o.credential:
@@ -61,10 +64,19 @@ def build_auth(o: MountOptions, base_url: str) -> Any:
         else:
             password = load_secret(env=o.password_env, netrc_host=host, netrc_login=o.user)
     if o.oauth_client_id:
-        secret = o.client_secret.reveal() if o.client_secret and not o.oauth_secret_file else \
-            load_secret(file=o.oauth_secret_file, env=o.oauth_secret_env)
-        return OAuth(base_url + "/oauth_token.do", o.oauth_client_id, secret,
-                     grant=o.oauth_grant, user=o.user, password=password)
+        secret = (
+            o.client_secret.reveal()
+            if o.client_secret and not o.oauth_secret_file
+            else load_secret(file=o.oauth_secret_file, env=o.oauth_secret_env)
+        )
+        return OAuth(
+            base_url + "/oauth_token.do",
+            o.oauth_client_id,
+            secret,
+            grant=o.oauth_grant,
+            user=o.user,
+            password=password,
+        )
     return BasicAuth(o.user, password)
 
 
@@ -91,29 +103,50 @@ def make_backend(o: MountOptions) -> Backend:
     verify: bool | str = str(o.ca_bundle) if o.ca_bundle else True
     if kind == "easyvista":
         from snfs.backends.easyvista import EasyVistaBackend
+
         parts = urlsplit(base)
         segments = [s for s in parts.path.split("/") if s]
         if len(segments) < 3 or segments[-3:-1] != ["api", "v1"]:
-            raise ConfigError("easyvista: the URL must end in /api/v1/<account>, e.g. "
-                              "easyvista+https://ev.example.com/api/v1/50004")
+            raise ConfigError(
+                "easyvista: the URL must end in /api/v1/<account>, e.g. "
+                "easyvista+https://ev.example.com/api/v1/50004"
+            )
         server = f"{parts.scheme}://{parts.netloc}"
         auth = build_auth(o, base)
-        return EasyVistaBackend(server, segments[-1], auth, verify=verify, timeout=o.timeout,
-                                max_in_flight=o.max_in_flight)
+        return EasyVistaBackend(
+            server,
+            segments[-1],
+            auth,
+            verify=verify,
+            timeout=o.timeout,
+            max_in_flight=o.max_in_flight,
+        )
     from snfs.backends.huawei import HuaweiBackend
-    token = o.token.reveal() if o.token else load_secret(file=o.token_file, env=o.token_env) \
-        if o.token_file else load_secret(env=o.token_env)
-    return HuaweiBackend(base, token, verify=verify, timeout=o.timeout,
-                         max_in_flight=o.max_in_flight)
+
+    token = (
+        o.token.reveal()
+        if o.token
+        else load_secret(file=o.token_file, env=o.token_env)
+        if o.token_file
+        else load_secret(env=o.token_env)
+    )
+    return HuaweiBackend(
+        base, token, verify=verify, timeout=o.timeout, max_in_flight=o.max_in_flight
+    )
 
 
 def client_config(o: MountOptions, instance: str | None = None) -> ClientConfig:
-    base_url = normalize_instance_url(instance or o.instance,
-                                      allow_insecure_http=o.allow_insecure_http)
-    return ClientConfig(base_url=base_url, auth=build_auth(o, base_url),
-                        max_in_flight=o.max_in_flight,
-                        verify=str(o.ca_bundle) if o.ca_bundle else True, timeout=o.timeout,
-                        user_agent=f"snfs/{__version__}")
+    base_url = normalize_instance_url(
+        instance or o.instance, allow_insecure_http=o.allow_insecure_http
+    )
+    return ClientConfig(
+        base_url=base_url,
+        auth=build_auth(o, base_url),
+        max_in_flight=o.max_in_flight,
+        verify=str(o.ca_bundle) if o.ca_bundle else True,
+        timeout=o.timeout,
+        user_agent=f"snfs/{__version__}",
+    )
 
 
 def fuse_options(o: MountOptions) -> set[str]:
@@ -160,8 +193,11 @@ def set_read_ahead(mountpoint: Path, kb: int) -> None:
 
 def unmount(path: Path, *, lazy: bool = False) -> None:
     tool = shutil.which("fusermount3") or shutil.which("fusermount")
-    cmd = [tool, "-u"] + (["-z"] if lazy else []) + [str(path)] if tool else \
-        ["umount"] + (["-l"] if lazy else []) + [str(path)]
+    cmd = (
+        [tool, "-u"] + (["-z"] if lazy else []) + [str(path)]
+        if tool
+        else ["umount"] + (["-l"] if lazy else []) + [str(path)]
+    )
     subprocess.run(cmd, check=True, capture_output=True)
 
 
@@ -172,8 +208,11 @@ class Mount:
         self.o = o
         self.backend = backend
         # Spool and cache are per system and URL: file ids are unique only there.
-        self.key = backend.base_url if backend.name == "servicenow" else \
-            f"{backend.name}+{backend.base_url}"
+        self.key = (
+            backend.base_url
+            if backend.name == "servicenow"
+            else f"{backend.name}+{backend.base_url}"
+        )
         self.started = time.time()
 
     def status(self) -> dict[str, Any]:
@@ -188,11 +227,16 @@ class Mount:
             "requests": self.backend.stats.as_dict(),
             "cache": self.cache.stats(),
             "pending_uploads": [
-                {"path": f"{st.table}/{st.record}/{st.name}", "bytes": st.size(),
-                 "age_seconds": round(now - st.mtime.timestamp()), "attempts": st.attempts,
-                 "state": "blocked" if st.blocked else "pending",
-                 "last_error": st.blocked or st.last_error}
-                for st in self.writes.pending()],
+                {
+                    "path": f"{st.table}/{st.record}/{st.name}",
+                    "bytes": st.size(),
+                    "age_seconds": round(now - st.mtime.timestamp()),
+                    "attempts": st.attempts,
+                    "state": "blocked" if st.blocked else "pending",
+                    "last_error": st.blocked or st.last_error,
+                }
+                for st in self.writes.pending()
+            ],
         }
 
     async def run(self) -> int:
@@ -205,10 +249,13 @@ class Mount:
                 return 1
             # One cache per instance: sys_ids are unique only within an instance (and clones).
             disk_dir = instance_dir(o.cache_dir or cache_home() / "content", self.key)
-            async with ContentCache(lambda sid, off: backend.stream(sid, offset=off),
-                                    memory_bytes=o.cache_size, disk_dir=disk_dir,
-                                    disk_bytes=o.disk_cache_size,
-                                    range_reads=lambda: backend.supports_range) as cache:
+            async with ContentCache(
+                lambda sid, off: backend.stream(sid, offset=off),
+                memory_bytes=o.cache_size,
+                disk_dir=disk_dir,
+                disk_bytes=o.disk_cache_size,
+                range_reads=lambda: backend.supports_range,
+            ) as cache:
                 self.cache = cache
                 return await self._serve(cache)
         finally:
@@ -218,17 +265,27 @@ class Mount:
     async def _serve(self, cache: ContentCache) -> int:
         o, backend = self.o, self.backend
         tree = Tree(backend, dir_cache_time=o.dir_cache_time, tables=o.tables)
-        spool = Spool(instance_dir(o.spool_dir or state_home() / "spool", self.key),
-                      exclusive=not o.read_only)
+        spool = Spool(
+            instance_dir(o.spool_dir or state_home() / "spool", self.key), exclusive=not o.read_only
+        )
         self.writes = writes = Writes(tree, backend, cache, spool, read_only=o.read_only)
         control = Control(tree.inodes, self.status)
-        ops = Operations(tree, cache, writes, control,
-                         Owner(o.uid, o.gid, o.umask, o.read_only),
-                         Timeouts(entry=min(o.dir_cache_time, 60.0)))
+        ops = Operations(
+            tree,
+            cache,
+            writes,
+            control,
+            Owner(o.uid, o.gid, o.umask, o.read_only),
+            Timeouts(entry=min(o.dir_cache_time, 60.0)),
+        )
         prepare_mountpoint(o.mountpoint)
         pyfuse3.init(ops, str(o.mountpoint), fuse_options(o))
-        log.info("mounted %s on %s%s", backend.base_url, o.mountpoint,
-                 " (read-only)" if o.read_only else "")
+        log.info(
+            "mounted %s on %s%s",
+            backend.base_url,
+            o.mountpoint,
+            " (read-only)" if o.read_only else "",
+        )
         try:
             notify_ready(o.ready_fd)
             notify.ready(f"mounted {backend.base_url} on {o.mountpoint}")
@@ -302,9 +359,15 @@ def daemonize(argv: list[str], o: MountOptions) -> int:
     if not o.log_file:
         args += ["--log-file", str(log_file)]
     env = {k: v for k, v in os.environ.items() if k != "NOTIFY_SOCKET"}  # not a service's main
-    child = subprocess.Popen([sys.executable, "-m", "snfs", "mount", *args], pass_fds=(write_fd,),
-                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                             stderr=subprocess.DEVNULL, start_new_session=True, env=env)
+    child = subprocess.Popen(
+        [sys.executable, "-m", "snfs", "mount", *args],
+        pass_fds=(write_fd,),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+        env=env,
+    )
     os.close(write_fd)
     with os.fdopen(read_fd, "rb") as pipe:
         ready = pipe.read() == b"ready\n"
@@ -317,8 +380,11 @@ def daemonize(argv: list[str], o: MountOptions) -> int:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="snfs mount", description="Mount a ServiceNow instance's "
-                                "attachments as /<table>/<record sys_id>/<file_name>.")
+    p = argparse.ArgumentParser(
+        prog="snfs mount",
+        description="Mount a ServiceNow instance's "
+        "attachments as /<table>/<record sys_id>/<file_name>.",
+    )
     add_arguments(p)
     return p
 

@@ -21,6 +21,7 @@ In OPTIONS:
 - everything else (`ro`, `allow_other`, `uid=`, `gid=`, `umask=`, other FUSE options) is
   passed on in `-o`.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -33,8 +34,22 @@ __all__ = ["translate", "main", "UsageError"]
 PROG = "mount.snfs"
 
 # Dropped: meant for mount(8), fstab, systemd (and `rw`, see above).
-_DROP = {"_netdev", "auto", "noauto", "nofail", "defaults", "user", "nouser", "users",
-         "nousers", "owner", "noowner", "group", "nogroup", "rw"}
+_DROP = {
+    "_netdev",
+    "auto",
+    "noauto",
+    "nofail",
+    "defaults",
+    "user",
+    "nouser",
+    "users",
+    "nousers",
+    "owner",
+    "noowner",
+    "group",
+    "nogroup",
+    "rw",
+}
 _DROP_PREFIX = ("x-", "X-", "comment=", "offset=", "sizelimit=")
 _SECRETS = {"password", "passwd", "pass", "token", "client_secret", "oauth_secret", "secret"}
 _ALIASES = {"username": "user", "sn_user": "user"}
@@ -51,10 +66,10 @@ class Invocation:
     source: str
     mountpoint: str
     options: list[str] = field(default_factory=list)  # as given, split at commas
-    fake: bool = False          # -f: do everything but the mount
-    verbose: int = 0            # -v
-    sloppy: bool = False        # -s: accepted, nothing to do
-    no_mtab: bool = False       # -n: accepted, snfs never writes mtab
+    fake: bool = False  # -f: do everything but the mount
+    verbose: int = 0  # -v
+    sloppy: bool = False  # -s: accepted, nothing to do
+    no_mtab: bool = False  # -n: accepted, snfs never writes mtab
 
 
 def _long_options() -> dict[str, tuple[str, bool]]:
@@ -119,8 +134,10 @@ def parse(argv: list[str]) -> Invocation:
             else:
                 raise UsageError(f"unknown flag -{flag}")
     if len(positionals) != 2:
-        raise UsageError(f"usage: {PROG} SOURCE DIR [-sfnv] [-o OPTIONS] "
-                         f"(got {len(positionals)} arguments besides options)")
+        raise UsageError(
+            f"usage: {PROG} SOURCE DIR [-sfnv] [-o OPTIONS] "
+            f"(got {len(positionals)} arguments besides options)"
+        )
     inv.source, inv.mountpoint = positionals
     inv.options = options
     return inv
@@ -140,9 +157,11 @@ def _translate(inv: Invocation) -> list[str]:
         key, eq, value = opt.partition("=")
         dest = _ALIASES.get(key, key).replace("-", "_")
         if dest.lower() in _SECRETS:
-            raise UsageError(f"-o {key}=...: a secret never goes in mount options (fstab and "
-                             "the process list are readable by everyone); use "
-                             "password_file=, credential= or the config profile")
+            raise UsageError(
+                f"-o {key}=...: a secret never goes in mount options (fstab and "
+                "the process list are readable by everyone); use "
+                "password_file=, credential= or the config profile"
+            )
         if opt in _DROP or opt.startswith(_DROP_PREFIX) or (key == "user" and not eq):
             continue
         if dest in longs:

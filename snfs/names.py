@@ -13,6 +13,7 @@ Two problems, two rules (documented in docs/SEMANTICS.md, "Names"):
    each older one is shown as `stem~<sys_id prefix>.ext`, with the shortest sys_id prefix (at
    least 8 hex digits) that makes the name unique in the directory.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
@@ -76,7 +77,7 @@ def split_ext(name: str) -> tuple[str, str]:
 def _fit(stem: str, suffix: str) -> str:
     """Cut `stem` (on a character boundary) so that stem+suffix fits in NAME_MAX bytes."""
     room = NAME_MAX - len(suffix.encode())
-    raw = stem.encode()[:max(room, 0)]
+    raw = stem.encode()[: max(room, 0)]
     return raw.decode(errors="ignore") + suffix
 
 
@@ -91,6 +92,7 @@ def with_tag(name: str, tag: str) -> str:
 @dataclass(frozen=True, slots=True)
 class Named:
     """One attachment as the namer needs it."""
+
     sys_id: str
     file_name: str
     created_on: datetime

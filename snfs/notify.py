@@ -5,6 +5,7 @@ abstract namespace. Each message is one datagram of newline-separated `KEY=value
 the variable is unset (not under systemd) every function here is a no-op that returns False;
 nothing here ever raises.
 """
+
 from __future__ import annotations
 
 import logging

@@ -1,4 +1,5 @@
 """Mount options: the command line of `snfs mount`, parsed into one settings object."""
+
 from __future__ import annotations
 
 import argparse
@@ -42,7 +43,7 @@ class MountOptions:
     user: str | None = None
     password_file: Path | None = None
     password_env: str = "SNFS_PASSWORD"
-    credential: str | None = None            # systemd LoadCredential= name
+    credential: str | None = None  # systemd LoadCredential= name
     token_file: Path | None = None
     token_env: str = "SNFS_TOKEN"
     oauth_client_id: str | None = None
@@ -79,40 +80,79 @@ class MountOptions:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("instance", help="instance name (dev12345), URL, or config profile")
-    p.add_argument("mountpoint", type=Path, nargs="?", default=None,
-                   help="where to mount (default: the profile's mountpoint)")
-    p.add_argument("--backend", choices=("servicenow", "easyvista", "huawei"),
-                   help="the system behind INSTANCE (default: from a NAME+https:// prefix, "
-                        "else servicenow)")
+    p.add_argument(
+        "mountpoint",
+        type=Path,
+        nargs="?",
+        default=None,
+        help="where to mount (default: the profile's mountpoint)",
+    )
+    p.add_argument(
+        "--backend",
+        choices=("servicenow", "easyvista", "huawei"),
+        help="the system behind INSTANCE (default: from a NAME+https:// prefix, else servicenow)",
+    )
     auth = p.add_argument_group("authentication (secrets never on the command line)")
     auth.add_argument("--user", help="user name for Basic auth or the OAuth password grant")
     auth.add_argument("--password-file", type=Path, help="file whose first line is the password")
-    auth.add_argument("--password-env", default="SNFS_PASSWORD",
-                      help="environment variable holding the password (default SNFS_PASSWORD)")
+    auth.add_argument(
+        "--password-env",
+        default="SNFS_PASSWORD",
+        help="environment variable holding the password (default SNFS_PASSWORD)",
+    )
     auth.add_argument("--credential", help="systemd credential name ($CREDENTIALS_DIRECTORY/NAME)")
     auth.add_argument("--token-file", type=Path, help="file holding a static bearer token")
     auth.add_argument("--oauth-client-id", help="use OAuth 2 (/oauth_token.do) with this client")
-    auth.add_argument("--oauth-secret-file", type=Path, help="file holding the OAuth client secret"
-                      " (else $SNFS_OAUTH_CLIENT_SECRET)")
-    auth.add_argument("--oauth-grant", choices=("password", "client_credentials"),
-                      default="password")
-    p.add_argument("-o", dest="fuse_options", action="append", default=[],
-                   help="ro, allow_other, uid=N, gid=N, umask=NNN (comma-separated)")
+    auth.add_argument(
+        "--oauth-secret-file",
+        type=Path,
+        help="file holding the OAuth client secret (else $SNFS_OAUTH_CLIENT_SECRET)",
+    )
+    auth.add_argument(
+        "--oauth-grant", choices=("password", "client_credentials"), default="password"
+    )
+    p.add_argument(
+        "-o",
+        dest="fuse_options",
+        action="append",
+        default=[],
+        help="ro, allow_other, uid=N, gid=N, umask=NNN (comma-separated)",
+    )
     p.add_argument("--tables", help="comma-separated tables to show at the root")
-    p.add_argument("--dir-cache-time", type=float, default=60.0,
-                   help="seconds a directory listing is reused (default 60)")
-    p.add_argument("--cache-size", type=parse_size, default="256M",
-                   help="memory for small files' content (default 256M)")
+    p.add_argument(
+        "--dir-cache-time",
+        type=float,
+        default=60.0,
+        help="seconds a directory listing is reused (default 60)",
+    )
+    p.add_argument(
+        "--cache-size",
+        type=parse_size,
+        default="256M",
+        help="memory for small files' content (default 256M)",
+    )
     p.add_argument("--cache-dir", type=Path, help="on-disk cache for large files (mode 0700)")
     p.add_argument("--disk-cache-size", type=parse_size, default="2G")
-    p.add_argument("--spool-dir", type=Path,
-                   help="where written files wait for upload (default $XDG_STATE_HOME/snfs/spool)")
+    p.add_argument(
+        "--spool-dir",
+        type=Path,
+        help="where written files wait for upload (default $XDG_STATE_HOME/snfs/spool)",
+    )
     p.add_argument("--max-in-flight", type=int, default=8, help="concurrent HTTP requests")
-    p.add_argument("--read-ahead", dest="read_ahead_kb", type=int, default=4096, metavar="KB",
-                   help="kernel read-ahead for sequential reads (default 4096; needs root)")
+    p.add_argument(
+        "--read-ahead",
+        dest="read_ahead_kb",
+        type=int,
+        default=4096,
+        metavar="KB",
+        help="kernel read-ahead for sequential reads (default 4096; needs root)",
+    )
     p.add_argument("--timeout", type=float, default=30.0, help="per-request timeout, seconds")
-    p.add_argument("--allow-insecure-http", action="store_true",
-                   help="allow http:// to a host that is not loopback")
+    p.add_argument(
+        "--allow-insecure-http",
+        action="store_true",
+        help="allow http:// to a host that is not loopback",
+    )
     p.add_argument("--ca-bundle", type=Path, help="CA certificates to verify the instance with")
     p.add_argument("-v", "--verbose", action="count", default=0)
     p.add_argument("--log-file", type=Path)
@@ -131,11 +171,31 @@ def from_args(a: argparse.Namespace, profile: Profile | None = None) -> MountOpt
             value = profile.secret(key)
             if value:
                 setattr(o, key, Secret(value))
-    for name in ("backend", "user", "password_file", "password_env", "credential", "token_file",
-                 "oauth_client_id", "oauth_secret_file", "oauth_grant", "dir_cache_time",
-                 "cache_size", "cache_dir", "disk_cache_size", "spool_dir", "max_in_flight", "read_ahead_kb",
-                 "timeout", "allow_insecure_http", "ca_bundle", "verbose", "log_file", "daemon",
-                 "ready_fd"):
+    for name in (
+        "backend",
+        "user",
+        "password_file",
+        "password_env",
+        "credential",
+        "token_file",
+        "oauth_client_id",
+        "oauth_secret_file",
+        "oauth_grant",
+        "dir_cache_time",
+        "cache_size",
+        "cache_dir",
+        "disk_cache_size",
+        "spool_dir",
+        "max_in_flight",
+        "read_ahead_kb",
+        "timeout",
+        "allow_insecure_http",
+        "ca_bundle",
+        "verbose",
+        "log_file",
+        "daemon",
+        "ready_fd",
+    ):
         setattr(o, name, getattr(a, name))
     if a.tables:
         o.tables = [t.strip() for t in a.tables.split(",") if t.strip()]
@@ -161,8 +221,21 @@ def apply_fuse_options(o: MountOptions, text: str) -> None:
                 o.gid = int(value)
             elif key == "umask":
                 o.umask = int(value, 8)
-            elif key in ("_netdev", "noauto", "auto", "nofail", "user", "users", "defaults",
-                         "exec", "noexec", "suid", "nosuid", "dev", "nodev") or key.startswith("x-"):
+            elif key in (
+                "_netdev",
+                "noauto",
+                "auto",
+                "nofail",
+                "user",
+                "users",
+                "defaults",
+                "exec",
+                "noexec",
+                "suid",
+                "nosuid",
+                "dev",
+                "nodev",
+            ) or key.startswith("x-"):
                 continue  # for mount(8)/systemd, not for FUSE
             else:
                 o.extra_fuse_options.append(opt)

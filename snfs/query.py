@@ -5,6 +5,7 @@ the instance's only escape sequence), every field name and operator is checked a
 fixed grammar, so a file name such as `x^ORtable_name!=incident` stays one value and can never
 add a condition of its own.
 """
+
 from __future__ import annotations
 
 import re
@@ -12,16 +13,38 @@ import re
 from snfs.errors import InvalidInput
 
 __all__ = [
-    "OPERATORS", "escape_value", "term", "all_of", "order_by", "validate_table",
-    "validate_sys_id", "is_sys_id", "validate_field", "attachments_of_record",
+    "OPERATORS",
+    "escape_value",
+    "term",
+    "all_of",
+    "order_by",
+    "validate_table",
+    "validate_sys_id",
+    "is_sys_id",
+    "validate_field",
+    "attachments_of_record",
     "attachments_of_table",
 ]
 
 # Operators of the encoded-query grammar that snfs uses. Order matters for nothing here.
-OPERATORS = frozenset({
-    "=", "!=", "LIKE", "NOT LIKE", "STARTSWITH", "ENDSWITH", "IN", "NOT IN",
-    "ISEMPTY", "ISNOTEMPTY", "<", ">", "<=", ">=",
-})
+OPERATORS = frozenset(
+    {
+        "=",
+        "!=",
+        "LIKE",
+        "NOT LIKE",
+        "STARTSWITH",
+        "ENDSWITH",
+        "IN",
+        "NOT IN",
+        "ISEMPTY",
+        "ISNOTEMPTY",
+        "<",
+        ">",
+        "<=",
+        ">=",
+    }
+)
 _VALUELESS = frozenset({"ISEMPTY", "ISNOTEMPTY"})
 
 _FIELD_RE = re.compile(r"[a-z0-9_.]+")
@@ -71,8 +94,12 @@ def order_by(field: str, desc: bool = False) -> str:
 
 def validate_table(name: str) -> str:
     """A table name as it may appear in a URL: `[a-z0-9_]+`, optionally `ZZ_YY`-prefixed."""
-    if not isinstance(name, str) or not name or len(name) > MAX_TABLE_LEN \
-            or not _TABLE_RE.fullmatch(name):
+    if (
+        not isinstance(name, str)
+        or not name
+        or len(name) > MAX_TABLE_LEN
+        or not _TABLE_RE.fullmatch(name)
+    ):
         raise InvalidInput(f"invalid table name {name!r}")
     return name
 
@@ -93,9 +120,11 @@ def _stable_order() -> str:
 
 def attachments_of_record(table: str, sys_id: str) -> str:
     """Every attachment of one record, in a stable order (creation time, then sys_id)."""
-    return all_of(term("table_name", "=", validate_table(table)),
-                  term("table_sys_id", "=", validate_sys_id(sys_id)),
-                  _stable_order())
+    return all_of(
+        term("table_name", "=", validate_table(table)),
+        term("table_sys_id", "=", validate_sys_id(sys_id)),
+        _stable_order(),
+    )
 
 
 def attachments_of_table(table: str) -> str:

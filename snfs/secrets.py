@@ -5,6 +5,7 @@
 that was asked for but cannot be read is an error (the user named it); an unset environment
 variable or a missing netrc entry just moves on. Errors name the source, never the secret.
 """
+
 from __future__ import annotations
 
 import logging
@@ -25,7 +26,7 @@ class Secret:
 
     __slots__ = ("_value",)
 
-    def __init__(self, value: "str | Secret") -> None:
+    def __init__(self, value: str | Secret) -> None:
         if isinstance(value, Secret):
             value = value.reveal()
         if not isinstance(value, str):
@@ -95,9 +96,15 @@ def _from_netrc(host: str, login: str | None, path: Path | None) -> str | None:
     return password or None
 
 
-def load_secret(*, env: str | None = None, file: Path | None = None,
-                netrc_host: str | None = None, netrc_login: str | None = None,
-                credential: str | None = None, netrc_file: Path | None = None) -> str:
+def load_secret(
+    *,
+    env: str | None = None,
+    file: Path | None = None,
+    netrc_host: str | None = None,
+    netrc_login: str | None = None,
+    credential: str | None = None,
+    netrc_file: Path | None = None,
+) -> str:
     """The secret from the first source that has one (file, credential, env, netrc)."""
     tried: list[str] = []
     if file is not None:
@@ -105,8 +112,10 @@ def load_secret(*, env: str | None = None, file: Path | None = None,
     if credential is not None:
         directory = os.environ.get("CREDENTIALS_DIRECTORY")
         if not directory:
-            raise ConfigError(f"systemd credential {credential!r}: $CREDENTIALS_DIRECTORY "
-                              "is not set (use LoadCredential= in the unit)")
+            raise ConfigError(
+                f"systemd credential {credential!r}: $CREDENTIALS_DIRECTORY "
+                "is not set (use LoadCredential= in the unit)"
+            )
         if "/" in credential or credential in ("", ".", ".."):
             raise ConfigError(f"systemd credential {credential!r}: invalid name")
         return _from_file(Path(directory) / credential, "systemd credential")

@@ -9,6 +9,7 @@ A journal entry is written (write, fsync, rename) before an upload starts and re
 after the instance has stored the file and the replaced attachment is deleted. A daemon that
 dies at any point leaves entries that the next mount of the same instance uploads again.
 """
+
 from __future__ import annotations
 
 import fcntl
@@ -29,16 +30,17 @@ log = logging.getLogger("snfs.spool")
 @dataclass
 class Entry:
     """What is owed to the instance for one staged file."""
+
     id: str
     table: str
     record: str
     name: str
-    replaces: str | None = None      # sys_id of the attachment this content supersedes
+    replaces: str | None = None  # sys_id of the attachment this content supersedes
     queued_at: float = field(default_factory=time.time)
     attempts: int = 0
     last_error: str = ""
     replaces_all: list[str] = field(default_factory=list)  # every attachment to delete once stored
-    blocked: bool = False            # refused for good (size, extension, rights): kept, not retried
+    blocked: bool = False  # refused for good (size, extension, rights): kept, not retried
 
 
 def private_dir(path: Path) -> Path:
@@ -75,8 +77,10 @@ class Spool:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(fd)
-            raise SpoolBusy(f"another snfs mount of this instance is using the spool {self.root};"
-                            " give this one its own --spool-dir (or mount it -o ro)") from None
+            raise SpoolBusy(
+                f"another snfs mount of this instance is using the spool {self.root};"
+                " give this one its own --spool-dir (or mount it -o ro)"
+            ) from None
         self._lock_fd = fd  # held for the life of the process; the kernel drops it on exit
 
     def new_id(self) -> str:
@@ -131,8 +135,11 @@ class Spool:
 
     def orphans(self, keep: set[str]) -> list[Path]:
         """Data files with no journal entry and no live owner (local scratch files of a past run)."""
-        return [p for p in self.root.glob("*.data") if p.stem not in keep
-                and not (self.root / f"{p.stem}.json").exists()]
+        return [
+            p
+            for p in self.root.glob("*.data")
+            if p.stem not in keep and not (self.root / f"{p.stem}.json").exists()
+        ]
 
     def _sync_dir(self) -> None:
         fd = os.open(self.root, os.O_RDONLY)

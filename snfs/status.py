@@ -1,4 +1,5 @@
 """`snfs status [MOUNTPOINT]`: what a mount is doing, read from its `/.snfs/status`."""
+
 from __future__ import annotations
 
 import argparse
@@ -19,24 +20,33 @@ def snfs_mounts() -> list[Path]:
 
 
 def render(s: dict[str, Any]) -> str:
-    lines = [f"{s['mountpoint']}: {s['instance']}  pid {s['pid']}  up {s['uptime_seconds']} s"
-             + ("  (read-only)" if s.get("read_only") else "")]
+    lines = [
+        f"{s['mountpoint']}: {s['instance']}  pid {s['pid']}  up {s['uptime_seconds']} s"
+        + ("  (read-only)" if s.get("read_only") else "")
+    ]
     req = s.get("requests", {})
     counts = req.get("requests", {})
     if counts:
-        lines.append("  requests: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items()) if v)
-                     + f"; {req.get('retries', 0)} retries, {req.get('errors', 0)} errors")
+        lines.append(
+            "  requests: "
+            + ", ".join(f"{k} {v}" for k, v in sorted(counts.items()) if v)
+            + f"; {req.get('retries', 0)} retries, {req.get('errors', 0)} errors"
+        )
         lines.append(f"  bytes: in {req.get('bytes_in', 0)}, out {req.get('bytes_out', 0)}")
     cache = s.get("cache", {})
     hits, misses = cache.get("hits", 0), cache.get("misses", 0)
     rate = f"{100 * hits / (hits + misses):.0f}%" if hits + misses else "n/a"
-    lines.append(f"  cache: hit rate {rate}, memory {cache.get('memory_bytes', 0)} B, "
-                 f"disk {cache.get('disk_bytes', 0)} B")
+    lines.append(
+        f"  cache: hit rate {rate}, memory {cache.get('memory_bytes', 0)} B, "
+        f"disk {cache.get('disk_bytes', 0)} B"
+    )
     pending = s.get("pending_uploads", [])
     lines.append(f"  pending uploads: {len(pending)}")
     for p in pending:
-        lines.append(f"    {p['path']}  {p['bytes']} B  age {p['age_seconds']} s  "
-                     f"{p['state']}  attempts {p['attempts']}  {p['last_error']}")
+        lines.append(
+            f"    {p['path']}  {p['bytes']} B  age {p['age_seconds']} s  "
+            f"{p['state']}  attempts {p['attempts']}  {p['last_error']}"
+        )
     return "\n".join(lines)
 
 

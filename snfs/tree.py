@@ -9,13 +9,14 @@ Listing a table streams its attachments page by page and fills every record dire
 sees, so walking a table costs about one request per 1000 attachments, not one per record.
 Listings live for `dir_cache_time` seconds; `invalidate()` (SIGHUP) drops them all.
 """
+
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Hashable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, Hashable
+from typing import Any
 
 import trio
 
@@ -31,6 +32,7 @@ log = logging.getLogger("snfs.tree")
 @dataclass
 class RecordListing:
     """One record's attachments as shown: POSIX name -> attachment sys_id."""
+
     names: dict[str, str] = field(default_factory=dict)
     fetched_at: float = float("-inf")
 
@@ -69,9 +71,15 @@ class SingleFlight:
 
 
 class Tree:
-    def __init__(self, backend: Backend, *, dir_cache_time: float = 60.0,
-                 tables: Iterable[str] | None = None, page_size: int = 1000,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        backend: Backend,
+        *,
+        dir_cache_time: float = 60.0,
+        tables: Iterable[str] | None = None,
+        page_size: int = 1000,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.backend = backend
         self.inodes = Inodes()
         self.dir_cache_time = dir_cache_time
@@ -116,11 +124,14 @@ class Tree:
         return self.inodes.ensure(("table", table), Kind.TABLE, table=table)
 
     def record_node(self, table: str, sys_id: str) -> Node:
-        return self.inodes.ensure(("record", table, sys_id), Kind.RECORD, table=table, record=sys_id)
+        return self.inodes.ensure(
+            ("record", table, sys_id), Kind.RECORD, table=table, record=sys_id
+        )
 
     def file_node(self, att: Attachment) -> Node:
-        return self.inodes.ensure(("file", att.sys_id), Kind.FILE, table=att.table_name,
-                                  record=att.table_sys_id, data=att)
+        return self.inodes.ensure(
+            ("file", att.sys_id), Kind.FILE, table=att.table_name, record=att.table_sys_id, data=att
+        )
 
     def alias_node(self, table: str, number: str, target: str) -> Node:
         return self.inodes.ensure(("alias", table, number), Kind.ALIAS, table=table, data=target)
@@ -178,16 +189,20 @@ class Tree:
 
     async def lookup_record(self, table: str, name: str) -> Node | None:
         if self.backend.valid_record_name(table, name):
-            if name in self._table_listings.get(table, TableListing()).records or \
-                    (table, name) in self._records:
+            if (
+                name in self._table_listings.get(table, TableListing()).records
+                or (table, name) in self._records
+            ):
                 return self.record_node(table, name)
-            if await self._cached_check(("record", table, name),
-                                        lambda: self.backend.record_exists(table, name)):
+            if await self._cached_check(
+                ("record", table, name), lambda: self.backend.record_exists(table, name)
+            ):
                 self._visited.setdefault(table, set()).add(name)
                 return self.record_node(table, name)
             return None
-        target = await self._cached_check(("alias", table, name),
-                                          lambda: self.backend.find_record(table, name))
+        target = await self._cached_check(
+            ("alias", table, name), lambda: self.backend.find_record(table, name)
+        )
         return self.alias_node(table, name, target) if target else None
 
     # -- records ---------------------------------------------------------------------------
@@ -196,8 +211,9 @@ class Tree:
         """POSIX name -> attachment sys_id for one record, fresh within dir_cache_time."""
         listing = self._records.get((table, record))
         if listing is None or not self._fresh(listing.fetched_at):
-            await self._flight.run(("record", table, record),
-                                   lambda: self._fetch_record(table, record))
+            await self._flight.run(
+                ("record", table, record), lambda: self._fetch_record(table, record)
+            )
             listing = self._records[(table, record)]
         return listing.names
 
@@ -217,7 +233,8 @@ class Tree:
                 node.data = att
         reserved = self.reserved_names(table, record)
         named = names.assign_names(
-            (names.Named(a.sys_id, a.file_name, a.created_on) for a in atts), reserved)
+            (names.Named(a.sys_id, a.file_name, a.created_on) for a in atts), reserved
+        )
         if old is not None:
             for gone in set(old.names.values()) - set(named.values()):
                 self._attachments.pop(gone, None)
@@ -228,7 +245,7 @@ class Tree:
 
     def shown_name(self, table: str, record: str, sys_id: str) -> str | None:
         listing = self._records.get((table, record))
-        for name, sid in (listing.names.items() if listing else ()):
+        for name, sid in listing.names.items() if listing else ():
             if sid == sys_id:
                 return name
         return None
@@ -258,8 +275,11 @@ class Tree:
         if not self.backend.capabilities(att.table_name).list:
             self._uploaded.setdefault(key, {})[att.sys_id] = att
         listing = self._records.get(key)
-        current = [self._attachments[s] for s in (listing.names.values() if listing else ())
-                   if s in self._attachments]
+        current = [
+            self._attachments[s]
+            for s in (listing.names.values() if listing else ())
+            if s in self._attachments
+        ]
         at = listing.fetched_at if listing else float("-inf")
         self._store_record(att.table_name, att.table_sys_id, current + [att], at)
         table_listing = self._table_listings.get(att.table_name)
@@ -298,4 +318,3 @@ class Tree:
             value = None
         self._exists[key] = (value, self._clock())
         return value
-

@@ -9,6 +9,7 @@ The promises (docs/SEMANTICS.md, "Writing"):
 - An upload owed to the instance is journaled first; a failed one stays visible and is retried
   in the background; the next mount of the instance finishes what a killed daemon left.
 """
+
 from __future__ import annotations
 
 import errno
@@ -18,7 +19,7 @@ import os
 import random
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import trio
@@ -27,8 +28,7 @@ from snfs import names
 from snfs.backend import Backend, Capabilities
 from snfs.client import Attachment
 from snfs.content_cache import ContentCache
-from snfs.errors import (ExtensionRefused, Forbidden, InvalidInput, NotFound, SnfsError,
-                         TooLarge)
+from snfs.errors import ExtensionRefused, Forbidden, InvalidInput, NotFound, SnfsError, TooLarge
 from snfs.handlers import fail
 from snfs.inodes import Kind, Node
 from snfs.spool import Entry, Spool
@@ -45,26 +45,27 @@ RETRY_MIN, RETRY_MAX = 2.0, 300.0
 @dataclass(eq=False)
 class Staged:
     """A file whose current content lives in the spool."""
+
     sid: str
     table: str
     record: str
-    name: str                        # POSIX name shown in the record directory
+    name: str  # POSIX name shown in the record directory
     fd: int
     replaces: list[str] = field(default_factory=list)  # attachments to delete once stored
-    dirty: bool = True               # content not yet on the instance
-    wrote: bool = False              # write/truncate calls since the last upload attempt
+    dirty: bool = True  # content not yet on the instance
+    wrote: bool = False  # write/truncate calls since the last upload attempt
     opens: int = 0
-    mtime: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
+    mtime: datetime = field(default_factory=lambda: datetime.now(UTC))
     uploaded: Attachment | None = None
     journaled: bool = False
-    blocked: str = ""                # a permanent failure: kept local, not retried
+    blocked: str = ""  # a permanent failure: kept local, not retried
     last_error: str = ""
     attempts: int = 0
     next_try: float = 0.0
     lock: trio.Lock = field(default_factory=trio.Lock)  # one upload at a time per file
-    pinned: bool = True              # keep the inode while staged (snfs.inodes)
+    pinned: bool = True  # keep the inode while staged (snfs.inodes)
     origin: Attachment | None = None  # opened for writing from this attachment
-    dropped: bool = False            # unlinked or overwritten: goes when the last handle closes
+    dropped: bool = False  # unlinked or overwritten: goes when the last handle closes
     last_size: int = 0
 
     @property
@@ -93,8 +94,15 @@ class Staged:
 
 
 class Writes:
-    def __init__(self, tree: Tree, backend: Backend, cache: ContentCache, spool: Spool,
-                 *, read_only: bool = False) -> None:
+    def __init__(
+        self,
+        tree: Tree,
+        backend: Backend,
+        cache: ContentCache,
+        spool: Spool,
+        *,
+        read_only: bool = False,
+    ) -> None:
         self.tree = tree
         self.inodes = tree.inodes
         self.backend = backend
@@ -134,8 +142,17 @@ class Writes:
 
     def xattrs(self, node: Node) -> dict[str, bytes]:
         st: Staged = node.data
-        state = "blocked" if st.blocked else ("pending" if st.dirty and not st.local_only
-                                             else "local" if st.local_only else "stored")
+        state = (
+            "blocked"
+            if st.blocked
+            else (
+                "pending"
+                if st.dirty and not st.local_only
+                else "local"
+                if st.local_only
+                else "stored"
+            )
+        )
         out = {"user.snfs.state": state.encode()}
         if st.last_error or st.blocked:
             out["user.snfs.last_error"] = (st.blocked or st.last_error).encode()
@@ -145,8 +162,12 @@ class Writes:
         return out
 
     def pending(self) -> list[Staged]:
-        return [n.data for entries in self._local.values() for n in entries.values()
-                if n.kind is Kind.LOCAL and n.data.journaled]
+        return [
+            n.data
+            for entries in self._local.values()
+            for n in entries.values()
+            if n.kind is Kind.LOCAL and n.data.journaled
+        ]
 
     # -- creating and opening ------------------------------------------------------------------
 
@@ -207,8 +228,16 @@ class Writes:
             await self.cache.copy_to(att.sys_id, att.size_bytes, self.spool.data_path(sid))
         entries = self._local.setdefault((att.table_name, att.table_sys_id), {})
         entries.pop(name, None)
-        st = Staged(sid, att.table_name, att.table_sys_id, name, fd, replaces=[att.sys_id],
-                    dirty=truncate, origin=att)
+        st = Staged(
+            sid,
+            att.table_name,
+            att.table_sys_id,
+            name,
+            fd,
+            replaces=[att.sys_id],
+            dirty=truncate,
+            origin=att,
+        )
         self.inodes.rekey(node, ("local", sid), Kind.LOCAL, st)
         entries[name] = node
 
@@ -236,7 +265,7 @@ class Writes:
     def _touch(self, st: Staged) -> None:
         st.dirty = st.wrote = True
         st.blocked = ""
-        st.mtime = datetime.now(timezone.utc)
+        st.mtime = datetime.now(UTC)
 
     async def truncate(self, node: Node, size: int, *, has_handle: bool) -> None:
         self._check_writable()
@@ -269,8 +298,13 @@ class Writes:
                 st.close()
                 self.spool.discard(st.sid)
             return
-        if st.opens == 0 and not st.dirty and st.uploaded is None and st.origin is not None \
-                and st.replaces == [st.origin.sys_id]:
+        if (
+            st.opens == 0
+            and not st.dirty
+            and st.uploaded is None
+            and st.origin is not None
+            and st.replaces == [st.origin.sys_id]
+        ):
             self._unstage(node)  # opened for writing, nothing written: still the attachment
             return
         if st.opens == 0 and st.dirty and not st.local_only and not st.journaled:
@@ -297,8 +331,13 @@ class Writes:
                 await self._upload(node)
             except PERMANENT as e:
                 st.blocked = e.instance_message or e.message
-                log.error("upload of %s/%s/%s refused, kept locally in the spool: %s",
-                          st.table, st.record, st.name, st.blocked)
+                log.error(
+                    "upload of %s/%s/%s refused, kept locally in the spool: %s",
+                    st.table,
+                    st.record,
+                    st.name,
+                    st.blocked,
+                )
                 self._journal(st)
                 raise
             except SnfsError as e:
@@ -314,8 +353,13 @@ class Writes:
         st.dirty = st.wrote = False  # writes that land during the upload set them again
         st.attempts += 1
         try:
-            att = await self.backend.upload(st.table, st.record, names.decode(st.name),
-                                           self.spool.data_path(st.sid), size=st.size())
+            att = await self.backend.upload(
+                st.table,
+                st.record,
+                names.decode(st.name),
+                self.spool.data_path(st.sid),
+                size=st.size(),
+            )
         except BaseException:
             st.dirty = True
             raise
@@ -324,8 +368,14 @@ class Writes:
         st.uploaded = att
         self.tree.added(att)
         st.last_error = ""
-        log.info("uploaded %s/%s/%s (%d bytes) as %s", st.table, st.record, st.name,
-                 att.size_bytes, att.sys_id)
+        log.info(
+            "uploaded %s/%s/%s (%d bytes) as %s",
+            st.table,
+            st.record,
+            st.name,
+            att.size_bytes,
+            att.sys_id,
+        )
         await self._finish_replacing(node)
 
     async def _finish_replacing(self, node: Node) -> None:
@@ -353,25 +403,47 @@ class Writes:
             st.replaces.pop(0)
 
     def _journal(self, st: Staged) -> None:
-        self.spool.journal(Entry(st.sid, st.table, st.record, names.decode(st.name),
-                                 st.replaces[0] if st.replaces else None,
-                                 attempts=st.attempts, last_error=st.blocked or st.last_error,
-                                 replaces_all=list(st.replaces), blocked=bool(st.blocked)))
+        self.spool.journal(
+            Entry(
+                st.sid,
+                st.table,
+                st.record,
+                names.decode(st.name),
+                st.replaces[0] if st.replaces else None,
+                attempts=st.attempts,
+                last_error=st.blocked or st.last_error,
+                replaces_all=list(st.replaces),
+                blocked=bool(st.blocked),
+            )
+        )
         st.journaled = True
 
     def _retry_later(self, st: Staged, why: str) -> None:
         st.last_error = why
         delay = min(RETRY_MAX, RETRY_MIN * 2 ** min(st.attempts, 10))
         st.next_try = time.monotonic() + random.uniform(delay / 2, delay)
-        log.warning("upload of %s/%s/%s failed (%s); kept in the spool, retrying in %.0f s",
-                    st.table, st.record, st.name, why, st.next_try - time.monotonic())
+        log.warning(
+            "upload of %s/%s/%s failed (%s); kept in the spool, retrying in %.0f s",
+            st.table,
+            st.record,
+            st.name,
+            why,
+            st.next_try - time.monotonic(),
+        )
         self._wake.set()
 
     def _settle_if_done(self, node: Node) -> None:
         """A staged file that is stored, clean and closed becomes a plain attachment inode."""
         st = node.data
-        if node.kind is not Kind.LOCAL or st.opens or st.dirty or st.busy or st.uploaded is None \
-                or st.replaces or st.local_only:
+        if (
+            node.kind is not Kind.LOCAL
+            or st.opens
+            or st.dirty
+            or st.busy
+            or st.uploaded is None
+            or st.replaces
+            or st.local_only
+        ):
             return
         entries = self._local.get((st.table, st.record), {})
         if entries.get(st.name) is node:
@@ -408,9 +480,17 @@ class Writes:
             self._wake = trio.Event()
 
     def _owed(self) -> list[Node]:
-        return [n for e in list(self._local.values()) for n in list(e.values())
-                if n.kind is Kind.LOCAL and n.data.journaled and n.data.owed
-                and not n.data.blocked and not n.data.busy and not n.data.opens]
+        return [
+            n
+            for e in list(self._local.values())
+            for n in list(e.values())
+            if n.kind is Kind.LOCAL
+            and n.data.journaled
+            and n.data.owed
+            and not n.data.blocked
+            and not n.data.busy
+            and not n.data.opens
+        ]
 
     async def _retry_due(self) -> float:
         """One pass over what is owed and due; returns how long to sleep until the next one."""
@@ -436,13 +516,17 @@ class Writes:
         count = 0
         for entry in self.spool.owed():
             shown = names.encode(entry.name)
-            node = self._stage(entry.table, entry.record, shown, entry.id,
-                               fd=self.spool.open_data(entry.id))
+            node = self._stage(
+                entry.table, entry.record, shown, entry.id, fd=self.spool.open_data(entry.id)
+            )
             st: Staged = node.data
             st.replaces = list(entry.replaces_all or ([entry.replaces] if entry.replaces else []))
-            st.journaled, st.attempts, st.blocked = True, entry.attempts, (
-                entry.last_error if entry.blocked else "")
-            st.mtime = datetime.fromtimestamp(entry.queued_at, timezone.utc)
+            st.journaled, st.attempts, st.blocked = (
+                True,
+                entry.attempts,
+                (entry.last_error if entry.blocked else ""),
+            )
+            st.mtime = datetime.fromtimestamp(entry.queued_at, UTC)
             stored = await self._already_stored(st, entry.queued_at)
             if stored is not None:
                 # The killed daemon's upload did reach the instance: don't store it twice.
@@ -460,16 +544,25 @@ class Writes:
 
     async def _already_stored(self, st: Staged, since: float) -> Attachment | None:
         digest = await trio.to_thread.run_sync(_sha256_file, self.spool.data_path(st.sid))
-        return await self.backend.find_uploaded(st.table, st.record, names.decode(st.name),
-                                                digest, st.size(),
-                                                datetime.fromtimestamp(since, timezone.utc))
+        return await self.backend.find_uploaded(
+            st.table,
+            st.record,
+            names.decode(st.name),
+            digest,
+            st.size(),
+            datetime.fromtimestamp(since, UTC),
+        )
 
     async def finish(self, timeout: float) -> None:
         """Clean shutdown: try once more to upload what is owed; the journal keeps the rest."""
         with trio.move_on_after(timeout):
             for node in [n for e in list(self._local.values()) for n in list(e.values())]:
-                if node.kind is Kind.LOCAL and node.data.dirty and not node.data.local_only \
-                        and not node.data.blocked:
+                if (
+                    node.kind is Kind.LOCAL
+                    and node.data.dirty
+                    and not node.data.local_only
+                    and not node.data.blocked
+                ):
                     try:
                         await self._upload_now(node)
                     except (SnfsError, OSError):
@@ -525,8 +618,15 @@ class Writes:
             st.replaces.append(ost.uploaded.sys_id)
         self._drop_staged(old)
 
-    async def rename(self, old_parent: Node, old_name: str, source: Node, new_parent: Node,
-                     new_name: str, target: Node | None) -> None:
+    async def rename(
+        self,
+        old_parent: Node,
+        old_name: str,
+        source: Node,
+        new_parent: Node,
+        new_name: str,
+        target: Node | None,
+    ) -> None:
         self._check_writable()
         if not names.valid_new_name(new_name):
             raise fail(errno.EINVAL)
@@ -535,8 +635,9 @@ class Writes:
         old_entries = self._local.get((old_parent.table, old_parent.record), {})
         new_entries = self._local.setdefault((new_parent.table, new_parent.record), {})
         same_record = (old_parent.table, old_parent.record) == (new_parent.table, new_parent.record)
-        if source.kind is Kind.FILE and not (same_record and (
-                is_temp(new_name) or self._caps(old_parent.table).rename)):
+        if source.kind is Kind.FILE and not (
+            same_record and (is_temp(new_name) or self._caps(old_parent.table).rename)
+        ):
             # Another record, or a system that cannot rename: copy, then delete the source.
             caps = self._caps(old_parent.table)
             if not (caps.read and caps.delete and self._caps(new_parent.table).create):
@@ -566,9 +667,15 @@ class Writes:
             return
         await self._rename_attachment(old_entries, old_name, source, new_entries, new_name, target)
 
-    async def _rename_attachment(self, old_entries: dict[str, Node], old_name: str, source: Node,
-                                 new_entries: dict[str, Node], new_name: str,
-                                 target: Node | None) -> None:
+    async def _rename_attachment(
+        self,
+        old_entries: dict[str, Node],
+        old_name: str,
+        source: Node,
+        new_entries: dict[str, Node],
+        new_name: str,
+        target: Node | None,
+    ) -> None:
         """An attachment renamed within its record."""
         att: Attachment = source.data
         if old_entries.get(old_name) is source:

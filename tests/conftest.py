@@ -1,7 +1,7 @@
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable, Iterator
 
 import pytest
 
@@ -14,8 +14,11 @@ def emulator_factory(tmp_path: Path) -> Iterator[Callable[..., EmulatorProc]]:
     started: list[EmulatorProc] = []
 
     def start(*args: str, data_dir: Path | None = None) -> EmulatorProc:
-        emu = start_emulator(data_dir or tmp_path / f"emu{len(started)}", *args,
-                             log=tmp_path / f"emulator{len(started)}.log")
+        emu = start_emulator(
+            data_dir or tmp_path / f"emu{len(started)}",
+            *args,
+            log=tmp_path / f"emulator{len(started)}.log",
+        )
         started.append(emu)
         return emu
 
@@ -55,14 +58,17 @@ def mount_factory(tmp_path: Path) -> Iterator[Callable[..., MountProc]]:
 
 
 @pytest.fixture(scope="module")
-def module_emulator_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., EmulatorProc]]:
+def module_emulator_factory(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Callable[..., EmulatorProc]]:
     """Like emulator_factory, but the emulators live for the whole test module (faster suites)."""
     base = tmp_path_factory.mktemp("emu")
     started: list[EmulatorProc] = []
 
     def start(*args: str, data_dir: Path | None = None) -> EmulatorProc:
-        emu = start_emulator(data_dir or base / f"emu{len(started)}", *args,
-                             log=base / f"emulator{len(started)}.log")
+        emu = start_emulator(
+            data_dir or base / f"emu{len(started)}", *args, log=base / f"emulator{len(started)}.log"
+        )
         started.append(emu)
         return emu
 

@@ -2,6 +2,7 @@
 
 The process is always stopped by pid, even when the test fails or times out.
 """
+
 from __future__ import annotations
 
 import json
@@ -28,8 +29,14 @@ class EmulatorProc:
     args: list[str] = field(default_factory=list)
 
     # Small synchronous helpers so tests can check the instance's view without the mount.
-    def request(self, method: str, path: str, body: Any = None, auth: tuple[str, str] = ADMIN,
-                headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        auth: tuple[str, str] = ADMIN,
+        headers: dict[str, str] | None = None,
+    ) -> tuple[int, dict[str, str], bytes]:
         data = None
         hdrs = {"Accept": "application/json"}
         if body is not None:
@@ -61,7 +68,10 @@ class EmulatorProc:
 
     def attachments(self, query: str = "") -> list[dict]:
         from urllib.parse import quote
-        return self.json("GET", f"/api/now/attachment?sysparm_limit=100000&sysparm_query={quote(query)}")["result"]
+
+        return self.json(
+            "GET", f"/api/now/attachment?sysparm_limit=100000&sysparm_query={quote(query)}"
+        )["result"]
 
     def stop(self) -> None:
         stop_pid(self.proc)
@@ -80,12 +90,24 @@ def stop_pid(proc: subprocess.Popen, grace: float = 5.0) -> None:
         pass
 
 
-def start_emulator(data_dir: Path, *args: str, timeout: float = 30.0,
-                   log: Path | None = None) -> EmulatorProc:
+def start_emulator(
+    data_dir: Path, *args: str, timeout: float = 30.0, log: Path | None = None
+) -> EmulatorProc:
     """Run `snfs emulator --port 0 --data DIR ARGS...`; return once it prints its address."""
     data_dir.mkdir(parents=True, exist_ok=True)
-    cmd = [sys.executable, "-m", "snfs", "emulator", "--host", "127.0.0.1", "--port", "0",
-           "--data", str(data_dir), *args]
+    cmd = [
+        sys.executable,
+        "-m",
+        "snfs",
+        "emulator",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        "0",
+        "--data",
+        str(data_dir),
+        *args,
+    ]
     err = open(log, "ab") if log else subprocess.DEVNULL
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err)
     deadline = time.monotonic() + timeout

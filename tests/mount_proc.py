@@ -1,4 +1,5 @@
 """Run `snfs mount` as a subprocess for tests; always unmount and kill it by pid."""
+
 from __future__ import annotations
 
 import json
@@ -89,19 +90,46 @@ def _dead_mount(path: Path) -> bool:
         return True
 
 
-def start_mount(url: str, mountpoint: Path, work: Path, *args: str, user: str = "admin",
-                password: str = "admin", env: dict[str, str] | None = None,
-                timeout: float = 30.0, expect_fail: bool = False) -> MountProc:
+def start_mount(
+    url: str,
+    mountpoint: Path,
+    work: Path,
+    *args: str,
+    user: str = "admin",
+    password: str = "admin",
+    env: dict[str, str] | None = None,
+    timeout: float = 30.0,
+    expect_fail: bool = False,
+) -> MountProc:
     require_fuse()
     mountpoint.mkdir(parents=True, exist_ok=True)
     work.mkdir(parents=True, exist_ok=True)
     log = work / "mount.log"
     spool, cache = work / "spool", work / "cache"
-    cmd = [sys.executable, "-m", "snfs", "mount", url, str(mountpoint), "--user", user,
-           "--spool-dir", str(spool), "--cache-dir", str(cache), "-v", *args]
+    cmd = [
+        sys.executable,
+        "-m",
+        "snfs",
+        "mount",
+        url,
+        str(mountpoint),
+        "--user",
+        user,
+        "--spool-dir",
+        str(spool),
+        "--cache-dir",
+        str(cache),
+        "-v",
+        *args,
+    ]
     full_env = dict(os.environ, SNFS_PASSWORD=password, **(env or {}))
-    proc = subprocess.Popen(cmd, stdout=open(log, "ab"), stderr=subprocess.STDOUT,
-                            stdin=subprocess.DEVNULL, env=full_env)
+    proc = subprocess.Popen(
+        cmd,
+        stdout=open(log, "ab"),
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        env=full_env,
+    )
     m = MountProc(mountpoint, proc, log, spool, cache)
     if expect_fail:
         return m

@@ -1,4 +1,5 @@
 """EasyVistaBackend against `snfs emulator --kind easyvista`, over real sockets."""
+
 from __future__ import annotations
 
 import errno
@@ -9,7 +10,7 @@ import random
 import re
 import subprocess
 import sys
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
@@ -37,7 +38,9 @@ def fresh(request: pytest.FixtureRequest):
     yield
 
 
-def backend(e: EmulatorProc, user: str = "admin", password: str = "admin", **kw) -> EasyVistaBackend:
+def backend(
+    e: EmulatorProc, user: str = "admin", password: str = "admin", **kw
+) -> EasyVistaBackend:
     return EasyVistaBackend(e.url, "acme", BasicAuth(user, password), **{**QUICK, **kw})
 
 
@@ -63,10 +66,16 @@ def routes(e: EmulatorProc) -> dict[str, int]:
 def test_protocol_and_capabilities(emu) -> None:
     b = backend(emu)
     assert isinstance(b.name, str) and b.name == "easyvista"
-    _: Backend = b   # structurally a Backend
+    _: Backend = b  # structurally a Backend
     caps = b.capabilities("requests")
-    assert (caps.list, caps.read, caps.create, caps.delete, caps.rename, caps.discover) == \
-        (True, True, True, True, False, False)
+    assert (caps.list, caps.read, caps.create, caps.delete, caps.rename, caps.discover) == (
+        True,
+        True,
+        True,
+        True,
+        False,
+        False,
+    )
     assert b.valid_record_name("requests", "I161026_000005")
     assert b.valid_record_name("requests", "S180511_000001")
     assert not b.valid_record_name("requests", "../x")
@@ -105,17 +114,27 @@ async def test_check_namespace_and_auth(emu) -> None:
 
 async def test_round_trip_several_documents(emu, tmp_path: Path) -> None:
     rfc = new_ticket(emu)
-    files = {"report.pdf": payload(1_000_001, 1), "notes é.txt": b"hello\n", "empty.log": b"",
-             "same.bin": payload(5000, 2)}
+    files = {
+        "report.pdf": payload(1_000_001, 1),
+        "notes é.txt": b"hello\n",
+        "empty.log": b"",
+        "same.bin": payload(5000, 2),
+    }
     b = backend(emu)
-    started = datetime.now(timezone.utc)
+    started = datetime.now(UTC)
     try:
         uploaded = {}
         for name, data in files.items():
-            att = await b.upload("requests", rfc, name, write(tmp_path, "src", data), size=len(data))
+            att = await b.upload(
+                "requests", rfc, name, write(tmp_path, "src", data), size=len(data)
+            )
             assert FILE_ID.match(att.sys_id) and att.sys_id.startswith(rfc + ".")
-            assert (att.table_name, att.table_sys_id, att.file_name, att.size_bytes) == \
-                ("requests", rfc, name, len(data))
+            assert (att.table_name, att.table_sys_id, att.file_name, att.size_bytes) == (
+                "requests",
+                rfc,
+                name,
+                len(data),
+            )
             assert att.hash == sha256(data)
             assert att.extra["document_id"] and "docpath=" in att.extra["href"]
             assert att.created_on.tzinfo is not None
@@ -124,34 +143,52 @@ async def test_round_trip_several_documents(emu, tmp_path: Path) -> None:
         listed = await b.list_record("requests", rfc)
         assert [a.file_name for a in listed] == list(files)
         assert routes(emu)["GET /requests/{rfc_number}/documents"] == 1
-        assert routes(emu)["GET /requests/{rfc_number}/documents/{document_id}"] == 0   # learnt at upload
+        assert (
+            routes(emu)["GET /requests/{rfc_number}/documents/{document_id}"] == 0
+        )  # learnt at upload
         for att in listed:
             data = files[att.file_name]
             assert att.size_bytes == len(data) and att.sys_id == uploaded[att.file_name].sys_id
             assert sha256(await read_all(b, att.sys_id)) == sha256(data)
         assert listed[0].content_type == "application/pdf"
-        assert await read_all(b, uploaded["report.pdf"].sys_id, offset=999_990) == files["report.pdf"][999_990:]
+        assert (
+            await read_all(b, uploaded["report.pdf"].sys_id, offset=999_990)
+            == files["report.pdf"][999_990:]
+        )
 
         # a fresh backend learns names and sizes from the downloads' headers, once
         b2 = backend(emu)
         emu.reset_stats()
         fresh_list = await b2.list_record("requests", rfc)
-        assert [(a.file_name, a.size_bytes) for a in fresh_list] == [(n, len(d)) for n, d in files.items()]
+        assert [(a.file_name, a.size_bytes) for a in fresh_list] == [
+            (n, len(d)) for n, d in files.items()
+        ]
         assert routes(emu)["GET /requests/{rfc_number}/documents/{document_id}"] == len(files)
         assert all(a.hash == "" for a in fresh_list)
         await b2.list_record("requests", rfc)
         assert routes(emu)["GET /requests/{rfc_number}/documents/{document_id}"] == len(files)
         await b2.aclose()
 
-        found = await b.find_uploaded("requests", rfc, "same.bin", sha256(files["same.bin"]), 5000,
-                                      started - timedelta(seconds=5))
+        found = await b.find_uploaded(
+            "requests",
+            rfc,
+            "same.bin",
+            sha256(files["same.bin"]),
+            5000,
+            started - timedelta(seconds=5),
+        )
         assert found is not None and found.sys_id == uploaded["same.bin"].sys_id
-        assert await b.find_uploaded("requests", rfc, "same.bin", sha256(b"x"), 5000, started) is None
+        assert (
+            await b.find_uploaded("requests", rfc, "same.bin", sha256(b"x"), 5000, started) is None
+        )
         assert await b.find_uploaded("requests", rfc, "other.bin", "", 5000, started) is None
 
         await b.delete(uploaded["notes é.txt"].sys_id)
-        assert [a.file_name for a in await b.list_record("requests", rfc)] == \
-            ["report.pdf", "empty.log", "same.bin"]
+        assert [a.file_name for a in await b.list_record("requests", rfc)] == [
+            "report.pdf",
+            "empty.log",
+            "same.bin",
+        ]
         await b.delete(uploaded["notes é.txt"].sys_id, missing_ok=True)
         with pytest.raises(NotFound):
             await b.delete(uploaded["notes é.txt"].sys_id)
@@ -166,7 +203,9 @@ async def test_round_trip_several_documents(emu, tmp_path: Path) -> None:
 async def test_upload_to_missing_ticket(emu, tmp_path: Path) -> None:
     async with _closing(backend(emu)) as b:
         with pytest.raises(NotFound):
-            await b.upload("requests", "I991231_999999", "a.txt", write(tmp_path, "a", b"a"), size=1)
+            await b.upload(
+                "requests", "I991231_999999", "a.txt", write(tmp_path, "a", b"a"), size=1
+            )
 
 
 async def test_503_retried(emu, tmp_path: Path) -> None:
@@ -178,7 +217,7 @@ async def test_503_retried(emu, tmp_path: Path) -> None:
         assert routes(emu)["POST /requests/{rfc_number}/documents"] == 3
         emu.fault(method="GET", path=r"/documents/[^/]+$", count=2, status=503)
         assert await read_all(b, att.sys_id) == b"abc"
-        assert len(await b.list_record("requests", rfc)) == 1      # stored once
+        assert len(await b.list_record("requests", rfc)) == 1  # stored once
 
 
 async def test_lost_answer_is_found_not_sent_twice(emu, tmp_path: Path) -> None:
@@ -245,9 +284,13 @@ def test_20mb_in_bounded_memory(emu, tmp_path: Path) -> None:
             h.update(block)
             f.write(block)
     rfc = new_ticket(emu)
-    proc = subprocess.run([sys.executable, "-c", CHILD, emu.url, rfc, str(src), str(size)],
-                          capture_output=True, text=True, timeout=55,
-                          cwd=Path(__file__).resolve().parent.parent)
+    proc = subprocess.run(
+        [sys.executable, "-c", CHILD, emu.url, rfc, str(src), str(size)],
+        capture_output=True,
+        text=True,
+        timeout=55,
+        cwd=Path(__file__).resolve().parent.parent,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     assert result["hash"] == result["down"] == h.hexdigest() and result["n"] == size

@@ -1,10 +1,11 @@
 """HuaweiBackend against `snfs emulator --kind huawei`, over real sockets."""
+
 from __future__ import annotations
 
 import errno
 import logging
 import re
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
@@ -17,8 +18,19 @@ from tests.test_client_support import payload, sha256, shared_emulator
 
 SECRET = "secret-token-4711"
 emu = shared_emulator("--kind", "huawei", "--token", SECRET, "--limit-size", "25")
-emu_b = shared_emulator("--kind", "huawei", "--token", SECRET, "--limit-count", "1",
-                        "--business-errors-200", "--not-found-status", "400", "--limit-size", "1")
+emu_b = shared_emulator(
+    "--kind",
+    "huawei",
+    "--token",
+    SECRET,
+    "--limit-count",
+    "1",
+    "--business-errors-200",
+    "--not-found-status",
+    "400",
+    "--limit-size",
+    "1",
+)
 
 FILE_ID = re.compile(r"^[A-Za-z0-9_.-]+$")
 QUICK = dict(timeout=5, retry_base_delay=0.05, retry_max_delay=0.3, retry_total_seconds=15)
@@ -66,11 +78,21 @@ async def test_check_limits_and_namespace(emu) -> None:
         assert {"txt", "pdf", "zip"} <= b.limits.file_types and b.limits.count == 100
         assert routes(emu)["GET /accessorys/limits"] == 1
         caps = b.capabilities("accessorys")
-        assert (caps.list, caps.read, caps.create, caps.delete, caps.rename, caps.discover) == \
-            (False, True, True, True, False, False)
+        assert (caps.list, caps.read, caps.create, caps.delete, caps.rename, caps.discover) == (
+            False,
+            True,
+            True,
+            True,
+            False,
+            False,
+        )
         assert await b.tables() == ["accessorys"] and await b.table_exists("accessorys")
-        assert b.valid_record_name("accessorys", "incident") and b.valid_record_name("accessorys", "message")
-        assert not b.valid_record_name("accessorys", "a/b") and not b.valid_record_name("accessorys", "x" * 65)
+        assert b.valid_record_name("accessorys", "incident") and b.valid_record_name(
+            "accessorys", "message"
+        )
+        assert not b.valid_record_name("accessorys", "a/b") and not b.valid_record_name(
+            "accessorys", "x" * 65
+        )
         assert await b.record_exists("accessorys", "incident")
         assert await b.list_record("accessorys", "incident") == []
         assert await b.find_record("accessorys", "x") is None
@@ -97,21 +119,32 @@ async def test_round_trip(emu, tmp_path: Path, caplog) -> None:
     try:
         atts = []
         for name, data in files.items():
-            att = await b.upload("accessorys", "incident", name, write(tmp_path, "s", data), size=len(data))
+            att = await b.upload(
+                "accessorys", "incident", name, write(tmp_path, "s", data), size=len(data)
+            )
             assert FILE_ID.match(att.sys_id) and att.extra == {"accessory_id": att.sys_id}
-            assert (att.table_name, att.table_sys_id, att.file_name, att.size_bytes, att.hash) == \
-                ("accessorys", "incident", name, len(data), sha256(data))
-            assert att.created_on.tzinfo is timezone.utc
+            assert (att.table_name, att.table_sys_id, att.file_name, att.size_bytes, att.hash) == (
+                "accessorys",
+                "incident",
+                name,
+                len(data),
+                sha256(data),
+            )
+            assert att.created_on.tzinfo is UTC
             atts.append(att)
-        assert routes(emu)["GET /accessorys/limits"] == 1          # fetched once, lazily
+        assert routes(emu)["GET /accessorys/limits"] == 1  # fetched once, lazily
         assert atts[1].content_type == "image/png"
         for att in atts:
             assert sha256(await read_all(b, att.sys_id)) == sha256(files[att.file_name])
         assert await read_all(b, atts[0].sys_id, offset=300_000) == files["trace é.log"][300_000:]
         m = await b.upload("accessorys", "message", "m.txt", write(tmp_path, "m", b"msg"), size=3)
         assert await read_all(b, m.sys_id) == b"msg"
-        assert await b.find_uploaded("accessorys", "incident", "shot.png", atts[1].hash, 10,
-                                     datetime.now(timezone.utc)) is None
+        assert (
+            await b.find_uploaded(
+                "accessorys", "incident", "shot.png", atts[1].hash, 10, datetime.now(UTC)
+            )
+            is None
+        )
         await b.delete(atts[0].sys_id)
         with pytest.raises(NotFound):
             await read_all(b, atts[0].sys_id)
@@ -130,7 +163,9 @@ async def test_round_trip(emu, tmp_path: Path, caplog) -> None:
 async def test_20mb_round_trip(emu, tmp_path: Path) -> None:
     data = payload(20 * 1024 * 1024, 9)
     async with _closing(backend(emu, timeout=30)) as b:
-        att = await b.upload("accessorys", "incident", "big.zip", write(tmp_path, "big", data), size=len(data))
+        att = await b.upload(
+            "accessorys", "incident", "big.zip", write(tmp_path, "big", data), size=len(data)
+        )
         assert att.hash == sha256(data)
         assert sha256(await read_all(b, att.sys_id)) == att.hash
 
@@ -140,26 +175,42 @@ async def test_limit_prechecks_send_nothing(emu, tmp_path: Path) -> None:
         await b.check()
         emu.reset_stats()
         with pytest.raises(TooLarge) as e:
-            await b.upload("accessorys", "incident", "huge.zip", sparse(tmp_path, 26 * 1024 * 1024),
-                           size=26 * 1024 * 1024)
+            await b.upload(
+                "accessorys",
+                "incident",
+                "huge.zip",
+                sparse(tmp_path, 26 * 1024 * 1024),
+                size=26 * 1024 * 1024,
+            )
         assert e.value.errno == errno.EFBIG
         with pytest.raises(ExtensionRefused) as e2:
-            await b.upload("accessorys", "incident", "tool.exe", write(tmp_path, "x", b"MZ"), size=2)
+            await b.upload(
+                "accessorys", "incident", "tool.exe", write(tmp_path, "x", b"MZ"), size=2
+            )
         assert e2.value.errno == errno.EPERM
-        with pytest.raises(InvalidInput) as e3:   # form_data over 5000 characters
-            await b.upload("accessorys", "incident", "\x01" * 900 + ".txt", write(tmp_path, "x", b"a"), size=1)
+        with pytest.raises(InvalidInput) as e3:  # form_data over 5000 characters
+            await b.upload(
+                "accessorys", "incident", "\x01" * 900 + ".txt", write(tmp_path, "x", b"a"), size=1
+            )
         assert e3.value.errno == errno.ENAMETOOLONG
         assert emu.stats()["total"] == 0
 
 
 async def test_server_refusals_map_to_the_same_errors(emu, tmp_path: Path) -> None:
     async with _closing(backend(emu)) as b:
-        b.limits = Limits(None, None, frozenset())     # as if the limits were unknown: no pre-check
+        b.limits = Limits(None, None, frozenset())  # as if the limits were unknown: no pre-check
         with pytest.raises(ExtensionRefused):
-            await b.upload("accessorys", "incident", "tool.exe", write(tmp_path, "x", b"MZ"), size=2)
+            await b.upload(
+                "accessorys", "incident", "tool.exe", write(tmp_path, "x", b"MZ"), size=2
+            )
         with pytest.raises(TooLarge):
-            await b.upload("accessorys", "incident", "huge.zip", sparse(tmp_path, 26 * 1024 * 1024),
-                           size=26 * 1024 * 1024)
+            await b.upload(
+                "accessorys",
+                "incident",
+                "huge.zip",
+                sparse(tmp_path, 26 * 1024 * 1024),
+                size=26 * 1024 * 1024,
+            )
         assert routes(emu)[POST] == 2
 
 
@@ -168,14 +219,19 @@ async def test_business_errors_with_http_200(emu_b, tmp_path: Path) -> None:
     async with _closing(backend(emu_b)) as b:
         b.limits = Limits(None, None, frozenset())
         with pytest.raises(TooLarge) as e:
-            await b.upload("accessorys", "incident", "a.zip", write(tmp_path, "x", payload(1024 * 1024 + 1)),
-                           size=1024 * 1024 + 1)
+            await b.upload(
+                "accessorys",
+                "incident",
+                "a.zip",
+                write(tmp_path, "x", payload(1024 * 1024 + 1)),
+                size=1024 * 1024 + 1,
+            )
         assert e.value.errno == errno.EFBIG
         await b.upload("accessorys", "incident", "1.txt", write(tmp_path, "x", b"1"), size=1)
         with pytest.raises(LimitReached) as e2:
             await b.upload("accessorys", "incident", "2.txt", write(tmp_path, "x", b"2"), size=1)
         assert e2.value.errno == errno.EDQUOT
-        await b.delete("nope", missing_ok=True)        # unknown id answered 400 + code
+        await b.delete("nope", missing_ok=True)  # unknown id answered 400 + code
         with pytest.raises(NotFound):
             await b.delete("nope")
 
@@ -184,7 +240,9 @@ async def test_503_retried(emu, tmp_path: Path) -> None:
     async with _closing(backend(emu)) as b:
         emu.fault(method="POST", path=r"/accessorys$", count=1, status=503)
         emu.fault(method="GET", path=r"/accessorys/limits$", count=1, status=503)
-        att = await b.upload("accessorys", "incident", "a.txt", write(tmp_path, "a", b"abc"), size=3)
+        att = await b.upload(
+            "accessorys", "incident", "a.txt", write(tmp_path, "a", b"abc"), size=3
+        )
         emu.fault(method="GET", path=r"/accessorys/[0-9a-f]+$", count=2, status=503)
         assert await read_all(b, att.sys_id) == b"abc"
         assert b.stats.retries >= 4
@@ -203,5 +261,7 @@ class _closing:
 
 
 def test_token_header_sent(emu) -> None:
-    r = httpx.get(f"{emu.url}/v2/servicerequest/accessorys/limits", headers={"X-Auth-Token": SECRET})
+    r = httpx.get(
+        f"{emu.url}/v2/servicerequest/accessorys/limits", headers={"X-Auth-Token": SECRET}
+    )
     assert r.status_code == 200

@@ -1,5 +1,6 @@
 """Smoke test of the benchmark (`python -m bench`): a quick run of two cheap cases with snfs and
 curl only (no rclone), checking the shape of what it writes. The real benchmark is `make bench`."""
+
 from __future__ import annotations
 
 import json
@@ -22,15 +23,36 @@ def test_bench_quick_smoke(tmp_path: Path) -> None:
         pytest.skip("curl is missing (the bench installs it with apt-get; the tests do not)")
     out = tmp_path / "results"
     p = subprocess.run(
-        [sys.executable, "-m", "bench", "--quick", "--repeat", "1", "--cases", "cold-read,ls-l",
-         "--systems", "snfs,curl", "--out", str(out), "--workdir", str(tmp_path / "work")],
-        cwd=REPO, capture_output=True, text=True, timeout=110)
+        [
+            sys.executable,
+            "-m",
+            "bench",
+            "--quick",
+            "--repeat",
+            "1",
+            "--cases",
+            "cold-read,ls-l",
+            "--systems",
+            "snfs,curl",
+            "--out",
+            str(out),
+            "--workdir",
+            str(tmp_path / "work"),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=110,
+    )
     assert p.returncode == 0, p.stderr[-3000:]
 
     md = (out / "latest.md").read_text()
     assert "| case | unit | snfs | curl (limit) | rclone mount | snfs/curl | snfs/rclone" in md
-    rows = {line.split("|")[1].strip(): line for line in md.splitlines()
-            if line.startswith("| ") and not line.startswith(("| case", "| ---"))}
+    rows = {
+        line.split("|")[1].strip(): line
+        for line in md.splitlines()
+        if line.startswith("| ") and not line.startswith(("| case", "| ---"))
+    }
     assert set(rows) == {"cold-read", "ls-l"}, md
     assert md in p.stdout  # the table is printed too
 
@@ -51,4 +73,4 @@ def test_bench_quick_smoke(tmp_path: Path) -> None:
     assert data["cases"]["cold-read"]["runs"][0]["bytes"] == data["meta"]["sizes"]["big"]
     ls = data["cases"]["ls-l"]["targets"][0]
     assert ls["target"].startswith("1 list request") and isinstance(ls["met"], bool)
-    assert not (tmp_path / "work").exists()   # the scratch directory is cleaned up
+    assert not (tmp_path / "work").exists()  # the scratch directory is cleaned up

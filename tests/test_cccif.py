@@ -1,4 +1,5 @@
 """CCCIF media upload: the emulator's endpoint, the client call, and `/.cccif/<user_id>/` in a mount."""
+
 from __future__ import annotations
 
 import errno
@@ -10,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from snfs.client import AttachmentClient, ClientConfig
 from snfs.auth import BasicAuth
+from snfs.client import AttachmentClient, ClientConfig
 from tests.emulator_proc import EmulatorProc
 from tests.mount_proc import MountProc
 
@@ -22,16 +23,23 @@ def multipart(fields: dict[str, str], file_name: str | None, data: bytes) -> tup
     for k, v in fields.items():
         out += f'--{boundary}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n'.encode()
     if file_name is not None:
-        out += (f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{file_name}"'
-                f'\r\nContent-Type: image/png\r\n\r\n').encode() + data + b"\r\n"
+        out += (
+            (
+                f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{file_name}"'
+                f"\r\nContent-Type: image/png\r\n\r\n"
+            ).encode()
+            + data
+            + b"\r\n"
+        )
     out += f"--{boundary}--\r\n".encode()
     return out, f"multipart/form-data; boundary={boundary}"
 
 
 def test_emulator_cccif_upload(emulator: EmulatorProc) -> None:
     body, ctype = multipart({"user_id": "lincoln"}, "Screenshot 1.png", b"\x89PNG fake")
-    status, _, raw = emulator.request("POST", "/api/now/v1/cccif/media/upload", body,
-                                      headers={"Content-Type": ctype})
+    status, _, raw = emulator.request(
+        "POST", "/api/now/v1/cccif/media/upload", body, headers={"Content-Type": ctype}
+    )
     assert status == 201, raw
     result = json.loads(raw)["result"]
     assert result["name"] == "Screenshot 1.png" and result["state"] in ("pending", "available")
@@ -39,12 +47,13 @@ def test_emulator_cccif_upload(emulator: EmulatorProc) -> None:
     meta = emulator.json("GET", f"/api/now/attachment/{result['attachmentId']}")["result"]
     assert meta["file_name"] == "Screenshot 1.png"
     assert meta["hash"] == hashlib.sha256(b"\x89PNG fake").hexdigest()
-    status, _, content = emulator.request("GET", result["mediaUrl"][len(emulator.url):])
+    status, _, content = emulator.request("GET", result["mediaUrl"][len(emulator.url) :])
     assert status == 200 and content == b"\x89PNG fake"
     for fields, name in (({}, "x.png"), ({"user_id": "u"}, None)):
         body, ctype = multipart(fields, name, b"x")
-        status, _, raw = emulator.request("POST", "/api/now/cccif/media/upload", body,
-                                          headers={"Content-Type": ctype})
+        status, _, raw = emulator.request(
+            "POST", "/api/now/cccif/media/upload", body, headers={"Content-Type": ctype}
+        )
         assert status == 400, raw
     status, _, _ = emulator.request("POST", "/api/now/cccif/media/upload", b"", auth=("admin", "x"))
     assert status == 401

@@ -1,4 +1,5 @@
 """Basic, static bearer and OAuth (password, client_credentials, refresh) against the emulator."""
+
 from __future__ import annotations
 
 import errno
@@ -52,25 +53,37 @@ async def test_wrong_password_is_auth_error(emu, caplog: pytest.LogCaptureFixtur
             with pytest.raises(AuthError) as e:
                 await c.check()
             # check() leaves the report to its caller (the mount's one start-up line) ...
-            failures = [r for r in caplog.records
-                        if r.name == "snfs.client" and r.levelno >= logging.WARNING]
+            failures = [
+                r
+                for r in caplog.records
+                if r.name == "snfs.client" and r.levelno >= logging.WARNING
+            ]
             assert failures == []
             with pytest.raises(AuthError):
                 await c.list_all("")
     assert e.value.errno == errno.EACCES and e.value.status == 401
     assert "hunter2" not in str(e.value) and "hunter2" not in caplog.text
     # ... every other request logs its failure exactly once.
-    failures = [r for r in caplog.records if r.name == "snfs.client" and r.levelno >= logging.WARNING]
+    failures = [
+        r for r in caplog.records if r.name == "snfs.client" and r.levelno >= logging.WARNING
+    ]
     assert len(failures) == 1 and "401" in failures[0].getMessage()
     assert "Authorization" not in caplog.text
 
 
 async def test_static_bearer_token(emu) -> None:
-    form = urllib.parse.urlencode({"grant_type": "password", "client_id": "snfs",
-                                   "client_secret": "snfs-secret", "username": "admin",
-                                   "password": "admin"}).encode()
-    with urllib.request.urlopen(urllib.request.Request(emu.url + "/oauth_token.do", data=form),
-                                timeout=10) as resp:
+    form = urllib.parse.urlencode(
+        {
+            "grant_type": "password",
+            "client_id": "snfs",
+            "client_secret": "snfs-secret",
+            "username": "admin",
+            "password": "admin",
+        }
+    ).encode()
+    with urllib.request.urlopen(
+        urllib.request.Request(emu.url + "/oauth_token.do", data=form), timeout=10
+    ) as resp:
         token = json.loads(resp.read())["access_token"]
     async with client(emu, auth=BearerToken(token)) as c:
         await c.check()
@@ -113,7 +126,7 @@ async def test_oauth_refresh_before_expiry(emu) -> None:
     auth = oauth(emu)
     async with client(emu, auth=auth) as c:
         await c.check()
-        await trio.sleep(2.2)            # --token-lifetime 2
+        await trio.sleep(2.2)  # --token-lifetime 2
         await c.check()
         await c.check()
     assert auth.grants == ["password", "refresh_token"]
@@ -125,7 +138,7 @@ async def test_oauth_refresh_once_on_401(emu) -> None:
     async with client(emu, auth=auth) as c:
         await c.check()
         emu.fault(method="GET", path=r"/attachment$", count=1, status=401)
-        await c.check()                  # 401 -> refresh -> resent by the auth flow
+        await c.check()  # 401 -> refresh -> resent by the auth flow
         assert auth.grants == ["password", "refresh_token"]
         # A streamed upload body cannot be resent by the auth flow: the client rebuilds it.
         emu.fault(method="POST", path=r"/attachment/file", count=1, status=401)

@@ -1,4 +1,5 @@
 """Injected faults: retries, Retry-After, give-up, resumed downloads, uploads stored once."""
+
 from __future__ import annotations
 
 import errno
@@ -9,8 +10,15 @@ import pytest
 
 from snfs import query as q
 from snfs.errors import RateLimited, ServerError
-from tests.test_client_support import (client, fresh, new_record, payload, route_count, sha256,
-                                       shared_emulator)
+from tests.test_client_support import (
+    client,
+    fresh,
+    new_record,
+    payload,
+    route_count,
+    sha256,
+    shared_emulator,
+)
 
 __all__ = ["fresh"]
 
@@ -26,8 +34,9 @@ async def _read(c, sys_id: str, **kw) -> bytes:
 
 
 def _count_named(emu, rec: str, name: str) -> int:
-    return len(emu.attachments(q.all_of(q.term("table_sys_id", "=", rec),
-                                        q.term("file_name", "=", name))))
+    return len(
+        emu.attachments(q.all_of(q.term("table_sys_id", "=", rec), q.term("file_name", "=", name)))
+    )
 
 
 async def test_503_twice_then_success(emu) -> None:
@@ -139,13 +148,14 @@ async def test_upload_502_in_doubt_looked_up_then_sent_again(emu) -> None:
         a = await c.upload("incident", rec, "doubt.txt", b"in doubt")
         assert a.size_bytes == 8
         assert route_count(emu, "POST /attachment/file") == 2
-        assert route_count(emu, "GET /attachment") >= 1       # it looked first
+        assert route_count(emu, "GET /attachment") >= 1  # it looked first
     assert _count_named(emu, rec, "doubt.txt") == 1
 
 
 async def test_upload_404_not_retried(emu) -> None:
     async with client(emu) as c:
         from snfs.errors import NotFound
+
         with pytest.raises(NotFound):
             await c.upload("incident", "0" * 32, "x.txt", b"x")
         assert route_count(emu, "POST /attachment/file") == 1

@@ -1,4 +1,5 @@
 """300 MB up and down through the client in a child process whose peak RSS stays < 100 MB."""
+
 from __future__ import annotations
 
 import hashlib
@@ -68,13 +69,19 @@ def test_300mb_up_and_down_in_bounded_memory(emulator_factory, tmp_path: Path) -
     rec = new_record(emu)
     src, dst = tmp_path / "src.bin", tmp_path / "dst.bin"
     digest = _generate(src)
-    proc = subprocess.run([sys.executable, "-c", CHILD, emu.url, rec, str(src), str(dst)],
-                          capture_output=True, text=True, timeout=110,
-                          cwd=Path(__file__).resolve().parent.parent)
+    proc = subprocess.run(
+        [sys.executable, "-c", CHILD, emu.url, rec, str(src), str(dst)],
+        capture_output=True,
+        text=True,
+        timeout=110,
+        cwd=Path(__file__).resolve().parent.parent,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(proc.stdout.strip().splitlines()[-1])
-    print(f"\nmemory test: peak RSS {result['rss_mb']:.1f} MB, upload {result['up_s']:.1f} s, "
-          f"download {result['down_s']:.1f} s")
+    print(
+        f"\nmemory test: peak RSS {result['rss_mb']:.1f} MB, upload {result['up_s']:.1f} s, "
+        f"download {result['down_s']:.1f} s"
+    )
     assert result["size"] == result["down_size"] == SIZE
     assert result["hash"] == result["down_hash"] == digest == read_file_sha(dst)
     assert result["rss_mb"] < LIMIT_MB

@@ -1,4 +1,5 @@
 """Every AttachmentClient operation against the emulator, over real sockets."""
+
 from __future__ import annotations
 
 import errno
@@ -10,9 +11,16 @@ import trio
 from snfs import query as q
 from snfs.auth import BasicAuth
 from snfs.client import Attachment
-from snfs.errors import (ExtensionRefused, Forbidden, InvalidInput, NotFound, TooLarge)
-from tests.test_client_support import (client, fresh, new_record, payload, route_count, sha256,
-                                       shared_emulator)
+from snfs.errors import ExtensionRefused, Forbidden, InvalidInput, NotFound, TooLarge
+from tests.test_client_support import (
+    client,
+    fresh,
+    new_record,
+    payload,
+    route_count,
+    sha256,
+    shared_emulator,
+)
 
 __all__ = ["fresh"]
 
@@ -74,8 +82,10 @@ async def test_paging_sees_each_once(emu) -> None:
             for i in range(25):
                 n.start_soon(c.upload, "incident", rec, f"page-{i:02}.txt", f"item {i}".encode())
         emu.reset_stats()
-        pages = [page async for page in c.list_pages(q.attachments_of_record("incident", rec),
-                                                     page_size=4)]
+        pages = [
+            page
+            async for page in c.list_pages(q.attachments_of_record("incident", rec), page_size=4)
+        ]
         assert [len(p) for p in pages] == [4, 4, 4, 4, 4, 4, 1]
         names = [a.file_name for p in pages for a in p]
         assert sorted(names) == [f"page-{i:02}.txt" for i in range(25)]
@@ -95,13 +105,13 @@ async def test_upload_sources_and_stream(emu, tmp_path: Path) -> None:
 
     async def gen():
         for i in range(0, len(data), 100_000):
-            yield data[i:i + 100_000]
+            yield data[i : i + 100_000]
 
     async with client(emu) as c:
         a1 = await c.upload("incident", rec, "report.pdf", src)
         a2 = await c.upload("incident", rec, "b.bin", data, content_type="application/x-thing")
-        a3 = await c.upload("incident", rec, "c.dat", gen)              # size unknown: chunked
-        a4 = await c.upload("incident", rec, "d é\"x.txt", src, multipart=True)
+        a3 = await c.upload("incident", rec, "c.dat", gen)  # size unknown: chunked
+        a4 = await c.upload("incident", rec, 'd é"x.txt', src, multipart=True)
         assert a1.content_type == "application/pdf"
         assert a2.content_type == "application/x-thing"
         assert a3.content_type == "application/octet-stream"
@@ -126,7 +136,7 @@ async def test_stream_with_range(emu_range) -> None:
         assert await _read(c, a.sys_id) == data
         got = await _read(c, a.sys_id, offset=1_000_001, expected_size=len(data))
         assert got == data[1_000_001:]
-        assert c.supports_range is True          # the server answered 206
+        assert c.supports_range is True  # the server answered 206
         assert await _read(c, a.sys_id, offset=5) == data[5:]
 
 
@@ -166,8 +176,9 @@ async def test_rename_patch(emu) -> None:
         r = await c.rename(a.sys_id, "new^name.txt")
         assert r.sys_id == a.sys_id and r.file_name == "new^name.txt"
         assert c.rename_supported is True
-        assert [x.file_name for x in await c.list_all(q.attachments_of_record("incident", rec))] \
-            == ["new^name.txt"]
+        assert [
+            x.file_name for x in await c.list_all(q.attachments_of_record("incident", rec))
+        ] == ["new^name.txt"]
         with pytest.raises(NotFound):
             await c.rename("0" * 32, "x.txt")
 
@@ -176,7 +187,7 @@ async def test_rename_fallback_copy_then_delete(emu_norename) -> None:
     emu = emu_norename
     rec = new_record(emu)
     data = payload(300_000, seed=3)
-    async with client(emu, max_in_flight=1) as c:   # the copy must not deadlock on one slot
+    async with client(emu, max_in_flight=1) as c:  # the copy must not deadlock on one slot
         a = await c.upload("incident", rec, "old.bin", data)
         r = await c.rename(a.sys_id, "new.bin")
         assert r.sys_id != a.sys_id and r.file_name == "new.bin" and r.hash == a.hash
@@ -185,10 +196,11 @@ async def test_rename_fallback_copy_then_delete(emu_norename) -> None:
             await c.get(a.sys_id)
         assert await _read(c, r.sys_id) == data
         emu.reset_stats()
-        r2 = await c.rename(r.sys_id, "third.bin")     # remembered: no PATCH this time
+        r2 = await c.rename(r.sys_id, "third.bin")  # remembered: no PATCH this time
         assert route_count(emu, "PATCH /attachment/{sys_id}") == 0
-        assert [x.file_name for x in await c.list_all(q.attachments_of_record("incident", rec))] \
-            == ["third.bin"]
+        assert [
+            x.file_name for x in await c.list_all(q.attachments_of_record("incident", rec))
+        ] == ["third.bin"]
         assert r2.size_bytes == len(data)
 
 
@@ -224,13 +236,19 @@ async def test_query_injection_does_not_leak(emu) -> None:
         await c.upload("incident", a_rec, "plain.txt", b"A")
         await c.upload("problem", b_rec, "other.txt", b"B")
         for name in tricky:
-            mine = await c.list_all(q.all_of(q.term("table_name", "=", "incident"),
-                                             q.term("table_sys_id", "=", a_rec),
-                                             q.term("file_name", "=", name)))
+            mine = await c.list_all(
+                q.all_of(
+                    q.term("table_name", "=", "incident"),
+                    q.term("table_sys_id", "=", a_rec),
+                    q.term("file_name", "=", name),
+                )
+            )
             assert [(a.file_name, a.table_sys_id) for a in mine] == [(name, a_rec)]
             both = await c.list_all(q.term("file_name", "=", name))
             assert sorted((a.table_name, a.file_name) for a in both) == [
-                ("incident", name), ("problem", name)]
+                ("incident", name),
+                ("problem", name),
+            ]
         of_a = await c.list_all(q.attachments_of_record("incident", a_rec))
         assert sorted(a.file_name for a in of_a) == sorted(tricky + ["plain.txt"])
         assert {a.table_sys_id for a in of_a} == {a_rec}
@@ -268,14 +286,21 @@ async def test_upload_source_shorter_than_announced(emu, tmp_path: Path) -> None
 
 async def test_connection_refused_is_connection_failed(tmp_path: Path) -> None:
     import socket
+
     from snfs.client import AttachmentClient, ClientConfig
     from snfs.errors import ConnectionFailed
+
     s = socket.socket()
     s.bind(("127.0.0.1", 0))
     port = s.getsockname()[1]
     s.close()
-    cfg = ClientConfig(f"http://127.0.0.1:{port}", BasicAuth("a", "b"), retry_attempts=2,
-                       retry_base_delay=0.01, retry_max_delay=0.02)
+    cfg = ClientConfig(
+        f"http://127.0.0.1:{port}",
+        BasicAuth("a", "b"),
+        retry_attempts=2,
+        retry_base_delay=0.01,
+        retry_max_delay=0.02,
+    )
     async with AttachmentClient(cfg) as c:
         with pytest.raises(ConnectionFailed) as e:
             await c.check()

@@ -3,11 +3,13 @@
 Module-scoped emulators keep the client suite fast: each test works on records it creates
 itself, and faults/stats are reset after every test.
 """
+
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import pytest
 
@@ -33,7 +35,8 @@ def client(emu: EmulatorProc, auth: Any = "admin", **kw: Any) -> AttachmentClien
 
 def new_record(emu: EmulatorProc, table: str = "incident") -> str:
     return emu.json("POST", f"/api/now/table/{table}", {"short_description": "client test"})[
-        "result"]["sys_id"]
+        "result"
+    ]["sys_id"]
 
 
 def sha256(data: bytes) -> str:

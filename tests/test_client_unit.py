@@ -1,19 +1,30 @@
 """Client pieces that need no instance: URLs, secrets, parsing, reprs."""
+
 from __future__ import annotations
 
 import logging
 import os
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
 import pytest
 
 from snfs.auth import BasicAuth, BearerToken, OAuth
-from snfs.client import (Attachment, ClientConfig, _http_error, _parse_link,
-                         normalize_instance_url)
-from snfs.errors import (AuthError, ConfigError, SnfsError, ExtensionRefused, Forbidden, InvalidInput,
-                         NotFound, RateLimited, ServerError, TooLarge, Unsupported)
+from snfs.client import Attachment, ClientConfig, _http_error, _parse_link, normalize_instance_url
+from snfs.errors import (
+    AuthError,
+    ConfigError,
+    ExtensionRefused,
+    Forbidden,
+    InvalidInput,
+    NotFound,
+    RateLimited,
+    ServerError,
+    SnfsError,
+    TooLarge,
+    Unsupported,
+)
 from snfs.secrets import Secret, load_secret
 
 
@@ -26,9 +37,17 @@ def test_normalize_instance_url() -> None:
     assert normalize_instance_url("http://127.5.0.1:80/") == "http://127.5.0.1:80"
     assert normalize_instance_url("http://[::1]:9") == "http://[::1]:9"
     assert normalize_instance_url("http://localhost:9") == "http://localhost:9"
-    assert normalize_instance_url("http://x.example", allow_insecure_http=True) == "http://x.example"
-    for bad in ("http://x.example", "http://10.0.0.1", "ftp://x.example", "", "https://",
-                "https://x.example/?a=b"):
+    assert (
+        normalize_instance_url("http://x.example", allow_insecure_http=True) == "http://x.example"
+    )
+    for bad in (
+        "http://x.example",
+        "http://10.0.0.1",
+        "ftp://x.example",
+        "",
+        "https://",
+        "https://x.example/?a=b",
+    ):
         with pytest.raises(ConfigError):
             normalize_instance_url(bad)
     with pytest.raises(ConfigError) as e:
@@ -37,20 +56,29 @@ def test_normalize_instance_url() -> None:
 
 
 def test_attachment_from_json_tolerant() -> None:
-    a = Attachment.from_json({"sys_id": "a" * 32, "size_bytes": "12", "sys_created_on": "2026-01-02 03:04:05",
-                              "hash": "h", "table_name": {"value": "incident", "display_value": "Incident"}})
+    a = Attachment.from_json(
+        {
+            "sys_id": "a" * 32,
+            "size_bytes": "12",
+            "sys_created_on": "2026-01-02 03:04:05",
+            "hash": "h",
+            "table_name": {"value": "incident", "display_value": "Incident"},
+        }
+    )
     assert a.size_bytes == 12 and a.table_name == "incident" and a.hash == "h"
-    assert a.created_on == datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
+    assert a.created_on == datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
     b = Attachment.from_json({"size_bytes": "", "sys_updated_on": "garbage", "state": None})
     assert b.size_bytes == 0 and b.file_name == "" and b.state == ""
     assert b.updated_on.tzinfo is not None
 
 
 def test_parse_link() -> None:
-    h = ('<https://i/api/now/attachment?sysparm_limit=1&sysparm_offset=0>;rel="first",'
-         '<https://i/api/now/attachment?sysparm_limit=1&sysparm_offset=-1>;rel="prev",'
-         '<https://i/api/now/attachment?sysparm_query=a%3Db,c&sysparm_limit=1&sysparm_offset=1>;rel="next",'
-         '<https://i/api/now/attachment?sysparm_limit=1&sysparm_offset=72>;rel="last"')
+    h = (
+        '<https://i/api/now/attachment?sysparm_limit=1&sysparm_offset=0>;rel="first",'
+        '<https://i/api/now/attachment?sysparm_limit=1&sysparm_offset=-1>;rel="prev",'
+        '<https://i/api/now/attachment?sysparm_query=a%3Db,c&sysparm_limit=1&sysparm_offset=1>;rel="next",'
+        '<https://i/api/now/attachment?sysparm_limit=1&sysparm_offset=72>;rel="last"'
+    )
     links = _parse_link(h)
     assert set(links) == {"first", "prev", "next", "last"}
     assert links["next"].endswith("sysparm_offset=1")
@@ -58,26 +86,62 @@ def test_parse_link() -> None:
 
 
 def _resp(status: int, body: bytes, ctype: str = "application/json") -> httpx.Response:
-    return httpx.Response(status, content=body, headers={"content-type": ctype},
-                          request=httpx.Request("GET", "https://i/api/now/attachment/x"))
+    return httpx.Response(
+        status,
+        content=body,
+        headers={"content-type": ctype},
+        request=httpx.Request("GET", "https://i/api/now/attachment/x"),
+    )
 
 
-@pytest.mark.parametrize("status,body,kind,cls", [
-    (401, b'{"error":{"message":"User Not Authenticated","detail":"Required to provide Auth information"},"status":"failure"}', "get", AuthError),
-    (403, b'{"error":{"detail":null,"message":"Insufficient rights"},"status":"failure"}', "get", Forbidden),
-    (404, b'{"error":{"message":"No Record found","detail":"Record doesn\'t exist"},"status":"failure"}', "get", NotFound),
-    (405, b"", "rename", Unsupported),
-    (413, b"<html>too big</html>", "upload", TooLarge),
-    (429, b'{"error":{"message":"Rate limit exceeded","detail":null}}', "list", RateLimited),
-    (400, b'{"error":{"message":"Attachment size exceeds the maximum allowed size","detail":"x"}}', "upload", TooLarge),
-    (400, b'{"error":{"message":"File extension \'exe\' is not allowed","detail":null}}', "upload", ExtensionRefused),
-    (400, b'{"error":{"message":"Invalid table x","detail":null}}', "upload", InvalidInput),
-    (500, b"<html><body>Oops</body></html>", "get", ServerError),
-    (502, b"not json", "get", ServerError),
-])
+@pytest.mark.parametrize(
+    "status,body,kind,cls",
+    [
+        (
+            401,
+            b'{"error":{"message":"User Not Authenticated","detail":"Required to provide Auth information"},"status":"failure"}',
+            "get",
+            AuthError,
+        ),
+        (
+            403,
+            b'{"error":{"detail":null,"message":"Insufficient rights"},"status":"failure"}',
+            "get",
+            Forbidden,
+        ),
+        (
+            404,
+            b'{"error":{"message":"No Record found","detail":"Record doesn\'t exist"},"status":"failure"}',
+            "get",
+            NotFound,
+        ),
+        (405, b"", "rename", Unsupported),
+        (413, b"<html>too big</html>", "upload", TooLarge),
+        (429, b'{"error":{"message":"Rate limit exceeded","detail":null}}', "list", RateLimited),
+        (
+            400,
+            b'{"error":{"message":"Attachment size exceeds the maximum allowed size","detail":"x"}}',
+            "upload",
+            TooLarge,
+        ),
+        (
+            400,
+            b'{"error":{"message":"File extension \'exe\' is not allowed","detail":null}}',
+            "upload",
+            ExtensionRefused,
+        ),
+        (400, b'{"error":{"message":"Invalid table x","detail":null}}', "upload", InvalidInput),
+        (500, b"<html><body>Oops</body></html>", "get", ServerError),
+        (502, b"not json", "get", ServerError),
+    ],
+)
 def test_error_mapping(status: int, body: bytes, kind: str, cls: type) -> None:
-    err = _http_error(_resp(status, body, "text/html" if body.startswith(b"<") else "application/json"),
-                      kind, "GET", "/attachment/x")
+    err = _http_error(
+        _resp(status, body, "text/html" if body.startswith(b"<") else "application/json"),
+        kind,
+        "GET",
+        "/attachment/x",
+    )
     assert type(err) is cls
     assert err.status == status and err.path == "/attachment/x" and err.method == "GET"
     assert "<html>" not in err.message
@@ -85,6 +149,7 @@ def test_error_mapping(status: int, body: bytes, kind: str, cls: type) -> None:
 
 def test_errno_values() -> None:
     import errno
+
     assert AuthError("x").errno == Forbidden("x").errno == errno.EACCES
     assert TooLarge("x").errno == errno.EFBIG and ExtensionRefused("x").errno == errno.EPERM
     assert RateLimited("x").errno == errno.EAGAIN and ServerError("x").errno == errno.EIO
@@ -95,16 +160,26 @@ def test_secret_hidden() -> None:
     s = Secret("hunter2")
     assert "hunter2" not in repr(s) + str(s) + f"{s}" + "%s" % s
     assert s.reveal() == "hunter2"
-    for auth in (BasicAuth("admin", "hunter2"), BearerToken("hunter2"),
-                 OAuth("https://i/oauth_token.do", "cid", "hunter2", grant="password",
-                       user="admin", password="hunter2")):
+    for auth in (
+        BasicAuth("admin", "hunter2"),
+        BearerToken("hunter2"),
+        OAuth(
+            "https://i/oauth_token.do",
+            "cid",
+            "hunter2",
+            grant="password",
+            user="admin",
+            password="hunter2",
+        ),
+    ):
         assert "hunter2" not in repr(auth)
     cfg = ClientConfig("https://i", BasicAuth("admin", "hunter2"))
     assert "hunter2" not in repr(cfg)
 
 
-def test_load_secret_sources(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                             caplog: pytest.LogCaptureFixture) -> None:
+def test_load_secret_sources(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
     f = tmp_path / "pw"
     f.write_text("s3cret-file\nsecond line\n")
     f.chmod(0o600)
@@ -122,8 +197,15 @@ def test_load_secret_sources(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
     netrc.write_text("machine dev1.service-now.com login admin password s3cret-netrc\n")
     netrc.chmod(0o600)
     monkeypatch.delenv("SNFS_TEST_PW")
-    assert load_secret(env="SNFS_TEST_PW", netrc_host="dev1.service-now.com", netrc_login="admin",
-                       netrc_file=netrc) == "s3cret-netrc"
+    assert (
+        load_secret(
+            env="SNFS_TEST_PW",
+            netrc_host="dev1.service-now.com",
+            netrc_login="admin",
+            netrc_file=netrc,
+        )
+        == "s3cret-netrc"
+    )
     monkeypatch.setenv("NETRC", str(netrc))
     assert load_secret(netrc_host="dev1.service-now.com") == "s3cret-netrc"
     with pytest.raises(ConfigError) as e:
@@ -157,8 +239,13 @@ SID = "0123456789abcdef0123456789abcdef"
 
 
 def _mock_client(handler, **kw) -> AttachmentClient:
-    cfg = ClientConfig("https://dev1.service-now.com", BasicAuth("admin", "pw"),
-                       retry_base_delay=0.01, retry_max_delay=0.02, **kw)
+    cfg = ClientConfig(
+        "https://dev1.service-now.com",
+        BasicAuth("admin", "pw"),
+        retry_base_delay=0.01,
+        retry_max_delay=0.02,
+        **kw,
+    )
     c = AttachmentClient(cfg)
     c._http = httpx.AsyncClient(transport=httpx.MockTransport(handler), auth=cfg.auth)
     return c
@@ -174,7 +261,7 @@ async def test_delete_404_after_lost_response_counts_as_done() -> None:
         return httpx.Response(404, json={"error": {"message": "No Record found", "detail": None}})
 
     async with _mock_client(handler) as c:
-        await c.delete(SID)              # not missing_ok: the first attempt did it
+        await c.delete(SID)  # not missing_ok: the first attempt did it
     assert calls == ["DELETE", "DELETE"]
 
 
@@ -185,15 +272,18 @@ async def test_paging_follows_link_and_ignores_negative_prev() -> None:
     def handler(request: httpx.Request) -> httpx.Response:
         off = int(request.url.params["sysparm_offset"])
         seen_offsets.append(off)
-        cap = 3                            # the server caps the page size below what we asked
-        page = rows[off:off + cap]
+        cap = 3  # the server caps the page size below what we asked
+        page = rows[off : off + cap]
         base = "https://elsewhere.example/api/now/attachment?sysparm_limit=3&sysparm_offset="
         links = [f'<{base}0>;rel="first"', f'<{base}{off - 1}>;rel="prev"']
         if off + cap < len(rows):
             links.append(f'<{base}{off + cap}>;rel="next"')
         links.append(f'<{base}6>;rel="last"')
-        return httpx.Response(200, json={"result": page},
-                              headers={"Link": ",".join(links), "X-Total-Count": str(len(rows))})
+        return httpx.Response(
+            200,
+            json={"result": page},
+            headers={"Link": ",".join(links), "X-Total-Count": str(len(rows))},
+        )
 
     async with _mock_client(handler) as c:
         got = await c.list_all("file_nameSTARTSWITHf", page_size=1000)
@@ -206,8 +296,9 @@ async def test_paging_without_link_uses_total_count() -> None:
 
     def handler(request: httpx.Request) -> httpx.Response:
         off = int(request.url.params["sysparm_offset"])
-        return httpx.Response(200, json={"result": rows[off:off + 2]},
-                              headers={"X-Total-Count": "5"})
+        return httpx.Response(
+            200, json={"result": rows[off : off + 2]}, headers={"X-Total-Count": "5"}
+        )
 
     async with _mock_client(handler) as c:
         assert len(await c.list_all("", page_size=1000)) == 5

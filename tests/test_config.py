@@ -1,4 +1,5 @@
 """The config file: profiles, types, errors, the permission check, and precedence."""
+
 from __future__ import annotations
 
 import argparse
@@ -59,7 +60,7 @@ def test_full_profile_types(tmp_path: Path) -> None:
     assert v["dir_cache_time"] == 30.0 and isinstance(v["dir_cache_time"], float)
     assert v["cache_size"] == 512 * 2**20
     assert v["disk_cache_size"] == 2**30
-    assert v["cache_dir"] == tmp_path / "cache"          # relative to the config file
+    assert v["cache_dir"] == tmp_path / "cache"  # relative to the config file
     assert v["spool_dir"] == Path.home() / "spool"
     assert v["max_in_flight"] == 4 and v["timeout"] == 12.5
     assert v["umask"] == 0o027 and v["uid"] == 1000 and v["verbose"] == 1
@@ -90,20 +91,23 @@ def test_config_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert load_profile("prod").url == "https://acme.service-now.com"
 
 
-@pytest.mark.parametrize("line, needle", [
-    ('colour = "blue"', "unknown key 'colour'"),
-    ('instance = "x"', "unknown key 'instance'"),
-    ('read-only = true\nread_only = false', "repeats"),
-    ('dir_cache_time = 0', "dir_cache_time: must be a number of seconds above 0"),
-    ('dir_cache_time = "30"', "dir_cache_time: must be"),
-    ('cache_size = "lots"', "cache_size: must be a size"),
-    ('max_in_flight = 0', "max_in_flight: must be"),
-    ('allow_other = "yes"', "allow_other: must be true or false"),
-    ('tables = [1, 2]', "tables: must be a list"),
-    ('umask = "999"', "umask: must be an octal"),
-    ('oauth_grant = "implicit"', "oauth_grant: must be"),
-    ('uid = -1', "uid: must be"),
-])
+@pytest.mark.parametrize(
+    "line, needle",
+    [
+        ('colour = "blue"', "unknown key 'colour'"),
+        ('instance = "x"', "unknown key 'instance'"),
+        ("read-only = true\nread_only = false", "repeats"),
+        ("dir_cache_time = 0", "dir_cache_time: must be a number of seconds above 0"),
+        ('dir_cache_time = "30"', "dir_cache_time: must be"),
+        ('cache_size = "lots"', "cache_size: must be a size"),
+        ("max_in_flight = 0", "max_in_flight: must be"),
+        ('allow_other = "yes"', "allow_other: must be true or false"),
+        ("tables = [1, 2]", "tables: must be a list"),
+        ('umask = "999"', "umask: must be an octal"),
+        ('oauth_grant = "implicit"', "oauth_grant: must be"),
+        ("uid = -1", "uid: must be"),
+    ],
+)
 def test_bad_values_name_key_and_file(tmp_path: Path, line: str, needle: str) -> None:
     path = write(tmp_path, f'[instance.prod]\nurl = "https://a.example"\n{line}\n')
     with pytest.raises(ConfigError) as e:
@@ -150,8 +154,7 @@ def test_secret_in_readable_file_is_refused(tmp_path: Path, mode: int) -> None:
 
 @pytest.mark.parametrize("key", ["token", "client_secret", "oauth_secret"])
 def test_other_secrets_refused_too(tmp_path: Path, key: str) -> None:
-    path = write(tmp_path, f'[instance.prod]\nurl = "https://a.example"\n{key} = "s3cret"\n',
-                 0o644)
+    path = write(tmp_path, f'[instance.prod]\nurl = "https://a.example"\n{key} = "s3cret"\n', 0o644)
     with pytest.raises(ConfigError, match="chmod 600"):
         load_profile("prod", path)
 
@@ -201,8 +204,20 @@ def test_precedence_cli_then_profile_then_defaults(tmp_path: Path) -> None:
     prof = load_profile("prod", write(tmp_path, FULL))
     ap = parser()
     ap.set_defaults(**profile_defaults(prof))
-    args = ap.parse_args(["prod", str(tmp_path / "mnt"), "--dir-cache-time", "5",
-                          "--tables", "change_request", "-o", "rw,uid=0", "--cache-size", "1G"])
+    args = ap.parse_args(
+        [
+            "prod",
+            str(tmp_path / "mnt"),
+            "--dir-cache-time",
+            "5",
+            "--tables",
+            "change_request",
+            "-o",
+            "rw,uid=0",
+            "--cache-size",
+            "1G",
+        ]
+    )
     o = from_args(args)
     # command line wins
     assert o.dir_cache_time == 5.0
@@ -257,8 +272,9 @@ def test_apply_profile_mountpoint_from_profile(tmp_path: Path) -> None:
         apply_profile(optional_mountpoint_parser(), ["dev"], path)  # no mountpoint anywhere
 
 
-def test_apply_profile_config_error_is_a_usage_error(tmp_path: Path,
-                                                     capsys: pytest.CaptureFixture) -> None:
+def test_apply_profile_config_error_is_a_usage_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
     path = write(tmp_path, SECRET, 0o644)
     with pytest.raises(SystemExit) as e:
         apply_profile(parser(), ["prod", "/mnt/x"], path)

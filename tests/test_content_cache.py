@@ -5,6 +5,7 @@ fake fetch (FakeSource): deterministic bytes derived from the offset, an optiona
 a call counter and fault injection. No emulator or HTTP is involved on purpose; the real fetch is
 covered by the client's and the filesystem's tests.
 """
+
 from __future__ import annotations
 
 import os
@@ -13,8 +14,8 @@ import stat
 import subprocess
 import sys
 import textwrap
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import AsyncIterator
 
 import pytest
 import trio
@@ -24,7 +25,7 @@ from snfs.errors import InvalidInput, NotFound, ServerError
 
 KiB = 2**10
 MiB = 2**20
-PERIOD = 65521   # prime, so the pattern never lines up with chunk or read sizes
+PERIOD = 65521  # prime, so the pattern never lines up with chunk or read sizes
 _BASE = random.Random(1234).randbytes(PERIOD)
 
 
@@ -34,7 +35,7 @@ def pattern(offset: int, n: int) -> bytes:
     while n > 0:
         start = offset % PERIOD
         take = min(n, PERIOD - start)
-        out += _BASE[start:start + take]
+        out += _BASE[start : start + take]
         offset += take
         n -= take
     return bytes(out)
@@ -108,7 +109,7 @@ async def test_small_file_cached_in_memory_second_read_no_fetch(tmp_path: Path) 
     src = FakeSource({sid(1): 1000})
     async with ContentCache(src, disk_dir=tmp_path / "c") as cache:
         assert await cache.read(sid(1), 1000, 10, 100) == pattern(10, 100)
-        assert await cache.read(sid(1), 1000, 950, 100) == pattern(950, 50)   # short at EOF
+        assert await cache.read(sid(1), 1000, 950, 100) == pattern(950, 50)  # short at EOF
         assert await cache.read(sid(1), 1000, 1000, 100) == b""
         assert await cache.read(sid(1), 1000, 5000, 100) == b""
         assert src.fetches(sid(1)) == 1
@@ -125,8 +126,8 @@ async def test_memory_lru_bounded_by_bytes_evicts_oldest() -> None:
     async with ContentCache(src, memory_bytes=1000) as cache:
         for i in range(2):
             await cache.read(sid(i), 400, 0, 10)
-        await cache.read(sid(0), 400, 0, 10)        # sid(0) is now the most recent
-        await cache.read(sid(2), 400, 0, 10)        # 1200 > 1000: evicts sid(1)
+        await cache.read(sid(0), 400, 0, 10)  # sid(0) is now the most recent
+        await cache.read(sid(2), 400, 0, 10)  # 1200 > 1000: evicts sid(1)
         assert cache.stats()["memory_bytes"] == 800
         assert cache.stats()["evictions"] == 1
         await cache.read(sid(0), 400, 0, 10)
@@ -149,7 +150,9 @@ async def test_concurrent_small_readers_share_one_fetch() -> None:
     async with ContentCache(src) as cache:
         async with trio.open_nursery() as n:
             for off in (0, 100 * KiB, 200 * KiB):
-                n.start_soon(lambda o=off: _collect(results, cache.read(sid(1), 300 * KiB, o, 4096)))
+                n.start_soon(
+                    lambda o=off: _collect(results, cache.read(sid(1), 300 * KiB, o, 4096))
+                )
         assert sorted(results) == sorted(pattern(o, 4096) for o in (0, 100 * KiB, 200 * KiB))
         assert src.fetches(sid(1)) == 1
         assert cache.stats()["downloads_started"] == 1
@@ -164,7 +167,7 @@ async def _collect(out: list[bytes], coro) -> None:
 
 async def test_large_file_first_bytes_return_before_download_finishes() -> None:
     size = 20 * MiB
-    src = FakeSource({sid(1): size}, chunk=256 * KiB, delay=0.01)   # ~0.8 s for the whole file
+    src = FakeSource({sid(1): size}, chunk=256 * KiB, delay=0.01)  # ~0.8 s for the whole file
     async with ContentCache(src, small_file_bytes=MiB) as cache:
         with trio.fail_after(0.5):
             assert await cache.read(sid(1), size, 0, 128 * KiB) == pattern(0, 128 * KiB)
@@ -181,10 +184,19 @@ async def test_large_reads_at_random_offsets_are_exact() -> None:
     src = FakeSource({sid(1): size}, chunk=50_000)
     rng = random.Random(7)
     async with ContentCache(src, small_file_bytes=64 * KiB) as cache:
-        probes = [(rng.randrange(size), rng.choice([1, 100, 4096, 50_000, 131072, 300_000]))
-                  for _ in range(300)]
-        probes += [(49_999, 2), (50_000, 50_000), (size - 10, 100), (size - 1, 1), (size, 10),
-                   (size + 1000, 10), (0, size + 100)]
+        probes = [
+            (rng.randrange(size), rng.choice([1, 100, 4096, 50_000, 131072, 300_000]))
+            for _ in range(300)
+        ]
+        probes += [
+            (49_999, 2),
+            (50_000, 50_000),
+            (size - 10, 100),
+            (size - 1, 1),
+            (size, 10),
+            (size + 1000, 10),
+            (0, size + 100),
+        ]
         for off, length in probes:
             want = pattern(off, max(0, min(length, size - off)))
             assert await cache.read(sid(1), size, off, length) == want, (off, length)
@@ -206,7 +218,7 @@ async def test_two_concurrent_large_readers_share_one_download() -> None:
         assert cache.stats()["downloads_started"] == 1
         before = len(src.calls)
         assert await cache.read(sid(1), size, 0, size) == pattern(0, size)
-        assert len(src.calls) == before        # already cached: no fetch at all
+        assert len(src.calls) == before  # already cached: no fetch at all
 
 
 async def test_disk_dir_mode_fixed_and_files_private(tmp_path: Path) -> None:
@@ -234,12 +246,14 @@ async def test_private_temp_dir_is_0700_and_removed() -> None:
 async def test_disk_bound_evicts_least_recently_used(tmp_path: Path) -> None:
     sizes = {sid(i): MiB for i in range(4)}
     src = FakeSource(sizes)
-    async with ContentCache(src, disk_dir=tmp_path, disk_bytes=3 * MiB, small_file_bytes=0) as cache:
+    async with ContentCache(
+        src, disk_dir=tmp_path, disk_bytes=3 * MiB, small_file_bytes=0
+    ) as cache:
         for i in range(3):
             assert await cache.read(sid(i), MiB, MiB - 10, 10) == pattern(MiB - 10, 10)
         await settled(cache)
-        await cache.read(sid(0), MiB, 0, 10)                 # sid(0) becomes most recent
-        await cache.read(sid(3), MiB, MiB - 10, 10)          # needs room: evicts sid(1)
+        await cache.read(sid(0), MiB, 0, 10)  # sid(0) becomes most recent
+        await cache.read(sid(3), MiB, MiB - 10, 10)  # needs room: evicts sid(1)
         st = cache.stats()
         assert st["disk_bytes"] <= 3 * MiB and st["evictions"] == 1
         assert not (tmp_path / sid(1)).exists() and (tmp_path / sid(0)).exists()
@@ -252,22 +266,25 @@ async def test_disk_bound_evicts_least_recently_used(tmp_path: Path) -> None:
 
 async def test_file_bigger_than_disk_budget_is_readable_then_evicted(tmp_path: Path) -> None:
     src = FakeSource({sid(1): 3 * MiB, sid(2): MiB, sid(3): MiB})
-    async with ContentCache(src, disk_dir=tmp_path, disk_bytes=2 * MiB, small_file_bytes=0) as cache:
+    async with ContentCache(
+        src, disk_dir=tmp_path, disk_bytes=2 * MiB, small_file_bytes=0
+    ) as cache:
         await cache.read(sid(2), MiB, MiB - 1, 1)
         await settled(cache)
         assert await cache.read(sid(1), 3 * MiB, 0, 3 * MiB) == pattern(0, 3 * MiB)
         await settled(cache)
-        assert cache.stats()["disk_bytes"] == 3 * MiB       # over budget while in use
-        assert not (tmp_path / sid(2)).exists()              # the idle one made room
-        await cache.read(sid(3), MiB, MiB - 1, 1)            # the next write reclaims it
+        assert cache.stats()["disk_bytes"] == 3 * MiB  # over budget while in use
+        assert not (tmp_path / sid(2)).exists()  # the idle one made room
+        await cache.read(sid(3), MiB, MiB - 1, 1)  # the next write reclaims it
         assert cache.stats()["disk_bytes"] == MiB
         assert not (tmp_path / sid(1)).exists()
 
 
 async def test_unread_download_over_budget_is_abandoned(tmp_path: Path) -> None:
     src = FakeSource({sid(1): 4 * MiB}, delay=0.001)
-    async with ContentCache(src, disk_dir=tmp_path, disk_bytes=MiB, small_file_bytes=0,
-                            idle_grace_s=0.05) as cache:
+    async with ContentCache(
+        src, disk_dir=tmp_path, disk_bytes=MiB, small_file_bytes=0, idle_grace_s=0.05
+    ) as cache:
         await cache.read(sid(1), 4 * MiB, 0, 10)
         await wait_until(lambda: cache.stats()["downloads_active"] == 0)
         assert cache.stats()["disk_bytes"] == 0
@@ -282,7 +299,7 @@ async def test_pinned_file_is_not_evicted(tmp_path: Path) -> None:
         await cache.read(sid(1), MiB, 0, MiB)
         await settled(cache)
         entry = cache._entries[sid(1)]
-        entry.pins += 1                     # as if a read of sid(1) were in flight
+        entry.pins += 1  # as if a read of sid(1) were in flight
         await cache.read(sid(2), MiB, 0, MiB)
         assert (tmp_path / sid(1)).exists()
         entry.pins -= 1
@@ -324,7 +341,7 @@ async def test_cancelled_reader_does_not_break_shared_download() -> None:
         got: list[bytes] = []
         async with trio.open_nursery() as n:
             n.start_soon(_collect, got, cache.read(sid(1), size, size - 10, 10))
-            with trio.move_on_after(0.02) as scope:          # a FUSE interrupt
+            with trio.move_on_after(0.02) as scope:  # a FUSE interrupt
                 await cache.read(sid(1), size, size - 10, 10)
             assert scope.cancelled_caught
         assert got == [pattern(size - 10, 10)]
@@ -343,7 +360,7 @@ async def test_cancelled_sole_small_reader_still_fills_cache() -> None:
 
 async def test_closing_cache_wakes_waiters() -> None:
     src = FakeSource({sid(1): 3 * MiB})
-    src.gate = trio.Event()                 # the download never progresses
+    src.gate = trio.Event()  # the download never progresses
     caught: list[BaseException] = []
 
     async def reader(cache: ContentCache) -> None:
@@ -352,10 +369,9 @@ async def test_closing_cache_wakes_waiters() -> None:
         except trio.ClosedResourceError as exc:
             caught.append(exc)
 
-    async with trio.open_nursery() as n:
-        async with ContentCache(src, small_file_bytes=MiB) as cache:
-            n.start_soon(reader, cache)
-            await wait_until(lambda: src.active == 1)
+    async with trio.open_nursery() as n, ContentCache(src, small_file_bytes=MiB) as cache:
+        n.start_soon(reader, cache)
+        await wait_until(lambda: src.active == 1)
     assert len(caught) == 1
 
 
@@ -375,7 +391,7 @@ async def test_forget_drops_memory_and_disk_and_fails_waiters(tmp_path: Path) ->
         await cache.read(sid(1), 1000, 0, 10)
         assert src.fetches(sid(1)) == 2
 
-        src.gate = trio.Event()             # a waiter of a download in progress
+        src.gate = trio.Event()  # a waiter of a download in progress
         caught: list[BaseException] = []
 
         async def reader() -> None:
@@ -405,7 +421,7 @@ async def test_copy_to(tmp_path: Path) -> None:
         assert (tmp_path / "a").read_bytes() == pattern(0, small)
         assert (tmp_path / "b").read_bytes() == pattern(0, large)
         assert stat.S_IMODE((tmp_path / "b").stat().st_mode) == 0o600
-        assert src.fetches(sid(2)) == 1          # reused the running download
+        assert src.fetches(sid(2)) == 1  # reused the running download
         await cache.copy_to(sid(1), small, tmp_path / "a")
         assert src.fetches(sid(1)) == 1
 
@@ -416,7 +432,7 @@ async def test_complete_files_persist_across_mounts(tmp_path: Path) -> None:
     async with ContentCache(src, disk_dir=tmp_path, small_file_bytes=MiB) as cache:
         await cache.read(sid(1), size, 0, size)
     assert (tmp_path / sid(1)).exists()
-    (tmp_path / (sid(2) + ".part")).write_bytes(b"junk")     # a crash leftover
+    (tmp_path / (sid(2) + ".part")).write_bytes(b"junk")  # a crash leftover
     src.calls.clear()
     async with ContentCache(src, disk_dir=tmp_path, small_file_bytes=MiB) as cache:
         assert not (tmp_path / (sid(2) + ".part")).exists()
@@ -453,9 +469,9 @@ async def test_invalid_sys_id_rejected() -> None:
 async def test_far_ahead_read_uses_range_fetch_when_supported() -> None:
     size = 40 * MiB
     src = FakeSource({sid(1): size}, chunk=256 * KiB, delay=0.005)
-    src.supports_range = True   # type: ignore[attr-defined]
+    src.supports_range = True  # type: ignore[attr-defined]
     async with ContentCache(src, small_file_bytes=MiB) as cache:
-        with trio.fail_after(0.3):   # the sequential download would need ~0.6 s
+        with trio.fail_after(0.3):  # the sequential download would need ~0.6 s
             assert await cache.read(sid(1), size, 30 * MiB, 4096) == pattern(30 * MiB, 4096)
         assert (sid(1), 30 * MiB) in src.calls and (sid(1), 0) in src.calls
         assert cache.stats()["range_fetches"] == 1
@@ -497,8 +513,13 @@ _CHILD = textwrap.dedent("""
 
 def test_200mb_file_read_through_cache_stays_small_in_memory() -> None:
     root = str(Path(__file__).resolve().parents[1])
-    out = subprocess.run([sys.executable, "-c", _CHILD.format(root=root)], capture_output=True,
-                         text=True, timeout=60, cwd=root)
+    out = subprocess.run(
+        [sys.executable, "-c", _CHILD.format(root=root)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=root,
+    )
     assert out.returncode == 0, out.stderr
     peak_mib = int(out.stdout.strip())
     assert peak_mib < 100, f"peak RSS {peak_mib} MiB"

@@ -1,9 +1,10 @@
 """Test controls (/__emulator__/): faults, stats, reset; and restart persistence."""
+
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable, Iterator
 
 import httpx
 import pytest
@@ -29,7 +30,9 @@ def client(emu: EmulatorProc) -> Iterator[httpx.Client]:
 
 def test_status_faults_are_consumed_in_order(client: httpx.Client, emu: EmulatorProc) -> None:
     emu.fault(method="GET", path=r"/attachment$", count=2, status=503)
-    assert client.post("/__emulator__/faults", json={"path": "/table/", "status": 500}).json() == {"queued": 3}
+    assert client.post("/__emulator__/faults", json={"path": "/table/", "status": 500}).json() == {
+        "queued": 3
+    }
     for _ in range(2):
         resp = client.get("/api/now/attachment")
         assert resp.status_code == 503 and resp.json()["status"] == "failure"
@@ -43,26 +46,36 @@ def test_rate_limit_fault(client: httpx.Client, emu: EmulatorProc) -> None:
     emu.fault(status=429, retry_after=3)
     resp = client.get("/api/now/attachment")
     assert resp.status_code == 429 and resp.headers["retry-after"] == "3"
-    assert resp.json() == {"error": {"message": "Rate limit exceeded",
-                                     "detail": "Rate limit of 100 requests per hour for Table API exceeded"},
-                           "status": "failure"}
+    assert resp.json() == {
+        "error": {
+            "message": "Rate limit exceeded",
+            "detail": "Rate limit of 100 requests per hour for Table API exceeded",
+        },
+        "status": "failure",
+    }
 
 
 def test_method_filter_and_clear(client: httpx.Client, emu: EmulatorProc) -> None:
     emu.fault(method="POST", status=500)
     assert client.get("/api/now/attachment?sysparm_limit=1").status_code == 200
     assert client.delete("/__emulator__/faults").json() == {"queued": 0}
-    resp = client.post("/api/now/attachment/file", params={"table_name": "incident", "table_sys_id": INC3,
-                                                           "file_name": "f.txt"},
-                       content=b"x", headers={"Content-Type": "text/plain"})
+    resp = client.post(
+        "/api/now/attachment/file",
+        params={"table_name": "incident", "table_sys_id": INC3, "file_name": "f.txt"},
+        content=b"x",
+        headers={"Content-Type": "text/plain"},
+    )
     assert resp.status_code == 201
 
 
 def test_status_fault_on_upload_still_answers(client: httpx.Client, emu: EmulatorProc) -> None:
     emu.fault(method="POST", path="/attachment/file", status=503)
-    resp = client.post("/api/now/attachment/file", params={"table_name": "incident", "table_sys_id": INC3,
-                                                           "file_name": "f.bin"},
-                       content=b"y" * (2 * 1024 * 1024), headers={"Content-Type": "application/octet-stream"})
+    resp = client.post(
+        "/api/now/attachment/file",
+        params={"table_name": "incident", "table_sys_id": INC3, "file_name": "f.bin"},
+        content=b"y" * (2 * 1024 * 1024),
+        headers={"Content-Type": "application/octet-stream"},
+    )
     assert resp.status_code == 503
 
 
@@ -81,13 +94,17 @@ def test_drop_after_bytes(client: httpx.Client, emu: EmulatorProc, encoding: str
     emu.fault(method="GET", path=r"/file$", drop_after_bytes=100_000)
     received = b""
     with pytest.raises(httpx.HTTPError):
-        with client.stream("GET", f"/api/now/attachment/{BIG}/file", headers={"Accept-Encoding": encoding}) as resp:
+        with client.stream(
+            "GET", f"/api/now/attachment/{BIG}/file", headers={"Accept-Encoding": encoding}
+        ) as resp:
             assert resp.status_code == 200
             for chunk in resp.iter_raw():
                 received += chunk
     assert len(received) == 100_000
     if encoding == "identity":
-        full = client.get(f"/api/now/attachment/{BIG}/file", headers={"Accept-Encoding": "identity"}).content
+        full = client.get(
+            f"/api/now/attachment/{BIG}/file", headers={"Accept-Encoding": "identity"}
+        ).content
         assert received == full[:100_000]
 
 
@@ -103,10 +120,17 @@ def test_stats_counting(client: httpx.Client, emu: EmulatorProc) -> None:
     client.get("/api/now/attachment")
     client.get("/api/now/v1/attachment")
     client.get(f"/api/now/attachment/{README}")
-    size = len(client.get(f"/api/now/attachment/{BIG}/file", headers={"Accept-Encoding": "identity"}).content)
-    client.post("/api/now/attachment/file", params={"table_name": "incident", "table_sys_id": INC3,
-                                                    "file_name": "s.txt"},
-                content=b"z" * 5000, headers={"Content-Type": "text/plain"})
+    size = len(
+        client.get(
+            f"/api/now/attachment/{BIG}/file", headers={"Accept-Encoding": "identity"}
+        ).content
+    )
+    client.post(
+        "/api/now/attachment/file",
+        params={"table_name": "incident", "table_sys_id": INC3, "file_name": "s.txt"},
+        content=b"z" * 5000,
+        headers={"Content-Type": "text/plain"},
+    )
     client.get("/api/now/table/incident")
     client.get("/api/now/stats/incident?sysparm_count=true")
     client.get("/api/now/nothing")
@@ -118,19 +142,34 @@ def test_stats_counting(client: httpx.Client, emu: EmulatorProc) -> None:
     assert routes["GET /attachment/{sys_id}/file"] == 1 and routes["POST /attachment/file"] == 1
     assert routes["GET /table/{table}"] == 1 and routes["GET /stats/{table}"] == 1
     assert routes["POST /oauth_token.do"] == 0 and routes["PATCH /attachment/{sys_id}"] == 0
-    assert set(routes) == {"GET /attachment", "GET /attachment/{sys_id}", "GET /attachment/{sys_id}/file",
-                           "POST /attachment/file", "POST /attachment/upload", "DELETE /attachment/{sys_id}",
-                           "PATCH /attachment/{sys_id}", "GET /table/{table}", "GET /table/{table}/{sys_id}",
-                           "POST /table/{table}", "DELETE /table/{table}/{sys_id}", "GET /stats/{table}",
-                           "POST /oauth_token.do", "POST /cccif/media/upload", "GET /cs/media/{token}"}
+    assert set(routes) == {
+        "GET /attachment",
+        "GET /attachment/{sys_id}",
+        "GET /attachment/{sys_id}/file",
+        "POST /attachment/file",
+        "POST /attachment/upload",
+        "DELETE /attachment/{sys_id}",
+        "PATCH /attachment/{sys_id}",
+        "GET /table/{table}",
+        "GET /table/{table}/{sys_id}",
+        "POST /table/{table}",
+        "DELETE /table/{table}/{sys_id}",
+        "GET /stats/{table}",
+        "POST /oauth_token.do",
+        "POST /cccif/media/upload",
+        "GET /cs/media/{token}",
+    }
     assert stats["bytes_out"] > size and stats["bytes_in"] == 5000
     assert emu.stats()["total"] == 8  # control requests are not counted
 
 
 def test_reset_data(client: httpx.Client, emu: EmulatorProc) -> None:
-    client.post("/api/now/attachment/file", params={"table_name": "incident", "table_sys_id": INC3,
-                                                    "file_name": "temp.txt"},
-                content=b"temp", headers={"Content-Type": "text/plain"})
+    client.post(
+        "/api/now/attachment/file",
+        params={"table_name": "incident", "table_sys_id": INC3, "file_name": "temp.txt"},
+        content=b"temp",
+        headers={"Content-Type": "text/plain"},
+    )
     assert len(emu.attachments()) > DEMO_TOTAL
     emu.json("POST", "/__emulator__/reset", {"data": True})
     rows = emu.attachments()
@@ -141,7 +180,10 @@ def test_reset_data(client: httpx.Client, emu: EmulatorProc) -> None:
 
 def test_controls_need_admin(emu: EmulatorProc) -> None:
     assert httpx.get(f"{emu.url}/__emulator__/stats").status_code == 401
-    assert httpx.post(f"{emu.url}/__emulator__/reset", json={}, auth=("itil", "itil")).status_code == 403
+    assert (
+        httpx.post(f"{emu.url}/__emulator__/reset", json={}, auth=("itil", "itil")).status_code
+        == 403
+    )
 
 
 def test_restart_keeps_data(tmp_path: Path) -> None:
@@ -149,18 +191,34 @@ def test_restart_keeps_data(tmp_path: Path) -> None:
     first = start_emulator(data_dir, "--demo", log=tmp_path / "first.log")
     try:
         with httpx.Client(base_url=first.url, auth=("admin", "admin"), timeout=30) as c:
-            rec = c.post("/api/now/table/incident", json={"short_description": "kept"}).json()["result"]
-            att = c.post("/api/now/attachment/file", params={"table_name": "incident", "table_sys_id": rec["sys_id"],
-                                                             "file_name": "kept.txt"},
-                         content=b"persisted bytes", headers={"Content-Type": "text/plain"}).json()["result"]
+            rec = c.post("/api/now/table/incident", json={"short_description": "kept"}).json()[
+                "result"
+            ]
+            att = c.post(
+                "/api/now/attachment/file",
+                params={
+                    "table_name": "incident",
+                    "table_sys_id": rec["sys_id"],
+                    "file_name": "kept.txt",
+                },
+                content=b"persisted bytes",
+                headers={"Content-Type": "text/plain"},
+            ).json()["result"]
     finally:
         first.stop()
     second = start_emulator(data_dir, "--demo", log=tmp_path / "second.log")
     try:
         with httpx.Client(base_url=second.url, auth=("admin", "admin"), timeout=30) as c:
             assert c.get(f"/api/now/attachment/{att['sys_id']}/file").content == b"persisted bytes"
-            assert c.get(f"/api/now/table/incident/{rec['sys_id']}").json()["result"]["short_description"] == "kept"
-            assert c.get("/api/now/attachment").headers["x-total-count"] == str(DEMO_TOTAL + 1)  # no duplicate demo
+            assert (
+                c.get(f"/api/now/table/incident/{rec['sys_id']}").json()["result"][
+                    "short_description"
+                ]
+                == "kept"
+            )
+            assert c.get("/api/now/attachment").headers["x-total-count"] == str(
+                DEMO_TOTAL + 1
+            )  # no duplicate demo
             new = c.post("/api/now/table/incident", json={}).json()["result"]
             assert new["number"] != rec["number"]  # the number counter survived too
     finally:

@@ -1,4 +1,5 @@
 """`snfs emulator --kind easyvista`: every endpoint over a real socket, auth, limits, switches."""
+
 from __future__ import annotations
 
 import base64
@@ -12,8 +13,17 @@ from tests.emulator_proc import EmulatorProc, start_emulator
 from tests.test_client_support import payload, sha256, shared_emulator
 
 emu = shared_emulator("--kind", "easyvista", "--user", "bob:pw:norest", "--user", "ann:pw")
-emu_b = shared_emulator("--kind", "easyvista", "--account", "acme", "--no-delete", "--max-body", "1",
-                        "--delete-status", "200")
+emu_b = shared_emulator(
+    "--kind",
+    "easyvista",
+    "--account",
+    "acme",
+    "--no-delete",
+    "--max-body",
+    "1",
+    "--delete-status",
+    "200",
+)
 
 
 @pytest.fixture(autouse=True)
@@ -24,6 +34,7 @@ def fresh(request: pytest.FixtureRequest):
             request.getfixturevalue(name).reset_stats()
     yield
 
+
 ADMIN = ("admin", "admin")
 RFC_RE = r"I\d{6}_\d{6}"
 
@@ -33,18 +44,25 @@ def api(e: EmulatorProc, account: str = "acme") -> str:
 
 
 def new_ticket(e: EmulatorProc, account: str = "acme") -> str:
-    r = httpx.post(f"{api(e, account)}/requests", json={"requests": [{"catalog_code": "x"}]}, auth=ADMIN)
+    r = httpx.post(
+        f"{api(e, account)}/requests", json={"requests": [{"catalog_code": "x"}]}, auth=ADMIN
+    )
     assert r.status_code == 201, r.text
     href = r.json()["HREF"]
     assert re.fullmatch(rf"{re.escape(api(e, account))}/requests/{RFC_RE}", href)
     return href.rsplit("/", 1)[1]
 
 
-def attach(e: EmulatorProc, rfc: str, *docs: tuple[str, bytes], account: str = "acme",
-           **kw) -> httpx.Response:
-    body = {"documents": [{"filedata": base64.b64encode(d).decode(), "filename": n} for n, d in docs],
-            "description": "test"}
-    return httpx.post(f"{api(e, account)}/requests/{rfc}/documents", json=body, auth=kw.get("auth", ADMIN))
+def attach(
+    e: EmulatorProc, rfc: str, *docs: tuple[str, bytes], account: str = "acme", **kw
+) -> httpx.Response:
+    body = {
+        "documents": [{"filedata": base64.b64encode(d).decode(), "filename": n} for n, d in docs],
+        "description": "test",
+    }
+    return httpx.post(
+        f"{api(e, account)}/requests/{rfc}/documents", json=body, auth=kw.get("auth", ADMIN)
+    )
 
 
 def doc_ids(e: EmulatorProc, rfc: str, account: str = "acme") -> list[str]:
@@ -59,7 +77,7 @@ def test_auth_failures(emu) -> None:
     for auth in (None, ("admin", "wrong"), ("nobody", "x")):
         r = httpx.get(url, auth=auth)
         assert r.status_code == 401 and r.json() == {"error": "Invalid Login / Password"}
-    r = httpx.get(url, auth=("bob", "pw"))           # norest: authenticated, no REST right
+    r = httpx.get(url, auth=("bob", "pw"))  # norest: authenticated, no REST right
     assert r.status_code == 403 and "REST API" in r.json()["error"]
     assert httpx.get(url, auth=("ann", "pw")).status_code == 200
     r = httpx.post(f"{url}/documents", json={"documents": []}, auth=("bob", "pw"))
@@ -86,7 +104,7 @@ def test_tickets(emu) -> None:
 
 def test_attach_list_download_delete(emu) -> None:
     rfc = new_ticket(emu)
-    one, two = payload(70_000, 1), "Je suis un document".encode()
+    one, two = payload(70_000, 1), b"Je suis un document"
     r = attach(emu, rfc, ("report one.pdf", one), ("né.docx", two))
     assert r.status_code == 201 and r.json() == {"HREF": f"{api(emu)}/requests/{rfc}"}
     r = httpx.get(f"{api(emu)}/requests/{rfc}/documents", auth=ADMIN)
@@ -101,11 +119,15 @@ def test_attach_list_download_delete(emu) -> None:
     assert r.status_code == 200 and sha256(r.content) == sha256(one)
     assert r.headers["content-type"] == "application/pdf"
     assert r.headers["content-length"] == str(len(one))
-    assert r.headers["content-disposition"] == \
-        "attachment; filename=\"report one.pdf\"; filename*=UTF-8''report%20one.pdf"
+    assert (
+        r.headers["content-disposition"]
+        == "attachment; filename=\"report one.pdf\"; filename*=UTF-8''report%20one.pdf"
+    )
     r = httpx.get(f"{api(emu)}/requests/{rfc}/documents/{d2}", auth=ADMIN)
     assert r.content == two and "filename*=UTF-8''n%C3%A9.docx" in r.headers["content-disposition"]
-    r = httpx.get(f"{api(emu)}/requests/{rfc}/documents/{d1}", params={"encoding": "base64"}, auth=ADMIN)
+    r = httpx.get(
+        f"{api(emu)}/requests/{rfc}/documents/{d1}", params={"encoding": "base64"}, auth=ADMIN
+    )
     assert base64.b64decode(r.content) == one
     # the list's HREF (autoconnect link) serves the file too
     assert httpx.get(docs[1]["HREF"], auth=ADMIN).content == two
@@ -121,10 +143,15 @@ def test_attach_list_download_delete(emu) -> None:
 
 def test_multipart_form_data(emu) -> None:
     rfc = new_ticket(emu)
-    listed = json.dumps([{"filedata": base64.b64encode(b"from the list").decode(), "filename": "a.txt"}])
-    r = httpx.post(f"{api(emu)}/requests/{rfc}/documents", auth=ADMIN,
-                   data={"documents": listed, "description": "d"},
-                   files={"documents": ("raw.bin", b"\x00raw bytes", "application/octet-stream")})
+    listed = json.dumps(
+        [{"filedata": base64.b64encode(b"from the list").decode(), "filename": "a.txt"}]
+    )
+    r = httpx.post(
+        f"{api(emu)}/requests/{rfc}/documents",
+        auth=ADMIN,
+        data={"documents": listed, "description": "d"},
+        files={"documents": ("raw.bin", b"\x00raw bytes", "application/octet-stream")},
+    )
     assert r.status_code == 201, r.text
     ids = doc_ids(emu, rfc)
     got = {httpx.get(f"{api(emu)}/requests/{rfc}/documents/{d}", auth=ADMIN).content for d in ids}
@@ -136,20 +163,24 @@ def test_upload_failures(emu) -> None:
     url = f"{api(emu)}/requests/{rfc}/documents"
     r = attach(emu, "I991231_999999", ("a.txt", b"a"))
     assert r.status_code == 404 and r.json() == {"error": "Resource not found"}
-    r = httpx.post(url, json={"documents": [{"filedata": "not base64!!", "filename": "a.txt"}]}, auth=ADMIN)
+    r = httpx.post(
+        url, json={"documents": [{"filedata": "not base64!!", "filename": "a.txt"}]}, auth=ADMIN
+    )
     assert r.status_code == 400 and "Base64" in r.json()["error"]
     r = httpx.post(url, json={"documents": [{"filedata": "aGk="}]}, auth=ADMIN)
     assert r.status_code == 400 and "filename" in r.json()["error"]
     r = httpx.post(url, json={"description": "no documents"}, auth=ADMIN)
     assert r.status_code == 400
-    r = httpx.post(url, content=b"{not json", headers={"Content-Type": "application/json"}, auth=ADMIN)
+    r = httpx.post(
+        url, content=b"{not json", headers={"Content-Type": "application/json"}, auth=ADMIN
+    )
     assert r.status_code == 400
     assert doc_ids(emu, rfc) == []
 
 
 def test_max_body_and_no_delete(emu_b) -> None:
     rfc = new_ticket(emu_b)
-    r = attach(emu_b, rfc, ("big.bin", payload(900_000)))       # ~1.2 MB of Base64 > 1 MB
+    r = attach(emu_b, rfc, ("big.bin", payload(900_000)))  # ~1.2 MB of Base64 > 1 MB
     assert r.status_code == 413 and "maximum size of 1 MB" in r.json()["error"]
     r = attach(emu_b, rfc, ("ok.bin", payload(1000)))
     assert r.status_code == 201

@@ -1,4 +1,5 @@
 """`snfs emulator --kind huawei`: every endpoint over a real socket, token auth, limits, switches."""
+
 from __future__ import annotations
 
 import json
@@ -10,9 +11,21 @@ from tests.emulator_proc import EmulatorProc
 from tests.test_client_support import payload, sha256, shared_emulator
 
 emu = shared_emulator("--kind", "huawei", "--limit-size", "1")
-emu_b = shared_emulator("--kind", "huawei", "--token", "t2", "--token", "t3", "--limit-count", "2",
-                        "--limit-file-type", ".TXT,bin", "--business-errors-200",
-                        "--not-found-status", "400")
+emu_b = shared_emulator(
+    "--kind",
+    "huawei",
+    "--token",
+    "t2",
+    "--token",
+    "t3",
+    "--limit-count",
+    "2",
+    "--limit-file-type",
+    ".TXT,bin",
+    "--business-errors-200",
+    "--not-found-status",
+    "400",
+)
 
 TOKEN = {"X-Auth-Token": "test-token"}
 
@@ -29,12 +42,31 @@ def api(e: EmulatorProc) -> str:
     return f"{e.url}/v2/servicerequest"
 
 
-def upload(e: EmulatorProc, name: str | None, data: bytes, source: str = "incident",
-           headers: dict[str, str] = TOKEN, form_data: str | None = None) -> httpx.Response:
-    fd = form_data if form_data is not None else json.dumps(
-        {**({"fileName": name} if name is not None else {}), "accessoryFrom": source, "uploadType": 0})
-    return httpx.post(f"{api(e)}/accessorys", headers=headers, data={"form_data": fd},
-                      files={"file": (name or "f", data)})
+def upload(
+    e: EmulatorProc,
+    name: str | None,
+    data: bytes,
+    source: str = "incident",
+    headers: dict[str, str] = TOKEN,
+    form_data: str | None = None,
+) -> httpx.Response:
+    fd = (
+        form_data
+        if form_data is not None
+        else json.dumps(
+            {
+                **({"fileName": name} if name is not None else {}),
+                "accessoryFrom": source,
+                "uploadType": 0,
+            }
+        )
+    )
+    return httpx.post(
+        f"{api(e)}/accessorys",
+        headers=headers,
+        data={"form_data": fd},
+        files={"file": (name or "f", data)},
+    )
 
 
 def test_token_auth(emu) -> None:
@@ -50,15 +82,24 @@ def test_token_auth(emu) -> None:
 
 def test_several_tokens(emu_b) -> None:
     for token in ("t2", "t3"):
-        assert httpx.get(f"{api(emu_b)}/accessorys/limits", headers={"X-Auth-Token": token}).status_code == 200
+        assert (
+            httpx.get(
+                f"{api(emu_b)}/accessorys/limits", headers={"X-Auth-Token": token}
+            ).status_code
+            == 200
+        )
     assert httpx.get(f"{api(emu_b)}/accessorys/limits", headers=TOKEN).status_code == 401
 
 
 def test_limits(emu, emu_b) -> None:
     lim = httpx.get(f"{api(emu)}/accessorys/limits", headers=TOKEN).json()["accessory_limit"]
     assert lim["limit_size"] == "1" and lim["limit_count"] == "100"
-    assert {"txt", "pdf", "png", "jpg", "docx", "xlsx", "zip", "log", "csv"} <= set(lim["limit_file_type"].split(","))
-    lim = httpx.get(f"{api(emu_b)}/accessorys/limits", headers={"X-Auth-Token": "t2"}).json()["accessory_limit"]
+    assert {"txt", "pdf", "png", "jpg", "docx", "xlsx", "zip", "log", "csv"} <= set(
+        lim["limit_file_type"].split(",")
+    )
+    lim = httpx.get(f"{api(emu_b)}/accessorys/limits", headers={"X-Auth-Token": "t2"}).json()[
+        "accessory_limit"
+    ]
     assert lim == {"limit_count": "2", "limit_size": "4", "limit_file_type": "bin,txt"}
 
 
@@ -73,10 +114,12 @@ def test_upload_download_urls_delete(emu) -> None:
     assert r.headers["content-length"] == str(len(data))
     assert "filename*=UTF-8''trace%20%C3%A9.log" in r.headers["content-disposition"]
     assert httpx.get(f"{api(emu)}/accessorys/{aid}").status_code == 401
-    r = httpx.get(f"{api(emu)}/accessorys/access-urls", params={"accessory_ids": f"{aid},nope"}, headers=TOKEN)
+    r = httpx.get(
+        f"{api(emu)}/accessorys/access-urls", params={"accessory_ids": f"{aid},nope"}, headers=TOKEN
+    )
     (entry,) = r.json()["accessory_urls"]
     assert entry["accessory_id"] == aid
-    assert httpx.get(entry["accessory_url"]).content == data          # no token needed
+    assert httpx.get(entry["accessory_url"]).content == data  # no token needed
     assert httpx.get(entry["accessory_url"].replace("Signature=", "Signature=0")).status_code == 403
     r = httpx.get(f"{api(emu)}/accessorys/access-urls", headers=TOKEN)
     assert r.status_code == 400
@@ -96,9 +139,17 @@ def test_no_list_endpoint(emu) -> None:
 
 def test_upload_refusals(emu) -> None:
     r = upload(emu, "big.zip", payload(1024 * 1024 + 1))
-    assert r.status_code == 400 and r.json()["error_code"] == "OSM.01010101" and "size" in r.json()["error_msg"]
+    assert (
+        r.status_code == 400
+        and r.json()["error_code"] == "OSM.01010101"
+        and "size" in r.json()["error_msg"]
+    )
     r = upload(emu, "tool.exe", b"MZ")
-    assert r.status_code == 400 and r.json()["error_code"] == "OSM.01010102" and "type" in r.json()["error_msg"]
+    assert (
+        r.status_code == 400
+        and r.json()["error_code"] == "OSM.01010102"
+        and "type" in r.json()["error_msg"]
+    )
     assert upload(emu, "noext", b"x").json()["error_code"] == "OSM.01010102"
     r = upload(emu, None, b"x")
     assert r.status_code == 400 and "fileName" in r.json()["error_msg"]
@@ -106,10 +157,17 @@ def test_upload_refusals(emu) -> None:
     assert r.status_code == 400 and "5000" in r.json()["error_msg"]
     r = upload(emu, "a.txt", b"x", form_data="{not json")
     assert r.status_code == 400
-    r = httpx.post(f"{api(emu)}/accessorys", headers=TOKEN, data={"form_data": json.dumps({"fileName": "a.txt"})})
-    assert r.status_code == 400 and "multipart" in r.json()["error_msg"]     # urlencoded
-    r = httpx.post(f"{api(emu)}/accessorys", headers=TOKEN,
-                   files={"form_data": (None, json.dumps({"fileName": "a.txt"}))})
+    r = httpx.post(
+        f"{api(emu)}/accessorys",
+        headers=TOKEN,
+        data={"form_data": json.dumps({"fileName": "a.txt"})},
+    )
+    assert r.status_code == 400 and "multipart" in r.json()["error_msg"]  # urlencoded
+    r = httpx.post(
+        f"{api(emu)}/accessorys",
+        headers=TOKEN,
+        files={"form_data": (None, json.dumps({"fileName": "a.txt"}))},
+    )
     assert r.status_code == 400 and "file is required" in r.json()["error_msg"]
     assert emu.stats()["by_route"]["POST /accessorys"] == 8
 
@@ -118,7 +176,9 @@ def test_count_limit_business_200_and_not_found_400(emu_b) -> None:
     tok = {"X-Auth-Token": "t2"}
     emu_b.json("POST", "/__emulator__/reset", {"data": True})
     for i in range(2):
-        assert "accessory_id" in upload(emu_b, f"{i}.txt", b"x", source="message", headers=tok).json()
+        assert (
+            "accessory_id" in upload(emu_b, f"{i}.txt", b"x", source="message", headers=tok).json()
+        )
     r = upload(emu_b, "2.txt", b"x", source="message", headers=tok)
     assert r.status_code == 200 and r.json()["error_code"] == "OSM.01010103"
     assert "accessory_id" in upload(emu_b, "3.txt", b"x", source="incident", headers=tok).json()

@@ -1,9 +1,10 @@
 """pysnow 0.7.17, unchanged, against the emulator: list, upload, delete attachments; query records."""
+
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import pytest
 

@@ -1,8 +1,9 @@
 """Emulator switches: --range, --no-rename, --max-size, --extensions, status switches, token expiry."""
+
 from __future__ import annotations
 
 import time
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 import httpx
 import pytest
@@ -17,18 +18,45 @@ MB = 1024 * 1024
 @pytest.fixture(scope="module")
 def defaults(module_emulator_factory: Callable[..., EmulatorProc]) -> EmulatorProc:
     """Switches on, statuses at their defaults."""
-    return module_emulator_factory("--demo", "--range", "--no-rename", "--max-size", "1",
-                                   "--extensions", "txt,PNG,bin", "--token-lifetime", "2", "--state-delay", "0")
+    return module_emulator_factory(
+        "--demo",
+        "--range",
+        "--no-rename",
+        "--max-size",
+        "1",
+        "--extensions",
+        "txt,PNG,bin",
+        "--token-lifetime",
+        "2",
+        "--state-delay",
+        "0",
+    )
 
 
 @pytest.fixture(scope="module")
 def switched(module_emulator_factory: Callable[..., EmulatorProc]) -> EmulatorProc:
     """Every status switch flipped."""
-    return module_emulator_factory("--demo", "--max-size", "1", "--extensions", "txt", "--no-gzip",
-                                   "--oversize-status", "413", "--extension-status", "403",
-                                   "--unknown-table-upload-status", "400", "--unknown-path-status", "404",
-                                   "--invalid-query-returns-no-rows", "--oauth-client", "other:pw",
-                                   "--user", "bob:pw:itil")
+    return module_emulator_factory(
+        "--demo",
+        "--max-size",
+        "1",
+        "--extensions",
+        "txt",
+        "--no-gzip",
+        "--oversize-status",
+        "413",
+        "--extension-status",
+        "403",
+        "--unknown-table-upload-status",
+        "400",
+        "--unknown-path-status",
+        "404",
+        "--invalid-query-returns-no-rows",
+        "--oauth-client",
+        "other:pw",
+        "--user",
+        "bob:pw:itil",
+    )
 
 
 @pytest.fixture
@@ -38,9 +66,12 @@ def client(defaults: EmulatorProc) -> Iterator[httpx.Client]:
 
 
 def post(client: httpx.Client, name: str, data: bytes, table: str = "incident") -> httpx.Response:
-    return client.post("/api/now/attachment/file", params={"table_name": table, "table_sys_id": INC3,
-                                                            "file_name": name},
-                       content=data, headers={"Content-Type": "application/octet-stream"})
+    return client.post(
+        "/api/now/attachment/file",
+        params={"table_name": table, "table_sys_id": INC3, "file_name": name},
+        content=data,
+        headers={"Content-Type": "application/octet-stream"},
+    )
 
 
 def test_range_requests(client: httpx.Client) -> None:
@@ -48,9 +79,16 @@ def test_range_requests(client: httpx.Client) -> None:
     assert full.status_code == 200 and full.headers["accept-ranges"] == "bytes"
     assert full.headers["content-length"] == str(3 * MB)
     data = full.content
-    resp = client.get(f"/api/now/attachment/{BIG}/file", headers={"Range": "bytes=100-199", "Accept-Encoding": "gzip"})
-    assert resp.status_code == 206 and "content-encoding" not in resp.headers  # ranges are served identity
-    assert resp.headers["content-range"] == f"bytes 100-199/{3 * MB}" and resp.content == data[100:200]
+    resp = client.get(
+        f"/api/now/attachment/{BIG}/file",
+        headers={"Range": "bytes=100-199", "Accept-Encoding": "gzip"},
+    )
+    assert (
+        resp.status_code == 206 and "content-encoding" not in resp.headers
+    )  # ranges are served identity
+    assert (
+        resp.headers["content-range"] == f"bytes 100-199/{3 * MB}" and resp.content == data[100:200]
+    )
     resp = client.get(f"/api/now/attachment/{BIG}/file", headers={"Range": f"bytes={3 * MB - 10}-"})
     assert resp.status_code == 206 and resp.content == data[-10:]
     resp = client.get(f"/api/now/attachment/{BIG}/file", headers={"Range": "bytes=-5"})
@@ -59,7 +97,10 @@ def test_range_requests(client: httpx.Client) -> None:
     assert resp.status_code == 416 and resp.headers["content-range"] == f"bytes */{3 * MB}"
     # gzip still applies to whole-file answers
     resp = client.get(f"/api/now/attachment/{README}/file", headers={"Accept-Encoding": "gzip"})
-    assert resp.headers["content-encoding"] == "gzip" and resp.content == b"Mail server outage notes.\n"
+    assert (
+        resp.headers["content-encoding"] == "gzip"
+        and resp.content == b"Mail server outage notes.\n"
+    )
 
 
 def test_no_rename(client: httpx.Client) -> None:
@@ -70,9 +111,15 @@ def test_no_rename(client: httpx.Client) -> None:
 
 def test_size_and_extension_limits_default_status(client: httpx.Client) -> None:
     resp = post(client, "big.bin", b"x" * (MB + 1))
-    assert resp.status_code == 400 and "exceeds the maximum allowed size" in resp.json()["error"]["message"]
-    resp = client.post("/api/now/attachment/upload", data={"table_name": "incident", "table_sys_id": INC3},
-                       files={"f": ("big.bin", b"x" * (MB + 1), "application/octet-stream")})
+    assert (
+        resp.status_code == 400
+        and "exceeds the maximum allowed size" in resp.json()["error"]["message"]
+    )
+    resp = client.post(
+        "/api/now/attachment/upload",
+        data={"table_name": "incident", "table_sys_id": INC3},
+        files={"f": ("big.bin", b"x" * (MB + 1), "application/octet-stream")},
+    )
     assert resp.status_code == 400 and "maximum allowed size" in resp.json()["error"]["message"]
     resp = post(client, "evil.exe", b"MZ")
     assert resp.status_code == 400 and "extension" in resp.json()["error"]["message"]
@@ -83,21 +130,40 @@ def test_size_and_extension_limits_default_status(client: httpx.Client) -> None:
 
 
 def test_token_expiry(defaults: EmulatorProc) -> None:
-    form = {"grant_type": "password", "client_id": "snfs", "client_secret": "snfs-secret",
-            "username": "admin", "password": "admin"}
+    form = {
+        "grant_type": "password",
+        "client_id": "snfs",
+        "client_secret": "snfs-secret",
+        "username": "admin",
+        "password": "admin",
+    }
     body = httpx.post(f"{defaults.url}/oauth_token.do", data=form).json()
     assert body["expires_in"] == 2
     bearer = {"Authorization": f"Bearer {body['access_token']}"}
-    assert httpx.get(f"{defaults.url}/api/now/attachment?sysparm_limit=1", headers=bearer).status_code == 200
+    assert (
+        httpx.get(f"{defaults.url}/api/now/attachment?sysparm_limit=1", headers=bearer).status_code
+        == 200
+    )
     time.sleep(2.2)
     resp = httpx.get(f"{defaults.url}/api/now/attachment?sysparm_limit=1", headers=bearer)
     assert resp.status_code == 401 and resp.json()["error"]["message"] == "User Not Authenticated"
-    new = httpx.post(f"{defaults.url}/oauth_token.do", data={
-        "grant_type": "refresh_token", "client_id": "snfs", "client_secret": "snfs-secret",
-        "refresh_token": body["refresh_token"]}).json()
+    new = httpx.post(
+        f"{defaults.url}/oauth_token.do",
+        data={
+            "grant_type": "refresh_token",
+            "client_id": "snfs",
+            "client_secret": "snfs-secret",
+            "refresh_token": body["refresh_token"],
+        },
+    ).json()
     assert new["access_token"] != body["access_token"]
-    assert httpx.get(f"{defaults.url}/api/now/attachment?sysparm_limit=1",
-                     headers={"Authorization": f"Bearer {new['access_token']}"}).status_code == 200
+    assert (
+        httpx.get(
+            f"{defaults.url}/api/now/attachment?sysparm_limit=1",
+            headers={"Authorization": f"Bearer {new['access_token']}"},
+        ).status_code
+        == 200
+    )
 
 
 def test_switched_statuses(switched: EmulatorProc) -> None:
@@ -105,14 +171,34 @@ def test_switched_statuses(switched: EmulatorProc) -> None:
         assert post(c, "big.txt", b"x" * (MB + 1)).status_code == 413
         assert post(c, "evil.exe", b"MZ").status_code == 403
         resp = post(c, "x.txt", b"x", table="no_such_table")
-        assert resp.status_code == 400 and resp.json()["error"]["message"] == "Invalid table no_such_table"
+        assert (
+            resp.status_code == 400
+            and resp.json()["error"]["message"] == "Invalid table no_such_table"
+        )
         assert c.get("/api/now/nothing").status_code == 404
-        assert c.get("/api/now/attachment", params={"sysparm_query": "bogus=1"}).json()["result"] == []
-        assert c.get("/api/now/attachment", params={"sysparm_query": "file_name=readme.txt"}).json()["result"]
+        assert (
+            c.get("/api/now/attachment", params={"sysparm_query": "bogus=1"}).json()["result"] == []
+        )
+        assert c.get(
+            "/api/now/attachment", params={"sysparm_query": "file_name=readme.txt"}
+        ).json()["result"]
         resp = c.get(f"/api/now/attachment/{README}/file", headers={"Accept-Encoding": "gzip"})
-        assert "content-encoding" not in resp.headers and resp.content == b"Mail server outage notes.\n"
-    token = httpx.post(f"{switched.url}/oauth_token.do", data={
-        "grant_type": "password", "client_id": "other", "client_secret": "pw", "username": "bob", "password": "pw"})
+        assert (
+            "content-encoding" not in resp.headers
+            and resp.content == b"Mail server outage notes.\n"
+        )
+    token = httpx.post(
+        f"{switched.url}/oauth_token.do",
+        data={
+            "grant_type": "password",
+            "client_id": "other",
+            "client_secret": "pw",
+            "username": "bob",
+            "password": "pw",
+        },
+    )
     assert token.status_code == 200
     bearer = {"Authorization": f"Bearer {token.json()['access_token']}"}
-    assert httpx.get(f"{switched.url}/api/now/attachment/{README}", headers=bearer).status_code == 200
+    assert (
+        httpx.get(f"{switched.url}/api/now/attachment/{README}", headers=bearer).status_code == 200
+    )

@@ -1,4 +1,5 @@
 """EasyVista and Huawei Cloud through a real mount of their emulators, checked through their APIs."""
+
 from __future__ import annotations
 
 import base64
@@ -31,11 +32,13 @@ def ev_documents(emu: EmulatorProc, rfc: str) -> dict[str, bytes]:
     docs = emu.json("GET", f"{ev_api(emu)}/requests/{rfc}/documents")["Documents"]
     for d in docs:
         status, headers, body = emu.request(
-            "GET", f"{ev_api(emu)}/requests/{rfc}/documents/{d['DOCUMENT_ID']}")
+            "GET", f"{ev_api(emu)}/requests/{rfc}/documents/{d['DOCUMENT_ID']}"
+        )
         assert status == 200
         disp = {k.lower(): v for k, v in headers.items()}["content-disposition"]
         name = disp.split("filename*=UTF-8''", 1)[1]
         from urllib.parse import unquote
+
         out[unquote(name)] = body
     return out
 
@@ -47,15 +50,26 @@ def easyvista(emulator_factory) -> EmulatorProc:
 
 @pytest.fixture
 def huawei(emulator_factory) -> EmulatorProc:
-    return emulator_factory("--kind", "huawei", "--limit-size", "1",
-                            "--limit-file-type", "txt,pdf,png")
+    return emulator_factory(
+        "--kind", "huawei", "--limit-size", "1", "--limit-file-type", "txt,pdf,png"
+    )
 
 
 def test_easyvista_mount(easyvista: EmulatorProc, tmp_path: Path) -> None:
     rfc = new_ticket(easyvista)
     # A document attached by someone else, before the mount.
-    easyvista.json("POST", f"{ev_api(easyvista)}/requests/{rfc}/documents", {"documents": [
-        {"filename": "before.txt", "filedata": base64.b64encode(b"from the web UI").decode()}]})
+    easyvista.json(
+        "POST",
+        f"{ev_api(easyvista)}/requests/{rfc}/documents",
+        {
+            "documents": [
+                {
+                    "filename": "before.txt",
+                    "filedata": base64.b64encode(b"from the web UI").decode(),
+                }
+            ]
+        },
+    )
     m = start_mount(f"easyvista+{easyvista.url}/api/v1/{ACCOUNT}", tmp_path / "m", tmp_path / "w")
     try:
         d = m.path("requests", rfc)
@@ -80,16 +94,21 @@ def test_easyvista_mount(easyvista: EmulatorProc, tmp_path: Path) -> None:
 
 
 def test_huawei_mount_write_only_listing_and_limits(huawei: EmulatorProc, tmp_path: Path) -> None:
-    m = start_mount(f"huawei+{huawei.url}", tmp_path / "m", tmp_path / "w",
-                    env={"SNFS_TOKEN": "test-token"})
+    m = start_mount(
+        f"huawei+{huawei.url}", tmp_path / "m", tmp_path / "w", env={"SNFS_TOKEN": "test-token"}
+    )
     try:
         d = m.path("accessorys", "incident")
         assert os.listdir(d) == []  # the API cannot list: only what this mount uploads shows
         (d / "log.txt").write_bytes(b"kernel panic")
         assert os.listdir(d) == ["log.txt"]
         accessory_id = os.getxattr(d / "log.txt", "user.huawei.accessory_id").decode()
-        status, _, body = huawei.request("GET", f"/v2/servicerequest/accessorys/{accessory_id}",
-                                         auth=None, headers={"X-Auth-Token": "test-token"})
+        status, _, body = huawei.request(
+            "GET",
+            f"/v2/servicerequest/accessorys/{accessory_id}",
+            auth=None,
+            headers={"X-Auth-Token": "test-token"},
+        )
         assert status == 200 and body == b"kernel panic"
         assert (d / "log.txt").read_bytes() == b"kernel panic"
         huawei.reset_stats()
@@ -104,16 +123,25 @@ def test_huawei_mount_write_only_listing_and_limits(huawei: EmulatorProc, tmp_pa
         assert huawei.stats()["by_route"].get("POST /v2/servicerequest/accessorys", 0) == 0
         assert "refused" in m.log_text()
         os.unlink(d / "log.txt")
-        status, _, _ = huawei.request("GET", f"/v2/servicerequest/accessorys/{accessory_id}",
-                                      auth=None, headers={"X-Auth-Token": "test-token"})
+        status, _, _ = huawei.request(
+            "GET",
+            f"/v2/servicerequest/accessorys/{accessory_id}",
+            auth=None,
+            headers={"X-Auth-Token": "test-token"},
+        )
         assert status in (400, 404)
     finally:
         m.stop()
 
 
 def test_huawei_wrong_token_fails_at_start(huawei: EmulatorProc, tmp_path: Path) -> None:
-    m = start_mount(f"huawei+{huawei.url}", tmp_path / "m", tmp_path / "w",
-                    env={"SNFS_TOKEN": "wrong-token"}, expect_fail=True)
+    m = start_mount(
+        f"huawei+{huawei.url}",
+        tmp_path / "m",
+        tmp_path / "w",
+        env={"SNFS_TOKEN": "wrong-token"},
+        expect_fail=True,
+    )
     assert m.proc.wait(timeout=30) != 0
     assert "wrong-token" not in m.log_text()
     assert not os.path.ismount(tmp_path / "m")

@@ -1,4 +1,5 @@
 """The read side through a real FUSE mount of the emulator, checked against the API's view."""
+
 from __future__ import annotations
 
 import errno
@@ -11,6 +12,7 @@ import subprocess
 import tarfile
 import time
 from collections import Counter
+from datetime import UTC
 from pathlib import Path
 
 import pytest
@@ -38,8 +40,10 @@ def by_record(atts: list[dict]) -> dict[tuple[str, str], list[dict]]:
 
 def shown(att: dict, siblings: list[dict]) -> str:
     """The name the mount must give `att` (the naming rules, from the API's data)."""
-    named = names.assign_names(names.Named(s["sys_id"], s["file_name"],
-                                           Attachment.from_json(s).created_on) for s in siblings)
+    named = names.assign_names(
+        names.Named(s["sys_id"], s["file_name"], Attachment.from_json(s).created_on)
+        for s in siblings
+    )
     return next(n for n, sid in named.items() if sid == att["sys_id"])
 
 
@@ -98,8 +102,10 @@ def test_duplicate_names_all_shown(emu: EmulatorProc, mnt: MountProc) -> None:
             stem, ext = names.split_ext(dup[0])
             tagged = [n for n in listed if n.startswith(stem + "~") and n.endswith(ext)]
             assert dup[0] in listed and len(tagged) == counts[dup[0]] - 1
-            newest = max((a for a in siblings if a["file_name"] == dup[0]),
-                         key=lambda a: (a["sys_created_on"], a["sys_id"]))
+            newest = max(
+                (a for a in siblings if a["file_name"] == dup[0]),
+                key=lambda a: (a["sys_created_on"], a["sys_id"]),
+            )
             assert sha256(mnt.path(table, record, dup[0])) == newest["hash"]
             return
     pytest.fail("demo data should hold two attachments with one name on one record")
@@ -111,8 +117,9 @@ def test_attributes_and_xattrs(emu: EmulatorProc, mnt: MountProc) -> None:
     p = mnt.path(att["table_name"], att["table_sys_id"], shown(att, siblings))
     st = p.stat()
     assert st.st_uid == os.getuid() and st.st_mode & 0o777 == 0o644
-    from datetime import datetime, timezone
-    updated = datetime.strptime(att["sys_updated_on"], "%Y-%m-%d %H:%M:%S").replace(tzinfo=timezone.utc)
+    from datetime import datetime
+
+    updated = datetime.strptime(att["sys_updated_on"], "%Y-%m-%d %H:%M:%S").replace(tzinfo=UTC)
     assert int(st.st_mtime) == int(updated.timestamp())
     assert os.stat(p).st_ino == st.st_ino  # stable
     assert os.getxattr(p, "user.mime_type") == b"image/png"
@@ -146,12 +153,14 @@ def test_record_without_attachments_is_reachable(emu: EmulatorProc, mnt: MountPr
 
 def test_tools_work(emu: EmulatorProc, mnt: MountProc, tmp_path: Path) -> None:
     table = "incident"
-    found = subprocess.run(["find", str(mnt.path(table)), "-type", "f"], capture_output=True,
-                           text=True, check=True).stdout.split("\n")
+    found = subprocess.run(
+        ["find", str(mnt.path(table)), "-type", "f"], capture_output=True, text=True, check=True
+    ).stdout.split("\n")
     api = [a for a in emu.attachments() if a["table_name"] == table]
     assert len([f for f in found if f]) == len(api)
-    subprocess.run(["tar", "-cf", str(tmp_path / "t.tar"), "-C", str(mnt.mountpoint), table],
-                   check=True)
+    subprocess.run(
+        ["tar", "-cf", str(tmp_path / "t.tar"), "-C", str(mnt.mountpoint), table], check=True
+    )
     with tarfile.open(tmp_path / "t.tar") as t:
         assert len([m for m in t.getmembers() if m.isfile()]) == len(api)
     txt = next(a for a in api if a["file_name"].endswith(".txt"))
@@ -159,14 +168,16 @@ def test_tools_work(emu: EmulatorProc, mnt: MountProc, tmp_path: Path) -> None:
     src = mnt.path(table, txt["table_sys_id"], shown(txt, siblings))
     subprocess.run(["cp", str(src), str(tmp_path / "out")], check=True)
     assert sha256(tmp_path / "out") == txt["hash"]
-    ls_a = subprocess.run(["ls", "-a", str(src.parent)], capture_output=True, text=True,
-                          check=True).stdout.split("\n")
+    ls_a = subprocess.run(
+        ["ls", "-a", str(src.parent)], capture_output=True, text=True, check=True
+    ).stdout.split("\n")
     assert ls_a[:2] == [".", ".."] and src.name in ls_a
     out = subprocess.run(["sha256sum", str(src)], capture_output=True, text=True, check=True)
     assert out.stdout.split()[0] == txt["hash"]
     first_word = (tmp_path / "out").read_text().split()[0]
-    grep = subprocess.run(["grep", "-rl", "--", first_word, str(mnt.path(table))],
-                          capture_output=True, text=True)
+    grep = subprocess.run(
+        ["grep", "-rl", "--", first_word, str(mnt.path(table))], capture_output=True, text=True
+    )
     assert str(src) in grep.stdout
 
 
@@ -186,8 +197,9 @@ def test_request_counts(emu: EmulatorProc, tmp_path: Path) -> None:
         assert not m.path(*rec, "missing.txt").exists()
         assert emu.stats()["total"] == 0
         emu.reset_stats()
-        subprocess.run(["find", str(m.path("incident")), "-type", "f", "-ls"], check=True,
-                       capture_output=True)
+        subprocess.run(
+            ["find", str(m.path("incident")), "-type", "f", "-ls"], check=True, capture_output=True
+        )
         c = route_counts(emu)
         assert c["GET /attachment"] <= 2 and c["GET /attachment/{sys_id}"] == 0, c
         f = next(p for p in m.path(*rec).iterdir())
@@ -205,9 +217,12 @@ def test_sighup_drops_listings(emu: EmulatorProc, tmp_path: Path) -> None:
     try:
         rec = emu.json("GET", "/api/now/table/incident?sysparm_limit=1")["result"][0]["sys_id"]
         before = set(os.listdir(m.path("incident", rec)))
-        status, _, _ = emu.request("POST", f"/api/now/attachment/file?table_name=incident"
-                                   f"&table_sys_id={rec}&file_name=hup.txt", b"hello",
-                                   headers={"Content-Type": "text/plain"})
+        status, _, _ = emu.request(
+            "POST",
+            f"/api/now/attachment/file?table_name=incident&table_sys_id={rec}&file_name=hup.txt",
+            b"hello",
+            headers={"Content-Type": "text/plain"},
+        )
         assert status == 201
         assert set(os.listdir(m.path("incident", rec))) == before  # cached
         m.proc.send_signal(signal.SIGHUP)
@@ -249,8 +264,12 @@ def test_faults_during_reads(emu: EmulatorProc, tmp_path: Path) -> None:
         api = emu.attachments()
         txts = [a for a in api if a["file_name"].endswith(".txt") and a["table_name"] == "incident"]
         a, b = txts[0], txts[1]
-        pa = m.path("incident", a["table_sys_id"], shown(a, by_record(api)[("incident", a["table_sys_id"])]))
-        pb = m.path("incident", b["table_sys_id"], shown(b, by_record(api)[("incident", b["table_sys_id"])]))
+        pa = m.path(
+            "incident", a["table_sys_id"], shown(a, by_record(api)[("incident", a["table_sys_id"])])
+        )
+        pb = m.path(
+            "incident", b["table_sys_id"], shown(b, by_record(api)[("incident", b["table_sys_id"])])
+        )
         emu.fault(method="GET", path=f"/attachment/{a['sys_id']}/file", count=2, status=503)
         assert sha256(pa) == a["hash"]  # retried
         emu.fault(method="GET", path=f"/attachment/{b['sys_id']}/file", count=50, status=503)
@@ -265,9 +284,12 @@ def test_faults_during_reads(emu: EmulatorProc, tmp_path: Path) -> None:
 
 def test_deleted_attachment_reads_enoent(emu: EmulatorProc, tmp_path: Path) -> None:
     rec = emu.json("GET", "/api/now/table/incident?sysparm_limit=1")["result"][0]["sys_id"]
-    status, _, body = emu.request("POST", f"/api/now/attachment/file?table_name=incident"
-                                  f"&table_sys_id={rec}&file_name=doomed.txt", b"x" * 100,
-                                  headers={"Content-Type": "text/plain"})
+    status, _, body = emu.request(
+        "POST",
+        f"/api/now/attachment/file?table_name=incident&table_sys_id={rec}&file_name=doomed.txt",
+        b"x" * 100,
+        headers={"Content-Type": "text/plain"},
+    )
     sys_id = json.loads(body)["result"]["sys_id"]
     m = start_mount(emu.url, tmp_path / "m", tmp_path / "w")
     try:
@@ -282,8 +304,9 @@ def test_deleted_attachment_reads_enoent(emu: EmulatorProc, tmp_path: Path) -> N
 
 
 def test_handler_bug_leaves_mount_alive(emu: EmulatorProc, tmp_path: Path) -> None:
-    m = start_mount(emu.url, tmp_path / "m", tmp_path / "w",
-                    env={"SNFS_TEST_HANDLER_BUG": "getxattr"})
+    m = start_mount(
+        emu.url, tmp_path / "m", tmp_path / "w", env={"SNFS_TEST_HANDLER_BUG": "getxattr"}
+    )
     try:
         f = next(m.path("incident").iterdir())
         g = next(f.iterdir())
@@ -303,8 +326,13 @@ def test_large_file_read_memory(emu: EmulatorProc, tmp_path: Path) -> None:
     digest = upload_stream(emu, "incident", rec, "big.bin", size)
     m = start_mount(emu.url, tmp_path / "m", tmp_path / "w")
     try:
-        out = subprocess.run(["sha256sum", str(m.path("incident", rec, "big.bin"))],
-                             capture_output=True, text=True, check=True, timeout=120)
+        out = subprocess.run(
+            ["sha256sum", str(m.path("incident", rec, "big.bin"))],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=120,
+        )
         assert out.stdout.split()[0] == digest
         peak = m.peak_rss()
         assert peak < 150 * 2**20, f"daemon peak RSS {peak / 2**20:.0f} MiB"
@@ -326,11 +354,14 @@ def upload_stream(emu: EmulatorProc, table: str, record: str, name: str, size: i
     import http.client
     from base64 import b64encode
     from urllib.parse import urlsplit
+
     u = urlsplit(emu.url)
     conn = http.client.HTTPConnection(u.hostname, u.port, timeout=300)
     h = hashlib.sha256()
-    conn.putrequest("POST", f"/api/now/attachment/file?table_name={table}&table_sys_id={record}"
-                    f"&file_name={name}")
+    conn.putrequest(
+        "POST",
+        f"/api/now/attachment/file?table_name={table}&table_sys_id={record}&file_name={name}",
+    )
     conn.putheader("Authorization", "Basic " + b64encode(b"admin:admin").decode())
     conn.putheader("Content-Type", "application/octet-stream")
     conn.putheader("Content-Length", str(size))
@@ -360,19 +391,37 @@ def test_owner_options(emu: EmulatorProc, tmp_path: Path) -> None:
 def test_daemon_unmount_and_signals(emu: EmulatorProc, tmp_path: Path) -> None:
     """--daemon returns once mounted; `snfs unmount` stops it; SIGTERM unmounts cleanly."""
     import sys
+
     mp = tmp_path / "d"
     mp.mkdir()
     env = dict(os.environ, SNFS_PASSWORD="admin")
-    base = [sys.executable, "-m", "snfs", "mount", emu.url, str(mp), "--user", "admin",
-            "--spool-dir", str(tmp_path / "s"), "--cache-dir", str(tmp_path / "c"),
-            "--log-file", str(tmp_path / "d.log")]
+    base = [
+        sys.executable,
+        "-m",
+        "snfs",
+        "mount",
+        emu.url,
+        str(mp),
+        "--user",
+        "admin",
+        "--spool-dir",
+        str(tmp_path / "s"),
+        "--cache-dir",
+        str(tmp_path / "c"),
+        "--log-file",
+        str(tmp_path / "d.log"),
+    ]
     try:
         r = subprocess.run([*base, "--daemon"], env=env, capture_output=True, text=True, timeout=60)
         assert r.returncode == 0, r.stderr
         assert os.path.ismount(mp) and "incident" in os.listdir(mp)
         pid = int(json.loads((mp / ".snfs" / "status").read_text())["pid"])
-        r = subprocess.run([sys.executable, "-m", "snfs", "unmount", str(mp)], capture_output=True,
-                           text=True, timeout=30)
+        r = subprocess.run(
+            [sys.executable, "-m", "snfs", "unmount", str(mp)],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
         assert r.returncode == 0, r.stderr
         wait_gone(pid)
         assert not os.path.ismount(mp)
@@ -397,7 +446,9 @@ def wait_gone(pid: int, timeout: float = 30.0) -> None:
     raise AssertionError(f"daemon {pid} did not exit after unmount")
 
 
-def test_second_mount_on_live_mountpoint_fails(emu: EmulatorProc, mnt: MountProc, tmp_path: Path) -> None:
+def test_second_mount_on_live_mountpoint_fails(
+    emu: EmulatorProc, mnt: MountProc, tmp_path: Path
+) -> None:
     m = start_mount(emu.url, mnt.mountpoint, tmp_path / "w", expect_fail=True)
     assert m.proc.wait(timeout=30) != 0
     assert "already a mount point" in m.log_text()
@@ -406,11 +457,18 @@ def test_second_mount_on_live_mountpoint_fails(emu: EmulatorProc, mnt: MountProc
 
 def test_status_command(emu: EmulatorProc, mnt: MountProc) -> None:
     import sys
+
     (mnt.path("incident").iterdir().__next__())  # some traffic
-    r = subprocess.run([sys.executable, "-m", "snfs", "status", str(mnt.mountpoint)],
-                       capture_output=True, text=True, timeout=30)
+    r = subprocess.run(
+        [sys.executable, "-m", "snfs", "status", str(mnt.mountpoint)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert r.returncode == 0, r.stderr
-    assert emu.url in r.stdout and "cache: hit rate" in r.stdout and "pending uploads: 0" in r.stdout
+    assert (
+        emu.url in r.stdout and "cache: hit rate" in r.stdout and "pending uploads: 0" in r.stdout
+    )
     assert "requests:" in r.stdout and "list" in r.stdout
     r = subprocess.run([sys.executable, "-m", "snfs", "status"], capture_output=True, text=True)
     assert str(mnt.mountpoint) in r.stdout  # every snfs mount, found in /proc/self/mounts
@@ -418,6 +476,7 @@ def test_status_command(emu: EmulatorProc, mnt: MountProc) -> None:
 
 def test_unreachable_instance_fails_before_mounting(tmp_path: Path) -> None:
     import socket
+
     with socket.socket() as s:  # a loopback port nobody listens on
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]

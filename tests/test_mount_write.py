@@ -1,4 +1,5 @@
 """The write side through a real FUSE mount, each outcome checked through the instance's API."""
+
 from __future__ import annotations
 
 import errno
@@ -22,14 +23,23 @@ from tests.mount_proc import MountProc, start_mount, stop_mount
 @pytest.fixture(scope="module")
 def emu(tmp_path_factory: pytest.TempPathFactory) -> EmulatorProc:
     tmp = tmp_path_factory.mktemp("emu")
-    e = start_emulator(tmp / "data", "--demo", "--max-size", "2", "--extensions",
-                       "txt,pdf,png,bin,csv,md,ods,dat,log,json,html,ext", log=tmp / "emulator.log")
+    e = start_emulator(
+        tmp / "data",
+        "--demo",
+        "--max-size",
+        "2",
+        "--extensions",
+        "txt,pdf,png,bin,csv,md,ods,dat,log,json,html,ext",
+        log=tmp / "emulator.log",
+    )
     yield e
     e.stop()
 
 
 def new_record(emu: EmulatorProc, table: str = "incident") -> str:
-    return emu.json("POST", f"/api/now/table/{table}", {"short_description": "t"})["result"]["sys_id"]
+    return emu.json("POST", f"/api/now/table/{table}", {"short_description": "t"})["result"][
+        "sys_id"
+    ]
 
 
 def on_instance(emu: EmulatorProc, record: str) -> dict[str, list[dict]]:
@@ -139,9 +149,27 @@ def test_vim_save(emu: EmulatorProc, mnt: MountProc) -> None:
     p = mnt.path("incident", rec, "edit.txt")
     p.write_bytes(b"line one\n")
     emu.reset_stats()
-    subprocess.run([vim, "-u", "NONE", "-i", "NONE", "-n", "-es", "-c", "set backup",
-                    "-c", "normal Goline two", "-c", "wq", str(p)], check=True, timeout=60,
-                   stdin=subprocess.DEVNULL)
+    subprocess.run(
+        [
+            vim,
+            "-u",
+            "NONE",
+            "-i",
+            "NONE",
+            "-n",
+            "-es",
+            "-c",
+            "set backup",
+            "-c",
+            "normal Goline two",
+            "-c",
+            "wq",
+            str(p),
+        ],
+        check=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+    )
     atts = on_instance(emu, rec)
     assert list(atts) == ["edit.txt"], atts
     assert atts["edit.txt"][0]["hash"] == digest(b"line one\nline two\n")
@@ -185,8 +213,9 @@ def test_mv_within_across_and_over(emu: EmulatorProc, mnt: MountProc) -> None:
     os.rename(mnt.path("incident", r1, "b.txt"), mnt.path("incident", r1, "c.txt"))
     atts = on_instance(emu, r1)
     assert list(atts) == ["c.txt"] and atts["c.txt"][0]["hash"] == digest(b"A")
-    subprocess.run(["mv", str(mnt.path("incident", r1, "c.txt")), str(mnt.path("problem", r2))],
-                   check=True)
+    subprocess.run(
+        ["mv", str(mnt.path("incident", r1, "c.txt")), str(mnt.path("problem", r2))], check=True
+    )
     assert on_instance(emu, r1) == {}
     moved = on_instance(emu, r2)
     assert list(moved) == ["c.txt"] and moved["c.txt"][0]["table_name"] == "problem"
@@ -197,7 +226,9 @@ def test_refused_uploads_keep_the_file(emu: EmulatorProc, mnt: MountProc, tmp_pa
     rec = new_record(emu)
     big = tmp_path / "big.bin"
     big.write_bytes(os.urandom(3 * 2**20))  # emulator --max-size 2 (MB)
-    r = subprocess.run(["cp", str(big), str(mnt.path("incident", rec))], capture_output=True, text=True)
+    r = subprocess.run(
+        ["cp", str(big), str(mnt.path("incident", rec))], capture_output=True, text=True
+    )
     assert r.returncode != 0 and "too large" in r.stderr.lower(), r.stderr
     staged = mnt.path("incident", rec, "big.bin")
     assert staged.read_bytes() == big.read_bytes()  # not lost
@@ -308,8 +339,10 @@ def test_directories_and_refusals(emu: EmulatorProc, mnt: MountProc) -> None:
     p.write_bytes(b"m")
     os.chmod(p, 0o600)
     os.utime(p, (0, 0))
-    for op in (lambda: os.link(p, mnt.path("incident", rec, "hard")),
-               lambda: os.symlink("x", mnt.path("incident", rec, "sym"))):
+    for op in (
+        lambda: os.link(p, mnt.path("incident", rec, "hard")),
+        lambda: os.symlink("x", mnt.path("incident", rec, "sym")),
+    ):
         with pytest.raises(OSError) as e:
             op()
         assert e.value.errno == errno.EPERM
@@ -326,8 +359,10 @@ def test_read_only(emu: EmulatorProc, tmp_path: Path) -> None:
     m = start_mount(emu.url, tmp_path / "m", tmp_path / "w", "-o", "ro")
     try:
         emu.reset_stats()
-        for op in (lambda: m.path("incident", rec, "x.txt").write_bytes(b"x"),
-                   lambda: os.mkdir(m.path("incident", rec))):
+        for op in (
+            lambda: m.path("incident", rec, "x.txt").write_bytes(b"x"),
+            lambda: os.mkdir(m.path("incident", rec)),
+        ):
             with pytest.raises(OSError) as e:
                 op()
             assert e.value.errno in (errno.EROFS, errno.EEXIST)
@@ -375,8 +410,9 @@ def test_cp_a_and_tar_x(emu: EmulatorProc, mnt: MountProc, tmp_path: Path) -> No
     assert sorted(atts) == ["t0.txt", "t1.txt", "t2.txt"] and uploads(emu) == 3
     subprocess.run(["tar", "-cf", str(tmp_path / "a.tar"), "-C", str(src), "."], check=True)
     emu.reset_stats()
-    subprocess.run(["tar", "-xf", str(tmp_path / "a.tar"), "-C", str(mnt.path("incident", rec2))],
-                   check=True)
+    subprocess.run(
+        ["tar", "-xf", str(tmp_path / "a.tar"), "-C", str(mnt.path("incident", rec2))], check=True
+    )
     atts = on_instance(emu, rec2)
     assert sorted(atts) == ["t0.txt", "t1.txt", "t2.txt"] and uploads(emu) == 3
     assert atts["t1.txt"][0]["hash"] == digest(b"file 1\n")
@@ -415,8 +451,10 @@ def test_clean_shutdown_keeps_what_is_owed(emu: EmulatorProc, tmp_path: Path) ->
     try:
         atts = wait_for(lambda: on_instance(emu, rec), lambda a: "owed.txt" in a, timeout=60)
         assert atts["owed.txt"][0]["hash"] == digest(b"owed")
-        status = wait_for(lambda: json.loads(m2.path(".snfs", "status").read_text()),
-                          lambda s: not s["pending_uploads"])
+        status = wait_for(
+            lambda: json.loads(m2.path(".snfs", "status").read_text()),
+            lambda s: not s["pending_uploads"],
+        )
         assert status["pending_uploads"] == []
     finally:
         m2.stop()

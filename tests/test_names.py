@@ -1,19 +1,39 @@
 """The naming rules of snfs.names: reversible encoding, duplicates, length."""
-from datetime import datetime, timedelta, timezone
+
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from snfs import names
 from snfs.temp_names import is_temp
 
-T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
 
-@pytest.mark.parametrize("name", [
-    "plain.txt", "reports/2026.txt", "a/b/c", ".", "..", "...", "nul\0byte", "x\uff0fy",
-    "\u201b", "end\u201b", "\u201b\uff0f", "100% done #1.txt", "a^b.txt", "résumé.txt", "\uff0e",
-    "\uff0e\uff0e", "\u2400", "/", "//",
-])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "plain.txt",
+        "reports/2026.txt",
+        "a/b/c",
+        ".",
+        "..",
+        "...",
+        "nul\0byte",
+        "x\uff0fy",
+        "\u201b",
+        "end\u201b",
+        "\u201b\uff0f",
+        "100% done #1.txt",
+        "a^b.txt",
+        "résumé.txt",
+        "\uff0e",
+        "\uff0e\uff0e",
+        "\u2400",
+        "/",
+        "//",
+    ],
+)
 def test_encode_is_reversible_and_posix_safe(name: str) -> None:
     shown = names.encode(name)
     assert "/" not in shown and "\0" not in shown and shown not in (".", "..")
@@ -47,8 +67,8 @@ def test_duplicate_tag_goes_before_extension_and_is_unique() -> None:
     a, b = "1234567890abcdef" + "0" * 16, "1234567890abcdef" + "1" * 16
     got = names.assign_names([n(a, "r.pdf", 2), n(b, "r.pdf", 1), n("f" * 32, "r~12345678.pdf", 0)])
     assert got["r.pdf"] == a
-    assert got["r~12345678.pdf"] == "f" * 32          # a real name is never stolen
-    assert got["r~123456789.pdf"] == b                 # so the tag grows until unique
+    assert got["r~12345678.pdf"] == "f" * 32  # a real name is never stolen
+    assert got["r~123456789.pdf"] == b  # so the tag grows until unique
 
 
 def test_reserved_names_are_not_given_away() -> None:
@@ -65,10 +85,21 @@ def test_long_names_fit_name_max() -> None:
         assert shown.endswith(".txt")
 
 
-@pytest.mark.parametrize("name,temp", [
-    (".report.pdf.Xy12Ab", True), (".report.pdf.swp", True), ("4913", True), ("notes.txt~", True),
-    (".goutputstream-ABC123", True), (".~lock.budget.ods#", True), ("lu12345abc.tmp", True),
-    ("report.pdf", False), ("budget.ods", False), ("README", False), ("a^b.txt", False),
-])
+@pytest.mark.parametrize(
+    "name,temp",
+    [
+        (".report.pdf.Xy12Ab", True),
+        (".report.pdf.swp", True),
+        ("4913", True),
+        ("notes.txt~", True),
+        (".goutputstream-ABC123", True),
+        (".~lock.budget.ods#", True),
+        ("lu12345abc.tmp", True),
+        ("report.pdf", False),
+        ("budget.ods", False),
+        ("README", False),
+        ("a^b.txt", False),
+    ],
+)
 def test_temp_names(name: str, temp: bool) -> None:
     assert is_temp(name) is temp

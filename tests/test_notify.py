@@ -1,4 +1,5 @@
 """snfs.notify against real AF_UNIX datagram sockets, as systemd listens on them."""
+
 from __future__ import annotations
 
 import os
@@ -43,8 +44,10 @@ def test_notify_sends_one_datagram(path_socket: socket.socket) -> None:
 
 def test_ready(path_socket: socket.socket) -> None:
     assert notify.ready("mounted https://x on /mnt/x") is True
-    assert _receive(path_socket) == \
-        f"READY=1\nSTATUS=mounted https://x on /mnt/x\nMAINPID={os.getpid()}"
+    assert (
+        _receive(path_socket)
+        == f"READY=1\nSTATUS=mounted https://x on /mnt/x\nMAINPID={os.getpid()}"
+    )
 
 
 def test_ready_abstract_namespace(abstract_socket: socket.socket) -> None:

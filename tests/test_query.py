@@ -15,7 +15,10 @@ def test_escape_value() -> None:
 
 
 def test_term_escapes_and_validates() -> None:
-    assert q.term("file_name", "=", "x^ORtable_name!=incident") == "file_name=x^^ORtable_name!=incident"
+    assert (
+        q.term("file_name", "=", "x^ORtable_name!=incident")
+        == "file_name=x^^ORtable_name!=incident"
+    )
     assert q.term("file_name", "STARTSWITH", "ab") == "file_nameSTARTSWITHab"
     assert q.term("file_name", "NOT LIKE", "ab") == "file_nameNOT LIKEab"
     assert q.term("table_sys_id.number", "=", "INC1") == "table_sys_id.number=INC1"
@@ -48,8 +51,19 @@ def test_all_of_and_order_by() -> None:
 def test_validate_table() -> None:
     for ok in ("incident", "sys_attachment", "x_1540387_course_s_course", "ZZ_YYincident", "u_2"):
         assert q.validate_table(ok) == ok
-    for bad in ("", "Incident", "inc/../x", "inc?x", "a" * 81, "ZZ_YY", "zz_yyIncident",
-                "incident^ORx", "inc ident", "ZZ_YYZZ_YYx", None):
+    for bad in (
+        "",
+        "Incident",
+        "inc/../x",
+        "inc?x",
+        "a" * 81,
+        "ZZ_YY",
+        "zz_yyIncident",
+        "incident^ORx",
+        "inc ident",
+        "ZZ_YYZZ_YYx",
+        None,
+    ):
         with pytest.raises(InvalidInput):
             q.validate_table(bad)  # type: ignore[arg-type]
 
@@ -65,9 +79,11 @@ def test_sys_id() -> None:
 
 def test_attachment_queries() -> None:
     assert q.attachments_of_record("incident", SID) == (
-        f"table_name=incident^table_sys_id={SID}^ORDERBYsys_created_on^ORDERBYsys_id")
+        f"table_name=incident^table_sys_id={SID}^ORDERBYsys_created_on^ORDERBYsys_id"
+    )
     assert q.attachments_of_table("ZZ_YYincident") == (
-        "table_name=ZZ_YYincident^ORDERBYsys_created_on^ORDERBYsys_id")
+        "table_name=ZZ_YYincident^ORDERBYsys_created_on^ORDERBYsys_id"
+    )
     with pytest.raises(InvalidInput):
         q.attachments_of_record("incident", "x")
     with pytest.raises(InvalidInput):

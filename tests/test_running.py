@@ -1,4 +1,5 @@
 """Running snfs as a real file system: config profiles, systemd notify, stale mounts, mount(8)."""
+
 from __future__ import annotations
 
 import os
@@ -30,9 +31,23 @@ mountpoint = "{mountpoint}"
 
 
 def snfs_mount(args: list[str], env: dict[str, str], work: Path) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "snfs", "mount", *args,
-                             "--spool-dir", str(work / "spool"), "--cache-dir", str(work / "cache")],
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "snfs",
+            "mount",
+            *args,
+            "--spool-dir",
+            str(work / "spool"),
+            "--cache-dir",
+            str(work / "cache"),
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
 
 
 def wait_mounted(mp: Path, proc: subprocess.Popen, timeout: float = 30) -> None:
@@ -71,8 +86,9 @@ def test_profile_mount_and_notify(demo_emulator: EmulatorProc, tmp_path: Path) -
         stop_mount(mp, proc)
 
 
-def test_config_with_secret_readable_by_others_is_refused(demo_emulator: EmulatorProc,
-                                                          tmp_path: Path) -> None:
+def test_config_with_secret_readable_by_others_is_refused(
+    demo_emulator: EmulatorProc, tmp_path: Path
+) -> None:
     cfg = write_config(tmp_path / "config.toml", demo_emulator, tmp_path / "mp", mode=0o644)
     proc = snfs_mount(["prod"], dict(os.environ, SNFS_CONFIG=str(cfg)), tmp_path)
     out, _ = proc.communicate(timeout=30)
@@ -85,8 +101,11 @@ def test_command_line_overrides_profile(demo_emulator: EmulatorProc, tmp_path: P
     mp = tmp_path / "other"
     mp.mkdir()
     cfg = write_config(tmp_path / "config.toml", demo_emulator, tmp_path / "unused")
-    proc = snfs_mount(["prod", str(mp), "--tables", "problem,incident", "-o", "ro"],
-                      dict(os.environ, SNFS_CONFIG=str(cfg)), tmp_path)
+    proc = snfs_mount(
+        ["prod", str(mp), "--tables", "problem,incident", "-o", "ro"],
+        dict(os.environ, SNFS_CONFIG=str(cfg)),
+        tmp_path,
+    )
     try:
         wait_mounted(mp, proc)
         assert sorted(os.listdir(mp)) == ["incident", "problem"]
@@ -126,10 +145,22 @@ def test_mount_8_with_fuse_snfs_type(demo_emulator: EmulatorProc, tmp_path: Path
         link.symlink_to(helper)
     try:
         env = dict(os.environ, SNFS_PASSWORD="admin")
-        r = subprocess.run(["mount", "-t", "fuse.snfs", demo_emulator.url, str(mp), "-o",
-                            f"_netdev,user=admin,tables=incident,spool_dir={tmp_path / 's'},"
-                            f"cache_dir={tmp_path / 'c'}"], env=env, capture_output=True,
-                           text=True, timeout=60)
+        r = subprocess.run(
+            [
+                "mount",
+                "-t",
+                "fuse.snfs",
+                demo_emulator.url,
+                str(mp),
+                "-o",
+                f"_netdev,user=admin,tables=incident,spool_dir={tmp_path / 's'},"
+                f"cache_dir={tmp_path / 'c'}",
+            ],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert r.returncode == 0, r.stderr + r.stdout
         assert os.listdir(mp) == ["incident"]
         subprocess.run(["umount", str(mp)], check=True, timeout=30)
@@ -143,8 +174,13 @@ def test_snfs_demo(tmp_path: Path) -> None:
     """`snfs demo MP`: emulator + mount in one command; Ctrl-C unmounts and stops both."""
     require_fuse()
     mp = tmp_path / "demo"
-    proc = subprocess.Popen([sys.executable, "-m", "snfs", "demo", str(mp)], stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "snfs", "demo", str(mp)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
     try:
         deadline = time.monotonic() + 60
         while not (os.path.ismount(mp) and (mp / ".snfs" / "status").exists()):
@@ -158,6 +194,7 @@ def test_snfs_demo(tmp_path: Path) -> None:
         assert "Try, in another terminal" in out
         assert not os.path.ismount(mp)
         import urllib.request
+
         with pytest.raises(OSError):
             urllib.request.urlopen(url + "/api/now/attachment", timeout=5)
     finally:
@@ -166,10 +203,18 @@ def test_snfs_demo(tmp_path: Path) -> None:
         stop_mount(mp, None)
 
 
-def test_mount_with_oauth_and_with_a_token_file(demo_emulator: EmulatorProc, tmp_path: Path) -> None:
+def test_mount_with_oauth_and_with_a_token_file(
+    demo_emulator: EmulatorProc, tmp_path: Path
+) -> None:
     """OAuth password grant (secret from the environment), then a static bearer token file."""
-    m = start_mount(demo_emulator.url, tmp_path / "m1", tmp_path / "w1", "--oauth-client-id", "snfs",
-                    env={"SNFS_OAUTH_CLIENT_SECRET": "snfs-secret"})
+    m = start_mount(
+        demo_emulator.url,
+        tmp_path / "m1",
+        tmp_path / "w1",
+        "--oauth-client-id",
+        "snfs",
+        env={"SNFS_OAUTH_CLIENT_SECRET": "snfs-secret"},
+    )
     try:
         assert "incident" in os.listdir(m.mountpoint)
         assert demo_emulator.stats()["by_route"]["POST /oauth_token.do"] >= 1
@@ -178,9 +223,16 @@ def test_mount_with_oauth_and_with_a_token_file(demo_emulator: EmulatorProc, tmp
         m.stop()
     import urllib.parse
     import urllib.request
-    form = urllib.parse.urlencode({"grant_type": "password", "client_id": "snfs",
-                                   "client_secret": "snfs-secret", "username": "admin",
-                                   "password": "admin"}).encode()
+
+    form = urllib.parse.urlencode(
+        {
+            "grant_type": "password",
+            "client_id": "snfs",
+            "client_secret": "snfs-secret",
+            "username": "admin",
+            "password": "admin",
+        }
+    ).encode()
     with urllib.request.urlopen(demo_emulator.url + "/oauth_token.do", form, timeout=30) as r:
         token = __import__("json").loads(r.read())["access_token"]
     token_file = tmp_path / "token"

@@ -1,5 +1,6 @@
 """The systemd units: `systemd-analyze verify` passes without a warning, and the units keep
 the properties the mount depends on."""
+
 from __future__ import annotations
 
 import argparse
@@ -22,12 +23,31 @@ IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 # Each of these gives the service its own mount namespace, from which the FUSE mount would not
 # propagate to the host (PrivateDevices= would also hide /dev/fuse).
-NAMESPACE_SETTINGS = ("ProtectSystem", "ProtectHome", "PrivateTmp", "PrivateDevices",
-                      "PrivateMounts", "ReadWritePaths", "ReadOnlyPaths", "InaccessiblePaths",
-                      "ProtectKernelTunables", "ProtectKernelModules", "ProtectKernelLogs",
-                      "ProtectControlGroups", "ProtectProc", "ProcSubset", "MountFlags",
-                      "DynamicUser", "TemporaryFileSystem", "BindPaths", "BindReadOnlyPaths",
-                      "RootDirectory", "RootImage", "PrivateNetwork", "PrivateUsers")
+NAMESPACE_SETTINGS = (
+    "ProtectSystem",
+    "ProtectHome",
+    "PrivateTmp",
+    "PrivateDevices",
+    "PrivateMounts",
+    "ReadWritePaths",
+    "ReadOnlyPaths",
+    "InaccessiblePaths",
+    "ProtectKernelTunables",
+    "ProtectKernelModules",
+    "ProtectKernelLogs",
+    "ProtectControlGroups",
+    "ProtectProc",
+    "ProcSubset",
+    "MountFlags",
+    "DynamicUser",
+    "TemporaryFileSystem",
+    "BindPaths",
+    "BindReadOnlyPaths",
+    "RootDirectory",
+    "RootImage",
+    "PrivateNetwork",
+    "PrivateUsers",
+)
 
 
 def systemd_analyze() -> str:
@@ -46,11 +66,18 @@ def snfs_binary() -> Path:
 
 
 def verify(tool: str, unit: Path, *extra: str, env: dict[str, str] | None = None) -> None:
-    r = subprocess.run([tool, *extra, "verify", "--man=no", str(unit)], capture_output=True,
-                       text=True, timeout=60, cwd=unit.parent, env=env)
+    r = subprocess.run(
+        [tool, *extra, "verify", "--man=no", str(unit)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=unit.parent,
+        env=env,
+    )
     # verify exits 0 on unknown keys and bad values (it only warns): any output is a failure.
-    assert r.returncode == 0 and not r.stdout.strip() and not r.stderr.strip(), \
+    assert r.returncode == 0 and not r.stdout.strip() and not r.stderr.strip(), (
         f"systemd-analyze verify {unit.name}: exit {r.returncode}\n{r.stdout}{r.stderr}"
+    )
 
 
 def service_section(unit: Path) -> dict[str, list[str]]:
@@ -134,9 +161,19 @@ def test_system_unit_hardening() -> None:
 def test_user_unit_allows_setuid_fusermount() -> None:
     s = service_section(USER_UNIT)
     # Each of these implies NoNewPrivileges=yes in a user manager, which breaks fusermount3.
-    for key in ("NoNewPrivileges", "SystemCallFilter", "RestrictAddressFamilies",
-                "RestrictNamespaces", "LockPersonality", "MemoryDenyWriteExecute",
-                "RestrictRealtime", "RestrictSUIDSGID", "ProtectClock", "ProtectHostname",
-                "SystemCallArchitectures", "CapabilityBoundingSet"):
+    for key in (
+        "NoNewPrivileges",
+        "SystemCallFilter",
+        "RestrictAddressFamilies",
+        "RestrictNamespaces",
+        "LockPersonality",
+        "MemoryDenyWriteExecute",
+        "RestrictRealtime",
+        "RestrictSUIDSGID",
+        "ProtectClock",
+        "ProtectHostname",
+        "SystemCallArchitectures",
+        "CapabilityBoundingSet",
+    ):
         assert key not in s, key
     assert "%h/snfs/%i" in " ".join(s["Environment"])

@@ -1,4 +1,5 @@
 """Backends: the systems whose attachments snfs shows (see snfs.backend)."""
+
 from __future__ import annotations
 
 import re

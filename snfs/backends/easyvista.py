@@ -21,6 +21,7 @@ its files are the ticket's documents. What the public API offers and how it is u
 File ids are `<rfc>.<document_id>` (the document id made file-name safe, see
 `snfs.backends.id_part`).
 """
+
 from __future__ import annotations
 
 import base64
@@ -30,7 +31,7 @@ import logging
 import re
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, unquote
@@ -50,9 +51,9 @@ log = logging.getLogger("snfs.backends.easyvista")
 TABLE = "requests"
 RFC_RE = re.compile(r"^[A-Za-z]{0,4}\d{6}_\d{6}$")
 ACCOUNT_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
-RAW_CHUNK = 3 * 88 * 1024          # a multiple of 3: Base64 of each chunk joins cleanly
+RAW_CHUNK = 3 * 88 * 1024  # a multiple of 3: Base64 of each chunk joins cleanly
 KINDS = ("list", "meta", "file", "upload", "delete", "table")
-PROBE_RFC = "I000000_000000"       # check(): a ticket that does not exist (404 = authenticated)
+PROBE_RFC = "I000000_000000"  # check(): a ticket that does not exist (404 = authenticated)
 
 
 @dataclass
@@ -96,10 +97,10 @@ def _time_of(resp: httpx.Response) -> datetime:
     value = resp.headers.get("last-modified")
     if value:
         try:
-            return email.utils.parsedate_to_datetime(value).astimezone(timezone.utc)
+            return email.utils.parsedate_to_datetime(value).astimezone(UTC)
         except (TypeError, ValueError):
             pass
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 class EasyVistaBackend(SingleTableBackend):
@@ -111,15 +112,32 @@ class EasyVistaBackend(SingleTableBackend):
     no_list = "EasyVista: the API cannot list a table's tickets (no discover)"
     no_rename = "EasyVista documents cannot be renamed"
 
-    def __init__(self, base_url: str, account: str, auth: httpx.Auth, *, verify: bool | str = True,
-                 timeout: float = 30, max_in_flight: int = 8, **retry: Any) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        account: str,
+        auth: httpx.Auth,
+        *,
+        verify: bool | str = True,
+        timeout: float = 30,
+        max_in_flight: int = 8,
+        **retry: Any,
+    ) -> None:
         """`base_url` is the server (`https://{your_server}`); `account` the EasyVista account
         (`/api/v1/{account}`); `auth` e.g. `snfs.auth.BasicAuth`. `retry` may set
         `retry_attempts`, `retry_total_seconds`, `retry_base_delay`, `retry_max_delay`."""
         if not isinstance(account, str) or not ACCOUNT_RE.match(account):
             raise InvalidInput(f"invalid EasyVista account {account!r}")
-        super().__init__(base_url, f"/api/v1/{quote(account, safe='')}", auth, kinds=KINDS,
-                         verify=verify, timeout=timeout, max_in_flight=max_in_flight, **retry)
+        super().__init__(
+            base_url,
+            f"/api/v1/{quote(account, safe='')}",
+            auth,
+            kinds=KINDS,
+            verify=verify,
+            timeout=timeout,
+            max_in_flight=max_in_flight,
+            **retry,
+        )
         self.account = account
         self._docs: dict[tuple[str, str], _Doc] = {}
         self._delete_supported: bool | None = None
@@ -128,13 +146,20 @@ class EasyVistaBackend(SingleTableBackend):
         return f"EasyVistaBackend({self.base_url!r}, account={self.account!r})"
 
     def capabilities(self, table: str) -> Capabilities:
-        return Capabilities(list=True, read=True, create=True,
-                            delete=self._delete_supported is not False, rename=False, discover=False)
+        return Capabilities(
+            list=True,
+            read=True,
+            create=True,
+            delete=self._delete_supported is not False,
+            rename=False,
+            discover=False,
+        )
 
     async def check(self) -> None:
         """GET of a ticket that cannot exist: 404 proves the credentials and the REST right."""
-        await self.core.send("table", "GET", f"/requests/{PROBE_RFC}", allow=(404,), attempts=3,
-                             log_failure=False)  # the caller reports it
+        await self.core.send(
+            "table", "GET", f"/requests/{PROBE_RFC}", allow=(404,), attempts=3, log_failure=False
+        )  # the caller reports it
 
     # -- namespace -------------------------------------------------------------------------------
 
@@ -155,8 +180,14 @@ class EasyVistaBackend(SingleTableBackend):
         except ValueError:
             body = None
         if not isinstance(body, dict):
-            raise self.core.failed(ServerError(f"GET {path}: {resp.status_code} answer is not a JSON object",
-                                               status=resp.status_code, method="GET", path=path))
+            raise self.core.failed(
+                ServerError(
+                    f"GET {path}: {resp.status_code} answer is not a JSON object",
+                    status=resp.status_code,
+                    method="GET",
+                    path=path,
+                )
+            )
         docs = next((body[k] for k in body if k.lower() == "documents"), None) or []
         out = []
         for d in docs if isinstance(docs, list) else []:
@@ -178,32 +209,49 @@ class EasyVistaBackend(SingleTableBackend):
                 return None
             try:
                 size = int(resp.headers["content-length"])
-            except (KeyError, ValueError):   # chunked: count it (once; cached afterwards)
+            except (KeyError, ValueError):  # chunked: count it (once; cached afterwards)
                 size = 0
                 async for chunk in resp.aiter_raw():
                     size += len(chunk)
             ctype = resp.headers.get("content-type", "").split(";")[0].strip()
-            doc = _Doc(_file_name_of(resp, doc_id), size, ctype or "application/octet-stream",
-                       _time_of(resp), href)
+            doc = _Doc(
+                _file_name_of(resp, doc_id),
+                size,
+                ctype or "application/octet-stream",
+                _time_of(resp),
+                href,
+            )
         self._docs[key] = doc
         return doc
 
     def _attachment(self, rfc: str, doc_id: str, doc: _Doc) -> Attachment:
         file_id = f"{rfc}.{id_part(doc_id)}"
         return Attachment(
-            sys_id=file_id, table_name=TABLE, table_sys_id=rfc, file_name=doc.file_name,
-            size_bytes=doc.size, content_type=doc.content_type, created_on=doc.created_on,
-            updated_on=doc.created_on, created_by="", hash=doc.sha256,
+            sys_id=file_id,
+            table_name=TABLE,
+            table_sys_id=rfc,
+            file_name=doc.file_name,
+            size_bytes=doc.size,
+            content_type=doc.content_type,
+            created_on=doc.created_on,
+            updated_on=doc.created_on,
+            created_by="",
+            hash=doc.sha256,
             download_link=f"{self.core.base}/requests/{rfc}/documents/{quote(doc_id, safe='')}",
-            state="available", extra={"document_id": doc_id, "href": doc.href})
+            state="available",
+            extra={"document_id": doc_id, "href": doc.href},
+        )
 
     async def list_record(self, table: str, record: str) -> list[Attachment]:
         """The ticket's documents: one request, plus one per document not seen before."""
         self._check(table, record)
         ids = await self._document_ids(record)
         await self._learn_all(record, ids)
-        return [self._attachment(record, d, self._docs[(record, d)])
-                for d, _ in ids if (record, d) in self._docs]
+        return [
+            self._attachment(record, d, self._docs[(record, d)])
+            for d, _ in ids
+            if (record, d) in self._docs
+        ]
 
     async def _learn_all(self, rfc: str, ids: list[tuple[str, str]]) -> None:
         todo = [(d, h) for d, h in ids if (rfc, d) not in self._docs]
@@ -217,7 +265,7 @@ class EasyVistaBackend(SingleTableBackend):
             except SnfsError as e:
                 errors.append(e)
 
-        async with trio.open_nursery() as nursery:   # bounded by the core's semaphore
+        async with trio.open_nursery() as nursery:  # bounded by the core's semaphore
             for doc_id, href in todo:
                 nursery.start_soon(one, doc_id, href)
         if errors:
@@ -240,36 +288,52 @@ class EasyVistaBackend(SingleTableBackend):
         doc = self._docs.get((rfc, doc_id))
         return f"/requests/{rfc}/documents/{quote(doc_id, safe='')}", doc.size if doc else None
 
-    async def upload(self, table: str, record: str, file_name: str, source: Path, *,
-                     size: int) -> Attachment:
+    async def upload(
+        self, table: str, record: str, file_name: str, source: Path, *, size: int
+    ) -> Attachment:
         """Attach one document; streamed as Base64 inside the JSON body. Retried only when the
         server provably did not act; when in doubt the ticket's new documents are looked at
         (name and size) before sending again."""
         self._check_upload(table, record, file_name, size)
         path = f"/requests/{record}/documents"
         before = {d for d, _ in await self._document_ids(record)}
-        head = (b'{"documents":[{"filename":' + json.dumps(file_name).encode()
-                + b',"filedata":"')
+        head = b'{"documents":[{"filename":' + json.dumps(file_name).encode() + b',"filedata":"'
         tail = b'"}]}'
-        headers = {"Content-Type": "application/json",
-                   "Content-Length": str(len(head) + _b64_len(size) + len(tail))}
+        headers = {
+            "Content-Type": "application/json",
+            "Content-Length": str(len(head) + _b64_len(size) + len(tail)),
+        }
         bodies, make_body = self._attempt_bodies(
-            lambda: _B64Body(self.stats, Path(source), size, head, tail))
+            lambda: _B64Body(self.stats, Path(source), size, head, tail)
+        )
 
         deadline = time.monotonic() + self.core.settings.retry_total_seconds
         for round_ in range(1, 4):
             try:
-                await self.core.send("upload", "POST", path, body=make_body, headers=headers,
-                                     idempotent=False, log_failure=False)
+                await self.core.send(
+                    "upload",
+                    "POST",
+                    path,
+                    body=make_body,
+                    headers=headers,
+                    idempotent=False,
+                    log_failure=False,
+                )
                 break
             except SnfsError as err:
                 last = bodies[-1] if bodies else None
                 if not getattr(err, "in_doubt", False):
                     raise self.core.failed(err) from None
                 if last is not None and last.complete:
-                    log.info("upload of %s to %s in doubt (%s); looking for it", file_name,
-                             record, err.message)
-                    found = await self._new_document(record, before, file_name, size, required=False)
+                    log.info(
+                        "upload of %s to %s in doubt (%s); looking for it",
+                        file_name,
+                        record,
+                        err.message,
+                    )
+                    found = await self._new_document(
+                        record, before, file_name, size, required=False
+                    )
                     if found is not None:
                         return self._remember_hash(record, found, last.sha256)
                 if round_ == 3 or time.monotonic() > deadline:
@@ -284,14 +348,20 @@ class EasyVistaBackend(SingleTableBackend):
         doc.sha256 = sha256
         return self._attachment(rfc, doc_id, doc)
 
-    async def _new_document(self, rfc: str, before: set[str], file_name: str, size: int, *,
-                            required: bool) -> str | None:
+    async def _new_document(
+        self, rfc: str, before: set[str], file_name: str, size: int, *, required: bool
+    ) -> str | None:
         """The DOCUMENT_ID an upload just created: the one new id, or the new one with this
         name and size (the last, if several)."""
         ids = [(d, h) for d, h in await self._document_ids(rfc) if d not in before]
         await self._learn_all(rfc, ids)
-        hits = [d for d, _ in ids if (rfc, d) in self._docs
-                and self._docs[(rfc, d)].file_name == file_name and self._docs[(rfc, d)].size == size]
+        hits = [
+            d
+            for d, _ in ids
+            if (rfc, d) in self._docs
+            and self._docs[(rfc, d)].file_name == file_name
+            and self._docs[(rfc, d)].size == size
+        ]
         if hits:
             return hits[-1]
         if len(ids) == 1 and required and (rfc, ids[0][0]) in self._docs:
@@ -299,16 +369,23 @@ class EasyVistaBackend(SingleTableBackend):
         if not required:
             return None
         path = f"/requests/{rfc}/documents"
-        raise self.core.failed(ServerError(
-            f"POST {path}: stored, but the new document cannot be identified ({len(ids)} new)",
-            method="POST", path=path))
+        raise self.core.failed(
+            ServerError(
+                f"POST {path}: stored, but the new document cannot be identified ({len(ids)} new)",
+                method="POST",
+                path=path,
+            )
+        )
 
     async def delete(self, file_id: str, *, missing_ok: bool = False) -> None:
         rfc, doc_id = self._parse_file_id(file_id)
         path = f"/requests/{rfc}/documents/{quote(doc_id, safe='')}"
         if self._delete_supported is False:
-            raise Unsupported(f"DELETE {path}: this EasyVista server cannot delete documents",
-                              method="DELETE", path=path)
+            raise Unsupported(
+                f"DELETE {path}: this EasyVista server cannot delete documents",
+                method="DELETE",
+                path=path,
+            )
         state = SendState()
         resp = await self.core.send("delete", "DELETE", path, allow=(404, 405), state=state)
         if resp.status_code == 405:
@@ -318,31 +395,41 @@ class EasyVistaBackend(SingleTableBackend):
         self._docs.pop((rfc, doc_id), None)
         # A 404 after a retried DELETE: the first attempt may have deleted it.
         if resp.status_code == 404 and not missing_ok and state.attempts == 1:
-            raise self.core.failed(NotFound(f"DELETE {path}: 404 document not found", status=404,
-                                            method="DELETE", path=path))
+            raise self.core.failed(
+                NotFound(
+                    f"DELETE {path}: 404 document not found", status=404, method="DELETE", path=path
+                )
+            )
 
-    async def find_uploaded(self, table: str, record: str, file_name: str, sha256: str,
-                            size: int, since: datetime) -> Attachment | None:
+    async def find_uploaded(
+        self, table: str, record: str, file_name: str, sha256: str, size: int, since: datetime
+    ) -> Attachment | None:
         """A document of this ticket with this name and size (the API gives no hash; a
         document whose hash this process knows must match it)."""
         try:
             atts = await self.list_record(table, record)
         except SnfsError:
             return None
-        hits = [a for a in atts if a.file_name == file_name and a.size_bytes == size
-                and (not a.hash or a.hash == sha256)
-                and a.created_on.timestamp() >= since.timestamp() - 120]
+        hits = [
+            a
+            for a in atts
+            if a.file_name == file_name
+            and a.size_bytes == size
+            and (not a.hash or a.hash == sha256)
+            and a.created_on.timestamp() >= since.timestamp() - 120
+        ]
         return hits[-1] if hits else None
 
 
 class _B64Body(FileBody):
     """One attempt's JSON body: head, Base64 of the file (streamed, in chunks of 3·k bytes so
     the pieces join), tail. Hashes the raw content on the way."""
+
     chunk_size = RAW_CHUNK
 
     def __init__(self, stats: HttpStats, path: Path, size: int, head: bytes, tail: bytes) -> None:
         super().__init__(stats, path, size, head, tail)
-        self._carry = b""   # the last 0-2 bytes, encoded with the next chunk
+        self._carry = b""  # the last 0-2 bytes, encoded with the next chunk
 
     def encode(self, chunk: bytes) -> bytes:
         data = self._carry + chunk

@@ -21,6 +21,7 @@ Authentication is an IAM token in `X-Auth-Token` (a secret: never in repr, logs 
 
 File ids are the accessory ids (made file-name safe by `snfs.backends.id_part`).
 """
+
 from __future__ import annotations
 
 import errno
@@ -31,7 +32,7 @@ import re
 import secrets
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -67,17 +68,18 @@ class NameTooLong(InvalidInput):
 
 class LimitReached(SnfsError):
     """Over the server's `limit_count` (number of accessories)."""
+
     errno = errno.EDQUOT
 
 
 @dataclass(frozen=True)
 class Limits:
-    count: int | None           # limit_count (None: unknown / none)
-    size_bytes: int | None      # limit_size, MB
+    count: int | None  # limit_count (None: unknown / none)
+    size_bytes: int | None  # limit_size, MB
     file_types: frozenset[str]  # limit_file_type, lower case, no dots; empty: any
 
     @classmethod
-    def from_json(cls, body: Any) -> "Limits":
+    def from_json(cls, body: Any) -> Limits:
         lim = body.get("accessory_limit") if isinstance(body, dict) else None
         lim = lim if isinstance(lim, dict) else {}
 
@@ -90,11 +92,12 @@ class Limits:
 
         size = num(lim.get("limit_size"))
         count = num(lim.get("limit_count"))
-        types = frozenset(t.strip().lstrip(".").lower()
-                          for t in re.split(r"[,;|\s]+", str(lim.get("limit_file_type") or ""))
-                          if t.strip())
-        return cls(int(count) if count else None,
-                   int(size * 1024 * 1024) if size else None, types)
+        types = frozenset(
+            t.strip().lstrip(".").lower()
+            for t in re.split(r"[,;|\s]+", str(lim.get("limit_file_type") or ""))
+            if t.strip()
+        )
+        return cls(int(count) if count else None, int(size * 1024 * 1024) if size else None, types)
 
 
 def _error_fields(resp: httpx.Response) -> tuple[str, str]:
@@ -127,9 +130,18 @@ def huawei_error(resp: httpx.Response, kind: str, method: str, path: str) -> Snf
     code, msg = _error_fields(resp)
     if not code and not msg:
         return base
-    cls = _classify(code, msg, kind, type(base)) if resp.status_code in (200, 400, 404) else type(base)
-    err = cls(f"{method} {path}: {resp.status_code} {msg} ({code})".rstrip(), status=resp.status_code,
-              instance_message=msg or code, method=method, path=path)
+    cls = (
+        _classify(code, msg, kind, type(base))
+        if resp.status_code in (200, 400, 404)
+        else type(base)
+    )
+    err = cls(
+        f"{method} {path}: {resp.status_code} {msg} ({code})".rstrip(),
+        status=resp.status_code,
+        instance_message=msg or code,
+        method=method,
+        path=path,
+    )
     err.retry_after = getattr(base, "retry_after", None)  # type: ignore[attr-defined]
     err.error_code = code  # type: ignore[attr-defined]
     return err
@@ -144,14 +156,30 @@ class HuaweiBackend(SingleTableBackend):
     no_list = "Huawei OSM cannot list accessories"
     no_rename = "Huawei OSM accessories cannot be renamed"
 
-    def __init__(self, base_url: str, token: "str | Secret", *, verify: bool | str = True,
-                 timeout: float = 30, max_in_flight: int = 8, **retry: Any) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        token: str | Secret,
+        *,
+        verify: bool | str = True,
+        timeout: float = 30,
+        max_in_flight: int = 8,
+        **retry: Any,
+    ) -> None:
         """`base_url` is the OSM endpoint (`https://{endpoint}`); `token` an IAM token
         (X-Subject-Token). `retry` may set `retry_attempts`, `retry_total_seconds`,
         `retry_base_delay`, `retry_max_delay`."""
-        super().__init__(base_url, "/v2/servicerequest", HeaderToken("X-Auth-Token", token),
-                         kinds=KINDS, verify=verify, timeout=timeout,
-                         max_in_flight=max_in_flight, error_mapper=huawei_error, **retry)
+        super().__init__(
+            base_url,
+            "/v2/servicerequest",
+            HeaderToken("X-Auth-Token", token),
+            kinds=KINDS,
+            verify=verify,
+            timeout=timeout,
+            max_in_flight=max_in_flight,
+            error_mapper=huawei_error,
+            **retry,
+        )
         self.limits: Limits | None = None
 
     def __repr__(self) -> str:
@@ -166,8 +194,9 @@ class HuaweiBackend(SingleTableBackend):
         await self.fetch_limits(attempts=3, log_failure=False)  # the caller reports it
 
     async def fetch_limits(self, attempts: int | None = None, log_failure: bool = True) -> Limits:
-        resp = await self.core.send("limits", "GET", "/accessorys/limits", attempts=attempts,
-                                    log_failure=log_failure)
+        resp = await self.core.send(
+            "limits", "GET", "/accessorys/limits", attempts=attempts, log_failure=log_failure
+        )
         try:
             body = resp.json()
         except ValueError:
@@ -206,56 +235,100 @@ class HuaweiBackend(SingleTableBackend):
         """Raise what the server would refuse (size, type), before any request."""
         path = "/accessorys"
         if limits is not None and limits.size_bytes is not None and size > limits.size_bytes:
-            raise self.core.failed(TooLarge(
-                f"POST {path}: {file_name!r} is {size} bytes, over the server's limit of "
-                f"{limits.size_bytes // (1024 * 1024)} MB", method="POST", path=path))
+            raise self.core.failed(
+                TooLarge(
+                    f"POST {path}: {file_name!r} is {size} bytes, over the server's limit of "
+                    f"{limits.size_bytes // (1024 * 1024)} MB",
+                    method="POST",
+                    path=path,
+                )
+            )
         ext = file_name.rsplit(".", 1)[1].lower() if "." in file_name else ""
         if limits is not None and limits.file_types and ext not in limits.file_types:
-            raise self.core.failed(ExtensionRefused(
-                f"POST {path}: file type {ext or '(none)'!r} is not allowed "
-                f"(allowed: {','.join(sorted(limits.file_types))})", method="POST", path=path))
+            raise self.core.failed(
+                ExtensionRefused(
+                    f"POST {path}: file type {ext or '(none)'!r} is not allowed "
+                    f"(allowed: {','.join(sorted(limits.file_types))})",
+                    method="POST",
+                    path=path,
+                )
+            )
 
-    async def upload(self, table: str, record: str, file_name: str, source: Path, *,
-                     size: int) -> Attachment:
+    async def upload(
+        self, table: str, record: str, file_name: str, source: Path, *, size: int
+    ) -> Attachment:
         """Upload one accessory (streamed multipart). Retried only when the server provably did
         not act; an upload in doubt after the whole body was sent is not sent again (it cannot be
         looked up) and fails."""
         self._check_upload(table, record, file_name, size)
         path = "/accessorys"
-        form_data = json.dumps({"fileName": file_name, "accessoryFrom": record, "uploadType": 0},
-                               ensure_ascii=False, separators=(",", ":"))
+        form_data = json.dumps(
+            {"fileName": file_name, "accessoryFrom": record, "uploadType": 0},
+            ensure_ascii=False,
+            separators=(",", ":"),
+        )
         if len(form_data) > FORM_DATA_MAX:
-            raise self.core.failed(NameTooLong(
-                f"POST {path}: file name too long for form_data ({len(form_data)} > "
-                f"{FORM_DATA_MAX} characters)", method="POST", path=path))
+            raise self.core.failed(
+                NameTooLong(
+                    f"POST {path}: file name too long for form_data ({len(form_data)} > "
+                    f"{FORM_DATA_MAX} characters)",
+                    method="POST",
+                    path=path,
+                )
+            )
         limits = self.limits if self.limits is not None else await self.fetch_limits()
         self.precheck(file_name, size, limits)
         ctype = mimetypes.guess_type(file_name)[0] or "application/octet-stream"
         boundary = "snfs-" + secrets.token_hex(16)
         b = boundary.encode()
-        head = (b"--" + b + b"\r\nContent-Disposition: form-data; name=\"form_data\"\r\n"
-                b"Content-Type: text/plain; charset=utf-8\r\n\r\n" + form_data.encode() + b"\r\n"
-                + b"--" + b + b"\r\nContent-Disposition: form-data; name=\"file\"; filename=\""
-                + _multipart_quote(file_name).encode() + b"\"\r\nContent-Type: "
-                + ctype.encode() + b"\r\n\r\n")
+        head = (
+            b"--" + b + b'\r\nContent-Disposition: form-data; name="form_data"\r\n'
+            b"Content-Type: text/plain; charset=utf-8\r\n\r\n"
+            + form_data.encode()
+            + b"\r\n"
+            + b"--"
+            + b
+            + b'\r\nContent-Disposition: form-data; name="file"; filename="'
+            + _multipart_quote(file_name).encode()
+            + b'"\r\nContent-Type: '
+            + ctype.encode()
+            + b"\r\n\r\n"
+        )
         tail = b"\r\n--" + b + b"--\r\n"
-        headers = {"Content-Type": f"multipart/form-data; boundary={boundary}",
-                   "Content-Length": str(len(head) + size + len(tail))}
+        headers = {
+            "Content-Type": f"multipart/form-data; boundary={boundary}",
+            "Content-Length": str(len(head) + size + len(tail)),
+        }
         bodies, make_body = self._attempt_bodies(
-            lambda: FileBody(self.stats, Path(source), size, head, tail))
+            lambda: FileBody(self.stats, Path(source), size, head, tail)
+        )
 
         deadline = time.monotonic() + self.core.settings.retry_total_seconds
         for round_ in range(1, 4):
             try:
-                resp = await self.core.send("upload", "POST", path, body=make_body,
-                                            headers=headers, idempotent=False, log_failure=False)
+                resp = await self.core.send(
+                    "upload",
+                    "POST",
+                    path,
+                    body=make_body,
+                    headers=headers,
+                    idempotent=False,
+                    log_failure=False,
+                )
                 break
             except SnfsError as err:
                 last = bodies[-1] if bodies else None
-                if not getattr(err, "in_doubt", False) or last is None or last.complete \
-                        or round_ == 3 or time.monotonic() > deadline:
+                if (
+                    not getattr(err, "in_doubt", False)
+                    or last is None
+                    or last.complete
+                    or round_ == 3
+                    or time.monotonic() > deadline
+                ):
                     raise self.core.failed(err) from None
-                log.debug("upload of %s broke while sending (%s); sending again", file_name, err.message)
+                log.debug(
+                    "upload of %s broke while sending (%s); sending again", file_name, err.message
+                )
                 self.stats.retries += 1
         accessory_id = ""
         try:
@@ -268,17 +341,32 @@ class HuaweiBackend(SingleTableBackend):
             # HTTP 200 with {"error_code","error_msg"}: how OSM reports business errors.
             code, msg = _error_fields(resp)
             cls = _classify(code, msg, "upload", ServerError)
-            raise self.core.failed(cls(
-                f"POST {path}: {resp.status_code} {msg or 'answer without accessory_id'}"
-                + (f" ({code})" if code else ""), status=resp.status_code,
-                instance_message=msg or code or None, method="POST", path=path))
-        now = datetime.now(timezone.utc)
+            raise self.core.failed(
+                cls(
+                    f"POST {path}: {resp.status_code} {msg or 'answer without accessory_id'}"
+                    + (f" ({code})" if code else ""),
+                    status=resp.status_code,
+                    instance_message=msg or code or None,
+                    method="POST",
+                    path=path,
+                )
+            )
+        now = datetime.now(UTC)
         return Attachment(
-            sys_id=id_part(accessory_id), table_name=TABLE, table_sys_id=record,
-            file_name=file_name, size_bytes=size, content_type=ctype, created_on=now,
-            updated_on=now, created_by="", hash=bodies[-1].sha256,
+            sys_id=id_part(accessory_id),
+            table_name=TABLE,
+            table_sys_id=record,
+            file_name=file_name,
+            size_bytes=size,
+            content_type=ctype,
+            created_on=now,
+            updated_on=now,
+            created_by="",
+            hash=bodies[-1].sha256,
             download_link=f"{self.core.base}/accessorys/{quote(accessory_id, safe='')}",
-            state="available", extra={"accessory_id": accessory_id})
+            state="available",
+            extra={"accessory_id": accessory_id},
+        )
 
     async def delete(self, file_id: str, *, missing_ok: bool = False) -> None:
         accessory_id = self._accessory_id(file_id)
@@ -293,9 +381,9 @@ class HuaweiBackend(SingleTableBackend):
             return
         raise self.core.failed(err)
 
-    async def find_uploaded(self, table: str, record: str, file_name: str, sha256: str,
-                            size: int, since: datetime) -> Attachment | None:
+    async def find_uploaded(
+        self, table: str, record: str, file_name: str, sha256: str, size: int, since: datetime
+    ) -> Attachment | None:
         """None: without a list call an accessory stored by a killed upload cannot be found
         (a crash mid-upload can therefore leave a duplicate on the server)."""
         return None
-

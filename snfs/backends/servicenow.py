@@ -6,6 +6,7 @@ is uploaded with the CCCIF Media Resource API for that chat user; the API cannot
 directory shows the files uploaded through this mount, readable and deletable through the
 Attachment API by their attachmentId.
 """
+
 from __future__ import annotations
 
 import re
@@ -20,8 +21,9 @@ from snfs.client import Attachment, AttachmentClient, ClientStats
 from snfs.errors import InvalidInput, SnfsError
 
 CCCIF = ".cccif"
-CCCIF_CAPS = Capabilities(list=False, read=True, create=True, delete=True, rename=False,
-                          discover=False)
+CCCIF_CAPS = Capabilities(
+    list=False, read=True, create=True, delete=True, rename=False, discover=False
+)
 NUMBER_RE = re.compile(r"^[A-Z]{2,8}[0-9]{5,12}$")
 USER_ID_RE = re.compile(r"^[A-Za-z0-9_.@+-]{1,100}$")
 
@@ -92,8 +94,9 @@ class ServiceNowBackend:
     def stream(self, file_id: str, *, offset: int = 0) -> AsyncIterator[bytes]:
         return self.client.stream(file_id, offset=offset)
 
-    async def upload(self, table: str, record: str, file_name: str, source: Path, *,
-                     size: int) -> Attachment:
+    async def upload(
+        self, table: str, record: str, file_name: str, source: Path, *, size: int
+    ) -> Attachment:
         if table == CCCIF:
             att = await self.client.cccif_upload(record, file_name, source, size=size)
             # Shown where it was written, whatever record the instance filed it under.
@@ -106,18 +109,26 @@ class ServiceNowBackend:
     async def rename(self, file_id: str, new_name: str) -> Attachment:
         return await self.client.rename(file_id, new_name)
 
-    async def find_uploaded(self, table: str, record: str, file_name: str, sha256: str,
-                            size: int, since: datetime) -> Attachment | None:
+    async def find_uploaded(
+        self, table: str, record: str, file_name: str, sha256: str, size: int, since: datetime
+    ) -> Attachment | None:
         if table == CCCIF:
             return None  # CCCIF files hang off a record we cannot name: no look-up possible
         try:
-            atts = await self.client.list_all(query.all_of(
-                query.term("table_name", "=", table), query.term("table_sys_id", "=", record),
-                query.term("file_name", "=", file_name)))
+            atts = await self.client.list_all(
+                query.all_of(
+                    query.term("table_name", "=", table),
+                    query.term("table_sys_id", "=", record),
+                    query.term("file_name", "=", file_name),
+                )
+            )
         except SnfsError:
             return None
         for att in atts:
-            if att.hash == sha256 and att.size_bytes == size and \
-                    att.created_on.timestamp() >= since.timestamp() - 120:
+            if (
+                att.hash == sha256
+                and att.size_bytes == size
+                and att.created_on.timestamp() >= since.timestamp() - 120
+            ):
                 return att
         return None

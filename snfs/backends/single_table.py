@@ -5,6 +5,7 @@ match a pattern, the argument checks and the calls these APIs do not offer (list
 finding a record by alias, renaming). `FileBody` is one upload attempt's body streamed from a
 file. Each system fills in its own names, paths and requests.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -24,27 +25,43 @@ from snfs.http import CHUNK, ErrorMapper, HttpCore, HttpSettings, HttpStats, htt
 class SingleTableBackend:
     """Subclasses set the class attributes and implement `_file_location` and the rest of
     `snfs.backend.Backend` (capabilities, check, records, listing, upload, delete)."""
-    system: ClassVar[str]              # the system's name in messages ("EasyVista")
-    table: ClassVar[str]               # the one table
-    record_re: ClassVar["re.Pattern[str]"]
-    record_word: ClassVar[str]         # what a record is called in messages
-    no_list: ClassVar[str]             # why list_table is not offered
-    no_rename: ClassVar[str]           # why rename is not offered
 
-    def __init__(self, base_url: str, api_path: str, auth: httpx.Auth | None, *,
-                 kinds: tuple[str, ...], verify: bool | str, timeout: float, max_in_flight: int,
-                 error_mapper: ErrorMapper = http_error, **retry: Any) -> None:
+    system: ClassVar[str]  # the system's name in messages ("EasyVista")
+    table: ClassVar[str]  # the one table
+    record_re: ClassVar[re.Pattern[str]]
+    record_word: ClassVar[str]  # what a record is called in messages
+    no_list: ClassVar[str]  # why list_table is not offered
+    no_rename: ClassVar[str]  # why rename is not offered
+
+    def __init__(
+        self,
+        base_url: str,
+        api_path: str,
+        auth: httpx.Auth | None,
+        *,
+        kinds: tuple[str, ...],
+        verify: bool | str,
+        timeout: float,
+        max_in_flight: int,
+        error_mapper: ErrorMapper = http_error,
+        **retry: Any,
+    ) -> None:
         """`api_path` is appended to `base_url` for the core; `retry` may set
         `retry_attempts`, `retry_total_seconds`, `retry_base_delay`, `retry_max_delay`."""
         self.base_url = base_url.rstrip("/")
         self.stats = HttpStats(kinds=kinds)
-        settings = HttpSettings(f"{self.base_url}{api_path}", timeout=timeout,
-                                max_in_flight=max_in_flight, verify=verify, **retry)
+        settings = HttpSettings(
+            f"{self.base_url}{api_path}",
+            timeout=timeout,
+            max_in_flight=max_in_flight,
+            verify=verify,
+            **retry,
+        )
         self.core = HttpCore(settings, auth, stats=self.stats, error_mapper=error_mapper)
 
     @property
     def supports_range(self) -> bool | None:
-        return False   # neither API shows Range support: the core skips instead
+        return False  # neither API shows Range support: the core skips instead
 
     async def aclose(self) -> None:
         await self.core.aclose()
@@ -70,6 +87,7 @@ class SingleTableBackend:
         async def none() -> AsyncIterator[list[Attachment]]:
             raise Unsupported(self.no_list)
             yield []  # pragma: no cover
+
         return none()
 
     def _check(self, table: str, record: str) -> None:
@@ -87,8 +105,9 @@ class SingleTableBackend:
     # -- content ---------------------------------------------------------------------------------
 
     @staticmethod
-    def _attempt_bodies(make: Callable[[], "FileBody"]) -> tuple[list["FileBody"],
-                                                                Callable[[], AsyncIterator[bytes]]]:
+    def _attempt_bodies(
+        make: Callable[[], FileBody],
+    ) -> tuple[list[FileBody], Callable[[], AsyncIterator[bytes]]]:
         """(bodies, body) for `HttpCore.send`: each attempt reads the file again into a new
         body, kept in order, so the last one tells whether the content fully left."""
         bodies: list[FileBody] = []
@@ -97,6 +116,7 @@ class SingleTableBackend:
             b = make()
             bodies.append(b)
             return b.__aiter__()
+
         return bodies, body
 
     def _file_location(self, file_id: str) -> tuple[str, int | None]:
@@ -118,13 +138,14 @@ class FileBody:
     """One attempt's body: `head`, the file's content as `encode` turns it (streamed in
     chunks of `chunk_size`), then `finish()` and `tail`. Hashes the raw content and checks it
     against the `size` announced in Content-Length."""
+
     chunk_size: ClassVar[int] = CHUNK
 
     def __init__(self, stats: HttpStats, path: Path, size: int, head: bytes, tail: bytes) -> None:
         self.stats, self.path, self.size, self.head, self.tail = stats, path, size, head, tail
         self._sha = hashlib.sha256()
         self.sent = 0
-        self.complete = False      # all content read and handed to the connection
+        self.complete = False  # all content read and handed to the connection
 
     @property
     def sha256(self) -> str:
@@ -151,7 +172,9 @@ class FileBody:
                     break
                 self.sent += len(chunk)
                 if self.sent > self.size:
-                    raise InvalidInput(f"upload source is larger than the {self.size} bytes announced")
+                    raise InvalidInput(
+                        f"upload source is larger than the {self.size} bytes announced"
+                    )
                 self._sha.update(chunk)
                 out = self.encode(chunk)
                 if out:

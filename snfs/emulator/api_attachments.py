@@ -1,4 +1,5 @@
 """Attachment API: list, metadata, download, delete, rename (uploads live in uploads.py)."""
+
 from __future__ import annotations
 
 import json
@@ -8,14 +9,23 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from snfs.emulator.auth import User
-from snfs.emulator.common import (ApiError, acl_denied, emu_of, list_headers, not_found, paging,
-                                  present, render, require_user)
+from snfs.emulator.common import (
+    ApiError,
+    acl_denied,
+    emu_of,
+    list_headers,
+    not_found,
+    paging,
+    present,
+    render,
+    require_user,
+)
 from snfs.emulator.db import attachment_field
 from snfs.emulator.download import file_response
 from snfs.emulator.encoded_query import compile_query
 from snfs.emulator.state import Emulator
-from snfs.emulator.uploads import check_extension
 from snfs.emulator.tables import can_access, readable_tables
+from snfs.emulator.uploads import check_extension
 
 
 def readable_attachment(emu: Emulator, user: User, sys_id: str) -> dict[str, str]:
@@ -31,11 +41,16 @@ async def list_attachments(request: Request) -> Response:
     user = require_user(request)
     emu = emu_of(request)
     limit, offset = paging(request, emu.config.attachment_default_limit)
-    query = compile_query(request.query_params.get("sysparm_query", ""), attachment_field,
-                          emu.config.invalid_query_returns_no_rows)
+    query = compile_query(
+        request.query_params.get("sysparm_query", ""),
+        attachment_field,
+        emu.config.invalid_query_returns_no_rows,
+    )
     page = emu.store.list_attachments(query, limit, offset, readable_tables(user.roles))
     result = [present(request, row) for row in page.rows]
-    return render(request, {"result": result}, headers=list_headers(request, limit, offset, page.total))
+    return render(
+        request, {"result": result}, headers=list_headers(request, limit, offset, page.total)
+    )
 
 
 async def get_attachment(request: Request) -> Response:

@@ -1,4 +1,5 @@
 """Emulator-only test controls under /__emulator__/ (admin only, never counted in stats)."""
+
 from __future__ import annotations
 
 import json
@@ -68,10 +69,19 @@ async def state(request: Request) -> Response:
     body = await json_body(request)
     if isinstance(body, dict) and body.get("promote"):
         emu.store.promote_pending(float("inf"))
-    return JSONResponse({"faults_queued": emu.faults.queued(), "config": {
-        "range": emu.config.range, "rename": emu.config.rename, "gzip": emu.config.gzip,
-        "state_delay": emu.config.state_delay, "max_size_mb": emu.config.max_size_mb,
-        "extensions": sorted(emu.config.extensions)}})
+    return JSONResponse(
+        {
+            "faults_queued": emu.faults.queued(),
+            "config": {
+                "range": emu.config.range,
+                "rename": emu.config.rename,
+                "gzip": emu.config.gzip,
+                "state_delay": emu.config.state_delay,
+                "max_size_mb": emu.config.max_size_mb,
+                "extensions": sorted(emu.config.extensions),
+            },
+        }
+    )
 
 
 async def oauth_token(request: Request) -> Response:

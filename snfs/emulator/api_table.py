@@ -1,4 +1,5 @@
 """Table API (enough for records to exist) and Aggregate API (/stats/{table}, also on sys_attachment)."""
+
 from __future__ import annotations
 
 import json
@@ -8,8 +9,19 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from snfs.emulator.auth import User
-from snfs.emulator.common import (ApiError, acl_denied, api_prefix, base_url, emu_of, list_headers,
-                                  name_value_filters, not_found, paging, render, require_user)
+from snfs.emulator.common import (
+    ApiError,
+    acl_denied,
+    api_prefix,
+    base_url,
+    emu_of,
+    list_headers,
+    name_value_filters,
+    not_found,
+    paging,
+    render,
+    require_user,
+)
 from snfs.emulator.db import ATTACHMENT_FIELDS, attachment_field, record_field_resolver
 from snfs.emulator.encoded_query import CompiledQuery, FieldResolver, and_compiled, compile_query
 from snfs.emulator.state import Emulator
@@ -23,7 +35,9 @@ def known_table(request: Request) -> str:
     return table
 
 
-def table_query(request: Request, emu: Emulator, resolve: FieldResolver, fields: tuple[str, ...]) -> CompiledQuery:
+def table_query(
+    request: Request, emu: Emulator, resolve: FieldResolver, fields: tuple[str, ...]
+) -> CompiledQuery:
     strict = emu.config.invalid_query_returns_no_rows
     query = compile_query(request.query_params.get("sysparm_query", ""), resolve, strict)
     pairs = name_value_filters(request, fields)
@@ -31,7 +45,9 @@ def table_query(request: Request, emu: Emulator, resolve: FieldResolver, fields:
 
 
 def select_fields(request: Request, record: dict[str, str]) -> dict[str, str]:
-    wanted = [f.strip() for f in request.query_params.get("sysparm_fields", "").split(",") if f.strip()]
+    wanted = [
+        f.strip() for f in request.query_params.get("sysparm_fields", "").split(",") if f.strip()
+    ]
     known = [f for f in wanted if f in record]  # invalid names are ignored
     return {f: record[f] for f in known} if known else record
 
@@ -51,7 +67,9 @@ async def list_records(request: Request) -> Response:
     query = table_query(request, emu, record_field_resolver(table), TABLES[table].fields)
     page = emu.store.list_records(table, query, limit, offset)
     result = [select_fields(request, r) for r in page.rows]
-    return render(request, {"result": result}, headers=list_headers(request, limit, offset, page.total))
+    return render(
+        request, {"result": result}, headers=list_headers(request, limit, offset, page.total)
+    )
 
 
 async def get_record(request: Request) -> Response:
@@ -73,11 +91,15 @@ async def create_record(request: Request) -> Response:
     try:
         body = json.loads(await request.body() or b"{}")
     except ValueError:
-        raise ApiError(400, "Exception while reading request", "The payload is not valid JSON.") from None
+        raise ApiError(
+            400, "Exception while reading request", "The payload is not valid JSON."
+        ) from None
     if not isinstance(body, dict):
         raise ApiError(400, "Exception while reading request", "The payload must be a JSON object.")
     values = {k: "" if v is None else str(v) for k, v in body.items()}
-    record = emu.store.insert_record(table, values, user.name, sys_id=_valid_sys_id(values.get("sys_id")))
+    record = emu.store.insert_record(
+        table, values, user.name, sys_id=_valid_sys_id(values.get("sys_id"))
+    )
     location = f"{base_url(request)}{api_prefix(request)}/table/{table}/{record['sys_id']}"
     return render(request, {"result": select_fields(request, record)}, 201, {"Location": location})
 
@@ -145,9 +167,15 @@ async def stats(request: Request) -> Response:
         return out
 
     if groups:
-        result = [{"stats": stats_of(count, values),
-                   "groupby_fields": [{"field": name, "value": v} for (name, _), v in zip(groups, keys)]}
-                  for keys, count, values in rows]
+        result = [
+            {
+                "stats": stats_of(count, values),
+                "groupby_fields": [
+                    {"field": name, "value": v} for (name, _), v in zip(groups, keys)
+                ],
+            }
+            for keys, count, values in rows
+        ]
         return render(request, {"result": result})
     _, count, values = rows[0]
     return render(request, {"result": {"stats": stats_of(count, values)}})
@@ -157,4 +185,8 @@ def _format(key: str, value: str) -> str:
     if value == "" or key in ("min", "max"):
         return value
     number = float(value)
-    return f"{number:.4f}" if key == "avg" else (str(int(number)) if number.is_integer() else str(number))
+    return (
+        f"{number:.4f}"
+        if key == "avg"
+        else (str(int(number)) if number.is_integer() else str(number))
+    )

@@ -1,4 +1,5 @@
 """Route table: the instance's REST paths under /api/now and /api/now/v1, OAuth, test controls."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -40,7 +41,9 @@ def api_routes(rename: bool) -> list[Route]:
             Route(f"{prefix}/cs/media/{{token}}", cccif.media, methods=["GET"]),
         ]
         if rename:  # older releases have no PATCH; then the path answers 405 (see unknown_path)
-            routes.append(Route(f"{prefix}/attachment/{{sys_id}}", att.rename_attachment, methods=["PATCH"]))
+            routes.append(
+                Route(f"{prefix}/attachment/{{sys_id}}", att.rename_attachment, methods=["PATCH"])
+            )
     return routes
 
 
@@ -60,7 +63,7 @@ def known_path(path: str) -> bool:
     m = API_PREFIX.match(path)
     if not m:
         return False
-    rel = path[m.end():]
+    rel = path[m.end() :]
     return any(pattern.match(rel) for _, _, pattern in ROUTES)
 
 
@@ -68,7 +71,9 @@ async def unknown_path(request: Request) -> Response:
     require_user(request)
     if known_path(request.url.path):
         # Exact 405 body is undocumented (notes §1); this mirrors the instance's envelope.
-        raise ApiError(405, "Method not Supported", f"{request.method} method not supported for API")
+        raise ApiError(
+            405, "Method not Supported", f"{request.method} method not supported for API"
+        )
     status = request.app.state.emu.config.unknown_path_status
     raise ApiError(status, "Requested URI does not represent any resource", None)
 
@@ -79,13 +84,16 @@ async def api_error(request: Request, exc: Exception) -> Response:
 
 
 async def server_error(request: Request, exc: Exception) -> Response:
-    return error_response(request, ApiError(500, "Internal server error", str(exc) or type(exc).__name__))
+    return error_response(
+        request, ApiError(500, "Internal server error", str(exc) or type(exc).__name__)
+    )
 
 
 def build_app(emu: Emulator) -> Any:
     routes = api_routes(emu.config.rename) + control_routes()
     routes.append(Route("/{path:path}", unknown_path, methods=ALL_METHODS))
-    app = Starlette(routes=routes, exception_handlers={ApiError: api_error, Exception: server_error})
+    app = Starlette(
+        routes=routes, exception_handlers={ApiError: api_error, Exception: server_error}
+    )
     app.state.emu = emu
     return EmulatorMiddleware(app, emu)
-

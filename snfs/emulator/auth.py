@@ -1,4 +1,5 @@
 """Users, HTTP Basic, and OAuth bearer tokens from /oauth_token.do (kept in memory)."""
+
 from __future__ import annotations
 
 import base64
@@ -35,14 +36,18 @@ def parse_user(spec: str) -> User:
     parts = spec.split(":", 2)
     if len(parts) < 2 or not parts[0]:
         raise ValueError(f"bad user {spec!r}: expected NAME:PASSWORD[:ROLE,ROLE]")
-    roles = frozenset(r.strip() for r in parts[2].split(",") if r.strip()) if len(parts) == 3 else frozenset()
+    roles = (
+        frozenset(r.strip() for r in parts[2].split(",") if r.strip())
+        if len(parts) == 3
+        else frozenset()
+    )
     return User(parts[0], parts[1], roles)
 
 
 @dataclass
 class Auth:
     users: dict[str, User]
-    clients: dict[str, str]                 # OAuth client_id -> client_secret
+    clients: dict[str, str]  # OAuth client_id -> client_secret
     token_lifetime: int = 1799
     client_credentials_user: str = "admin"
     access: dict[str, Token] = field(default_factory=dict)
@@ -72,8 +77,11 @@ class Auth:
     def grant(self, form: dict[str, str]) -> dict[str, object]:
         denied = OAuthError(401, {"error_description": "access_denied", "error": "server_error"})
         client_id, secret = form.get("client_id", ""), form.get("client_secret", "")
-        if not client_id or self.clients.get(client_id) is None \
-                or not secrets.compare_digest(self.clients[client_id], secret):
+        if (
+            not client_id
+            or self.clients.get(client_id) is None
+            or not secrets.compare_digest(self.clients[client_id], secret)
+        ):
             raise denied
         grant_type = form.get("grant_type", "")
         if grant_type == "password":
@@ -91,18 +99,30 @@ class Auth:
                 raise denied
             # Docs: a refresh grant returns only an access token.
             return self._issue(old.user, client_id, with_refresh=False)
-        raise OAuthError(400, {"error_description": "access_denied", "error": "unsupported_grant_type"})
+        raise OAuthError(
+            400, {"error_description": "access_denied", "error": "unsupported_grant_type"}
+        )
 
     def _issue(self, user: str, client_id: str, with_refresh: bool) -> dict[str, object]:
         now = time.time()
         # Docs: requests within the lifetime of the current access token get that same token.
-        current = next((t for t, tok in self.access.items()
-                        if tok.user == user and tok.client_id == client_id and tok.expires_at - now > 1), None)
+        current = next(
+            (
+                t
+                for t, tok in self.access.items()
+                if tok.user == user and tok.client_id == client_id and tok.expires_at - now > 1
+            ),
+            None,
+        )
         if current is None:
             current = secrets.token_urlsafe(64)
             self.access[current] = Token(user, client_id, now + self.token_lifetime)
         expires_in = max(0, int(self.access[current].expires_at - now))
-        body: dict[str, object] = {"scope": "useraccount", "token_type": "Bearer", "expires_in": expires_in}
+        body: dict[str, object] = {
+            "scope": "useraccount",
+            "token_type": "Bearer",
+            "expires_in": expires_in,
+        }
         if with_refresh:
             refresh = secrets.token_urlsafe(64)
             self.refresh[refresh] = Token(user, client_id, now + REFRESH_LIFETIME)

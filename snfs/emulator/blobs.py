@@ -4,6 +4,7 @@ An upload streams into a temporary file; size, SHA-256, gzip size (size_compress
 image header are computed on the way, so no upload is ever held in memory. The file gets its
 final name only once the metadata row exists (`commit`).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -14,7 +15,6 @@ import zlib
 from pathlib import Path
 
 from snfs.emulator.images import HEADER_BYTES, dimensions
-
 
 SAMPLE = 64 * 1024
 
@@ -38,7 +38,7 @@ class BlobWriter:
         self._file = open(path, "wb")
         self._sha = hashlib.sha256()
         # Level 1: size_compressed only has to be plausible, and uploads must stay fast.
-        self._gzip: "zlib._Compress | None" = None   # decided on the first chunk
+        self._gzip: zlib._Compress | None = None  # decided on the first chunk
         self._gzip_size = 0
         self._stored = False  # incompressible content: count stored deflate blocks instead
         self._head = bytearray()
@@ -58,7 +58,7 @@ class BlobWriter:
         if self._gzip is not None:
             self._gzip_size += len(self._gzip.compress(chunk))
         if len(self._head) < HEADER_BYTES:
-            self._head += chunk[:HEADER_BYTES - len(self._head)]
+            self._head += chunk[: HEADER_BYTES - len(self._head)]
 
     def close(self) -> None:
         if not self._file.closed:

@@ -9,6 +9,7 @@ Uncertain, and chosen here (docs/EMULATOR.md): the sys_attachment row's `table_n
 which record a CCCIF upload is attached to); the mediaUrl token encodes the attachment's sys_id,
 so no extra state is kept; any authenticated user may upload.
 """
+
 from __future__ import annotations
 
 import base64
@@ -21,8 +22,14 @@ from starlette.responses import Response
 from snfs.emulator.api_attachments import metadata_header
 from snfs.emulator.common import base_url, emu_of, not_found, render, require_user
 from snfs.emulator.download import file_response
-from snfs.emulator.uploads import (MultipartUpload, check_extension, check_size, missing,
-                                   read_multipart, store_upload)
+from snfs.emulator.uploads import (
+    MultipartUpload,
+    check_extension,
+    check_size,
+    missing,
+    read_multipart,
+    store_upload,
+)
 
 MEDIA_TABLE = "sys_cs_media"
 
@@ -58,16 +65,29 @@ async def upload(request: Request) -> Response:
             raise missing("file")
         check_extension(emu.config, parts.file_name)
         check_size(emu.config, parts.writer.size)
-        stored = store_upload(request, emu, user, parts.writer, MEDIA_TABLE, media_record(user_id),
-                              parts.file_name, parts.file_type or "application/octet-stream")
+        stored = store_upload(
+            request,
+            emu,
+            user,
+            parts.writer,
+            MEDIA_TABLE,
+            media_record(user_id),
+            parts.file_name,
+            parts.file_type or "application/octet-stream",
+        )
     finally:
         if parts.writer is not None:
             parts.writer.abort()
     row = emu.store.get_attachment(_sys_id_of(stored))
     assert row is not None
-    body = {"result": {
-        "mediaUrl": f"{base_url(request)}/api/now/v1/cs/media/{media_token(row['sys_id'])}",
-        "name": row["file_name"], "state": row["state"], "attachmentId": row["sys_id"]}}
+    body = {
+        "result": {
+            "mediaUrl": f"{base_url(request)}/api/now/v1/cs/media/{media_token(row['sys_id'])}",
+            "name": row["file_name"],
+            "state": row["state"],
+            "attachmentId": row["sys_id"],
+        }
+    }
     return render(request, body, 201)
 
 
@@ -83,5 +103,6 @@ async def media(request: Request) -> Response:
     row = emu.store.get_attachment(sys_id) if sys_id else None
     if row is None:
         raise not_found()
-    return file_response(request, emu.config, row, emu.blobs.path(row["sys_id"]),
-                         metadata_header(row))
+    return file_response(
+        request, emu.config, row, emu.blobs.path(row["sys_id"]), metadata_header(row)
+    )

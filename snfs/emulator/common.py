@@ -1,4 +1,5 @@
 """Shared HTTP pieces: the instance's JSON/XML envelopes, errors, auth checks and paging headers."""
+
 from __future__ import annotations
 
 import json
@@ -21,10 +22,20 @@ ACL_DENIED = "Insufficient rights to query records"
 class ApiError(Exception):
     """Answered as `{"error": {"message", "detail"}, "status": "failure"}`."""
 
-    def __init__(self, status: int, message: str, detail: str | None = None,
-                 headers: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        detail: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         super().__init__(message)
-        self.status, self.message, self.detail, self.headers = status, message, detail, headers or {}
+        self.status, self.message, self.detail, self.headers = (
+            status,
+            message,
+            detail,
+            headers or {},
+        )
 
 
 def not_found() -> ApiError:
@@ -55,8 +66,9 @@ def to_xml(tag: str, value: Any) -> str:
     return f"<{tag}>{text}</{tag}>"
 
 
-def render(request: Request, body: dict[str, Any], status: int = 200,
-           headers: dict[str, str] | None = None) -> Response:
+def render(
+    request: Request, body: dict[str, Any], status: int = 200, headers: dict[str, str] | None = None
+) -> Response:
     if wants_xml(request):
         inner = "".join(to_xml(k, v) for k, v in body.items())
         text = f'<?xml version="1.0" encoding="UTF-8"?><response>{inner}</response>'
@@ -70,8 +82,12 @@ def error_response(request: Request, err: ApiError) -> Response:
 
 
 def unauthorized() -> ApiError:
-    return ApiError(401, "User Not Authenticated", "Required to provide Auth information",
-                    {"WWW-Authenticate": 'Basic realm="Service-now"'})
+    return ApiError(
+        401,
+        "User Not Authenticated",
+        "Required to provide Auth information",
+        {"WWW-Authenticate": 'Basic realm="Service-now"'},
+    )
 
 
 def require_user(request: Request) -> User:
@@ -97,6 +113,7 @@ def paging(request: Request, default_limit: int) -> tuple[int, int]:
             return int(request.query_params.get(name, ""))
         except ValueError:
             return default
+
     limit = number("sysparm_limit", default_limit)
     offset = max(0, number("sysparm_offset", 0))
     return (limit if limit > 0 else default_limit), offset
@@ -108,11 +125,17 @@ def link_header(request: Request, limit: int, offset: int, total: int) -> str | 
     prev follows every real sample: offset-limit when offset > 0 (may be negative) and -1 on the
     first page when limit is 1 (dev86373, SWIMLANE); absent on the first page otherwise.
     """
-    if total <= limit or request.query_params.get("sysparm_suppress_pagination_header", "").lower() == "true":
+    if (
+        total <= limit
+        or request.query_params.get("sysparm_suppress_pagination_header", "").lower() == "true"
+    ):
         return None
     raw = request.scope.get("query_string", b"").decode("latin-1")
-    kept = [p for p in raw.split("&") if p and unquote_plus(p.split("=", 1)[0]) not in
-            ("sysparm_offset", "sysparm_limit")]
+    kept = [
+        p
+        for p in raw.split("&")
+        if p and unquote_plus(p.split("=", 1)[0]) not in ("sysparm_offset", "sysparm_limit")
+    ]
     url = f"{base_url(request)}{request.url.path}?"
 
     def link(off: int, rel: str) -> str:
@@ -162,5 +185,7 @@ def present(request: Request, row: dict[str, str]) -> dict[str, str]:
     for key, value in row.items():
         out[key] = value
         if key == "sys_updated_by":
-            out["download_link"] = f"{base_url(request)}{api_prefix(request)}/attachment/{row['sys_id']}/file"
+            out["download_link"] = (
+                f"{base_url(request)}{api_prefix(request)}/attachment/{row['sys_id']}/file"
+            )
     return out

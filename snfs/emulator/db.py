@@ -4,29 +4,55 @@ One connection, used only from the trio thread with short synchronous queries: s
 correct for a test server (SQLite answers these in microseconds). Every value the API shows is a
 string, so attachment columns are TEXT; records are JSON objects of strings.
 """
+
 from __future__ import annotations
 
 import json
 import sqlite3
 import time
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from snfs.emulator.encoded_query import CompiledQuery, Field
 from snfs.emulator.tables import TABLES, ZZ_YY
 
 # Field order of real sys_attachment responses (notes §10), download_link inserted by the API.
 ATTACHMENT_FIELDS = (
-    "size_bytes", "file_name", "sys_mod_count", "average_image_color", "image_width",
-    "sys_updated_on", "sys_tags", "table_name", "sys_id", "image_height", "sys_updated_by",
-    "content_type", "sys_created_on", "size_compressed", "compressed", "state", "table_sys_id",
-    "chunk_size_bytes", "hash", "sys_created_by",
+    "size_bytes",
+    "file_name",
+    "sys_mod_count",
+    "average_image_color",
+    "image_width",
+    "sys_updated_on",
+    "sys_tags",
+    "table_name",
+    "sys_id",
+    "image_height",
+    "sys_updated_by",
+    "content_type",
+    "sys_created_on",
+    "size_compressed",
+    "compressed",
+    "state",
+    "table_sys_id",
+    "chunk_size_bytes",
+    "hash",
+    "sys_created_by",
 )
-ATTACHMENT_NUMERIC = frozenset({"size_bytes", "size_compressed", "sys_mod_count", "image_width",
-                                "image_height", "chunk_size_bytes"})
+ATTACHMENT_NUMERIC = frozenset(
+    {
+        "size_bytes",
+        "size_compressed",
+        "sys_mod_count",
+        "image_width",
+        "image_height",
+        "chunk_size_bytes",
+    }
+)
 
 SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -46,7 +72,9 @@ CREATE INDEX IF NOT EXISTS att_pending ON sys_attachment (pending_until) WHERE p
 
 def now_str(ts: float | None = None) -> str:
     """ServiceNow's `YYYY-MM-DD HH:MM:SS` in UTC."""
-    return datetime.fromtimestamp(time.time() if ts is None else ts, timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+    return datetime.fromtimestamp(time.time() if ts is None else ts, UTC).strftime(
+        "%Y-%m-%d %H:%M:%S"
+    )
 
 
 def new_sys_id() -> str:
@@ -67,6 +95,7 @@ def record_field_resolver(table: str):
             return None
         # `name` is from the table's whitelist, so it is safe inside the JSON path.
         return Field(f"IFNULL(json_extract(data, '$.{name}'), '')", name in spec.numeric)
+
     return resolve
 
 
@@ -96,52 +125,83 @@ class Store:
         self.conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
 
     def wipe(self) -> None:
-        self.conn.executescript("DELETE FROM records; DELETE FROM sys_attachment; DELETE FROM counters; DELETE FROM meta;")
+        self.conn.executescript(
+            "DELETE FROM records; DELETE FROM sys_attachment; DELETE FROM counters; DELETE FROM meta;"
+        )
 
     # -- records ------------------------------------------------------------------------------
     def next_number(self, table: str) -> str | None:
         prefix = TABLES[table].prefix
         if prefix is None:
             return None
-        self.conn.execute("INSERT OR IGNORE INTO counters (table_name, next) VALUES (?, 10001)", (table,))
-        (n,) = self.conn.execute("UPDATE counters SET next = next + 1 WHERE table_name = ? RETURNING next - 1",
-                                 (table,)).fetchone()
+        self.conn.execute(
+            "INSERT OR IGNORE INTO counters (table_name, next) VALUES (?, 10001)", (table,)
+        )
+        (n,) = self.conn.execute(
+            "UPDATE counters SET next = next + 1 WHERE table_name = ? RETURNING next - 1", (table,)
+        ).fetchone()
         return f"{prefix}{n:07d}"
 
-    def insert_record(self, table: str, values: dict[str, str], user: str,
-                      sys_id: str | None = None, created_on: str | None = None) -> dict[str, str]:
+    def insert_record(
+        self,
+        table: str,
+        values: dict[str, str],
+        user: str,
+        sys_id: str | None = None,
+        created_on: str | None = None,
+    ) -> dict[str, str]:
         spec = TABLES[table]
         stamp = created_on or now_str()
         record = {f: "" for f in spec.fields}
         record.update({k: str(v) for k, v in values.items() if k in spec.fields})
-        record.update(sys_id=sys_id or new_sys_id(), sys_created_on=stamp, sys_updated_on=stamp,
-                      sys_created_by=user, sys_updated_by=user, sys_mod_count="0", sys_class_name=table)
+        record.update(
+            sys_id=sys_id or new_sys_id(),
+            sys_created_on=stamp,
+            sys_updated_on=stamp,
+            sys_created_by=user,
+            sys_updated_by=user,
+            sys_mod_count="0",
+            sys_class_name=table,
+        )
         if spec.prefix and not values.get("number"):
             record["number"] = self.next_number(table) or ""
-        self.conn.execute("INSERT INTO records (table_name, sys_id, sys_created_on, data) VALUES (?, ?, ?, ?)",
-                          (table, record["sys_id"], stamp, json.dumps(record)))
+        self.conn.execute(
+            "INSERT INTO records (table_name, sys_id, sys_created_on, data) VALUES (?, ?, ?, ?)",
+            (table, record["sys_id"], stamp, json.dumps(record)),
+        )
         return record
 
     def get_record(self, table: str, sys_id: str) -> dict[str, str] | None:
-        row = self.conn.execute("SELECT data FROM records WHERE table_name = ? AND sys_id = ?",
-                                (table, sys_id)).fetchone()
+        row = self.conn.execute(
+            "SELECT data FROM records WHERE table_name = ? AND sys_id = ?", (table, sys_id)
+        ).fetchone()
         return json.loads(row[0]) if row else None
 
     def delete_record(self, table: str, sys_id: str) -> list[str]:
         """Delete a record and its attachments (plain and ZZ_YY); return the attachment ids."""
-        self.conn.execute("DELETE FROM records WHERE table_name = ? AND sys_id = ?", (table, sys_id))
-        ids = [r[0] for r in self.conn.execute(
-            "DELETE FROM sys_attachment WHERE table_sys_id = ? AND table_name IN (?, ?) RETURNING sys_id",
-            (sys_id, table, ZZ_YY + table)).fetchall()]
+        self.conn.execute(
+            "DELETE FROM records WHERE table_name = ? AND sys_id = ?", (table, sys_id)
+        )
+        ids = [
+            r[0]
+            for r in self.conn.execute(
+                "DELETE FROM sys_attachment WHERE table_sys_id = ? AND table_name IN (?, ?) RETURNING sys_id",
+                (sys_id, table, ZZ_YY + table),
+            ).fetchall()
+        ]
         return ids
 
     def list_records(self, table: str, q: CompiledQuery, limit: int, offset: int) -> Page:
         where = f"table_name = ? AND ({q.where})"
         params = [table, *q.params]
         order = ", ".join(q.order_by + ["sys_created_on ASC", "sys_id ASC"])
-        total = self.conn.execute(f"SELECT COUNT(*) FROM records WHERE {where}", params).fetchone()[0]
-        rows = self.conn.execute(f"SELECT data FROM records WHERE {where} ORDER BY {order} LIMIT ? OFFSET ?",
-                                 [*params, limit, offset]).fetchall()
+        total = self.conn.execute(f"SELECT COUNT(*) FROM records WHERE {where}", params).fetchone()[
+            0
+        ]
+        rows = self.conn.execute(
+            f"SELECT data FROM records WHERE {where} ORDER BY {order} LIMIT ? OFFSET ?",
+            [*params, limit, offset],
+        ).fetchall()
         return Page([json.loads(r[0]) for r in rows], total)
 
     # -- attachments --------------------------------------------------------------------------
@@ -149,43 +209,58 @@ class Store:
         cols = list(ATTACHMENT_FIELDS)
         self.conn.execute(
             f"INSERT INTO sys_attachment ({', '.join(cols)}, pending_until) VALUES ({', '.join('?' * len(cols))}, ?)",
-            [row.get(c, "") for c in cols] + [pending_until])
+            [row.get(c, "") for c in cols] + [pending_until],
+        )
 
     def promote_pending(self, now: float | None = None) -> None:
         """`pending` becomes `available` once its delay passed (lazily, on the next read)."""
         now = time.time() if now is None else now
-        due = self.conn.execute("SELECT sys_id, pending_until FROM sys_attachment WHERE pending_until IS NOT NULL "
-                                "AND pending_until <= ?", (now,)).fetchall()
+        due = self.conn.execute(
+            "SELECT sys_id, pending_until FROM sys_attachment WHERE pending_until IS NOT NULL "
+            "AND pending_until <= ?",
+            (now,),
+        ).fetchall()
         for sys_id, until in due:
             self.conn.execute(
                 "UPDATE sys_attachment SET state = 'available', sys_updated_by = 'system', "
                 "sys_mod_count = CAST(sys_mod_count AS INTEGER) + 1, sys_updated_on = ?, pending_until = NULL "
-                "WHERE sys_id = ?", (now_str(until), sys_id))
+                "WHERE sys_id = ?",
+                (now_str(until), sys_id),
+            )
 
     def get_attachment(self, sys_id: str) -> dict[str, str] | None:
         self.promote_pending()
-        row = self.conn.execute(f"SELECT {', '.join(ATTACHMENT_FIELDS)} FROM sys_attachment WHERE sys_id = ?",
-                                (sys_id,)).fetchone()
+        row = self.conn.execute(
+            f"SELECT {', '.join(ATTACHMENT_FIELDS)} FROM sys_attachment WHERE sys_id = ?", (sys_id,)
+        ).fetchone()
         return dict(row) if row else None
 
     def delete_attachment(self, sys_id: str) -> bool:
-        return self.conn.execute("DELETE FROM sys_attachment WHERE sys_id = ?", (sys_id,)).rowcount > 0
+        return (
+            self.conn.execute("DELETE FROM sys_attachment WHERE sys_id = ?", (sys_id,)).rowcount > 0
+        )
 
     def rename_attachment(self, sys_id: str, file_name: str, user: str) -> None:
         self.conn.execute(
             "UPDATE sys_attachment SET file_name = ?, sys_updated_by = ?, sys_updated_on = ?, "
             "sys_mod_count = CAST(sys_mod_count AS INTEGER) + 1 WHERE sys_id = ?",
-            (file_name, user, now_str(), sys_id))
+            (file_name, user, now_str(), sys_id),
+        )
 
-    def list_attachments(self, q: CompiledQuery, limit: int, offset: int,
-                         readable: list[str] | None) -> Page:
+    def list_attachments(
+        self, q: CompiledQuery, limit: int, offset: int, readable: list[str] | None
+    ) -> Page:
         self.promote_pending()
         where, params = self._attachment_where(q, readable)
         order = ", ".join(q.order_by + ["sys_created_on ASC", "sys_id ASC"])
-        total = self.conn.execute(f"SELECT COUNT(*) FROM sys_attachment WHERE {where}", params).fetchone()[0]
+        total = self.conn.execute(
+            f"SELECT COUNT(*) FROM sys_attachment WHERE {where}", params
+        ).fetchone()[0]
         rows = self.conn.execute(
             f"SELECT {', '.join(ATTACHMENT_FIELDS)} FROM sys_attachment WHERE {where} "
-            f"ORDER BY {order} LIMIT ? OFFSET ?", [*params, limit, offset]).fetchall()
+            f"ORDER BY {order} LIMIT ? OFFSET ?",
+            [*params, limit, offset],
+        ).fetchall()
         return Page([dict(r) for r in rows], total)
 
     @staticmethod
@@ -194,13 +269,21 @@ class Store:
             return q.where, list(q.params)
         # Like ACLs: rows of tables the user may not read are simply not there.
         marks = ", ".join("?" * len(readable)) or "NULL"
-        acl = (f"(table_name IN ({marks}) OR (substr(table_name, 1, 5) = '{ZZ_YY}' "
-               f"AND substr(table_name, 6) IN ({marks})))")
+        acl = (
+            f"(table_name IN ({marks}) OR (substr(table_name, 1, 5) = '{ZZ_YY}' "
+            f"AND substr(table_name, 6) IN ({marks})))"
+        )
         return f"{acl} AND ({q.where})", [*readable, *readable, *q.params]
 
     # -- aggregates ---------------------------------------------------------------------------
-    def aggregate(self, source: str, where: str, params: Iterable[Any], group_exprs: list[str],
-                  aggs: list[tuple[str, str, str]]) -> list[tuple[list[str], int, list[str]]]:
+    def aggregate(
+        self,
+        source: str,
+        where: str,
+        params: Iterable[Any],
+        group_exprs: list[str],
+        aggs: list[tuple[str, str, str]],
+    ) -> list[tuple[list[str], int, list[str]]]:
         """[(group values, count, aggregate values)] for `SELECT ... FROM source WHERE ... GROUP BY`.
 
         `aggs` are (function, field name, sql expression); `source` and expressions come from
@@ -213,10 +296,17 @@ class Store:
         out = []
         for row in self.conn.execute(sql, list(params)).fetchall():
             n = len(group_exprs)
-            out.append(([str(v) for v in row[:n]], int(row[n]),
-                        ["" if v is None else str(v) for v in row[n + 1:]]))
+            out.append(
+                (
+                    [str(v) for v in row[:n]],
+                    int(row[n]),
+                    ["" if v is None else str(v) for v in row[n + 1 :]],
+                )
+            )
         return out
 
-    def attachment_where(self, q: CompiledQuery, readable: list[str] | None) -> tuple[str, list[Any]]:
+    def attachment_where(
+        self, q: CompiledQuery, readable: list[str] | None
+    ) -> tuple[str, list[Any]]:
         self.promote_pending()
         return self._attachment_where(q, readable)

@@ -2,6 +2,7 @@
 
 Everything is deterministic (sys_ids, timestamps, bytes), so docs and tests can name them.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -28,13 +29,23 @@ def stamp(minutes: int) -> str:
 
 def png(width: int, height: int) -> bytes:
     """A real RGB PNG (a gradient), built with zlib and struct."""
+
     def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        return (
+            struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        )
+
     rows = b"".join(  # filter byte 0, then RGB pixels
         b"\x00" + b"".join(bytes((x * 255 // width, y * 255 // height, 128)) for x in range(width))
-        for y in range(height))
+        for y in range(height)
+    )
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b"")
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", ihdr)
+        + chunk(b"IDAT", zlib.compress(rows))
+        + chunk(b"IEND", b"")
+    )
 
 
 def pdf(text: str) -> bytes:
@@ -56,7 +67,9 @@ def pdf(text: str) -> bytes:
     xref = len(out)
     out += f"xref\n0 {len(objects) + 1}\n0000000000 65535 f \n".encode()
     out += b"".join(f"{off:010d} 00000 n \n".encode() for off in offsets)
-    out += f"trailer\n<< /Size {len(objects) + 1} /Root 1 0 R >>\nstartxref\n{xref}\n%%EOF\n".encode()
+    out += (
+        f"trailer\n<< /Size {len(objects) + 1} /Root 1 0 R >>\nstartxref\n{xref}\n%%EOF\n".encode()
+    )
     return bytes(out)
 
 
@@ -85,17 +98,58 @@ def attachments() -> list[tuple[str, str, str, str, str, bytes]]:
         ("dup1", "incident", "inc1", "notes.txt", "text/plain", b"first notes.txt\n"),
         ("dup2", "incident", "inc1", "notes.txt", "text/plain", b"second notes.txt, same name\n"),
         ("space", "incident", "inc1", "meeting notes.txt", "text/plain", b"name with spaces\n"),
-        ("resume", "incident", "inc1", "r\u00e9sum\u00e9.txt", "text/plain", "unicode name: r\u00e9sum\u00e9\n".encode()),
-        ("percent", "incident", "inc1", "100% done #1.txt", "text/plain", b"percent and hash in the name\n"),
+        (
+            "resume",
+            "incident",
+            "inc1",
+            "r\u00e9sum\u00e9.txt",
+            "text/plain",
+            "unicode name: r\u00e9sum\u00e9\n".encode(),
+        ),
+        (
+            "percent",
+            "incident",
+            "inc1",
+            "100% done #1.txt",
+            "text/plain",
+            b"percent and hash in the name\n",
+        ),
         ("caret", "incident", "inc1", "a^b.txt", "text/plain", b"caret in the name\n"),
         ("slash", "incident", "inc1", "reports/2026.txt", "text/plain", b"slash in the name\n"),
-        ("big", "incident", "inc2", "capture.bin", "application/octet-stream", binary(3 * 1024 * 1024)),
-        ("vpnlog", "incident", "inc2", "vpn.log", "text/plain", b"".join(
-            f"2026-01-05 09:{m:02d}:00 tunnel reset\n".encode() for m in range(60))),
+        (
+            "big",
+            "incident",
+            "inc2",
+            "capture.bin",
+            "application/octet-stream",
+            binary(3 * 1024 * 1024),
+        ),
+        (
+            "vpnlog",
+            "incident",
+            "inc2",
+            "vpn.log",
+            "text/plain",
+            b"".join(f"2026-01-05 09:{m:02d}:00 tunnel reset\n".encode() for m in range(60)),
+        ),
         ("rca", "problem", "prb1", "root-cause.txt", "text/plain", b"Root cause: disk full.\n"),
         ("plan", "change_request", "chg1", "plan.pdf", "application/pdf", pdf("Change plan")),
-        ("howto", "kb_knowledge", "kb1", "vpn-howto.txt", "text/plain", b"1. Install the client.\n"),
-        ("hr", "hr_case", "hrc1", "confidential.txt", "text/plain", b"HR only: relocation details.\n"),
+        (
+            "howto",
+            "kb_knowledge",
+            "kb1",
+            "vpn-howto.txt",
+            "text/plain",
+            b"1. Install the client.\n",
+        ),
+        (
+            "hr",
+            "hr_case",
+            "hrc1",
+            "confidential.txt",
+            "text/plain",
+            b"HR only: relocation details.\n",
+        ),
         # An image field of incident 1: stored under ZZ_YYincident, pointing at the incident.
         ("field", "ZZ_YYincident", "inc1", "avatar.png", "image/png", png(16, 16)),
     ]
@@ -104,20 +158,37 @@ def attachments() -> list[tuple[str, str, str, str, str, bytes]]:
 def seed(store: Store, blobs: BlobStore) -> None:
     minute = 0
     for key, table, number, text in RECORDS:
-        values = {"number": number, "short_description": text, "state": "1", "priority": "3", "active": "true"}
+        values = {
+            "number": number,
+            "short_description": text,
+            "state": "1",
+            "priority": "3",
+            "active": "true",
+        }
         if key == "inc1":
             values["image"] = demo_id("att:field")  # the image field holds its attachment's sys_id
         store.insert_record(table, values, "admin", sys_id=demo_id(key), created_on=stamp(minute))
         minute += 1
-    store.conn.executemany("INSERT OR REPLACE INTO counters (table_name, next) VALUES (?, 10010)",
-                           [(table,) for _, table, _, _ in RECORDS])
+    store.conn.executemany(
+        "INSERT OR REPLACE INTO counters (table_name, next) VALUES (?, 10010)",
+        [(table,) for _, table, _, _ in RECORDS],
+    )
     for key, table_name, record, name, ctype, data in attachments():
         writer = blobs.writer()
         writer.write(data)
         writer.close()
         sys_id = demo_id("att:" + key)
-        row = attachment_row(writer, sys_id, table_name, demo_id(record), name, ctype, "admin",
-                             stamp(minute), available=True)
+        row = attachment_row(
+            writer,
+            sys_id,
+            table_name,
+            demo_id(record),
+            name,
+            ctype,
+            "admin",
+            stamp(minute),
+            available=True,
+        )
         # As after the real pending -> available transition.
         row.update(sys_mod_count="1", sys_updated_by="system", sys_updated_on=stamp(minute))
         blobs.commit(writer, sys_id)

@@ -4,6 +4,7 @@ Like a real instance: chunked, gzip when the client accepts it, no Range. With -
 `Accept-Ranges: bytes`, one `bytes=a-b` / `a-` / `-n` range → 206 (identity, so offsets are byte
 offsets), unsatisfiable → 416; several ranges are ignored (200 with the whole file).
 """
+
 from __future__ import annotations
 
 import os
@@ -32,7 +33,11 @@ def content_type_header(content_type: str) -> str:
 
 def content_disposition(name: str) -> str:
     # The quoted form must stay latin-1 safe for HTTP; filename* carries the exact UTF-8 name.
-    ascii_name = "".join(c if 32 <= ord(c) < 127 else "_" for c in name).replace("\\", "\\\\").replace('"', '\\"')
+    ascii_name = (
+        "".join(c if 32 <= ord(c) < 127 else "_" for c in name)
+        .replace("\\", "\\\\")
+        .replace('"', '\\"')
+    )
     return f"attachment;filename=\"{ascii_name}\";filename*=UTF-8''{quote(name, safe='')}"
 
 
@@ -65,18 +70,35 @@ def parse_range(header: str, size: int) -> tuple[int, int] | None | str:
 class FileStream:
     """A bare ASGI response: no buffering, one read and one send per chunk."""
 
-    def __init__(self, status: int, headers: dict[str, str], path: Path, start: int, length: int,
-                 gzip_level: int | None, chunk_size: int, head_only: bool) -> None:
+    def __init__(
+        self,
+        status: int,
+        headers: dict[str, str],
+        path: Path,
+        start: int,
+        length: int,
+        gzip_level: int | None,
+        chunk_size: int,
+        head_only: bool,
+    ) -> None:
         self.status, self.path, self.start, self.length = status, path, start, length
-        self.raw_headers = [(k.lower().encode("latin-1"), v.encode("utf-8")) for k, v in headers.items()]
+        self.raw_headers = [
+            (k.lower().encode("latin-1"), v.encode("utf-8")) for k, v in headers.items()
+        ]
         self.gzip_level, self.chunk_size, self.head_only = gzip_level, chunk_size, head_only
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        await send({"type": "http.response.start", "status": self.status, "headers": self.raw_headers})
+        await send(
+            {"type": "http.response.start", "status": self.status, "headers": self.raw_headers}
+        )
         if self.head_only:
             await send({"type": "http.response.body", "body": b"", "more_body": False})
             return
-        gz = zlib.compressobj(self.gzip_level, zlib.DEFLATED, 31) if self.gzip_level is not None else None
+        gz = (
+            zlib.compressobj(self.gzip_level, zlib.DEFLATED, 31)
+            if self.gzip_level is not None
+            else None
+        )
         with open(self.path, "rb", buffering=0) as f:
             if self.start:
                 f.seek(self.start)
@@ -103,7 +125,9 @@ def _incompressible(row: dict[str, str]) -> bool:
         return False
 
 
-def file_response(request: Request, config: Config, row: dict[str, str], path: Path, meta: str) -> FileStream:
+def file_response(
+    request: Request, config: Config, row: dict[str, str], path: Path, meta: str
+) -> FileStream:
     size = os.path.getsize(path)
     headers = {
         "Content-Type": content_type_header(row["content_type"]),
@@ -117,16 +141,22 @@ def file_response(request: Request, config: Config, row: dict[str, str], path: P
         wanted = request.headers.get("range")
         rng = parse_range(wanted, size) if wanted else None
         if rng == "unsatisfiable":
-            raise ApiError(416, "Requested range not satisfiable", None, {"Content-Range": f"bytes */{size}"})
+            raise ApiError(
+                416, "Requested range not satisfiable", None, {"Content-Range": f"bytes */{size}"}
+            )
         if isinstance(rng, tuple):
             start, length = rng
             status = 206
             headers["Content-Range"] = f"bytes {start}-{start + length - 1}/{size}"
-    gzip_level = config.gzip_level if config.gzip and status == 200 and accepts_gzip(request) else None
+    gzip_level = (
+        config.gzip_level if config.gzip and status == 200 and accepts_gzip(request) else None
+    )
     if gzip_level is not None and _incompressible(row):
         gzip_level = 0  # still gzip on the wire, without burning CPU on random bytes
     if gzip_level is not None:
         headers["Content-Encoding"] = "gzip"
     elif config.range:
         headers["Content-Length"] = str(length)  # identity with --range: sized, like a file server
-    return FileStream(status, headers, path, start, length, gzip_level, config.chunk_size, head_only)
+    return FileStream(
+        status, headers, path, start, length, gzip_level, config.chunk_size, head_only
+    )

@@ -15,6 +15,7 @@ Under `/api/v1/{account}/` (any account, or only `--account NAME`), HTTP Basic
 - `DELETE /requests/{rfc_number}/documents/{document_id}` → 204 (`--delete-status 200`; the
   path is uncertain: `--no-delete` makes it 405)
 """
+
 from __future__ import annotations
 
 import base64
@@ -26,7 +27,7 @@ import sqlite3
 import time
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -38,21 +39,44 @@ from starlette.routing import Route
 from snfs.emulator.auth import Auth, User
 from snfs.emulator.common import ApiError
 from snfs.emulator.download import FileStream, content_type_header
-from snfs.emulator.kinds import (HttpError, KindEmulator, SqliteStore, StreamingForm,
-                                 compile_routes, control_routes, disposition, drain, http_date,
-                                 is_multipart, json_response, kind_app, parse_multipart,
-                                 read_capped, request_base)
+from snfs.emulator.kinds import (
+    HttpError,
+    KindEmulator,
+    SqliteStore,
+    StreamingForm,
+    compile_routes,
+    control_routes,
+    disposition,
+    drain,
+    http_date,
+    is_multipart,
+    json_response,
+    kind_app,
+    parse_multipart,
+    read_capped,
+    request_base,
+)
 
 PREFIX = re.compile(r"^/api/v1/[^/]+(?=/)")
 _ID = r"[^/]+"
-ROUTES = compile_routes([
-    ("POST", "/requests", "/requests"),
-    ("GET", "/requests/{rfc_number}", f"/requests/{_ID}"),
-    ("POST", "/requests/{rfc_number}/documents", f"/requests/{_ID}/documents"),
-    ("GET", "/requests/{rfc_number}/documents", f"/requests/{_ID}/documents"),
-    ("GET", "/requests/{rfc_number}/documents/{document_id}", f"/requests/{_ID}/documents/{_ID}"),
-    ("DELETE", "/requests/{rfc_number}/documents/{document_id}", f"/requests/{_ID}/documents/{_ID}"),
-])
+ROUTES = compile_routes(
+    [
+        ("POST", "/requests", "/requests"),
+        ("GET", "/requests/{rfc_number}", f"/requests/{_ID}"),
+        ("POST", "/requests/{rfc_number}/documents", f"/requests/{_ID}/documents"),
+        ("GET", "/requests/{rfc_number}/documents", f"/requests/{_ID}/documents"),
+        (
+            "GET",
+            "/requests/{rfc_number}/documents/{document_id}",
+            f"/requests/{_ID}/documents/{_ID}",
+        ),
+        (
+            "DELETE",
+            "/requests/{rfc_number}/documents/{document_id}",
+            f"/requests/{_ID}/documents/{_ID}",
+        ),
+    ]
+)
 INVALID_LOGIN = {"error": "Invalid Login / Password"}
 NOT_FOUND = {"error": "Resource not found"}
 NO_REST = {"error": "The user does not have the REST API right enabled in their profile"}
@@ -66,7 +90,7 @@ class EVConfig:
     port: int = 0
     data_dir: Path = Path(".")
     users: list[User] = field(default_factory=list)
-    account: str | None = None          # None: any account name
+    account: str | None = None  # None: any account name
     max_body_mb: float = 64.0
     delete: bool = True
     delete_status: int = 204
@@ -85,7 +109,7 @@ def parse_ev_user(spec: str) -> User:
         raise ValueError(f"bad user {spec!r}: expected NAME:PASSWORD[:norest]")
     roles = {"norest"} if flag else {"rest"}
     if name == "admin":
-        roles.add("admin")   # the test controls need the admin user
+        roles.add("admin")  # the test controls need the admin user
     return User(name, password, frozenset(roles))
 
 
@@ -108,27 +132,35 @@ class EVStore(SqliteStore):
         super().__init__(path, SCHEMA)
 
     def wipe(self) -> None:
-        self.conn.executescript("DELETE FROM ev_counters; DELETE FROM ev_requests; DELETE FROM ev_documents;")
+        self.conn.executescript(
+            "DELETE FROM ev_counters; DELETE FROM ev_requests; DELETE FROM ev_documents;"
+        )
 
     def next(self, name: str, start: int) -> int:
-        self.conn.execute("INSERT OR IGNORE INTO ev_counters (name, next) VALUES (?, ?)", (name, start))
-        (n,) = self.conn.execute("UPDATE ev_counters SET next = next + 1 WHERE name = ? RETURNING next - 1",
-                                 (name,)).fetchone()
+        self.conn.execute(
+            "INSERT OR IGNORE INTO ev_counters (name, next) VALUES (?, ?)", (name, start)
+        )
+        (n,) = self.conn.execute(
+            "UPDATE ev_counters SET next = next + 1 WHERE name = ? RETURNING next - 1", (name,)
+        ).fetchone()
         return int(n)
 
     def new_request(self, account: str, data: Any) -> dict[str, Any]:
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         day = now.strftime("%y%m%d")
         rfc = f"I{day}_{self.next('rfc' + day, 1):06d}"
         request_id = self.next("request_id", 1001)
         created = now.strftime("%Y-%m-%d %H:%M:%S")
-        self.conn.execute("INSERT INTO ev_requests VALUES (?, ?, ?, ?, ?)",
-                          (account, rfc, request_id, created, json.dumps(data)))
+        self.conn.execute(
+            "INSERT INTO ev_requests VALUES (?, ?, ?, ?, ?)",
+            (account, rfc, request_id, created, json.dumps(data)),
+        )
         return {"rfc_number": rfc, "request_id": request_id, "created_on": created}
 
     def get_request(self, account: str, rfc: str) -> sqlite3.Row | None:
-        return self.conn.execute("SELECT * FROM ev_requests WHERE account = ? AND rfc_number = ?",
-                                 (account, rfc)).fetchone()
+        return self.conn.execute(
+            "SELECT * FROM ev_requests WHERE account = ? AND rfc_number = ?", (account, rfc)
+        ).fetchone()
 
     def new_document_id(self) -> str:
         # Shape of the doc's example "40000_9ae8...": a number, "_", hex.
@@ -136,16 +168,24 @@ class EVStore(SqliteStore):
 
     def add_document(self, row: dict[str, Any]) -> None:
         cols = ", ".join(row)
-        self.conn.execute(f"INSERT INTO ev_documents ({cols}) VALUES ({', '.join('?' * len(row))})",
-                          list(row.values()))
+        self.conn.execute(
+            f"INSERT INTO ev_documents ({cols}) VALUES ({', '.join('?' * len(row))})",
+            list(row.values()),
+        )
 
     def documents(self, account: str, rfc: str) -> list[sqlite3.Row]:
-        return self.conn.execute("SELECT * FROM ev_documents WHERE account = ? AND rfc_number = ? "
-                                 "ORDER BY seq", (account, rfc)).fetchall()
+        return self.conn.execute(
+            "SELECT * FROM ev_documents WHERE account = ? AND rfc_number = ? ORDER BY seq",
+            (account, rfc),
+        ).fetchall()
 
-    def document(self, account: str, document_id: str, rfc: str | None = None) -> sqlite3.Row | None:
-        row = self.conn.execute("SELECT * FROM ev_documents WHERE account = ? AND document_id = ?",
-                                (account, document_id)).fetchone()
+    def document(
+        self, account: str, document_id: str, rfc: str | None = None
+    ) -> sqlite3.Row | None:
+        row = self.conn.execute(
+            "SELECT * FROM ev_documents WHERE account = ? AND document_id = ?",
+            (account, document_id),
+        ).fetchone()
         if row is None or (rfc is not None and row["rfc_number"] != rfc):
             return None
         return row
@@ -167,6 +207,7 @@ class EasyVistaEmulator(KindEmulator):
 
 # -- helpers -------------------------------------------------------------------------------------
 
+
 def emu_of(request: Request) -> EasyVistaEmulator:
     return request.app.state.emu
 
@@ -180,7 +221,7 @@ def authorize(request: Request) -> tuple[EasyVistaEmulator, str]:
     emu = emu_of(request)
     account = request.path_params.get("account", "")
     if emu.config.account is not None and account != emu.config.account:
-        raise HttpError(401, INVALID_LOGIN)   # doc: 401 also for an incorrect account
+        raise HttpError(401, INVALID_LOGIN)  # doc: 401 also for an incorrect account
     user = emu.auth.authenticate(request.headers.get("authorization"))
     if user is None:
         raise HttpError(401, INVALID_LOGIN, {"WWW-Authenticate": 'Basic realm="EasyVista"'})
@@ -198,6 +239,7 @@ def found(row: Any) -> Any:
 
 # -- endpoints -----------------------------------------------------------------------------------
 
+
 async def create_request(request: Request) -> Response:
     try:
         emu, account = authorize(request)
@@ -210,7 +252,9 @@ async def create_request(request: Request) -> Response:
     except ValueError:
         raise HttpError(400, {"error": "Invalid JSON body"}) from None
     row = emu.store.new_request(account, data)
-    return json_response({"HREF": f"{api_base(request, account)}/requests/{row['rfc_number']}"}, 201)
+    return json_response(
+        {"HREF": f"{api_base(request, account)}/requests/{row['rfc_number']}"}, 201
+    )
 
 
 async def get_request(request: Request) -> Response:
@@ -218,12 +262,21 @@ async def get_request(request: Request) -> Response:
     rfc = request.path_params["rfc_number"]
     row = found(emu.store.get_request(account, rfc))
     href = f"{api_base(request, account)}/requests/{rfc}"
-    return json_response({"HREF": href, "RFC_NUMBER": rfc, "REQUEST_ID": str(row["request_id"]),
-                          "SUBMIT_DATE_UT": row["created_on"], "DOCUMENTS": {"HREF": href + "/documents"}})
+    return json_response(
+        {
+            "HREF": href,
+            "RFC_NUMBER": rfc,
+            "REQUEST_ID": str(row["request_id"]),
+            "SUBMIT_DATE_UT": row["created_on"],
+            "DOCUMENTS": {"HREF": href + "/documents"},
+        }
+    )
 
 
 def too_large(emu: EasyVistaEmulator) -> HttpError:
-    return HttpError(413, {"error": f"Request body exceeds the maximum size of {emu.config.max_body_mb:g} MB"})
+    return HttpError(
+        413, {"error": f"Request body exceeds the maximum size of {emu.config.max_body_mb:g} MB"}
+    )
 
 
 def decode_documents(value: Any) -> list[tuple[str, bytes]]:
@@ -250,7 +303,9 @@ def decode_documents(value: Any) -> list[tuple[str, bytes]]:
         try:
             content = base64.b64decode("".join(data.split()), validate=True)
         except (binascii.Error, ValueError):
-            raise HttpError(400, {"error": f"documents[{i}] ({name}): filedata is not valid Base64"}) from None
+            raise HttpError(
+                400, {"error": f"documents[{i}] ({name}): filedata is not valid Base64"}
+            ) from None
         out.append((name, content))
     return out
 
@@ -301,29 +356,54 @@ async def post_documents(request: Request) -> Response:
         for name, content in docs:
             writer = emu.blobs.writer()
             for i in range(0, len(content), 1 << 20):
-                writer.write(content[i:i + (1 << 20)])
+                writer.write(content[i : i + (1 << 20)])
             store_document(emu, account, rfc, writer, name, "", description, now)
         for part in raw_files:
-            store_document(emu, account, rfc, part.writer, part.file_name or "document",
-                           part.content_type, description, now)
+            store_document(
+                emu,
+                account,
+                rfc,
+                part.writer,
+                part.file_name or "document",
+                part.content_type,
+                description,
+                now,
+            )
     finally:
         if form is not None:
-            form.abort()   # no-op for the files already committed
+            form.abort()  # no-op for the files already committed
     return json_response({"HREF": f"{api_base(request, account)}/requests/{rfc}"}, 201)
 
 
-def store_document(emu: EasyVistaEmulator, account: str, rfc: str, writer: Any, name: str,
-                   content_type: str, description: str, now: float) -> None:
+def store_document(
+    emu: EasyVistaEmulator,
+    account: str,
+    rfc: str,
+    writer: Any,
+    name: str,
+    content_type: str,
+    description: str,
+    now: float,
+) -> None:
     writer.close()
     doc_id = emu.store.new_document_id()
     ctype = content_type if content_type and content_type != "application/octet-stream" else ""
     ctype = ctype or mimetypes.guess_type(name)[0] or "application/octet-stream"
     emu.blobs.commit(writer, doc_id)
-    emu.store.add_document({
-        "document_id": doc_id, "account": account, "rfc_number": rfc,
-        "seq": emu.store.next("seq", 1), "file_name": name, "size": writer.size,
-        "content_type": ctype, "sha256": writer.sha256, "description": description,
-        "created_at": now})
+    emu.store.add_document(
+        {
+            "document_id": doc_id,
+            "account": account,
+            "rfc_number": rfc,
+            "seq": emu.store.next("seq", 1),
+            "file_name": name,
+            "size": writer.size,
+            "content_type": ctype,
+            "sha256": writer.sha256,
+            "description": description,
+            "created_at": now,
+        }
+    )
 
 
 async def list_documents(request: Request) -> Response:
@@ -331,8 +411,14 @@ async def list_documents(request: Request) -> Response:
     rfc = request.path_params["rfc_number"]
     found(emu.store.get_request(account, rfc))
     parent = f"{api_base(request, account)}/requests/{rfc}"
-    docs = [{"HREF": autoconnect_href(request, account, row["document_id"]), "PARENT_HREF": parent,
-             "DOCUMENT_ID": row["document_id"]} for row in emu.store.documents(account, rfc)]
+    docs = [
+        {
+            "HREF": autoconnect_href(request, account, row["document_id"]),
+            "PARENT_HREF": parent,
+            "DOCUMENT_ID": row["document_id"],
+        }
+        for row in emu.store.documents(account, rfc)
+    ]
     return json_response({"PARENT_HREF": parent, "HREF": parent + "/documents", "Documents": docs})
 
 
@@ -344,8 +430,10 @@ def autoconnect_href(request: Request, account: str, doc_id: str) -> str:
 def file_response(request: Request, emu: EasyVistaEmulator, row: Any) -> Response:
     path = emu.blobs.path(row["document_id"])
     size = row["size"]
-    headers = {"Content-Disposition": disposition(row["file_name"]),
-               "Last-Modified": http_date(row["created_at"])}
+    headers = {
+        "Content-Disposition": disposition(row["file_name"]),
+        "Last-Modified": http_date(row["created_at"]),
+    }
     head_only = request.method == "HEAD"
     if request.query_params.get("encoding", "").lower() == "base64":
         headers["Content-Type"] = "text/plain; charset=us-ascii"
@@ -357,6 +445,7 @@ def file_response(request: Request, emu: EasyVistaEmulator, row: Any) -> Respons
             with open(path, "rb") as f:
                 while chunk := f.read(B64_CHUNK):
                     yield base64.b64encode(chunk)
+
         return StreamingResponse(encoded(), headers=headers)
     headers["Content-Type"] = content_type_header(row["content_type"])
     headers["Content-Length"] = str(size)
@@ -383,8 +472,11 @@ async def autoconnect(request: Request) -> Response:
     user = emu.auth.authenticate(request.headers.get("authorization"))
     if user is None:
         raise HttpError(401, INVALID_LOGIN, {"WWW-Authenticate": 'Basic realm="EasyVista"'})
-    row = found(emu.store.document(request.query_params.get("account", ""),
-                                   request.query_params.get("docpath", "")))
+    row = found(
+        emu.store.document(
+            request.query_params.get("account", ""), request.query_params.get("docpath", "")
+        )
+    )
     return file_response(request, emu, row)
 
 
@@ -436,12 +528,19 @@ def build_app(emu: EasyVistaEmulator) -> Any:
         Route(f"{p}/requests/{{rfc_number}}", get_request, methods=["GET"]),
         Route(f"{p}/requests/{{rfc_number}}/documents", post_documents, methods=["POST"]),
         Route(f"{p}/requests/{{rfc_number}}/documents", list_documents, methods=["GET"]),
-        Route(f"{p}/requests/{{rfc_number}}/documents/{{document_id}}", get_document, methods=["GET"]),
+        Route(
+            f"{p}/requests/{{rfc_number}}/documents/{{document_id}}", get_document, methods=["GET"]
+        ),
         Route("/autoconnect_mail.php", autoconnect, methods=["GET"]),
     ]
     if emu.config.delete:
-        routes.append(Route(f"{p}/requests/{{rfc_number}}/documents/{{document_id}}", delete_document,
-                            methods=["DELETE"]))
+        routes.append(
+            Route(
+                f"{p}/requests/{{rfc_number}}/documents/{{document_id}}",
+                delete_document,
+                methods=["DELETE"],
+            )
+        )
     routes += control_routes()
     routes.append(Route("/{path:path}", fallback, methods=ALL_METHODS))
     return kind_app(emu, routes, api_error, server_error, fault_body)

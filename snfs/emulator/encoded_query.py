@@ -13,17 +13,34 @@ known field to a SQL expression and returns None for unknown fields; unknown fie
 condition invalid, and invalid conditions are dropped (ServiceNow's default) or make the whole
 query match nothing (`glide.invalid_query.returns_no_rows=true`).
 """
+
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 # Longest first, so "NOT LIKE" wins over "LIKE" would-be prefixes and "<=" over "<".
 OPERATORS: tuple[str, ...] = (
-    "ISNOTEMPTY", "ISEMPTY", "EMPTYSTRING", "ANYTHING", "STARTSWITH", "ENDSWITH",
-    "NOT LIKE", "NOT IN", "NSAMEAS", "SAMEAS", "BETWEEN", "LIKE", "IN",
-    "!=", "<=", ">=", "=", "<", ">",
+    "ISNOTEMPTY",
+    "ISEMPTY",
+    "EMPTYSTRING",
+    "ANYTHING",
+    "STARTSWITH",
+    "ENDSWITH",
+    "NOT LIKE",
+    "NOT IN",
+    "NSAMEAS",
+    "SAMEAS",
+    "BETWEEN",
+    "LIKE",
+    "IN",
+    "!=",
+    "<=",
+    ">=",
+    "=",
+    "<",
+    ">",
 )
 UNARY = frozenset({"ISEMPTY", "ISNOTEMPTY", "ANYTHING", "EMPTYSTRING"})
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_.]*\Z")
@@ -33,6 +50,7 @@ _NUMBER = re.compile(r"-?\d+(\.\d+)?\Z")
 @dataclass(frozen=True)
 class Field:
     """A resolved field: its SQL expression (never NULL) and whether it compares as a number."""
+
     sql: str
     numeric: bool = False
 
@@ -63,9 +81,9 @@ class ParsedQuery:
 
 @dataclass
 class CompiledQuery:
-    where: str              # "1" when there is no filter
+    where: str  # "1" when there is no filter
     params: list[object]
-    order_by: list[str]     # SQL ORDER BY items, empty when the query has no ORDERBY
+    order_by: list[str]  # SQL ORDER BY items, empty when the query has no ORDERBY
     had_invalid: bool
 
 
@@ -96,7 +114,7 @@ def parse_condition(term: str) -> Condition | None:
         rest = term[j:]
         for op in OPERATORS:
             if rest.startswith(op) and _IDENT.match(term[:j]):
-                value = "" if op in UNARY else rest[len(op):]
+                value = "" if op in UNARY else rest[len(op) :]
                 return Condition(term[:j], op, value)
     return None
 
@@ -107,10 +125,10 @@ def parse(query: str) -> ParsedQuery:
     for raw in split_terms(query or ""):
         term, is_or = raw, False
         if term.startswith("ORDERBYDESC"):
-            _add_order(parsed, term[len("ORDERBYDESC"):], True)
+            _add_order(parsed, term[len("ORDERBYDESC") :], True)
             continue
         if term.startswith("ORDERBY"):
-            _add_order(parsed, term[len("ORDERBY"):], False)
+            _add_order(parsed, term[len("ORDERBY") :], False)
             continue
         if term.startswith("NQ"):
             if group:
@@ -140,8 +158,9 @@ def _add_order(parsed: ParsedQuery, name: str, descending: bool) -> None:
         parsed.invalid.append(("ORDERBYDESC" if descending else "ORDERBY") + name)
 
 
-def compile_query(query: str, resolve: FieldResolver,
-                  invalid_returns_no_rows: bool = False) -> CompiledQuery:
+def compile_query(
+    query: str, resolve: FieldResolver, invalid_returns_no_rows: bool = False
+) -> CompiledQuery:
     parsed = parse(query)
     params: list[object] = []
     invalid = bool(parsed.invalid)
@@ -204,7 +223,9 @@ def compile_condition(cond: Condition, resolve: FieldResolver, params: list[obje
         return f"({expr} <> ?)"
     if op in ("LIKE", "NOT LIKE", "STARTSWITH", "ENDSWITH"):
         pattern = _like_escape(value)
-        pattern = {"STARTSWITH": pattern + "%", "ENDSWITH": "%" + pattern}.get(op, "%" + pattern + "%")
+        pattern = {"STARTSWITH": pattern + "%", "ENDSWITH": "%" + pattern}.get(
+            op, "%" + pattern + "%"
+        )
         params.append(pattern)
         neg = "NOT " if op == "NOT LIKE" else ""
         return f"({expr} {neg}LIKE ? ESCAPE '\\')"
@@ -243,5 +264,9 @@ def _coerce(fld: Field, a: str, b: str, value: str) -> object:
 
 def and_compiled(a: CompiledQuery, b: CompiledQuery) -> CompiledQuery:
     """Both filters (e.g. sysparm_query AND the Table API's name=value pairs); a's ORDERBY first."""
-    return CompiledQuery(f"({a.where}) AND ({b.where})", [*a.params, *b.params],
-                         a.order_by + b.order_by, a.had_invalid or b.had_invalid)
+    return CompiledQuery(
+        f"({a.where}) AND ({b.where})",
+        [*a.params, *b.params],
+        a.order_by + b.order_by,
+        a.had_invalid or b.had_invalid,
+    )

@@ -1,4 +1,5 @@
 """Injected faults (POST /__emulator__/faults): errors, delays and broken streams on demand."""
+
 from __future__ import annotations
 
 import re
@@ -39,7 +40,9 @@ def parse_fault(spec: dict[str, Any]) -> Fault:
         delay=float(spec["delay"]) if spec.get("delay") is not None else None,
         drop_after_bytes=int(drop) if drop is not None else None,
     )
-    if count < 1 or (fault.status is None and fault.delay is None and fault.drop_after_bytes is None):
+    if count < 1 or (
+        fault.status is None and fault.delay is None and fault.drop_after_bytes is None
+    ):
         raise ValueError("a fault needs count >= 1 and one of status, delay, drop_after_bytes")
     return fault
 

@@ -19,6 +19,7 @@ Errors are `{"error_code": ..., "error_msg": ...}`. Business errors (limits, par
 by default; `--business-errors-200` answers them with HTTP 200 and the error body, as the
 doc's error-code table lists status 200 for the `OSM.0101xxxx` codes.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -42,22 +43,37 @@ from starlette.routing import Route
 from snfs.emulator.auth import Auth, User
 from snfs.emulator.common import ApiError
 from snfs.emulator.download import FileStream, content_type_header
-from snfs.emulator.kinds import (HttpError, KindEmulator, SqliteStore, StreamingForm,
-                                 compile_routes, control_routes, disposition, drain, http_date,
-                                 json_response, kind_app, parse_multipart, request_base)
+from snfs.emulator.kinds import (
+    HttpError,
+    KindEmulator,
+    SqliteStore,
+    StreamingForm,
+    compile_routes,
+    control_routes,
+    disposition,
+    drain,
+    http_date,
+    json_response,
+    kind_app,
+    parse_multipart,
+    request_base,
+)
 
 PREFIX = re.compile(r"^/v2/servicerequest(?=/)")
 _ID = r"[^/]+"
-ROUTES = compile_routes([
-    ("POST", "/accessorys", "/accessorys"),
-    ("GET", "/accessorys/limits", "/accessorys/limits"),
-    ("GET", "/accessorys/access-urls", "/accessorys/access-urls"),
-    ("GET", "/accessorys/{accessory_id}", f"/accessorys/(?!limits$|access-urls$){_ID}"),
-    ("DELETE", "/accessorys/{accessory_id}", f"/accessorys/{_ID}"),
-])
+ROUTES = compile_routes(
+    [
+        ("POST", "/accessorys", "/accessorys"),
+        ("GET", "/accessorys/limits", "/accessorys/limits"),
+        ("GET", "/accessorys/access-urls", "/accessorys/access-urls"),
+        ("GET", "/accessorys/{accessory_id}", f"/accessorys/(?!limits$|access-urls$){_ID}"),
+        ("DELETE", "/accessorys/{accessory_id}", f"/accessorys/{_ID}"),
+    ]
+)
 OBS_PREFIX = "/obs/"
-DEFAULT_FILE_TYPES = ("txt,log,csv,json,xml,pdf,doc,docx,xls,xlsx,ppt,pptx,png,jpg,jpeg,gif,bmp,"
-                      "zip,rar,7z,gz,tar")
+DEFAULT_FILE_TYPES = (
+    "txt,log,csv,json,xml,pdf,doc,docx,xls,xlsx,ppt,pptx,png,jpg,jpeg,gif,bmp,zip,rar,7z,gz,tar"
+)
 FORM_DATA_MAX = 5000
 TOKEN_MAX = 5000
 URL_LIFETIME = 3600
@@ -70,8 +86,8 @@ E_SIZE = "OSM.01010101"
 E_TYPE = "OSM.01010102"
 E_COUNT = "OSM.01010103"
 E_NOT_FOUND = "OSM.01010104"
-E_AUTH = "APIGW.0301"         # API Gateway: "Incorrect IAM authentication information"
-E_NO_API = "APIGW.0101"       # API Gateway: the API does not exist
+E_AUTH = "APIGW.0301"  # API Gateway: "Incorrect IAM authentication information"
+E_NO_API = "APIGW.0101"  # API Gateway: the API does not exist
 
 
 def err(code: str, msg: str) -> dict[str, str]:
@@ -97,7 +113,9 @@ class HWConfig:
 
     @property
     def file_types(self) -> frozenset[str]:
-        return frozenset(t.strip().lstrip(".").lower() for t in self.limit_file_type.split(",") if t.strip())
+        return frozenset(
+            t.strip().lstrip(".").lower() for t in self.limit_file_type.split(",") if t.strip()
+        )
 
 
 SCHEMA = """
@@ -126,18 +144,28 @@ class HWStore(SqliteStore):
         return key
 
     def add(self, row: dict[str, Any]) -> None:
-        self.conn.execute(f"INSERT INTO hw_accessorys ({', '.join(row)}) VALUES ({', '.join('?' * len(row))})",
-                          list(row.values()))
+        self.conn.execute(
+            f"INSERT INTO hw_accessorys ({', '.join(row)}) VALUES ({', '.join('?' * len(row))})",
+            list(row.values()),
+        )
 
     def get(self, accessory_id: str) -> sqlite3.Row | None:
-        return self.conn.execute("SELECT * FROM hw_accessorys WHERE accessory_id = ?", (accessory_id,)).fetchone()
+        return self.conn.execute(
+            "SELECT * FROM hw_accessorys WHERE accessory_id = ?", (accessory_id,)
+        ).fetchone()
 
     def count(self, accessory_from: str) -> int:
-        return self.conn.execute("SELECT COUNT(*) FROM hw_accessorys WHERE accessory_from = ?",
-                                 (accessory_from,)).fetchone()[0]
+        return self.conn.execute(
+            "SELECT COUNT(*) FROM hw_accessorys WHERE accessory_from = ?", (accessory_from,)
+        ).fetchone()[0]
 
     def delete(self, accessory_id: str) -> bool:
-        return self.conn.execute("DELETE FROM hw_accessorys WHERE accessory_id = ?", (accessory_id,)).rowcount > 0
+        return (
+            self.conn.execute(
+                "DELETE FROM hw_accessorys WHERE accessory_id = ?", (accessory_id,)
+            ).rowcount
+            > 0
+        )
 
 
 class HuaweiEmulator(KindEmulator):
@@ -152,7 +180,9 @@ class HuaweiEmulator(KindEmulator):
         self.url_key = self.store.secret()
 
     def sign(self, accessory_id: str, expires: int) -> str:
-        return hmac.new(self.url_key, f"{accessory_id}\n{expires}".encode(), hashlib.sha256).hexdigest()
+        return hmac.new(
+            self.url_key, f"{accessory_id}\n{expires}".encode(), hashlib.sha256
+        ).hexdigest()
 
 
 def emu_of(request: Request) -> HuaweiEmulator:
@@ -165,8 +195,14 @@ def authorize(request: Request) -> HuaweiEmulator:
     if token is not None and len(token) > TOKEN_MAX:
         raise HttpError(400, err(E_PARAM[0], f"X-Auth-Token is longer than {TOKEN_MAX} characters"))
     if not token or not any(hmac.compare_digest(token, t) for t in emu.config.tokens):
-        raise HttpError(401, err(E_AUTH, "Incorrect IAM authentication information: "
-                                 + ("x-auth-token not found" if not token else "verify aksk signature fail")))
+        raise HttpError(
+            401,
+            err(
+                E_AUTH,
+                "Incorrect IAM authentication information: "
+                + ("x-auth-token not found" if not token else "verify aksk signature fail"),
+            ),
+        )
     return emu
 
 
@@ -177,23 +213,36 @@ def business(emu: HuaweiEmulator, code: str, msg: str) -> HttpError:
 async def limits(request: Request) -> Response:
     emu = authorize(request)
     c = emu.config
-    return json_response({"accessory_limit": {
-        "limit_count": str(c.limit_count), "limit_size": f"{c.limit_size_mb:g}",
-        "limit_file_type": ",".join(sorted(c.file_types))}})
+    return json_response(
+        {
+            "accessory_limit": {
+                "limit_count": str(c.limit_count),
+                "limit_size": f"{c.limit_size_mb:g}",
+                "limit_file_type": ",".join(sorted(c.file_types)),
+            }
+        }
+    )
 
 
 def parse_form_data(emu: HuaweiEmulator, raw: str | None) -> tuple[str, str, int]:
     if raw is None or not raw.strip():
         raise business(emu, E_PARAM_VALIDATION, "Param validation fail. form_data is required")
     if len(raw) > FORM_DATA_MAX:
-        raise business(emu, E_PARAM_VALIDATION,
-                       f"Param validation fail. form_data is longer than {FORM_DATA_MAX} characters")
+        raise business(
+            emu,
+            E_PARAM_VALIDATION,
+            f"Param validation fail. form_data is longer than {FORM_DATA_MAX} characters",
+        )
     try:
         fd = json.loads(raw)
     except ValueError:
-        raise business(emu, E_PARAM_VALIDATION, "Param validation fail. form_data is not JSON") from None
+        raise business(
+            emu, E_PARAM_VALIDATION, "Param validation fail. form_data is not JSON"
+        ) from None
     if not isinstance(fd, dict):
-        raise business(emu, E_PARAM_VALIDATION, "Param validation fail. form_data is not a JSON object")
+        raise business(
+            emu, E_PARAM_VALIDATION, "Param validation fail. form_data is not a JSON object"
+        )
     name = fd.get("fileName")
     if not isinstance(name, str) or not name.strip() or "\x00" in name:
         raise business(emu, E_PARAM_VALIDATION, "Param validation fail. fileName is required")
@@ -209,12 +258,18 @@ def parse_form_data(emu: HuaweiEmulator, raw: str | None) -> tuple[str, str, int
 def check_type(emu: HuaweiEmulator, name: str) -> None:
     ext = name.rsplit(".", 1)[1].lower() if "." in name else ""
     if ext not in emu.config.file_types:
-        raise business(emu, E_TYPE, f"The accessory file type '{ext}' is not allowed. "
-                       f"Allowed types: {','.join(sorted(emu.config.file_types))}")
+        raise business(
+            emu,
+            E_TYPE,
+            f"The accessory file type '{ext}' is not allowed. "
+            f"Allowed types: {','.join(sorted(emu.config.file_types))}",
+        )
 
 
 def size_error(emu: HuaweiEmulator) -> HttpError:
-    return business(emu, E_SIZE, f"The accessory size exceeds the limit of {emu.config.limit_size_mb:g} MB")
+    return business(
+        emu, E_SIZE, f"The accessory size exceeds the limit of {emu.config.limit_size_mb:g} MB"
+    )
 
 
 async def upload(request: Request) -> Response:
@@ -227,16 +282,23 @@ async def upload(request: Request) -> Response:
     except HttpError:
         await drain(request)
         raise
-    form = StreamingForm(emu.blobs, file_fields=frozenset({"file"}), max_file=emu.config.limit_size,
-                         max_field=FORM_DATA_MAX * 4)
+    form = StreamingForm(
+        emu.blobs,
+        file_fields=frozenset({"file"}),
+        max_file=emu.config.limit_size,
+        max_field=FORM_DATA_MAX * 4,
+    )
     try:
         try:
             await parse_multipart(request, form)
         except ValueError as exc:
             raise business(emu, E_PARAM[0], f"Failed to parse form-data: {exc}") from None
         if "form_data" in form.field_overflow:
-            raise business(emu, E_PARAM_VALIDATION,
-                           f"Param validation fail. form_data is longer than {FORM_DATA_MAX} characters")
+            raise business(
+                emu,
+                E_PARAM_VALIDATION,
+                f"Param validation fail. form_data is longer than {FORM_DATA_MAX} characters",
+            )
         name, source, upload_type = parse_form_data(emu, form.fields.get("form_data"))
         files = [f for f in form.files if f.name == "file"]
         if not files:
@@ -246,16 +308,30 @@ async def upload(request: Request) -> Response:
         if part.writer.too_large:
             raise size_error(emu)
         if emu.config.limit_count and emu.store.count(source) >= emu.config.limit_count:
-            raise business(emu, E_COUNT, f"The number of accessories exceeds the limit of "
-                           f"{emu.config.limit_count}")
+            raise business(
+                emu,
+                E_COUNT,
+                f"The number of accessories exceeds the limit of {emu.config.limit_count}",
+            )
         part.writer.close()
         accessory_id = uuid.uuid4().hex
-        ctype = part.content_type if part.content_type not in ("", "application/octet-stream") else ""
+        ctype = (
+            part.content_type if part.content_type not in ("", "application/octet-stream") else ""
+        )
         ctype = ctype or mimetypes.guess_type(name)[0] or "application/octet-stream"
         emu.blobs.commit(part.writer, accessory_id)
-        emu.store.add({"accessory_id": accessory_id, "accessory_from": source, "file_name": name,
-                       "upload_type": upload_type, "size": part.writer.size, "content_type": ctype,
-                       "sha256": part.writer.sha256, "created_at": time.time()})
+        emu.store.add(
+            {
+                "accessory_id": accessory_id,
+                "accessory_from": source,
+                "file_name": name,
+                "upload_type": upload_type,
+                "size": part.writer.size,
+                "content_type": ctype,
+                "sha256": part.writer.sha256,
+                "created_at": time.time(),
+            }
+        )
         return json_response({"accessory_id": accessory_id})
     finally:
         form.abort()
@@ -273,20 +349,33 @@ def stored(emu: HuaweiEmulator, accessory_id: str) -> Any:
 
 
 def file_response(request: Request, emu: HuaweiEmulator, row: Any) -> Response:
-    headers = {"Content-Type": content_type_header(row["content_type"]),
-               "Content-Length": str(row["size"]),
-               "Content-Disposition": disposition(row["file_name"]),
-               "Last-Modified": http_date(row["created_at"])}
-    return FileStream(200, headers, emu.blobs.path(row["accessory_id"]), 0, row["size"], None,  # type: ignore[return-value]
-                      emu.config.chunk_size, request.method == "HEAD")
+    headers = {
+        "Content-Type": content_type_header(row["content_type"]),
+        "Content-Length": str(row["size"]),
+        "Content-Disposition": disposition(row["file_name"]),
+        "Last-Modified": http_date(row["created_at"]),
+    }
+    return FileStream(
+        200,
+        headers,
+        emu.blobs.path(row["accessory_id"]),
+        0,
+        row["size"],
+        None,  # type: ignore[return-value]
+        emu.config.chunk_size,
+        request.method == "HEAD",
+    )
 
 
 async def download(request: Request) -> Response:
     emu = authorize(request)
     accessory_id = request.path_params["accessory_id"]
     if "," in accessory_id:
-        raise business(emu, E_PARAM_VALIDATION,
-                       "Param validation fail. The emulator serves one accessory_id per request")
+        raise business(
+            emu,
+            E_PARAM_VALIDATION,
+            "Param validation fail. The emulator serves one accessory_id per request",
+        )
     return file_response(request, emu, stored(emu, accessory_id))
 
 
@@ -294,16 +383,22 @@ async def access_urls(request: Request) -> Response:
     emu = authorize(request)
     ids = [i for i in request.query_params.get("accessory_ids", "").split(",") if i]
     if not 1 <= len(ids) <= 100:
-        raise business(emu, E_PARAM_VALIDATION, "Param validation fail. accessory_ids must list 1 to 100 ids")
+        raise business(
+            emu, E_PARAM_VALIDATION, "Param validation fail. accessory_ids must list 1 to 100 ids"
+        )
     expires = int(time.time()) + URL_LIFETIME
     urls = []
     for accessory_id in ids:
         if emu.store.get(accessory_id) is None:
-            continue   # unknown ids are left out
+            continue  # unknown ids are left out
         sig = emu.sign(accessory_id, expires)
-        urls.append({"accessory_id": accessory_id,
-                     "accessory_url": f"{request_base(request)}{OBS_PREFIX}{quote(accessory_id, safe='')}"
-                                      f"?Expires={expires}&Signature={sig}"})
+        urls.append(
+            {
+                "accessory_id": accessory_id,
+                "accessory_url": f"{request_base(request)}{OBS_PREFIX}{quote(accessory_id, safe='')}"
+                f"?Expires={expires}&Signature={sig}",
+            }
+        )
     return json_response({"accessory_urls": urls})
 
 
@@ -317,7 +412,13 @@ async def signed_download(request: Request) -> Response:
         expires = 0
     sig = request.query_params.get("Signature", "")
     if expires < time.time() or not hmac.compare_digest(sig, emu.sign(accessory_id, expires)):
-        raise HttpError(403, {"error_code": "AccessDenied", "error_msg": "Request has expired or the signature does not match"})
+        raise HttpError(
+            403,
+            {
+                "error_code": "AccessDenied",
+                "error_msg": "Request has expired or the signature does not match",
+            },
+        )
     return file_response(request, emu, stored(emu, accessory_id))
 
 
@@ -337,7 +438,9 @@ async def fallback(request: Request) -> Response:
         authorize(request)
         if emu_of(request).stats.known(path):
             raise HttpError(405, err(E_PARAM[0], "Method not allowed"))
-    raise HttpError(404, err(E_NO_API, "The API does not exist or has not been published in the environment"))
+    raise HttpError(
+        404, err(E_NO_API, "The API does not exist or has not been published in the environment")
+    )
 
 
 async def api_error(request: Request, exc: Exception) -> Response:
@@ -368,6 +471,10 @@ def build_app(emu: HuaweiEmulator) -> Any:
         Route(f"{p}/accessorys/{{accessory_id}}", delete, methods=["DELETE"]),
         Route(f"{OBS_PREFIX}{{accessory_id}}", signed_download, methods=["GET"]),
         *control_routes(),
-        Route("/{path:path}", fallback, methods=["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]),
+        Route(
+            "/{path:path}",
+            fallback,
+            methods=["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"],
+        ),
     ]
     return kind_app(emu, routes, api_error, server_error, fault_body)

@@ -9,6 +9,7 @@ that knows which parts are files, and a body reader with a size cap; and what bo
 share: their SQLite store and emulator plumbing (`SqliteStore`, `KindEmulator`), response
 headers (`http_date`, `disposition`) and the Starlette app around their routes (`kind_app`).
 """
+
 from __future__ import annotations
 
 import email.utils
@@ -16,9 +17,10 @@ import json
 import re
 import sqlite3
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, ClassVar
+from typing import Any, ClassVar
 from urllib.parse import quote
 
 from python_multipart.multipart import MultipartParser, parse_options_header
@@ -47,7 +49,9 @@ def json_response(body: Any, status: int = 200, headers: dict[str, str] | None =
 class HttpError(Exception):
     """An error answered with a system-specific JSON body."""
 
-    def __init__(self, status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, status: int, body: dict[str, Any], headers: dict[str, str] | None = None
+    ) -> None:
         super().__init__(str(body))
         self.status, self.body, self.headers = status, body, headers or {}
 
@@ -64,11 +68,16 @@ def http_date(ts: float) -> str:
 
 def disposition(name: str) -> str:
     """An attachment Content-Disposition: an ASCII `filename` and the exact UTF-8 `filename*`."""
-    ascii_name = "".join(c if 32 <= ord(c) < 127 else "_" for c in name).replace("\\", "\\\\").replace('"', '\\"')
+    ascii_name = (
+        "".join(c if 32 <= ord(c) < 127 else "_" for c in name)
+        .replace("\\", "\\\\")
+        .replace('"', '\\"')
+    )
     return f"attachment; filename=\"{ascii_name}\"; filename*=UTF-8''{quote(name, safe='')}"
 
 
 # -- state ---------------------------------------------------------------------------------------
+
 
 class SqliteStore:
     """A kind's SQLite database in WAL mode, created with its schema (one connection for the
@@ -88,10 +97,17 @@ class KindEmulator:
     """What a kind's emulator holds: config (with `data_dir`), store (`<kind>.sqlite3`), blob
     store, the users of `auth`, fault queue and route stats (what `EmulatorMiddleware` and the
     test controls use)."""
+
     kind: ClassVar[str]
 
-    def __init__(self, config: Any, store: Callable[[Path], Any], auth: Auth,
-                 routes: list["RouteSpec"], prefix: "re.Pattern[str]") -> None:
+    def __init__(
+        self,
+        config: Any,
+        store: Callable[[Path], Any],
+        auth: Auth,
+        routes: list[RouteSpec],
+        prefix: re.Pattern[str],
+    ) -> None:
         self.config = config
         config.data_dir.mkdir(parents=True, exist_ok=True)
         self.store = store(config.data_dir / f"{self.kind}.sqlite3")
@@ -107,6 +123,7 @@ class KindEmulator:
 
 # -- the app -------------------------------------------------------------------------------------
 
+
 async def http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HttpError)
     return json_response(exc.body, exc.status, exc.headers)
@@ -115,13 +132,20 @@ async def http_error(request: Request, exc: Exception) -> Response:
 Handler = Callable[[Request, Exception], Any]
 
 
-def kind_app(emu: KindEmulator, routes: list[Route], api_error: Handler, server_error: Handler,
-             fault_body: Callable[[int], bytes]) -> Any:
+def kind_app(
+    emu: KindEmulator,
+    routes: list[Route],
+    api_error: Handler,
+    server_error: Handler,
+    fault_body: Callable[[int], bytes],
+) -> Any:
     """The ASGI app of a kind: its routes, `HttpError`s answered as they are, the test
     controls' `ApiError` and any other exception in the kind's own error shape, and the
     counting / fault-injecting middleware."""
-    app = Starlette(routes=routes, exception_handlers={
-        HttpError: http_error, ApiError: api_error, Exception: server_error})
+    app = Starlette(
+        routes=routes,
+        exception_handlers={HttpError: http_error, ApiError: api_error, Exception: server_error},
+    )
     app.state.emu = emu
     return EmulatorMiddleware(app, emu, fault_body)  # type: ignore[arg-type]
 
@@ -139,7 +163,7 @@ def compile_routes(specs: list[tuple[str, str, str]]) -> list[RouteSpec]:
 class RouteStats(Stats):
     """`Stats` with another system's route templates (keys like `GET /requests/{rfc_number}`)."""
 
-    def __init__(self, routes: list[RouteSpec], prefix: "re.Pattern[str]") -> None:
+    def __init__(self, routes: list[RouteSpec], prefix: re.Pattern[str]) -> None:
         self.routes, self.prefix = routes, prefix
         super().__init__()
 
@@ -152,7 +176,7 @@ class RouteStats(Stats):
         m = self.prefix.match(path)
         if not m:
             return None
-        rel = path[m.end():]
+        rel = path[m.end() :]
         method = "GET" if method == "HEAD" else method
         for route_method, key, pattern in self.routes:
             if route_method == method and pattern.match(rel):
@@ -161,7 +185,7 @@ class RouteStats(Stats):
 
     def known(self, path: str) -> bool:
         m = self.prefix.match(path)
-        return bool(m) and any(p.match(path[m.end():]) for _, _, p in self.routes)
+        return bool(m) and any(p.match(path[m.end() :]) for _, _, p in self.routes)
 
     def count(self, method: str, path: str) -> None:
         self.total += 1
@@ -182,6 +206,7 @@ def control_routes() -> list[Route]:
 
 
 # -- bodies --------------------------------------------------------------------------------------
+
 
 async def drain(request: Request) -> None:
     async for _ in request.stream():
@@ -223,6 +248,7 @@ class StreamingForm:
     A part is a file when it has a `filename` or its name is in `file_fields`; every file part
     gets its own `BlobWriter` (so `files` may hold several).
     """
+
     blobs: BlobStore
     file_fields: frozenset[str] = frozenset()
     max_file: int | None = None
@@ -239,11 +265,18 @@ class StreamingForm:
         self._file: FilePart | None = None
 
     def parser(self, boundary: bytes) -> MultipartParser:
-        return MultipartParser(boundary, {
-            "on_part_begin": self._begin, "on_header_field": self._hfield,
-            "on_header_value": self._hval, "on_header_end": self._hend,
-            "on_headers_finished": self._headers_done, "on_part_data": self._part_data,
-            "on_part_end": self._part_end})
+        return MultipartParser(
+            boundary,
+            {
+                "on_part_begin": self._begin,
+                "on_header_field": self._hfield,
+                "on_header_value": self._hval,
+                "on_header_end": self._hend,
+                "on_headers_finished": self._headers_done,
+                "on_part_data": self._part_data,
+                "on_part_end": self._part_end,
+            },
+        )
 
     def _begin(self) -> None:
         self._headers, self._data, self._file = {}, bytearray(), None
@@ -263,10 +296,12 @@ class StreamingForm:
         self._part_name = opts.get(b"name", b"").decode("utf-8", "replace")
         filename = opts.get(b"filename")
         if filename is not None or self._part_name in self.file_fields:
-            self._file = FilePart(self._part_name,
-                                  filename.decode("utf-8", "replace") if filename is not None else None,
-                                  self._headers.get("content-type", ""),
-                                  self.blobs.writer(self.max_file))
+            self._file = FilePart(
+                self._part_name,
+                filename.decode("utf-8", "replace") if filename is not None else None,
+                self._headers.get("content-type", ""),
+                self.blobs.writer(self.max_file),
+            )
             self.files.append(self._file)
 
     def _part_data(self, data: bytes, start: int, end: int) -> None:
@@ -298,7 +333,7 @@ async def parse_multipart(request: Request, form: StreamingForm) -> None:
         raise ValueError("Content-Type must be multipart/form-data with a boundary")
     parser = form.parser(boundary)
     failure: ValueError | None = None
-    async for chunk in request.stream():   # on a parse error, still read the body to the end
+    async for chunk in request.stream():  # on a parse error, still read the body to the end
         if failure is None:
             try:
                 parser.write(chunk)

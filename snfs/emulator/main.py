@@ -2,6 +2,7 @@
 
 `--kind easyvista|huawei` serves EasyVista's or Huawei Cloud OSM's attachment API instead.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -26,7 +27,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="snfs emulator", description=__doc__)
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8080, help="0 picks a free port")
-    p.add_argument("--data", type=Path, help="data directory (default: a temporary one, removed at exit)")
+    p.add_argument(
+        "--data", type=Path, help="data directory (default: a temporary one, removed at exit)"
+    )
     p.add_argument("--demo", action="store_true", help="seed the demo data set and users itil, hr")
     p.add_argument("--user", action="append", default=[], metavar="NAME:PASSWORD[:ROLE,ROLE]")
     p.add_argument("--oauth-client", action="append", default=[], metavar="ID:SECRET")
@@ -49,25 +52,60 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--attachment-default-limit", type=int, default=1000)
     # --kind easyvista|huawei: other systems' attachment APIs (docs/EMULATOR.md); the switches
     # above are ServiceNow's, except --host, --port, --data and --user.
-    p.add_argument("--kind", choices=KINDS, default="servicenow",
-                   help="which system to emulate (default servicenow)")
+    p.add_argument(
+        "--kind",
+        choices=KINDS,
+        default="servicenow",
+        help="which system to emulate (default servicenow)",
+    )
     p.add_argument("--account", metavar="NAME", help="easyvista: the only account name accepted")
-    p.add_argument("--max-body", type=float, default=64.0, metavar="MB",
-                   help="easyvista: request body cap (413 above)")
-    p.add_argument("--no-delete", action="store_true",
-                   help="easyvista: no DELETE of a document (the path is uncertain): 405")
-    p.add_argument("--delete-status", type=int, default=204, choices=(200, 204),
-                   help="easyvista: status of a successful DELETE")
-    p.add_argument("--token", action="append", default=[], metavar="TOKEN",
-                   help="huawei: an accepted X-Auth-Token (repeatable; default test-token)")
+    p.add_argument(
+        "--max-body",
+        type=float,
+        default=64.0,
+        metavar="MB",
+        help="easyvista: request body cap (413 above)",
+    )
+    p.add_argument(
+        "--no-delete",
+        action="store_true",
+        help="easyvista: no DELETE of a document (the path is uncertain): 405",
+    )
+    p.add_argument(
+        "--delete-status",
+        type=int,
+        default=204,
+        choices=(200, 204),
+        help="easyvista: status of a successful DELETE",
+    )
+    p.add_argument(
+        "--token",
+        action="append",
+        default=[],
+        metavar="TOKEN",
+        help="huawei: an accepted X-Auth-Token (repeatable; default test-token)",
+    )
     p.add_argument("--limit-size", type=float, default=4.0, metavar="MB", help="huawei: limit_size")
     p.add_argument("--limit-file-type", metavar="LIST", help="huawei: limit_file_type (comma list)")
-    p.add_argument("--limit-count", type=int, default=100, metavar="N",
-                   help="huawei: limit_count, stored accessories per accessoryFrom (0: none)")
-    p.add_argument("--business-errors-200", action="store_true",
-                   help="huawei: answer limit/parameter errors with HTTP 200 + error_code")
-    p.add_argument("--not-found-status", type=int, default=404, choices=(400, 404),
-                   help="huawei: status for an unknown accessory_id")
+    p.add_argument(
+        "--limit-count",
+        type=int,
+        default=100,
+        metavar="N",
+        help="huawei: limit_count, stored accessories per accessoryFrom (0: none)",
+    )
+    p.add_argument(
+        "--business-errors-200",
+        action="store_true",
+        help="huawei: answer limit/parameter errors with HTTP 200 + error_code",
+    )
+    p.add_argument(
+        "--not-found-status",
+        type=int,
+        default=404,
+        choices=(400, 404),
+        help="huawei: status for an unknown accessory_id",
+    )
     return p.parse_args(argv)
 
 
@@ -79,21 +117,38 @@ def build_other(args: argparse.Namespace, data_dir: Path) -> tuple[Any, Any]:
     chunk = max(4096, args.chunk_size)
     if args.kind == "easyvista":
         from snfs.emulator import easyvista as ev
+
         try:
             users = [ev.parse_ev_user(u) for u in args.user]
         except ValueError as exc:
             raise SystemExit(str(exc)) from None
-        emu = ev.EasyVistaEmulator(ev.EVConfig(
-            host=args.host, port=args.port, data_dir=data_dir, users=users, account=args.account,
-            max_body_mb=args.max_body, delete=not args.no_delete, delete_status=args.delete_status,
-            chunk_size=chunk))
+        emu = ev.EasyVistaEmulator(
+            ev.EVConfig(
+                host=args.host,
+                port=args.port,
+                data_dir=data_dir,
+                users=users,
+                account=args.account,
+                max_body_mb=args.max_body,
+                delete=not args.no_delete,
+                delete_status=args.delete_status,
+                chunk_size=chunk,
+            )
+        )
         return emu, ev.build_app(emu)
     from snfs.emulator import huawei as hw
-    config = hw.HWConfig(host=args.host, port=args.port, data_dir=data_dir,
-                         tokens=args.token or ["test-token"], limit_size_mb=args.limit_size,
-                         limit_count=max(0, args.limit_count),
-                         business_errors_200=args.business_errors_200,
-                         not_found_status=args.not_found_status, chunk_size=chunk)
+
+    config = hw.HWConfig(
+        host=args.host,
+        port=args.port,
+        data_dir=data_dir,
+        tokens=args.token or ["test-token"],
+        limit_size_mb=args.limit_size,
+        limit_count=max(0, args.limit_count),
+        business_errors_200=args.business_errors_200,
+        not_found_status=args.not_found_status,
+        chunk_size=chunk,
+    )
     if args.limit_file_type is not None:
         config.limit_file_type = args.limit_file_type
     emu = hw.HuaweiEmulator(config)
@@ -108,16 +163,29 @@ def build_config(args: argparse.Namespace, data_dir: Path) -> Config:
             raise SystemExit(f"bad --oauth-client {spec!r}: expected ID:SECRET")
         clients[cid] = secret
     return Config(
-        host=args.host, port=args.port, data_dir=data_dir, demo=args.demo,
-        users=[parse_user(u) for u in args.user], oauth_clients=clients,
+        host=args.host,
+        port=args.port,
+        data_dir=data_dir,
+        demo=args.demo,
+        users=[parse_user(u) for u in args.user],
+        oauth_clients=clients,
         max_size_mb=args.max_size,
-        extensions=frozenset(e.strip().lstrip(".").lower() for e in args.extensions.split(",") if e.strip()),
-        range=args.range, rename=not args.no_rename, gzip=not args.no_gzip, gzip_level=args.gzip_level,
-        chunk_size=max(4096, args.chunk_size), state_delay=max(0.0, args.state_delay),
-        token_lifetime=args.token_lifetime, client_credentials_user=args.client_credentials_user,
-        oversize_status=args.oversize_status, extension_status=args.extension_status,
+        extensions=frozenset(
+            e.strip().lstrip(".").lower() for e in args.extensions.split(",") if e.strip()
+        ),
+        range=args.range,
+        rename=not args.no_rename,
+        gzip=not args.no_gzip,
+        gzip_level=args.gzip_level,
+        chunk_size=max(4096, args.chunk_size),
+        state_delay=max(0.0, args.state_delay),
+        token_lifetime=args.token_lifetime,
+        client_credentials_user=args.client_credentials_user,
+        oversize_status=args.oversize_status,
+        extension_status=args.extension_status,
         unknown_table_upload_status=args.unknown_table_upload_status,
-        unknown_path_status=args.unknown_path_status, acl_denied_status=args.acl_denied_status,
+        unknown_path_status=args.unknown_path_status,
+        acl_denied_status=args.acl_denied_status,
         invalid_query_returns_no_rows=args.invalid_query_returns_no_rows,
         attachment_default_limit=args.attachment_default_limit,
     )
@@ -133,8 +201,14 @@ async def run(emu: Any, app: Any = None) -> None:
     stop = trio.Event()
     async with trio.open_nursery() as nursery:
         nursery.start_soon(wait_for_signal, stop)
-        binds = await nursery.start(lambda task_status: serve(
-            app if app is not None else build_app(emu), hc, shutdown_trigger=stop.wait, task_status=task_status))
+        binds = await nursery.start(
+            lambda task_status: serve(
+                app if app is not None else build_app(emu),
+                hc,
+                shutdown_trigger=stop.wait,
+                task_status=task_status,
+            )
+        )
         print(f"listening on {binds[0]}", flush=True)
 
 

@@ -4,11 +4,13 @@ It sits outside Starlette so an injected broken stream can end the ASGI call wit
 completing; Hypercorn then closes the connection mid-body, which is what a client sees when a
 real transfer breaks.
 """
+
 from __future__ import annotations
 
 import json
+from collections.abc import Awaitable, Callable
 from http import HTTPStatus
-from typing import Any, Awaitable, Callable
+from typing import Any
 
 import trio
 
@@ -17,9 +19,13 @@ from snfs.emulator.state import Emulator
 
 ASGIApp = Callable[[Any, Any, Any], Awaitable[None]]
 CONTROL_PREFIX = "/__emulator__/"
-RATE_LIMIT_BODY = {"error": {"message": "Rate limit exceeded",
-                             "detail": "Rate limit of 100 requests per hour for Table API exceeded"},
-                   "status": "failure"}
+RATE_LIMIT_BODY = {
+    "error": {
+        "message": "Rate limit exceeded",
+        "detail": "Rate limit of 100 requests per hour for Table API exceeded",
+    },
+    "status": "failure",
+}
 
 
 class DropConnection(Exception):
@@ -42,13 +48,17 @@ def fault_body(status: int) -> bytes:
             phrase = HTTPStatus(status).phrase
         except ValueError:
             phrase = "Error"
-        body = {"error": {"message": phrase, "detail": "Injected by the emulator"}, "status": "failure"}
+        body = {
+            "error": {"message": phrase, "detail": "Injected by the emulator"},
+            "status": "failure",
+        }
     return json.dumps(body, separators=(",", ":")).encode()
 
 
 class EmulatorMiddleware:
-    def __init__(self, app: ASGIApp, emu: Emulator,
-                 fault_body: Callable[[int], bytes] = fault_body) -> None:
+    def __init__(
+        self, app: ASGIApp, emu: Emulator, fault_body: Callable[[int], bytes] = fault_body
+    ) -> None:
         # `emu` is any object with `stats` and `faults`; `fault_body` renders an injected status
         # in the emulated system's error shape (the ServiceNow envelope by default).
         self.app, self.emu, self.fault_body = app, emu, fault_body
@@ -99,8 +109,10 @@ class EmulatorMiddleware:
             if message["type"] != "http.request" or not message.get("more_body"):
                 break
         body = self.fault_body(fault.status or 500)
-        headers = [(b"content-type", b"application/json;charset=UTF-8"),
-                   (b"content-length", str(len(body)).encode())]
+        headers = [
+            (b"content-type", b"application/json;charset=UTF-8"),
+            (b"content-length", str(len(body)).encode()),
+        ]
         if fault.retry_after is not None:
             headers.append((b"retry-after", f"{fault.retry_after:g}".encode()))
         await send({"type": "http.response.start", "status": fault.status, "headers": headers})
@@ -117,7 +129,7 @@ def dropping_send(send: Any, limit: int) -> Callable[[Any], Awaitable[None]]:
             return
         body = message.get("body", b"")
         if sent + len(body) >= limit:
-            part = body[:limit - sent]
+            part = body[: limit - sent]
             if part:
                 await send({"type": "http.response.body", "body": part, "more_body": True})
             raise DropConnection()

@@ -1,4 +1,5 @@
 """The emulator's configuration (every CLI switch) and its live state (store, auth, faults, stats)."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -22,7 +23,7 @@ class Config:
     demo: bool = False
     users: list[User] = field(default_factory=list)
     oauth_clients: dict[str, str] = field(default_factory=lambda: {"snfs": "snfs-secret"})
-    max_size_mb: float | None = None          # com.glide.attachment.max_size (MB); None = no limit
+    max_size_mb: float | None = None  # com.glide.attachment.max_size (MB); None = no limit
     extensions: frozenset[str] = frozenset()  # glide.attachment.extensions; empty = all allowed
     range: bool = False
     rename: bool = True
@@ -57,8 +58,9 @@ class Emulator:
         if config.demo:
             users.update({u.name: u for u in DEMO_USERS})
         users.update({u.name: u for u in config.users})
-        self.auth = Auth(users, dict(config.oauth_clients), config.token_lifetime,
-                         config.client_credentials_user)
+        self.auth = Auth(
+            users, dict(config.oauth_clients), config.token_lifetime, config.client_credentials_user
+        )
         self.faults = FaultQueue()
         self.stats = Stats()
         if config.demo:
@@ -66,6 +68,7 @@ class Emulator:
 
     def seed_demo(self) -> None:
         from snfs.emulator.demo_data import seed
+
         if self.store.get_meta("demo_seeded") is None:
             seed(self.store, self.blobs)
             self.store.set_meta("demo_seeded", "1")

@@ -1,4 +1,5 @@
 """Request counters for GET /__emulator__/stats (route keys are templates without /api/now[/v1])."""
+
 from __future__ import annotations
 
 import re
@@ -37,7 +38,7 @@ def route_key(method: str, path: str) -> str | None:
         m = API_PREFIX.match(path)
         if not m:
             return None
-        rel = path[m.end():]
+        rel = path[m.end() :]
     method = "GET" if method == "HEAD" else method
     for route_method, key, pattern in ROUTES:
         if route_method == method and pattern.match(rel):
@@ -64,5 +65,10 @@ class Stats:
             self.by_route[key] += 1
 
     def as_json(self) -> dict[str, object]:
-        return {"total": self.total, "by_method": dict(self.by_method), "by_route": dict(self.by_route),
-                "bytes_out": self.bytes_out, "bytes_in": self.bytes_in}
+        return {
+            "total": self.total,
+            "by_method": dict(self.by_method),
+            "by_route": dict(self.by_route),
+            "bytes_out": self.bytes_out,
+            "bytes_in": self.bytes_in,
+        }

@@ -6,6 +6,7 @@ unknown table → 404 (--unknown-table-upload-status 400); over --max-size → 4
 failure the request body is still read and discarded, so the client sees the answer instead of
 a reset connection.
 """
+
 from __future__ import annotations
 
 import mimetypes
@@ -18,15 +19,33 @@ from starlette.responses import Response
 
 from snfs.emulator.auth import User
 from snfs.emulator.blobs import BlobWriter
-from snfs.emulator.common import (ApiError, acl_denied, api_prefix, base_url, emu_of, not_found,
-                                  present, render, require_user)
-from snfs.emulator.db import now_str, new_sys_id
+from snfs.emulator.common import (
+    ApiError,
+    acl_denied,
+    api_prefix,
+    base_url,
+    emu_of,
+    not_found,
+    present,
+    render,
+    require_user,
+)
+from snfs.emulator.db import new_sys_id, now_str
 from snfs.emulator.state import Config, Emulator
 from snfs.emulator.tables import TABLES, base_table, can_access
 
-FORM_FIELDS = frozenset({"table_name", "table_sys_id", "record_sys_id", "file_name",
-                         "encryption_context", "creation_time",
-                         "user_id", "provider_application_id"})  # the last two: CCCIF
+FORM_FIELDS = frozenset(
+    {
+        "table_name",
+        "table_sys_id",
+        "record_sys_id",
+        "file_name",
+        "encryption_context",
+        "creation_time",
+        "user_id",
+        "provider_application_id",
+    }
+)  # the last two: CCCIF
 MAX_FIELD_BYTES = 64 * 1024
 OVERSIZE = "Attachment size exceeds the maximum allowed size"
 
@@ -45,15 +64,21 @@ def check_extension(config: Config, file_name: str) -> None:
         return
     ext = file_name.rsplit(".", 1)[1].lower() if "." in file_name else ""
     if ext not in config.extensions:
-        raise ApiError(config.extension_status, f"File extension '{ext}' is not allowed",
-                       f"Allowed attachment extensions: {', '.join(sorted(config.extensions))}")
+        raise ApiError(
+            config.extension_status,
+            f"File extension '{ext}' is not allowed",
+            f"Allowed attachment extensions: {', '.join(sorted(config.extensions))}",
+        )
 
 
 def check_size(config: Config, size: int) -> None:
     limit = config.max_size_bytes
     if limit is not None and size > limit:
-        raise ApiError(config.oversize_status, OVERSIZE,
-                       f"Maximum attachment size is {config.max_size_mb:g} MB")
+        raise ApiError(
+            config.oversize_status,
+            OVERSIZE,
+            f"Maximum attachment size is {config.max_size_mb:g} MB",
+        )
 
 
 def check_target(emu: Emulator, user: User, table_name: str, table_sys_id: str) -> None:
@@ -62,32 +87,64 @@ def check_target(emu: Emulator, user: User, table_name: str, table_sys_id: str) 
     if table not in TABLES:
         if emu.config.unknown_table_upload_status == 400:
             raise ApiError(400, f"Invalid table {table_name}", None)
-        raise ApiError(emu.config.unknown_table_upload_status, "Invalid table or record",
-                       "Record doesn't exist or ACL restricts the record retrieval")
+        raise ApiError(
+            emu.config.unknown_table_upload_status,
+            "Invalid table or record",
+            "Record doesn't exist or ACL restricts the record retrieval",
+        )
     if not can_access(user.roles, table):
         raise acl_denied(emu)
     if emu.store.get_record(table, table_sys_id) is None:
         raise not_found()
 
 
-def attachment_row(writer: BlobWriter, sys_id: str, table_name: str, table_sys_id: str, file_name: str,
-                   content_type: str, user: str, stamp: str, available: bool) -> dict[str, str]:
+def attachment_row(
+    writer: BlobWriter,
+    sys_id: str,
+    table_name: str,
+    table_sys_id: str,
+    file_name: str,
+    content_type: str,
+    user: str,
+    stamp: str,
+    available: bool,
+) -> dict[str, str]:
     """A sys_attachment row for the bytes a writer received (field order as on real instances)."""
     dims = writer.image_size()
     return {
-        "size_bytes": str(writer.size), "file_name": file_name,
-        "sys_mod_count": "0", "average_image_color": "", "image_width": str(dims[0]) if dims else "",
-        "sys_updated_on": stamp, "sys_tags": "", "table_name": table_name, "sys_id": sys_id,
-        "image_height": str(dims[1]) if dims else "", "sys_updated_by": user,
-        "content_type": content_type, "sys_created_on": stamp,
-        "size_compressed": str(writer.gzip_size()), "compressed": "true",
-        "state": "available" if available else "pending", "table_sys_id": table_sys_id,
-        "chunk_size_bytes": "700000", "hash": writer.sha256, "sys_created_by": user,
+        "size_bytes": str(writer.size),
+        "file_name": file_name,
+        "sys_mod_count": "0",
+        "average_image_color": "",
+        "image_width": str(dims[0]) if dims else "",
+        "sys_updated_on": stamp,
+        "sys_tags": "",
+        "table_name": table_name,
+        "sys_id": sys_id,
+        "image_height": str(dims[1]) if dims else "",
+        "sys_updated_by": user,
+        "content_type": content_type,
+        "sys_created_on": stamp,
+        "size_compressed": str(writer.gzip_size()),
+        "compressed": "true",
+        "state": "available" if available else "pending",
+        "table_sys_id": table_sys_id,
+        "chunk_size_bytes": "700000",
+        "hash": writer.sha256,
+        "sys_created_by": user,
     }
 
 
-def store_upload(request: Request, emu: Emulator, user: User, writer: BlobWriter,
-                 table_name: str, table_sys_id: str, file_name: str, content_type: str) -> Response:
+def store_upload(
+    request: Request,
+    emu: Emulator,
+    user: User,
+    writer: BlobWriter,
+    table_name: str,
+    table_sys_id: str,
+    file_name: str,
+    content_type: str,
+) -> Response:
     writer.close()
     check_size(emu.config, writer.size)
     now = time.time()
@@ -95,8 +152,17 @@ def store_upload(request: Request, emu: Emulator, user: User, writer: BlobWriter
     sys_id = new_sys_id()
     # `pending` at upload and `available` about a second later (real capture, notes §10);
     # with --state-delay 0 the row is available at once.
-    row = attachment_row(writer, sys_id, table_name, table_sys_id, file_name, content_type,
-                         user.name, now_str(now), available=delay <= 0)
+    row = attachment_row(
+        writer,
+        sys_id,
+        table_name,
+        table_sys_id,
+        file_name,
+        content_type,
+        user.name,
+        now_str(now),
+        available=delay <= 0,
+    )
     emu.blobs.commit(writer, sys_id)
     emu.store.insert_attachment(row, now + delay if delay > 0 else None)
     location = f"{base_url(request)}{api_prefix(request)}/attachment/{sys_id}"
@@ -126,8 +192,16 @@ async def post_file(request: Request) -> Response:
     try:
         async for chunk in request.stream():
             writer.write(chunk)
-        return store_upload(request, emu, user, writer, params["table_name"], params["table_sys_id"],
-                            params["file_name"], content_type)
+        return store_upload(
+            request,
+            emu,
+            user,
+            writer,
+            params["table_name"],
+            params["table_sys_id"],
+            params["file_name"],
+            content_type,
+        )
     finally:
         writer.abort()  # no-op once committed (the temp file was renamed)
 
@@ -150,9 +224,12 @@ class MultipartUpload:
 
     def callbacks(self) -> dict[str, Any]:
         return {
-            "on_part_begin": self.on_part_begin, "on_header_field": self.on_header_field,
-            "on_header_value": self.on_header_value, "on_header_end": self.on_header_end,
-            "on_headers_finished": self.on_headers_finished, "on_part_data": self.on_part_data,
+            "on_part_begin": self.on_part_begin,
+            "on_header_field": self.on_header_field,
+            "on_header_value": self.on_header_value,
+            "on_header_end": self.on_header_end,
+            "on_headers_finished": self.on_headers_finished,
+            "on_part_data": self.on_part_data,
             "on_part_end": self.on_part_end,
         }
 
@@ -176,7 +253,9 @@ class MultipartUpload:
         filename = opts.get(b"filename")
         part_type = self._headers.get("content-type")
         # The file is the part with a filename, or any typed part that is not a known form field.
-        is_file = filename is not None or (part_type is not None and self.part_name not in FORM_FIELDS)
+        is_file = filename is not None or (
+            part_type is not None and self.part_name not in FORM_FIELDS
+        )
         if is_file and self.writer is None:
             self.writer = self.emu.blobs.writer(self.emu.config.max_size_bytes)
             self.file_name = filename.decode("utf-8", "replace") if filename is not None else None
@@ -195,8 +274,9 @@ class MultipartUpload:
             self.fields[self.part_name] = self._data.decode("utf-8", "replace")
 
 
-async def read_multipart(request: Request, emu: Emulator, upload: MultipartUpload,
-                         no_boundary: str) -> None:
+async def read_multipart(
+    request: Request, emu: Emulator, upload: MultipartUpload, no_boundary: str
+) -> None:
     """Stream a multipart/form-data body through `upload` (its file part goes to disk)."""
     ctype, opts = parse_options_header(request.headers.get("content-type", ""))
     boundary = opts.get(b"boundary")
@@ -217,15 +297,21 @@ async def post_upload(request: Request) -> Response:
     emu = emu_of(request)
     upload = MultipartUpload(emu)
     try:
-        await read_multipart(request, emu, upload, "Failed to create the attachment. "
-                             "File part might be missing in the request.")
+        await read_multipart(
+            request,
+            emu,
+            upload,
+            "Failed to create the attachment. File part might be missing in the request.",
+        )
         return finish_multipart(request, emu, user, upload)
     finally:
         if upload.writer is not None:
             upload.writer.abort()
 
 
-def finish_multipart(request: Request, emu: Emulator, user: User, upload: MultipartUpload) -> Response:
+def finish_multipart(
+    request: Request, emu: Emulator, user: User, upload: MultipartUpload
+) -> Response:
     fields = upload.fields
     table_name = fields.get("table_name", "")
     table_sys_id = fields.get("table_sys_id") or fields.get("record_sys_id", "")  # Geneva alias
@@ -234,11 +320,17 @@ def finish_multipart(request: Request, emu: Emulator, user: User, upload: Multip
     if not table_sys_id:
         raise missing("table_sys_id")
     if upload.writer is None:
-        raise ApiError(400, "Failed to create the attachment. File part might be missing in the request.", None)
+        raise ApiError(
+            400, "Failed to create the attachment. File part might be missing in the request.", None
+        )
     file_name = fields.get("file_name") or upload.file_name
     if not file_name:
         raise missing("file_name")
     check_target(emu, user, table_name, table_sys_id)
     check_extension(emu.config, file_name)
-    content_type = upload.file_type or mimetypes.guess_type(file_name)[0] or "application/octet-stream"
-    return store_upload(request, emu, user, upload.writer, table_name, table_sys_id, file_name, content_type)
+    content_type = (
+        upload.file_type or mimetypes.guess_type(file_name)[0] or "application/octet-stream"
+    )
+    return store_upload(
+        request, emu, user, upload.writer, table_name, table_sys_id, file_name, content_type
+    )
