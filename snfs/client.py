@@ -554,6 +554,42 @@ class AttachmentClient:
                 return
             offset = nxt
 
+    async def list_rows(
+        self,
+        table: str,
+        query: str,
+        *,
+        offset: int,
+        limit: int,
+        fields: tuple[str, ...],
+        count: bool,
+    ) -> tuple[list[dict[str, Any]], int | None]:
+        """One page of raw rows of `table` (`sys_attachment`: the Attachment API, else the
+        Table API) with only `fields`; `count=False` sends `sysparm_no_count=true`.
+        Returns the rows and X-Total-Count (None when absent). For `snfs.pager`."""
+        _q.validate_table(table)
+        params = {
+            "sysparm_query": query,
+            "sysparm_limit": str(limit),
+            "sysparm_offset": str(offset),
+            "sysparm_fields": ",".join(_q.validate_field(f) for f in fields),
+            "sysparm_suppress_pagination_header": "true",
+        }
+        if not count:
+            params["sysparm_no_count"] = "true"
+        attachments = table == "sys_attachment"
+        path = "/attachment" if attachments else f"/table/{_base_table(table)}"
+        resp = await self._send("list" if attachments else "table", "GET", path, params=params)
+        rows = [r for r in _result(resp, list) if isinstance(r, dict)]
+        error = _json_error(resp)
+        if error:  # e.g. a transaction quota cut the list short: HTTP 200, partial result
+            raise self._failed(ServerError(f"GET {path}: {error}", status=resp.status_code))
+        try:
+            total: int | None = int(resp.headers["x-total-count"])
+        except (KeyError, ValueError):
+            total = None
+        return rows, total
+
     async def list_all(self, query: str, *, page_size: int = 1000) -> list[Attachment]:
         out: list[Attachment] = []
         async for page in self.list_pages(query, page_size=page_size):
@@ -996,6 +1032,17 @@ def _result(resp: httpx.Response, kind: type | tuple[type, ...]) -> Any:
             status=resp.status_code,
         )
     return result
+
+
+def _json_error(resp: httpx.Response) -> str:
+    """The message of an `error` member next to `result` (a partial answer), or ''."""
+    try:
+        err = resp.json().get("error")
+    except (ValueError, AttributeError, UnicodeDecodeError):
+        return ""
+    if not err:
+        return ""
+    return _str(err.get("message") if isinstance(err, dict) else err) or "error in answer"
 
 
 def _metadata_size(resp: httpx.Response) -> int | None:

@@ -46,11 +46,23 @@ async def list_attachments(request: Request) -> Response:
         attachment_field,
         emu.config.invalid_query_returns_no_rows,
     )
-    page = emu.store.list_attachments(query, limit, offset, readable_tables(user.roles))
-    result = [present(request, row) for row in page.rows]
+    no_count = request.query_params.get("sysparm_no_count", "").lower() == "true"
+    page = emu.store.list_attachments(
+        query, limit, offset, readable_tables(user.roles), count=not no_count
+    )
+    result = [select_fields(request, present(request, row)) for row in page.rows]
+    if no_count:  # no `select count(*)`: no X-Total-Count and no Link
+        return render(request, {"result": result})
     return render(
         request, {"result": result}, headers=list_headers(request, limit, offset, page.total)
     )
+
+
+def select_fields(request: Request, row: dict[str, str]) -> dict[str, str]:
+    """`sysparm_fields`: only the named fields, in the row's order; unknown names are ignored."""
+    wanted = {f.strip() for f in request.query_params.get("sysparm_fields", "").split(",")}
+    picked = {k: v for k, v in row.items() if k in wanted}
+    return picked if picked else row
 
 
 async def get_attachment(request: Request) -> Response:

@@ -66,6 +66,8 @@ CREATE TABLE IF NOT EXISTS sys_attachment (
     PRIMARY KEY (sys_id));
 CREATE INDEX IF NOT EXISTS att_record ON sys_attachment (table_sys_id, table_name);
 CREATE INDEX IF NOT EXISTS att_order ON sys_attachment (sys_created_on, sys_id);
+-- A table's listing in record order, resumed from a key (snfs's keyset pager): a range scan.
+CREATE UNIQUE INDEX IF NOT EXISTS att_table_record ON sys_attachment (table_name, table_sys_id, sys_id);
 CREATE INDEX IF NOT EXISTS att_pending ON sys_attachment (pending_until) WHERE pending_until IS NOT NULL;
 """
 
@@ -248,14 +250,23 @@ class Store:
         )
 
     def list_attachments(
-        self, q: CompiledQuery, limit: int, offset: int, readable: list[str] | None
+        self,
+        q: CompiledQuery,
+        limit: int,
+        offset: int,
+        readable: list[str] | None,
+        *,
+        count: bool = True,
     ) -> Page:
+        """One page; `count=False` (sysparm_no_count) skips the COUNT(*) and reports total -1."""
         self.promote_pending()
         where, params = self._attachment_where(q, readable)
         order = ", ".join(q.order_by + ["sys_created_on ASC", "sys_id ASC"])
-        total = self.conn.execute(
-            f"SELECT COUNT(*) FROM sys_attachment WHERE {where}", params
-        ).fetchone()[0]
+        total = -1
+        if count:
+            total = self.conn.execute(
+                f"SELECT COUNT(*) FROM sys_attachment WHERE {where}", params
+            ).fetchone()[0]
         rows = self.conn.execute(
             f"SELECT {', '.join(ATTACHMENT_FIELDS)} FROM sys_attachment WHERE {where} "
             f"ORDER BY {order} LIMIT ? OFFSET ?",
