@@ -264,7 +264,14 @@ class Mount:
 
     async def _serve(self, cache: ContentCache) -> int:
         o, backend = self.o, self.backend
-        tree = Tree(backend, dir_cache_time=o.dir_cache_time, tables=o.tables)
+        tree = Tree(
+            backend,
+            dir_cache_time=o.dir_cache_time,
+            tables=o.tables,
+            scopes=o.scopes,
+            numbers=o.numbers,
+            pagers=max(1, o.max_in_flight // 2),  # the other half stays free for lookups
+        )
         spool = Spool(
             instance_dir(o.spool_dir or state_home() / "spool", self.key), exclusive=not o.read_only
         )

@@ -57,6 +57,8 @@ class MountOptions:
     umask: int = 0o022
     extra_fuse_options: list[str] = field(default_factory=list)
     tables: list[str] | None = None
+    scopes: dict[str, str] = field(default_factory=dict)  # table -> encoded query (--scope)
+    numbers: bool = False  # list record numbers as symlinks (--numbers)
     dir_cache_time: float = 60.0
     cache_size: int = 256 * 2**20
     cache_dir: Path | None = None
@@ -119,6 +121,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="ro, allow_other, uid=N, gid=N, umask=NNN (comma-separated)",
     )
     p.add_argument("--tables", help="comma-separated tables to show at the root")
+    p.add_argument(
+        "--scope",
+        action="append",
+        default=[],
+        metavar="TABLE=QUERY",
+        help="list only TABLE's records matching the encoded QUERY (repeatable)",
+    )
+    p.add_argument(
+        "--numbers",
+        action="store_true",
+        help="list each record's number (INC0012345) as a symlink next to its sys_id",
+    )
     p.add_argument(
         "--dir-cache-time",
         type=float,
@@ -199,6 +213,12 @@ def from_args(a: argparse.Namespace, profile: Profile | None = None) -> MountOpt
         setattr(o, name, getattr(a, name))
     if a.tables:
         o.tables = [t.strip() for t in a.tables.split(",") if t.strip()]
+    for spec in getattr(a, "scope", None) or []:
+        table, sep, scope = spec.partition("=")
+        if not sep or not table.strip() or not scope.strip():
+            raise ConfigError(f"--scope {spec!r}: expected TABLE=ENCODED_QUERY")
+        o.scopes[table.strip()] = scope.strip()
+    o.numbers = bool(getattr(a, "numbers", False))
     apply_fuse_options(o, ",".join(a.fuse_options))
     if o.dir_cache_time <= 0:
         raise ConfigError("--dir-cache-time must be above 0 (listings change remotely)")
