@@ -124,9 +124,7 @@ def generate(
         f"INSERT INTO sys_attachment ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})",
         att_rows,
     )
-    conn.execute(
-        "INSERT OR REPLACE INTO counters VALUES (?, ?)", (TABLE, 1_000_000 + records + 10)
-    )
+    conn.execute("INSERT OR REPLACE INTO counters VALUES (?, ?)", (TABLE, 1_000_000 + records + 10))
     conn.execute("COMMIT")
     store.close()
     with_atts = sorted(ids[: min(records, attachments)])
@@ -213,7 +211,11 @@ def measure(a: argparse.Namespace, work: Path) -> dict[str, Any]:
         m = SnfsMount(emu.url, work, opts)
         mp = m.mount()
         try:
+            cpu0 = util.cpu_seconds(m.pid), util.cpu_seconds(emu.proc.pid)
             out.update(_listing(m, mp, expected, unit, a))
+            cpu1 = util.cpu_seconds(m.pid), util.cpu_seconds(emu.proc.pid)
+            out["daemon_cpu_s"] = round((cpu1[0] or 0) - (cpu0[0] or 0), 1)
+            out["emulator_cpu_s"] = round((cpu1[1] or 0) - (cpu0[1] or 0), 1)
         finally:
             m.unmount()
         ms = SnfsMount(emu.url, work, [*opts, "--scope", f"{TABLE}=active=true"])
@@ -315,6 +317,9 @@ def markdown(r: dict[str, Any]) -> str:
         f"{r['rounds']['revisit']} | ≤ 5 |",
         f"| scoped `/incident` (active=true): whole | {r['scoped_s']} s | "
         f"{r['scoped_round_trips']} | |",
+        "",
+        f"CPU over the listing and the revisit: daemon {r.get('daemon_cpu_s')} s, "
+        f"emulator {r.get('emulator_cpu_s')} s.",
         "",
     ]
     for text, ok, value in verdicts(r):

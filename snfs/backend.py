@@ -44,6 +44,11 @@ class Capabilities:
 FULL = Capabilities()
 
 
+class RecordIds(list[str]):
+    """A page of a table's listing that names records only, without file metadata (what a
+    large table's listing asks for): shown in `/<table>`, but fills no record directory."""
+
+
 class Stats(Protocol):
     def as_dict(self) -> dict[str, Any]: ...
 

@@ -29,7 +29,7 @@ class Kind(Enum):
     SCOPES = "scopes"  # /<table>/.query: ad-hoc scopes by name (a TABLE node with data=query)
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)  # slots: one per record the kernel holds, 80,000 and more
 class Node:
     ino: int
     kind: Kind

@@ -270,7 +270,7 @@ class Mount:
             tables=o.tables,
             scopes=o.scopes,
             numbers=o.numbers,
-            pagers=max(1, o.max_in_flight // 2),  # the other half stays free for lookups
+            pagers=max(1, o.max_in_flight - 3),  # three requests stay free for lookups
         )
         spool = Spool(
             instance_dir(o.spool_dir or state_home() / "spool", self.key), exclusive=not o.read_only

@@ -129,11 +129,20 @@ class Splitter:
     only at cut points above the first page's last key, so the first pager keeps a range that
     contains everything its cursor has not passed and no row is seen by two pagers."""
 
-    def __init__(self, fetch: Fetch, key: str, *, parts: int, page_size: int) -> None:
+    def __init__(
+        self,
+        fetch: Fetch,
+        key: str,
+        *,
+        parts: int,
+        page_size: int,
+        on_total: Callable[[int | None], None] | None = None,
+    ) -> None:
         self._fetch, self.key, self.parts, self.page_size = fetch, key, parts, page_size
         self.first = Span()
         self.extra: list[Span] = []
         self.decided = trio.Event()
+        self.on_total = on_total  # called with the first page's count, before any other request
 
     async def fetch(self, text: str, offset: int, count: bool) -> tuple[list[Row], int | None]:
         try:
@@ -143,6 +152,8 @@ class Splitter:
             raise
         if not self.decided.is_set():
             self._split(rows, total)
+            if self.on_total is not None:
+                self.on_total(total)
             self.decided.set()
         return rows, total
 

@@ -14,9 +14,10 @@ from collections.abc import AsyncIterator
 from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
+from typing import cast
 
 from snfs import pager, query
-from snfs.backend import FULL, Capabilities
+from snfs.backend import FULL, Capabilities, RecordIds
 from snfs.client import Attachment, AttachmentClient, ClientStats
 from snfs.errors import InvalidInput, SnfsError
 
@@ -40,6 +41,8 @@ ATTACHMENT_FIELDS = (
     "download_link",
     "state",
 )
+# What a large table's listing asks for after its first page: the pager's keys only.
+LISTING_KEYS = ("table_sys_id", "sys_id")
 # sys_ids per `...IN` request: 200 ids keep the URL near 7 KB, under common proxy limits.
 ID_BATCH = 200
 USER_ID_RE = re.compile(r"^[A-Za-z0-9_.@+-]{1,100}$")
@@ -103,14 +106,34 @@ class ServiceNowBackend:
         return self._attachment_pages(table, fetch, None, page_size)
 
     async def list_table_parts(
-        self, table: str, *, page_size: int = 1000, parts: int = 1
+        self,
+        table: str,
+        *,
+        page_size: int = 1000,
+        parts: int = 1,
+        full_rows: int | None = None,
     ) -> AsyncIterator[AsyncIterator[list[Attachment]]]:
         """A table's attachments as keyset pagers over disjoint ranges of record sys_id, to
         run in parallel: one at first, up to `parts` once the first page shows a large table
         (`pager.Splitter`). Each yields rows grouped by record (ordered by `table_sys_id,
-        sys_id`), so a record is complete once its pager moves past it."""
-        fetch = self._fetcher("sys_attachment", page_size, ATTACHMENT_FIELDS)
-        split = pager.Splitter(fetch, "table_sys_id", parts=parts, page_size=page_size)
+        sys_id`), so a record is complete once its pager moves past it.
+
+        When the first page counts more than `full_rows` attachments, later pages ask only
+        for the keys (`RecordIds` pages): the caller could not keep that much metadata
+        anyway, and key-only pages cost the instance and the wire a fraction of full ones."""
+        full = self._fetcher("sys_attachment", page_size, ATTACHMENT_FIELDS)
+        keys = self._fetcher("sys_attachment", page_size, LISTING_KEYS)
+        wanted = {"full": True}
+
+        async def fetch(text: str, offset: int, count: bool) -> tuple[list[pager.Row], int | None]:
+            return await (full if wanted["full"] else keys)(text, offset, count)
+
+        def on_total(total: int | None) -> None:
+            wanted["full"] = full_rows is None or total is None or total <= full_rows
+
+        split = pager.Splitter(
+            fetch, "table_sys_id", parts=parts, page_size=page_size, on_total=on_total
+        )
         yield self._attachment_pages(table, split.fetch, split.first, page_size)
         await split.decided.wait()
         for span in split.extra:
@@ -122,7 +145,11 @@ class ServiceNowBackend:
         base = query.attachments_of_table_by_record(table)
         pages = pager.keyset_pages(fetch, base, "table_sys_id", page_size=page_size, span=span)
         async for rows in pages:
-            yield [a for a in map(Attachment.from_json, rows) if a.sys_id]
+            if all("file_name" in r for r in rows):
+                yield [a for a in map(Attachment.from_json, rows) if a.sys_id]
+            else:
+                ids = RecordIds(dict.fromkeys(str(r.get("table_sys_id") or "") for r in rows))
+                yield cast(list[Attachment], ids)
 
     def _fetcher(self, table: str, page_size: int, fields: tuple[str, ...]) -> pager.Fetch:
         async def fetch(text: str, offset: int, count: bool) -> tuple[list[pager.Row], int | None]:
@@ -134,10 +161,11 @@ class ServiceNowBackend:
 
     async def list_scoped(
         self, table: str, scope: str, *, page_size: int = 1000
-    ) -> AsyncIterator[list[Attachment]]:
+    ) -> AsyncIterator[AsyncIterator[list[Attachment]]]:
         """Attachments of the records of `table` matching the encoded query `scope`: the
-        records by keyset pages of the Table API (sys_id only), then their attachments in
-        batches of `table_sys_idIN...`, each batch grouped by record."""
+        records by keyset pages of the Table API (sys_id only), then one pager per batch of
+        ID_BATCH records (`table_sys_idIN...`), to run in parallel; each batch is whole
+        records, grouped by record."""
         records = pager.keyset_pages(
             self._fetcher(table, page_size, ("sys_id",)),
             query.validate_scope(scope),
@@ -147,12 +175,16 @@ class ServiceNowBackend:
         async for rows in records:
             ids = [str(r.get("sys_id")) for r in rows if query.is_sys_id(r.get("sys_id"))]
             for i in range(0, len(ids), ID_BATCH):
-                atts = await self.client.list_all(
-                    query.attachments_of_records(table, ids[i : i + ID_BATCH]),
-                    page_size=page_size,
-                )
-                if atts:
-                    yield atts
+                yield self._batch(table, ids[i : i + ID_BATCH], page_size)
+
+    async def _batch(
+        self, table: str, ids: list[str], page_size: int
+    ) -> AsyncIterator[list[Attachment]]:
+        atts = await self.client.list_all(
+            query.attachments_of_records(table, ids), page_size=page_size
+        )
+        if atts:
+            yield atts
 
     async def numbers(self, table: str, sys_ids: list[str]) -> dict[str, str]:
         """sys_id -> number for records of `table` (Table API, `sys_idIN`, one request per

@@ -66,8 +66,12 @@ CREATE TABLE IF NOT EXISTS sys_attachment (
     PRIMARY KEY (sys_id));
 CREATE INDEX IF NOT EXISTS att_record ON sys_attachment (table_sys_id, table_name);
 CREATE INDEX IF NOT EXISTS att_order ON sys_attachment (sys_created_on, sys_id);
--- A table's listing in record order, resumed from a key (snfs's keyset pager): a range scan.
-CREATE UNIQUE INDEX IF NOT EXISTS att_table_record ON sys_attachment (table_name, table_sys_id, sys_id);
+-- One table's attachments in the default order (plain paging), and in record order resumed
+-- from a key (snfs's keyset pager): both a range scan of an index, never a sort.
+CREATE UNIQUE INDEX IF NOT EXISTS att_table_order
+    ON sys_attachment (table_name, sys_created_on, sys_id);
+CREATE UNIQUE INDEX IF NOT EXISTS att_table_record
+    ON sys_attachment (table_name, table_sys_id, sys_id);
 CREATE INDEX IF NOT EXISTS att_pending ON sys_attachment (pending_until) WHERE pending_until IS NOT NULL;
 """
 
