@@ -312,6 +312,11 @@ class MountOptions:
         kind=PATH,
     )
     max_in_flight: int = opt(8, "concurrent HTTP requests", kind=POSITIVE_INT)
+    prefetch: int = opt(
+        8,
+        "small files fetched ahead of a process reading a directory's files in turn (0: off)",
+        kind=INT,
+    )
     read_ahead_kb: int = opt(
         4096,
         "kernel read-ahead for sequential reads (default 4096; needs root)",
