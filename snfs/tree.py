@@ -21,9 +21,9 @@ from typing import Any, cast
 import trio
 from cachetools import LRUCache
 
-from snfs import names, query
+from snfs import names
 from snfs.backend import Backend, RecordIds
-from snfs.client import Attachment
+from snfs.backend import RemoteFile as Attachment
 from snfs.errors import ConfigError, InvalidInput, NotFound
 from snfs.inodes import Inodes, Kind, Node
 
@@ -153,8 +153,6 @@ class Tree:
         tables: Iterable[str] | None = None,
         page_size: int = 1000,
         clock: Callable[[], float] = time.monotonic,
-        scopes: dict[str, str] | None = None,
-        numbers: bool = False,
         record_cache_bytes: int = RECORD_CACHE_BYTES,
         pagers: int = TABLE_PAGERS,
     ) -> None:
@@ -165,15 +163,9 @@ class Tree:
         for t in self.fixed_tables or ():
             if not backend.valid_table_name(t):
                 raise ConfigError(f"--tables: {t!r} is not a table name")
-        self.scopes = dict(scopes or {})
-        for t, scope in self.scopes.items():
-            if not backend.valid_table_name(t) or not hasattr(backend, "list_scoped"):
-                raise ConfigError(f"--scope: {t!r} cannot be scoped on this backend")
-            try:
-                query.validate_scope(scope)
-            except InvalidInput as e:
-                raise ConfigError(f"--scope {t}: {e}") from None
-        self.numbers = numbers
+        # Optional backend features (a backend without them lists tables as a whole).
+        self._opt: Any = backend
+        self.numbers = bool(getattr(backend, "lists_numbers", False))
         self.page_size = page_size
         self.pagers = pagers
         self._clock = clock
@@ -266,14 +258,16 @@ class Tree:
         return caps.discover and caps.list
 
     def scopable(self, table: str) -> bool:
-        return self.streams(table) and hasattr(self.backend, "list_scoped")
+        can = getattr(self.backend, "can_scope", None)
+        return self.streams(table) and bool(can and can(table))
 
     def listing(self, table: str, scope: str | None = None) -> Listing:
         """The listing to show for `/<table>` (or a scope of it), at once: a complete one, even
         if expired (a refresh then runs in the background and is swapped in when complete),
         or a growing one when there is none yet. Never waits for a request."""
         if scope is None:
-            scope = self.scopes.get(table)
+            default = getattr(self.backend, "default_scope", None)
+            scope = default(table) if default else None
         key = (table, scope)
         current = self._listings.get(key)
         if current is None or (current.done and current.error is not None):
@@ -326,6 +320,9 @@ class Tree:
         backend: Any = self.backend
         async with trio.open_nursery() as nursery:
             if scope is not None or hasattr(backend, "list_table_parts"):
+                grouped = scope is not None or bool(
+                    getattr(backend, "groups_by_record", lambda t: False)(table)
+                )
                 parts = (
                     backend.list_scoped(table, scope, page_size=self.page_size)
                     if scope is not None
@@ -338,7 +335,9 @@ class Tree:
                 )
                 limiter = trio.CapacityLimiter(self.pagers)
                 async for pages in parts:
-                    nursery.start_soon(self._consume, table, pages, listing, True, nursery, limiter)
+                    nursery.start_soon(
+                        self._consume, table, pages, listing, grouped, nursery, limiter
+                    )
             else:
                 pages = backend.list_table(table, page_size=self.page_size)
                 nursery.start_soon(self._consume, table, pages, listing, False, nursery)
@@ -436,7 +435,7 @@ class Tree:
         """`/<table>/.query/<name>`: the records of `table` matching the encoded query that
         `name` percent-decodes to (docs/SEMANTICS.md, "Scoped tables")."""
         try:
-            scope = query.decode_scope_name(name)
+            scope = self._opt.scope_from_name(table, name)
         except InvalidInput as e:
             log.warning("%s/%s/%s: %s", table, SCOPE_DIR, name, e)
             return None

@@ -1,30 +1,38 @@
-"""ServiceNow: the Attachment API (every table), plus CCCIF media uploads under `/.cccif/`.
+"""ServiceNow: the Attachment API (every table); CCCIF media uploads under `/.cccif/`.
 
 Tables are ServiceNow tables, records are sys_ids (numbers such as INC0010001 are aliases),
-files are sys_attachment rows. `/.cccif/<user_id>/` is a write-only area: a file written there
-is uploaded with the CCCIF Media Resource API for that chat user; the API cannot list, so the
-directory shows the files uploaded through this mount, readable and deletable through the
-Attachment API by their attachmentId.
+files are sys_attachment rows. The mounted backend is a `Router` that sends `/.cccif/...` to
+`snfs.backends.cccif` (the CCCIF Media Resource API) and everything else here.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import AsyncIterator
-from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
-from typing import cast
+from typing import TYPE_CHECKING, cast
 
-from snfs import pager, query
-from snfs.backend import FULL, Capabilities, RecordIds
-from snfs.client import Attachment, AttachmentClient, ClientStats
-from snfs.errors import InvalidInput, SnfsError
-
-CCCIF = ".cccif"
-CCCIF_CAPS = Capabilities(
-    list=False, read=True, create=True, delete=True, rename=False, discover=False
+from snfs import __version__, pager, query
+from snfs.backend import FULL, Backend, Capabilities, RecordIds, RemoteFile, XattrKeys
+from snfs.backends.cccif import TABLE as CCCIF
+from snfs.backends.cccif import CccifBackend
+from snfs.backends.router import Router
+from snfs.client import (
+    Attachment,
+    AttachmentClient,
+    ClientConfig,
+    ClientStats,
+    normalize_instance_url,
 )
+from snfs.credentials import build_auth
+from snfs.errors import ConfigError, InvalidInput, SnfsError
+from snfs.options import BOOL, Kind, Option
+from snfs.registry import System
+
+if TYPE_CHECKING:
+    from snfs.options import MountOptions
+
 NUMBER_RE = re.compile(r"^[A-Z]{2,8}[0-9]{5,12}$")
 # What a listing asks for (sysparm_fields): what snfs.client.Attachment keeps, nothing more.
 ATTACHMENT_FIELDS = (
@@ -45,15 +53,31 @@ ATTACHMENT_FIELDS = (
 LISTING_KEYS = ("table_sys_id", "sys_id")
 # sys_ids per `...IN` request: 200 ids keep the URL near 7 KB, under common proxy limits.
 ID_BATCH = 200
-USER_ID_RE = re.compile(r"^[A-Za-z0-9_.@+-]{1,100}$")
 
 
 class ServiceNowBackend:
     name = "servicenow"
+    xattr_keys = XattrKeys("sys_id", "table", "table_sys_id")
 
-    def __init__(self, client: AttachmentClient) -> None:
+    def __init__(
+        self,
+        client: AttachmentClient,
+        *,
+        scopes: dict[str, str] | None = None,
+        numbers: bool = False,
+    ) -> None:
         self.client = client
         self.base_url = client.config.base_url
+        self.instance_key = self.base_url  # the first system: its spools predate the prefix
+        self.scopes = dict(scopes or {})  # table -> encoded query listed instead of all
+        self.lists_numbers = numbers  # list each record's number next to its sys_id
+        for table, scope in self.scopes.items():
+            if not self.valid_table_name(table):
+                raise ConfigError(f"--scope: {table!r} is not a table name")
+            try:
+                query.validate_scope(scope)
+            except InvalidInput as e:
+                raise ConfigError(f"--scope {table}: {e}") from None
 
     @property
     def stats(self) -> ClientStats:
@@ -64,7 +88,7 @@ class ServiceNowBackend:
         return self.client.supports_range
 
     def capabilities(self, table: str) -> Capabilities:
-        return CCCIF_CAPS if table == CCCIF else FULL
+        return FULL
 
     async def check(self) -> None:
         await self.client.check()
@@ -79,8 +103,6 @@ class ServiceNowBackend:
         return sorted(t for t, n in counts.items() if n > 0 and self.valid_table_name(t))
 
     def valid_table_name(self, table: str) -> bool:
-        if table == CCCIF:
-            return True
         try:
             query.validate_table(table)
         except InvalidInput:
@@ -88,22 +110,38 @@ class ServiceNowBackend:
         return True
 
     async def table_exists(self, table: str) -> bool:
-        return table == CCCIF or await self.client.table_exists(table)
+        return await self.client.table_exists(table)
 
     def valid_record_name(self, table: str, name: str) -> bool:
-        return bool(USER_ID_RE.match(name)) if table == CCCIF else query.is_sys_id(name)
+        return query.is_sys_id(name)
 
     async def record_exists(self, table: str, record: str) -> bool:
-        return table == CCCIF or await self.client.record_exists(table, record)
+        return await self.client.record_exists(table, record)
 
     async def find_record(self, table: str, alias: str) -> str | None:
-        if table == CCCIF or not NUMBER_RE.match(alias):
+        if not NUMBER_RE.match(alias):
             return None
         return await self.client.find_record(table, alias)
 
-    def list_table(self, table: str, *, page_size: int = 1000) -> AsyncIterator[list[Attachment]]:
+    def list_table(self, table: str, *, page_size: int = 1000) -> AsyncIterator[list[RemoteFile]]:
         fetch = self._fetcher("sys_attachment", page_size, ATTACHMENT_FIELDS)
         return self._attachment_pages(table, fetch, None, page_size)
+
+    # -- large tables: parallel keyset pagers, scopes, numbers (docs/PERFORMANCE.md) -------------
+
+    def groups_by_record(self, table: str) -> bool:
+        """`list_table_parts` pages come grouped by record (a record is complete once passed)."""
+        return True
+
+    def can_scope(self, table: str) -> bool:
+        return True
+
+    def default_scope(self, table: str) -> str | None:
+        return self.scopes.get(table)
+
+    def scope_from_name(self, name: str) -> str:
+        """A `.query/<name>` directory name to the encoded query it stands for."""
+        return query.decode_scope_name(name)
 
     async def list_table_parts(
         self,
@@ -112,7 +150,7 @@ class ServiceNowBackend:
         page_size: int = 1000,
         parts: int = 1,
         full_rows: int | None = None,
-    ) -> AsyncIterator[AsyncIterator[list[Attachment]]]:
+    ) -> AsyncIterator[AsyncIterator[list[RemoteFile]]]:
         """A table's attachments as keyset pagers over disjoint ranges of record sys_id, to
         run in parallel: one at first, up to `parts` once the first page shows a large table
         (`pager.Splitter`). Each yields rows grouped by record (ordered by `table_sys_id,
@@ -141,7 +179,7 @@ class ServiceNowBackend:
 
     async def _attachment_pages(
         self, table: str, fetch: pager.Fetch, span: pager.Span | None, page_size: int
-    ) -> AsyncIterator[list[Attachment]]:
+    ) -> AsyncIterator[list[RemoteFile]]:
         base = query.attachments_of_table_by_record(table)
         pages = pager.keyset_pages(fetch, base, "table_sys_id", page_size=page_size, span=span)
         async for rows in pages:
@@ -149,7 +187,7 @@ class ServiceNowBackend:
                 yield [a for a in map(Attachment.from_json, rows) if a.sys_id]
             else:
                 ids = RecordIds(dict.fromkeys(str(r.get("table_sys_id") or "") for r in rows))
-                yield cast(list[Attachment], ids)
+                yield cast(list[RemoteFile], ids)
 
     def _fetcher(self, table: str, page_size: int, fields: tuple[str, ...]) -> pager.Fetch:
         async def fetch(text: str, offset: int, count: bool) -> tuple[list[pager.Row], int | None]:
@@ -161,7 +199,7 @@ class ServiceNowBackend:
 
     async def list_scoped(
         self, table: str, scope: str, *, page_size: int = 1000
-    ) -> AsyncIterator[AsyncIterator[list[Attachment]]]:
+    ) -> AsyncIterator[AsyncIterator[list[RemoteFile]]]:
         """Attachments of the records of `table` matching the encoded query `scope`: the
         records by keyset pages of the Table API (sys_id only), then one pager per batch of
         ID_BATCH records (`table_sys_idIN...`), to run in parallel; each batch is whole
@@ -179,18 +217,16 @@ class ServiceNowBackend:
 
     async def _batch(
         self, table: str, ids: list[str], page_size: int
-    ) -> AsyncIterator[list[Attachment]]:
+    ) -> AsyncIterator[list[RemoteFile]]:
         atts = await self.client.list_all(
             query.attachments_of_records(table, ids), page_size=page_size
         )
         if atts:
-            yield atts
+            yield [*atts]
 
     async def numbers(self, table: str, sys_ids: list[str]) -> dict[str, str]:
         """sys_id -> number for records of `table` (Table API, `sys_idIN`, one request per
         ID_BATCH ids); records without a number are left out."""
-        if table == CCCIF:
-            return {}
         out: dict[str, str] = {}
         ids = [s for s in sys_ids if query.is_sys_id(s)]
         for i in range(0, len(ids), ID_BATCH):
@@ -209,10 +245,8 @@ class ServiceNowBackend:
                     out[str(r["sys_id"])] = number
         return out
 
-    async def list_record(self, table: str, record: str) -> list[Attachment]:
-        if table == CCCIF:
-            return []
-        return await self.client.list_all(query.attachments_of_record(table, record))
+    async def list_record(self, table: str, record: str) -> list[RemoteFile]:
+        return [*await self.client.list_all(query.attachments_of_record(table, record))]
 
     # -- content ---------------------------------------------------------------------------------
 
@@ -221,24 +255,18 @@ class ServiceNowBackend:
 
     async def upload(
         self, table: str, record: str, file_name: str, source: Path, *, size: int
-    ) -> Attachment:
-        if table == CCCIF:
-            att = await self.client.cccif_upload(record, file_name, source, size=size)
-            # Shown where it was written, whatever record the instance filed it under.
-            return replace(att, table_name=CCCIF, table_sys_id=record)
+    ) -> RemoteFile:
         return await self.client.upload(table, record, file_name, source, size=size)
 
     async def delete(self, file_id: str, *, missing_ok: bool = False) -> None:
         await self.client.delete(file_id, missing_ok=missing_ok)
 
-    async def rename(self, file_id: str, new_name: str) -> Attachment:
+    async def rename(self, file_id: str, new_name: str) -> RemoteFile:
         return await self.client.rename(file_id, new_name)
 
     async def find_uploaded(
         self, table: str, record: str, file_name: str, sha256: str, size: int, since: datetime
-    ) -> Attachment | None:
-        if table == CCCIF:
-            return None  # CCCIF files hang off a record we cannot name: no look-up possible
+    ) -> RemoteFile | None:
         try:
             atts = await self.client.list_all(
                 query.all_of(
@@ -257,3 +285,67 @@ class ServiceNowBackend:
             ):
                 return att
         return None
+
+
+def client_config(o: MountOptions, url: str) -> ClientConfig:
+    base_url = normalize_instance_url(url, allow_insecure_http=o.allow_insecure_http)
+    return ClientConfig(
+        base_url=base_url,
+        auth=build_auth(o, base_url),
+        max_in_flight=o.max_in_flight,
+        verify=str(o.ca_bundle) if o.ca_bundle else True,
+        timeout=o.timeout,
+        user_agent=f"snfs/{__version__}",
+    )
+
+
+def build(o: MountOptions, url: str) -> Backend:
+    """The Attachment API for every table, CCCIF for `/.cccif/`, over one client."""
+    client = AttachmentClient(client_config(o, url))
+    mine = o.backend_options
+    backend = ServiceNowBackend(
+        client, scopes=dict(mine.get("scope") or []), numbers=bool(mine.get("numbers"))
+    )
+    return Router(backend, {CCCIF: CccifBackend(client)})
+
+
+def _scope_pair(text: str) -> tuple[str, str]:
+    table, sep, scope = text.partition("=")
+    if not sep or not table.strip() or not scope.strip():
+        raise ConfigError(f"--scope {text!r}: expected TABLE=ENCODED_QUERY")
+    return table.strip(), scope.strip()
+
+
+def _check_scopes(v: object, where: str) -> list[tuple[str, str]]:
+    items = [v] if isinstance(v, str) else v
+    if not isinstance(items, list) or not all(isinstance(i, str) for i in items):
+        raise ConfigError(f'{where}: must be a list such as ["incident=active=true"]')
+    return [_scope_pair(i) for i in items]
+
+
+# Repeatable `--scope TABLE=QUERY`: the values collect into a list of (table, query).
+SCOPES = Kind("scopes", _check_scopes, parse=_scope_pair, append=True)
+
+
+SYSTEM = System(
+    name="servicenow",
+    summary="ServiceNow Attachment API; CCCIF media under /.cccif/",
+    url="dev12345, https://acme.service-now.com",
+    capabilities=FULL,
+    build=build,
+    options=(
+        Option(
+            "scope",
+            SCOPES,
+            [],
+            "list only TABLE's records matching the encoded QUERY (repeatable)",
+            metavar="TABLE=QUERY",
+        ),
+        Option(
+            "numbers",
+            BOOL,
+            False,
+            "list each record's number (INC0012345) as a symlink next to its sys_id",
+        ),
+    ),
+)
