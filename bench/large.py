@@ -57,11 +57,13 @@ def generate(
     attachments: int,
     empty_records: int = 0,
     active_every: int = 3,
+    heavy: int = 0,
     seed: int = 1,
 ) -> dict[str, Any]:
     """Write `records` incidents with `attachments` spread over them (every record gets at
     least one when attachments >= records), plus `empty_records` without any, straight into
-    the emulator's database. Every `active_every`-th record is active=true. Returns what a
+    the emulator's database; the first record gets `heavy` more (a record longer than a
+    page). Every `active_every`-th record is active=true. Returns what a
     listing must show: {"with": sorted sys_ids with attachments, "active": those active}."""
     data_dir.mkdir(parents=True, exist_ok=True)
     store = Store(data_dir / "emulator.sqlite3")
@@ -96,8 +98,11 @@ def generate(
                 active.append(sid)
     cols = list(ATTACHMENT_FIELDS)
     att_rows = []
-    for j in range(attachments):
-        rec = ids[j % records] if j < records else ids[rnd.randrange(records)]
+    for j in range(attachments + heavy):
+        if j >= attachments:
+            rec = ids[0]
+        else:
+            rec = ids[j % records] if j < records else ids[rnd.randrange(records)]
         stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(start + rnd.randrange(3 * 10**7)))
         row = {
             "size_bytes": str(100 + j % 5000),
@@ -306,7 +311,8 @@ def markdown(r: dict[str, Any]) -> str:
         "",
         "| measure | value | page round trips | target |",
         "| --- | --- | --- | --- |",
-        f"| `ls -f /incident`: first entry | {r['first_entry_s']} s | {r['rounds']['first']} | ≤ 5 |",
+        f"| `ls -f /incident`: first entry | {r['first_entry_s']} s | {r['rounds']['first']} "
+        "| ≤ 5 |",
         f"| whole listing ({r['entries']:,} entries) | {r['whole_s']} s | {r['rounds']['whole']} "
         "| ≤ 100 |",
         f"| `stat` of an unlisted record during it | {r['lookup_during_s']} s | "
