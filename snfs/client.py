@@ -25,7 +25,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
@@ -62,7 +62,7 @@ API_PATH = "/api/now"
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 REQUEST_KINDS = ("list", "get", "file", "upload", "delete", "rename", "stats", "table", "auth")
 
-UploadSource = Union[Path, bytes, Callable[[], AsyncIterable[bytes]]]
+UploadSource = Path | bytes | Callable[[], AsyncIterable[bytes]]
 _http_error = http_error  # its old private name here (tests import it)
 
 

@@ -1,4 +1,4 @@
-"""Table API (enough for records to exist) and Aggregate API (/stats/{table}, also on sys_attachment)."""
+"""Table API (enough for records to exist) and Aggregate API (/stats/{table}, sys_attachment too)."""
 
 from __future__ import annotations
 
@@ -65,8 +65,11 @@ async def list_records(request: Request) -> Response:
     if not can_access(user.roles, table):  # like ACLs: the rows are just not there
         return render(request, {"result": []}, headers={"X-Total-Count": "0"})
     query = table_query(request, emu, record_field_resolver(table), TABLES[table].fields)
-    page = emu.store.list_records(table, query, limit, offset)
+    no_count = request.query_params.get("sysparm_no_count", "").lower() == "true"
+    page = emu.store.list_records(table, query, limit, offset, count=not no_count)
     result = [select_fields(request, r) for r in page.rows]
+    if no_count:  # no `select count(*)`: no X-Total-Count and no Link
+        return render(request, {"result": result})
     return render(
         request, {"result": result}, headers=list_headers(request, limit, offset, page.total)
     )
@@ -162,7 +165,7 @@ async def stats(request: Request) -> Response:
 
     def stats_of(count: int, values: list[str]) -> dict[str, Any]:
         out: dict[str, Any] = {"count": str(count)} if with_count else {}
-        for (key, name, _), value in zip(aggs, values):
+        for (key, name, _), value in zip(aggs, values, strict=False):
             out.setdefault(key, {})[name] = _format(key, value)
         return out
 
@@ -171,7 +174,7 @@ async def stats(request: Request) -> Response:
             {
                 "stats": stats_of(count, values),
                 "groupby_fields": [
-                    {"field": name, "value": v} for (name, _), v in zip(groups, keys)
+                    {"field": name, "value": v} for (name, _), v in zip(groups, keys, strict=False)
                 ],
             }
             for keys, count, values in rows

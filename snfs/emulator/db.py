@@ -72,7 +72,8 @@ CREATE UNIQUE INDEX IF NOT EXISTS att_table_order
     ON sys_attachment (table_name, sys_created_on, sys_id);
 CREATE UNIQUE INDEX IF NOT EXISTS att_table_record
     ON sys_attachment (table_name, table_sys_id, sys_id);
-CREATE INDEX IF NOT EXISTS att_pending ON sys_attachment (pending_until) WHERE pending_until IS NOT NULL;
+CREATE INDEX IF NOT EXISTS att_pending ON sys_attachment (pending_until)
+    WHERE pending_until IS NOT NULL;
 """
 
 
@@ -132,7 +133,8 @@ class Store:
 
     def wipe(self) -> None:
         self.conn.executescript(
-            "DELETE FROM records; DELETE FROM sys_attachment; DELETE FROM counters; DELETE FROM meta;"
+            "DELETE FROM records; DELETE FROM sys_attachment; DELETE FROM counters; "
+            "DELETE FROM meta;"
         )
 
     # -- records ------------------------------------------------------------------------------
@@ -191,19 +193,23 @@ class Store:
         ids = [
             r[0]
             for r in self.conn.execute(
-                "DELETE FROM sys_attachment WHERE table_sys_id = ? AND table_name IN (?, ?) RETURNING sys_id",
+                "DELETE FROM sys_attachment WHERE table_sys_id = ? AND table_name IN (?, ?) "
+                "RETURNING sys_id",
                 (sys_id, table, ZZ_YY + table),
             ).fetchall()
         ]
         return ids
 
-    def list_records(self, table: str, q: CompiledQuery, limit: int, offset: int) -> Page:
+    def list_records(
+        self, table: str, q: CompiledQuery, limit: int, offset: int, *, count: bool = True
+    ) -> Page:
         where = f"table_name = ? AND ({q.where})"
         params = [table, *q.params]
         order = ", ".join(q.order_by + ["sys_created_on ASC", "sys_id ASC"])
-        total = self.conn.execute(f"SELECT COUNT(*) FROM records WHERE {where}", params).fetchone()[
-            0
-        ]
+        total = -1
+        if count:
+            sql = f"SELECT COUNT(*) FROM records WHERE {where}"
+            total = self.conn.execute(sql, params).fetchone()[0]
         rows = self.conn.execute(
             f"SELECT data FROM records WHERE {where} ORDER BY {order} LIMIT ? OFFSET ?",
             [*params, limit, offset],
@@ -214,7 +220,8 @@ class Store:
     def insert_attachment(self, row: dict[str, str], pending_until: float | None) -> None:
         cols = list(ATTACHMENT_FIELDS)
         self.conn.execute(
-            f"INSERT INTO sys_attachment ({', '.join(cols)}, pending_until) VALUES ({', '.join('?' * len(cols))}, ?)",
+            f"INSERT INTO sys_attachment ({', '.join(cols)}, pending_until) "
+            f"VALUES ({', '.join('?' * len(cols))}, ?)",
             [row.get(c, "") for c in cols] + [pending_until],
         )
 
@@ -229,7 +236,8 @@ class Store:
         for sys_id, until in due:
             self.conn.execute(
                 "UPDATE sys_attachment SET state = 'available', sys_updated_by = 'system', "
-                "sys_mod_count = CAST(sys_mod_count AS INTEGER) + 1, sys_updated_on = ?, pending_until = NULL "
+                "sys_mod_count = CAST(sys_mod_count AS INTEGER) + 1, sys_updated_on = ?, "
+                "pending_until = NULL "
                 "WHERE sys_id = ?",
                 (now_str(until), sys_id),
             )
@@ -299,7 +307,7 @@ class Store:
         group_exprs: list[str],
         aggs: list[tuple[str, str, str]],
     ) -> list[tuple[list[str], int, list[str]]]:
-        """[(group values, count, aggregate values)] for `SELECT ... FROM source WHERE ... GROUP BY`.
+        """[(group values, count, aggregate values)] of `SELECT ... FROM source WHERE ... GROUP BY`.
 
         `aggs` are (function, field name, sql expression); `source` and expressions come from
         whitelists, never from the request.
