@@ -18,7 +18,10 @@ once each:
 - A short page does not end the listing. Pages after a full page ask `sysparm_no_count=true`;
   the request after a short page asks for the count (X-Total-Count, which counts before ACLs),
   and the listing ends when `offset + limit >= total`. If an instance sends no count at all, a
-  short page ends it (the best that can be done then).
+  short page ends it (the best that can be done then). While every page has come back full,
+  no row was hidden, so the pages are contiguous: once they cover the first request's count
+  the listing ends without another request. (Rows added during a listing, past that count,
+  are seen by the next refresh.)
 - Rows are yielded only when `(key, sys_id)` is past the last yielded one: a re-read row
   (a record that gained an attachment meanwhile) is never shown twice.
 """
@@ -81,15 +84,25 @@ async def keyset_pages(
     want_count = True
     last: tuple[str, str] | None = None
     span = span or Span()
+    first_total: int | None = None  # X-Total-Count of the first request: the whole span
+    scanned, all_full = 0, True
     while True:
         bounds = span.terms(key) + ([q.term(key, ">=", at)] if at is not None else [])
         text = q.and_each_group(base, bounds, [q.order_by(key), q.order_by("sys_id")])
         rows, total = await fetch(text, offset, want_count)
+        if at is None and offset == 0:
+            first_total = total
         fresh = [r for r in rows if last is None or _pos(r, key) > last]
         if fresh:
             last = _pos(fresh[-1], key)
             yield fresh
         if _finished(rows, total, offset, page_size, want_count):
+            return
+        # While every page came back full, no row was hidden and the windows were contiguous:
+        # once they cover the first count, there is nothing more (saves the final request).
+        all_full = all_full and len(rows) >= page_size
+        scanned += page_size
+        if all_full and first_total is not None and scanned >= first_total:
             return
         want_count = len(rows) < page_size
         at, offset = _advance(rows, key, at, offset, page_size)
@@ -118,6 +131,11 @@ def _advance(
         if tail != at:
             return tail, sum(1 for r in rows if str(r.get(key) or "") == tail)
     return at, offset + page_size
+
+
+# Split only listings of more than this many pages: below it, one pager's few requests cost
+# less than one extra final request per pager.
+SPLIT_ROWS = 10
 
 
 class Splitter:
@@ -158,7 +176,7 @@ class Splitter:
         return rows, total
 
     def _split(self, rows: Sequence[Row], total: int | None) -> None:
-        if self.parts <= 1 or not rows or total is None or total <= 2 * self.page_size:
+        if self.parts <= 1 or not rows or total is None or total <= SPLIT_ROWS * self.page_size:
             return
         after = str(rows[-1].get(self.key) or "")
         cuts = [s.low for s in hex_spans(self.parts) if s.low is not None and s.low > after]

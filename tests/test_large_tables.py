@@ -1,9 +1,10 @@
 """Large tables through a real mount of the real emulator: streaming listings, parallel keyset
 pagers, scopes, numbers, stale-while-revalidate. Outcomes are checked against the API.
 
-The table is written straight into the emulator's database (bench.large.generate): 3,000
-attachments over 1,000 records (a few pages), one record with more attachments than a page,
-and records without attachments.
+The table is written straight into the emulator's database (bench.large.generate): 13,200
+attachments over 2,000 records (large enough for the listing to split into parallel pagers
+and to ask only for keys after its first page), one record with more attachments than a
+page, and records without attachments.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ TABLE = "incident"
 @pytest.fixture(scope="module")
 def big(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[EmulatorProc, dict[str, Any]]]:
     tmp = tmp_path_factory.mktemp("large")
-    expected = generate(tmp / "data", records=1000, attachments=3000, empty_records=100, heavy=1200)
+    expected = generate(tmp / "data", records=2000, attachments=12000, empty_records=200, heavy=1200)
     emu = start_emulator(tmp / "data", "--state-delay", "0", log=tmp / "emulator.log")
     yield emu, expected
     emu.stop()
@@ -91,7 +92,7 @@ def in_thread(fn: Callable[[], Any]) -> tuple[threading.Event, dict[str, Any]]:
 def test_every_record_listed_once_across_parallel_pagers(
     big: tuple[EmulatorProc, dict[str, Any]], mount: Callable[..., MountProc]
 ) -> None:
-    """3,000+1,200 attachments: the first page shows a large table, so the listing splits
+    """13,200 attachments: the first page shows a large table, so the listing splits
     into parallel keyset pagers asking only for keys; every record with attachments appears
     exactly once, the records without attachments do not, and a record is still reachable."""
     emu, expected = big
@@ -106,7 +107,7 @@ def test_every_record_listed_once_across_parallel_pagers(
     assert len(os.listdir(m.path(TABLE, heavy))) == len(
         emu.attachments(f"table_name={TABLE}^table_sys_id={heavy}")
     )
-    empty = record_id(1000)  # no attachment: not listed, still reachable by sys_id
+    empty = record_id(2000)  # no attachment: not listed, still reachable by sys_id
     assert empty not in names and os.listdir(m.path(TABLE, empty)) == []
 
 
@@ -151,7 +152,7 @@ def test_expired_listing_is_served_at_once_and_sighup_refreshes(
     before = sorted(os.listdir(m.path(TABLE)))
     listed_at = time.monotonic()
     # A record that had no attachment gets one: the next full listing shows it.
-    rec = record_id(1050)
+    rec = record_id(2050)
     assert rec not in before
     status, _, _ = emu.request(
         "POST",
