@@ -152,7 +152,7 @@ class Mount:
             backend,
             dir_cache_time=o.dir_cache_time,
             tables=o.tables,
-            pagers=max(1, o.max_in_flight - 3),  # three requests stay free for lookups
+            pagers=max(1, o.max_in_flight - 2),  # two requests stay free for lookups
         )
         spool = Spool(
             instance_dir(o.spool_dir or state_home() / "spool", self.key), exclusive=not o.read_only

@@ -20,7 +20,7 @@ from snfs.emulator.common import (
     render,
     require_user,
 )
-from snfs.emulator.db import attachment_field
+from snfs.emulator.db import ATTACHMENT_FIELDS, attachment_field
 from snfs.emulator.download import file_response
 from snfs.emulator.encoded_query import compile_query
 from snfs.emulator.state import Emulator
@@ -47,15 +47,25 @@ async def list_attachments(request: Request) -> Response:
         emu.config.invalid_query_returns_no_rows,
     )
     no_count = request.query_params.get("sysparm_no_count", "").lower() == "true"
+    fields = wanted_fields(request)
     page = emu.store.list_attachments(
-        query, limit, offset, readable_tables(user.roles), count=not no_count
+        query, limit, offset, readable_tables(user.roles), count=not no_count, fields=fields
     )
-    result = [select_fields(request, present(request, row)) for row in page.rows]
+    if fields and "download_link" not in fields:  # no per-row link to build
+        result = [{k: v for k, v in row.items() if k in fields} for row in page.rows]
+    else:
+        result = [select_fields(request, present(request, row)) for row in page.rows]
     if no_count:  # no `select count(*)`: no X-Total-Count and no Link
         return render(request, {"result": result})
     return render(
         request, {"result": result}, headers=list_headers(request, limit, offset, page.total)
     )
+
+
+def wanted_fields(request: Request) -> set[str]:
+    """The known names of `sysparm_fields` (empty: every field)."""
+    raw = request.query_params.get("sysparm_fields", "")
+    return {f.strip() for f in raw.split(",") if f.strip() in (*ATTACHMENT_FIELDS, "download_link")}
 
 
 def select_fields(request: Request, row: dict[str, str]) -> dict[str, str]:
@@ -72,7 +82,7 @@ async def get_attachment(request: Request) -> Response:
 
 
 def metadata_header(row: dict[str, str]) -> str:
-    """X-Attachment-Metadata in the real spacing: `{  "k" : "v",  "k2" : "v2"}`, no download_link."""
+    """X-Attachment-Metadata, real spacing `{  "k" : "v",  "k2" : "v2"}`, no download_link."""
     parts = [f"{json.dumps(k)} : {json.dumps(v)}" for k, v in row.items()]
     return "{  " + ",  ".join(parts) + "}"
 

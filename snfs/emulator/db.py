@@ -269,8 +269,11 @@ class Store:
         readable: list[str] | None,
         *,
         count: bool = True,
+        fields: set[str] | None = None,
     ) -> Page:
-        """One page; `count=False` (sysparm_no_count) skips the COUNT(*) and reports total -1."""
+        """One page; `count=False` (sysparm_no_count) skips the COUNT(*) and reports total -1;
+        `fields` (sysparm_fields, already checked against ATTACHMENT_FIELDS) limits the columns
+        read, in the real field order."""
         self.promote_pending()
         where, params = self._attachment_where(q, readable)
         order = ", ".join(q.order_by + ["sys_created_on ASC", "sys_id ASC"])
@@ -279,8 +282,10 @@ class Store:
             total = self.conn.execute(
                 f"SELECT COUNT(*) FROM sys_attachment WHERE {where}", params
             ).fetchone()[0]
+        keep = ("sys_id", "sys_updated_by")  # what `present` needs to place download_link
+        cols = [f for f in ATTACHMENT_FIELDS if not fields or f in fields or f in keep]
         rows = self.conn.execute(
-            f"SELECT {', '.join(ATTACHMENT_FIELDS)} FROM sys_attachment WHERE {where} "
+            f"SELECT {', '.join(cols)} FROM sys_attachment WHERE {where} "
             f"ORDER BY {order} LIMIT ? OFFSET ?",
             [*params, limit, offset],
         ).fetchall()
