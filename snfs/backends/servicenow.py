@@ -18,7 +18,7 @@ from pathlib import Path
 from snfs import query
 from snfs.backend import FULL, Capabilities
 from snfs.client import Attachment, AttachmentClient, ClientStats
-from snfs.errors import InvalidInput, SnfsError
+from snfs.errors import InvalidInput
 
 CCCIF = ".cccif"
 CCCIF_CAPS = Capabilities(
@@ -110,25 +110,31 @@ class ServiceNowBackend:
         return await self.client.rename(file_id, new_name)
 
     async def find_uploaded(
-        self, table: str, record: str, file_name: str, sha256: str, size: int, since: datetime
+        self,
+        table: str,
+        record: str,
+        file_name: str,
+        sha256: str,
+        size: int,
+        since: datetime,
+        *,
+        exclude: frozenset[str] = frozenset(),
     ) -> Attachment | None:
         if table == CCCIF:
             return None  # CCCIF files hang off a record we cannot name: no look-up possible
-        try:
-            atts = await self.client.list_all(
-                query.all_of(
-                    query.term("table_name", "=", table),
-                    query.term("table_sys_id", "=", record),
-                    query.term("file_name", "=", file_name),
-                )
+        atts = await self.client.list_all(
+            query.all_of(
+                query.term("table_name", "=", table),
+                query.term("table_sys_id", "=", record),
+                query.term("file_name", "=", file_name),
             )
-        except SnfsError:
-            return None
+        )
         for att in atts:
             if (
-                att.hash == sha256
+                att.sys_id not in exclude
+                and att.hash == sha256
                 and att.size_bytes == size
-                and att.created_on.timestamp() >= since.timestamp() - 120
+                and att.created_on.timestamp() >= since.timestamp()
             ):
                 return att
         return None
