@@ -148,7 +148,7 @@ class FakeBackend:
         self, table: str, record: str, file_name: str, source: Path, *, size: int
     ) -> Attachment:
         self.stats.uploads += 1
-        data = source.read_bytes()
+        data = await trio.Path(source).read_bytes()
         assert len(data) == size
         if self.hold is not None:
             hold, self.hold = self.hold, None
