@@ -486,3 +486,18 @@ async def test_scratch_file_renamed_to_real_name_is_uploaded_once(
     assert backend.stats.uploads == 0
     await core.rename(".f0.txt.AbC123", "f0.txt")
     assert backend.on_instance(REC) == {"f0.txt": [b"rsync"]} and backend.stats.uploads == 1
+
+
+async def test_row15_odd_instance_names_list_and_open(core: Core, backend: FakeBackend) -> None:
+    """An attachment named "" and one with a lone surrogate: the listing still works, every
+    name is non-empty valid UTF-8, and each opens to its own content."""
+    backend.put(T, REC, "", b"empty name")
+    backend.put(T, REC, "x\ud800.txt", b"surrogate")
+    backend.put(T, REC, "ok.txt", b"ok")
+    shown = await core.names()
+    assert len(shown) == 3
+    for name in shown:
+        assert name and os.fsencode(name).decode("utf-8") == name
+        attr = await core.ops.lookup(core.rec.ino, os.fsencode(name))
+        fi = await core.ops.open(attr.st_ino, os.O_RDONLY)
+        assert await core.ops.read(fi.fh, 0, 100) in (b"empty name", b"surrogate", b"ok")
