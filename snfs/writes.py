@@ -352,7 +352,7 @@ class Writes:
                 st.close()
                 await self.spool.discard(st.sid)
                 return
-            if st.damaged:
+            if st.damaged and st.state is not State.LOCAL:
                 await self._give_up_damaged(node)
                 return
             if self._untouched(st):
