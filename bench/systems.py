@@ -163,13 +163,42 @@ class RcloneServer:
         util.stop_proc(self.proc)
 
 
+class LatencyProxy:
+    """bench.latency_proxy in front of one server: every request waits `delay_ms` first."""
+
+    def __init__(self, upstream: str, delay_ms: float, work: Path, name: str) -> None:
+        self.port = util.free_port()
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "bench.latency_proxy",
+                upstream,
+                "--delay-ms",
+                str(delay_ms),
+                "--port",
+                str(self.port),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=open(work / f"latency-proxy-{name}.log", "ab"),
+            stdin=subprocess.DEVNULL,
+            cwd=REPO,
+        )
+        util.wait_port(self.port, proc=self.proc)
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    def stop(self) -> None:
+        util.stop_proc(self.proc)
+
+
 class RcloneMount:
     """A fresh `rclone mount --vfs-cache-mode writes` of the webdav server per run."""
 
     name = "rclone"
 
-    def __init__(self, server: RcloneServer, work: Path) -> None:
+    def __init__(self, server: RcloneServer, work: Path, url: str | None = None) -> None:
         self.server = server
+        self.url = url or server.url  # the server, or a latency proxy in front of it
         self.work = work
         self.n = 0
         self.proc: subprocess.Popen | None = None
@@ -192,7 +221,7 @@ class RcloneMount:
             ":webdav:",
             str(mp),
             "--webdav-url",
-            self.server.url,
+            self.url,
             "--vfs-cache-mode",
             "writes",
             "--cache-dir",

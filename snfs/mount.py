@@ -30,6 +30,7 @@ from snfs.errors import ConfigError, SnfsError
 from snfs.fs import Operations
 from snfs.logs import prepare_log_file, setup_logging
 from snfs.options import MountOptions, add_arguments, cache_home, from_args, state_home
+from snfs.prefetch import Prefetcher
 from snfs.secrets import load_secret
 from snfs.spool import Spool, instance_dir
 from snfs.status import unescape_mount_field
@@ -284,6 +285,9 @@ class Mount:
         )
         self.writes = writes = Writes(tree, backend, cache, spool, read_only=o.read_only)
         control = Control(tree.inodes, self.status)
+        self.prefetch = prefetch = Prefetcher(
+            cache, lambda f: self._siblings(tree, f), depth=o.prefetch
+        )
         ops = Operations(
             tree,
             cache,
@@ -291,6 +295,7 @@ class Mount:
             control,
             Owner(o.uid, o.gid, o.umask, o.read_only),
             Timeouts(entry=min(o.dir_cache_time, 60.0)),
+            prefetch,
         )
         prepare_mountpoint(o.mountpoint)
         pyfuse3.init(ops, str(o.mountpoint), fuse_options(o))
@@ -306,6 +311,7 @@ class Mount:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._signals, tree, nursery.cancel_scope)
                 nursery.start_soon(self._tune_read_ahead, ops)
+                nursery.start_soon(prefetch.run)
                 if not o.read_only:
                     nursery.start_soon(self._recover_then_retry, writes)
                 await pyfuse3.main()
@@ -322,6 +328,13 @@ class Mount:
             with trio.CancelScope(shield=True):
                 await writes.finish(SHUTDOWN_UPLOAD_SECONDS)
         return 0
+
+    @staticmethod
+    async def _siblings(tree: Tree, f: Any) -> list[Any]:
+        """The files of `f`'s record in listing (readdir) order, from the cached listing."""
+        names = await tree.attachments(f.table_name, f.table_sys_id)
+        found = (tree.attachment(sys_id) for _name, sys_id in sorted(names.items()))
+        return [att for att in found if att is not None]
 
     async def _tune_read_ahead(self, ops: Operations) -> None:
         # The kernel sets the mount's read-ahead from the FUSE INIT reply (128 KiB, which

@@ -64,6 +64,7 @@ class MountOptions:
     spool_dir: Path | None = None
     max_in_flight: int = 8
     read_ahead_kb: int = 4096
+    prefetch: int = 8
     timeout: float = 30.0
     allow_insecure_http: bool = False
     ca_bundle: Path | None = None
@@ -140,6 +141,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--max-in-flight", type=int, default=8, help="concurrent HTTP requests")
     p.add_argument(
+        "--prefetch",
+        type=int,
+        default=8,
+        help="small files fetched ahead of a process reading a directory's files in turn (0: off)",
+    )
+    p.add_argument(
         "--read-ahead",
         dest="read_ahead_kb",
         type=int,
@@ -188,6 +195,7 @@ def from_args(a: argparse.Namespace, profile: Profile | None = None) -> MountOpt
         "spool_dir",
         "max_in_flight",
         "read_ahead_kb",
+        "prefetch",
         "timeout",
         "allow_insecure_http",
         "ca_bundle",
