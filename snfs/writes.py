@@ -174,11 +174,12 @@ class Writes:
             if is_temp(name):
                 st.state = State.LOCAL  # a scratch file: born local, never uploaded
             st.opens = 1  # create() returns an open handle
+            if old is None and remote is not None and remote.kind is Kind.FILE:
+                st.replaces.append(remote.data.sys_id)
+            node = self._register(st)  # takes the name over in one step, then the old goes
             if old is not None:
                 await self._supersede(st, old)
-            elif remote is not None and remote.kind is Kind.FILE:
-                st.replaces.append(remote.data.sys_id)
-            return self._register(st)
+            return node
 
     def _register(self, st: Staged, node: Node | None = None) -> Node:
         """Show `st` under its name (on `node`'s inode, or a new one)."""
@@ -563,21 +564,22 @@ class Writes:
             or st.replaces
         ):
             return
+        # The directory changes in one step (no await), so a readdir never sees it half done.
         self._unregister(node, st)
         st.close()
-        await self.spool.discard(st.sid)
         self.inodes.rekey(node, ("file", st.uploaded.sys_id), Kind.FILE, st.uploaded)
         node.table, node.record = st.uploaded.table_name, st.uploaded.table_sys_id
         self.tree.renumber(st.table, st.record)  # the name it held locally is free again
+        await self.spool.discard(st.sid)
 
     async def _unstage(self, node: Node) -> None:
         st: Staged = node.data
         self._unregister(node, st)
         st.close()
-        await self.spool.discard(st.sid)
         assert st.origin is not None
         self.inodes.rekey(node, ("file", st.origin.sys_id), Kind.FILE, st.origin)
         self.tree.renumber(st.table, st.record)
+        await self.spool.discard(st.sid)
 
     # -- the background retry -------------------------------------------------------------------
 
@@ -797,16 +799,15 @@ class Writes:
         st: Staged = source.data
         if old_entries.get(old_name) is source:
             del old_entries[old_name]
-        if target is not None:
-            await self._supersede(st, target)
-            new_entries.pop(new_name, None)
         if st.uploaded and (not same_record or names.decode(new_name) != st.uploaded.file_name):
             # Stored under the old name or record: store it again there, then delete this one.
             st.replaces.append(st.uploaded.sys_id)
             st.uploaded, st.dirty = None, True
         st.name, st.table, st.record = new_name, new_parent.table, new_parent.record
         source.table, source.record = st.table, st.record
-        new_entries[new_name] = source
+        new_entries[new_name] = source  # the name changes hands in one step
+        if target is not None:
+            await self._supersede(st, target)
         self.tree.renumber(old_parent.table, old_parent.record)
         await self._after_rename(source)
 
