@@ -16,16 +16,14 @@ from urllib.parse import quote
 import httpx
 
 from bench import util
+from snfs.emulator.launch import launch
 
 REPO = Path(__file__).resolve().parent.parent
 
 
 class Emulator:
     def __init__(self, work: Path, *args: str) -> None:
-        sys.path.insert(0, str(REPO))
-        from tests.emulator_proc import start_emulator  # the tests' helper: stop by pid
-
-        self.proc_handle = start_emulator(
+        self.proc_handle = launch(
             work / "emulator-data",
             "--state-delay",
             "0",
@@ -82,7 +80,7 @@ class SnfsMount:
         )
         self.proc = subprocess.Popen(
             cmd,
-            stdout=open(log_file, "ab"),
+            stdout=open(log_file, "ab"),  # noqa: SIM115 - the child keeps it
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             env=env,
@@ -140,7 +138,7 @@ class RcloneServer:
                 f"127.0.0.1:{self.port}",
             ],
             stdout=subprocess.DEVNULL,
-            stderr=open(work / "rclone-serve.log", "ab"),
+            stderr=open(work / "rclone-serve.log", "ab"),  # noqa: SIM115 - the child keeps it
             stdin=subprocess.DEVNULL,
         )
         util.wait_port(self.port, proc=self.proc)
@@ -180,7 +178,7 @@ class LatencyProxy:
                 str(self.port),
             ],
             stdout=subprocess.DEVNULL,
-            stderr=open(work / f"latency-proxy-{name}.log", "ab"),
+            stderr=open(work / f"latency-proxy-{name}.log", "ab"),  # noqa: SIM115 - the child keeps it
             stdin=subprocess.DEVNULL,
             cwd=REPO,
         )
@@ -234,7 +232,10 @@ class RcloneMount:
             "--rc-no-auth",
         ]
         self.proc = subprocess.Popen(
-            cmd, stdout=open(log_file, "ab"), stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+            cmd,
+            stdout=open(log_file, "ab"),  # noqa: SIM115 - the child keeps it
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
         )
         self.mp, self.run_dir = mp, run
         util.wait_mounted(mp, self.proc, log_file=log_file)
@@ -325,7 +326,7 @@ http {{
         self.proc = subprocess.Popen(
             [util.which("nginx") or "nginx", "-c", str(conf), "-p", str(d)],
             stdout=subprocess.DEVNULL,
-            stderr=open(d / "stderr.log", "ab"),
+            stderr=open(d / "stderr.log", "ab"),  # noqa: SIM115 - the child keeps it
             stdin=subprocess.DEVNULL,
         )
         util.wait_port(self.port, proc=self.proc)

@@ -10,7 +10,7 @@ from datetime import datetime
 
 import pyfuse3
 
-from snfs.client import Attachment
+from snfs.backend import Backend, RemoteFile
 from snfs.inodes import Kind, Node
 
 BLOCK = 4096
@@ -109,14 +109,14 @@ def entry(
 
 
 def attachment_entry(
-    node: Node, att: Attachment, owner: Owner, timeouts: Timeouts
+    node: Node, att: RemoteFile, owner: Owner, timeouts: Timeouts
 ) -> pyfuse3.EntryAttributes:
     return entry(
         node, owner, timeouts, size=att.size_bytes, mtime=att.updated_on, ctime=att.created_on
     )
 
 
-def mime_type(att: Attachment) -> str:
+def mime_type(att: RemoteFile) -> str:
     """What file managers read from `user.mime_type`: the instance's content type, unless it is
     the generic one an upload tool sent, then a guess from the name."""
     ct = (att.content_type or "").split(";")[0].strip()
@@ -125,18 +125,17 @@ def mime_type(att: Attachment) -> str:
     return mimetypes.guess_type(att.file_name)[0] or ct or "application/octet-stream"
 
 
-def xattrs(att: Attachment, backend: str = "servicenow") -> dict[str, bytes]:
-    """`user.mime_type`, and `user.<backend>.*`: what the system knows of the file."""
-    prefix = f"user.{backend}."
-    ids = (
-        {"sys_id": att.sys_id, "table": att.table_name, "table_sys_id": att.table_sys_id}
-        if backend == "servicenow"
-        else {"id": att.sys_id, "table": att.table_name, "record": att.table_sys_id}
-    )
+def xattrs(att: RemoteFile, backend: Backend) -> dict[str, bytes]:
+    """`user.mime_type`, and `user.<backend>.*`: what the system knows of the file, its ids
+    under the names the backend declares (`Backend.xattr_keys`)."""
+    prefix = f"user.{backend.name}."
+    keys = backend.xattr_keys
     values = {"user.mime_type": mime_type(att)}
-    values.update({prefix + k: v for k, v in ids.items()})
     values.update(
         {
+            prefix + keys.file_id: att.sys_id,
+            prefix + keys.table: att.table_name,
+            prefix + keys.record: att.table_sys_id,
             prefix + "file_name": att.file_name,
             prefix + "content_type": att.content_type,
             prefix + "download_link": att.download_link,

@@ -286,7 +286,7 @@ class Operations(pyfuse3.Operations):
 
     def _xattrs(self, node: Node) -> dict[str, bytes]:
         if node.kind is Kind.FILE:
-            return attrs.xattrs(node.data, self.tree.backend.name)
+            return attrs.xattrs(node.data, self.tree.backend)
         if node.kind is Kind.LOCAL:
             return self.writes.xattrs(node)
         return {}

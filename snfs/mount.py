@@ -13,17 +13,13 @@ import sys
 import time
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import pyfuse3
 import trio
 
-from snfs import __version__, config, notify
+from snfs import config, notify
 from snfs.attrs import Owner, Timeouts, effective_umask, umask_given
-from snfs.auth import BasicAuth, BearerToken, OAuth
 from snfs.backend import Backend
-from snfs.backends.servicenow import ServiceNowBackend
-from snfs.client import AttachmentClient, ClientConfig, normalize_instance_url
 from snfs.content_cache import ContentCache
 from snfs.control import Control
 from snfs.errors import ConfigError, SnfsError
@@ -31,7 +27,7 @@ from snfs.fs import Operations
 from snfs.logs import prepare_log_file, setup_logging
 from snfs.options import MountOptions, add_arguments, cache_home, from_args, state_home
 from snfs.prefetch import Prefetcher
-from snfs.secrets import load_secret
+from snfs.registry import make_backend, systems
 from snfs.spool import Spool, instance_dir
 from snfs.status import unescape_mount_field
 from snfs.tree import Tree
@@ -40,115 +36,6 @@ from snfs.writes import Writes
 log = logging.getLogger("snfs")
 
 SHUTDOWN_UPLOAD_SECONDS = 30.0
-
-
-def build_auth(o: MountOptions, base_url: str) -> Any:
-    """Credentials, first source that has them: an explicit file or systemd credential, the
-    profile's secret (a private config file), the environment, ~/.netrc."""
-    host = urlsplit(base_url).hostname
-    if o.token_file:
-        return BearerToken(load_secret(file=o.token_file))
-    if o.token and not o.user:
-        return BearerToken(o.token.reveal())
-    if not o.user and os.environ.get(o.token_env):
-        return BearerToken(load_secret(env=o.token_env))
-    if not o.user and not o.oauth_client_id:
-        raise ConfigError(
-            "no credentials: give --user (password from $SNFS_PASSWORD, "
-            "--password-file, --credential or ~/.netrc) or --token-file"
-        )
-    password = None
-    if o.user:
-        if o.password_file or o.credential:
-            password = load_secret(file=o.password_file, credential=o.credential)
-        elif o.password:
-            password = o.password.reveal()
-        else:
-            password = load_secret(env=o.password_env, netrc_host=host, netrc_login=o.user)
-    if o.oauth_client_id:
-        secret = (
-            o.client_secret.reveal()
-            if o.client_secret and not o.oauth_secret_file
-            else load_secret(file=o.oauth_secret_file, env=o.oauth_secret_env)
-        )
-        return OAuth(
-            base_url + "/oauth_token.do",
-            o.oauth_client_id,
-            secret,
-            grant=o.oauth_grant,
-            user=o.user,
-            password=password,
-        )
-    return BasicAuth(o.user, password)
-
-
-BACKENDS = ("servicenow", "easyvista", "huawei")
-
-
-def split_backend(instance: str) -> tuple[str | None, str]:
-    """`easyvista+https://host/api/v1/ACCOUNT` -> ("easyvista", "https://host/api/v1/ACCOUNT")."""
-    head, sep, rest = instance.partition("+")
-    if sep and head in BACKENDS and "://" in rest:
-        return head, rest
-    return None, instance
-
-
-def make_backend(o: MountOptions) -> Backend:
-    """The system to mount, by `--backend` or the URL's `NAME+` prefix; ServiceNow by default."""
-    prefix, url = split_backend(o.instance)
-    kind = o.backend or prefix or "servicenow"
-    if kind == "servicenow":
-        return ServiceNowBackend(AttachmentClient(client_config(o, url)))
-    if "://" not in url:
-        raise ConfigError(f"{kind}: give the full URL of the server, not {url!r}")
-    base = normalize_instance_url(url, allow_insecure_http=o.allow_insecure_http)
-    verify: bool | str = str(o.ca_bundle) if o.ca_bundle else True
-    if kind == "easyvista":
-        from snfs.backends.easyvista import EasyVistaBackend
-
-        parts = urlsplit(base)
-        segments = [s for s in parts.path.split("/") if s]
-        if len(segments) < 3 or segments[-3:-1] != ["api", "v1"]:
-            raise ConfigError(
-                "easyvista: the URL must end in /api/v1/<account>, e.g. "
-                "easyvista+https://ev.example.com/api/v1/50004"
-            )
-        server = f"{parts.scheme}://{parts.netloc}"
-        auth = build_auth(o, base)
-        return EasyVistaBackend(
-            server,
-            segments[-1],
-            auth,
-            verify=verify,
-            timeout=o.timeout,
-            max_in_flight=o.max_in_flight,
-        )
-    from snfs.backends.huawei import HuaweiBackend
-
-    token = (
-        o.token.reveal()
-        if o.token
-        else load_secret(file=o.token_file, env=o.token_env)
-        if o.token_file
-        else load_secret(env=o.token_env)
-    )
-    return HuaweiBackend(
-        base, token, verify=verify, timeout=o.timeout, max_in_flight=o.max_in_flight
-    )
-
-
-def client_config(o: MountOptions, instance: str | None = None) -> ClientConfig:
-    base_url = normalize_instance_url(
-        instance or o.instance, allow_insecure_http=o.allow_insecure_http
-    )
-    return ClientConfig(
-        base_url=base_url,
-        auth=build_auth(o, base_url),
-        max_in_flight=o.max_in_flight,
-        verify=str(o.ca_bundle) if o.ca_bundle else True,
-        timeout=o.timeout,
-        user_agent=f"snfs/{__version__}",
-    )
 
 
 def fuse_options(o: MountOptions) -> set[str]:
@@ -222,11 +109,7 @@ class Mount:
         self.o = o
         self.backend = backend
         # Spool and cache are per system and URL: file ids are unique only there.
-        self.key = (
-            backend.base_url
-            if backend.name == "servicenow"
-            else f"{backend.name}+{backend.base_url}"
-        )
+        self.key = backend.instance_key
         self.started = time.time()
 
     def status(self) -> dict[str, Any]:
@@ -409,8 +292,10 @@ def daemonize(argv: list[str], o: MountOptions) -> int:
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="snfs mount",
-        description="Mount a ServiceNow instance's "
-        "attachments as /<table>/<record sys_id>/<file_name>.",
+        description="Mount a system's attachments as /<table>/<record>/<file_name>.",
+        epilog="systems (--backend NAME, or INSTANCE as NAME+https://...):\n"
+        + "\n".join(f"  {s.name:<11} {s.url}: {s.summary}" for s in systems()),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_arguments(p)
     return p

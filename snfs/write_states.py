@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import Enum
 
-from snfs.client import Attachment
+from snfs.backend import RemoteFile as Attachment
 
 log = logging.getLogger("snfs.writes")
 

@@ -31,7 +31,7 @@ import trio
 
 from snfs import names
 from snfs.backend import Backend, Capabilities
-from snfs.client import Attachment
+from snfs.backend import RemoteFile as Attachment
 from snfs.content_cache import ContentCache
 from snfs.errors import ExtensionRefused, Forbidden, InvalidInput, NotFound, SnfsError, TooLarge
 from snfs.handlers import fail
@@ -127,7 +127,7 @@ class Writes:
         if st.last_error or st.blocked:
             out["user.snfs.last_error"] = (st.blocked or st.last_error).encode()
         if st.uploaded:
-            key = "sys_id" if self.backend.name == "servicenow" else "id"
+            key = self.backend.xattr_keys.file_id
             out[f"user.{self.backend.name}.{key}"] = st.uploaded.sys_id.encode()
         return out
 

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import trio
 
-from snfs.backend import FULL, Capabilities
-from snfs.client import Attachment
+from snfs.backend import FULL, Capabilities, XattrKeys
+from snfs.backend import RemoteFile as Attachment
 from snfs.errors import NotFound, ServerError, SnfsError
 
 
@@ -43,6 +43,8 @@ class Hold:
 class FakeBackend:
     name = "servicenow"
     base_url = "https://fake.example.com"
+    instance_key = base_url
+    xattr_keys = XattrKeys("sys_id", "table", "table_sys_id")
 
     def __init__(self, *, hashes: bool = True) -> None:
         self.stats = Stats()

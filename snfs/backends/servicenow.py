@@ -1,39 +1,42 @@
-"""ServiceNow: the Attachment API (every table), plus CCCIF media uploads under `/.cccif/`.
+"""ServiceNow: the Attachment API (every table); CCCIF media uploads under `/.cccif/`.
 
 Tables are ServiceNow tables, records are sys_ids (numbers such as INC0010001 are aliases),
-files are sys_attachment rows. `/.cccif/<user_id>/` is a write-only area: a file written there
-is uploaded with the CCCIF Media Resource API for that chat user; the API cannot list, so the
-directory shows the files uploaded through this mount, readable and deletable through the
-Attachment API by their attachmentId.
+files are sys_attachment rows. The mounted backend is a `Router` that sends `/.cccif/...` to
+`snfs.backends.cccif` (the CCCIF Media Resource API) and everything else here.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import AsyncIterator
-from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING, cast
 
-from snfs import query
-from snfs.backend import FULL, Capabilities
-from snfs.client import Attachment, AttachmentClient, ClientStats
+from snfs import __version__, query
+from snfs.backend import FULL, Backend, Capabilities, RemoteFile, XattrKeys
+from snfs.backends.cccif import TABLE as CCCIF
+from snfs.backends.cccif import CccifBackend
+from snfs.backends.router import Router
+from snfs.client import AttachmentClient, ClientConfig, ClientStats, normalize_instance_url
+from snfs.credentials import build_auth
 from snfs.errors import InvalidInput
+from snfs.registry import System
 
-CCCIF = ".cccif"
-CCCIF_CAPS = Capabilities(
-    list=False, read=True, create=True, delete=True, rename=False, discover=False
-)
+if TYPE_CHECKING:
+    from snfs.options import MountOptions
+
 NUMBER_RE = re.compile(r"^[A-Z]{2,8}[0-9]{5,12}$")
-USER_ID_RE = re.compile(r"^[A-Za-z0-9_.@+-]{1,100}$")
 
 
 class ServiceNowBackend:
     name = "servicenow"
+    xattr_keys = XattrKeys("sys_id", "table", "table_sys_id")
 
     def __init__(self, client: AttachmentClient) -> None:
         self.client = client
         self.base_url = client.config.base_url
+        self.instance_key = self.base_url  # the first system: its spools predate the prefix
 
     @property
     def stats(self) -> ClientStats:
@@ -44,7 +47,7 @@ class ServiceNowBackend:
         return self.client.supports_range
 
     def capabilities(self, table: str) -> Capabilities:
-        return CCCIF_CAPS if table == CCCIF else FULL
+        return FULL
 
     async def check(self) -> None:
         await self.client.check()
@@ -59,8 +62,6 @@ class ServiceNowBackend:
         return sorted(t for t, n in counts.items() if n > 0 and self.valid_table_name(t))
 
     def valid_table_name(self, table: str) -> bool:
-        if table == CCCIF:
-            return True
         try:
             query.validate_table(table)
         except InvalidInput:
@@ -68,26 +69,25 @@ class ServiceNowBackend:
         return True
 
     async def table_exists(self, table: str) -> bool:
-        return table == CCCIF or await self.client.table_exists(table)
+        return await self.client.table_exists(table)
 
     def valid_record_name(self, table: str, name: str) -> bool:
-        return bool(USER_ID_RE.match(name)) if table == CCCIF else query.is_sys_id(name)
+        return query.is_sys_id(name)
 
     async def record_exists(self, table: str, record: str) -> bool:
-        return table == CCCIF or await self.client.record_exists(table, record)
+        return await self.client.record_exists(table, record)
 
     async def find_record(self, table: str, alias: str) -> str | None:
-        if table == CCCIF or not NUMBER_RE.match(alias):
+        if not NUMBER_RE.match(alias):
             return None
         return await self.client.find_record(table, alias)
 
-    def list_table(self, table: str, *, page_size: int = 1000) -> AsyncIterator[list[Attachment]]:
-        return self.client.list_pages(query.attachments_of_table(table), page_size=page_size)
+    def list_table(self, table: str, *, page_size: int = 1000) -> AsyncIterator[list[RemoteFile]]:
+        pages = self.client.list_pages(query.attachments_of_table(table), page_size=page_size)
+        return cast(AsyncIterator[list[RemoteFile]], pages)  # of Attachment, a RemoteFile
 
-    async def list_record(self, table: str, record: str) -> list[Attachment]:
-        if table == CCCIF:
-            return []
-        return await self.client.list_all(query.attachments_of_record(table, record))
+    async def list_record(self, table: str, record: str) -> list[RemoteFile]:
+        return [*await self.client.list_all(query.attachments_of_record(table, record))]
 
     # -- content ---------------------------------------------------------------------------------
 
@@ -96,17 +96,13 @@ class ServiceNowBackend:
 
     async def upload(
         self, table: str, record: str, file_name: str, source: Path, *, size: int
-    ) -> Attachment:
-        if table == CCCIF:
-            att = await self.client.cccif_upload(record, file_name, source, size=size)
-            # Shown where it was written, whatever record the instance filed it under.
-            return replace(att, table_name=CCCIF, table_sys_id=record)
+    ) -> RemoteFile:
         return await self.client.upload(table, record, file_name, source, size=size)
 
     async def delete(self, file_id: str, *, missing_ok: bool = False) -> None:
         await self.client.delete(file_id, missing_ok=missing_ok)
 
-    async def rename(self, file_id: str, new_name: str) -> Attachment:
+    async def rename(self, file_id: str, new_name: str) -> RemoteFile:
         return await self.client.rename(file_id, new_name)
 
     async def find_uploaded(
@@ -119,9 +115,7 @@ class ServiceNowBackend:
         since: datetime,
         *,
         exclude: frozenset[str] = frozenset(),
-    ) -> Attachment | None:
-        if table == CCCIF:
-            return None  # CCCIF files hang off a record we cannot name: no look-up possible
+    ) -> RemoteFile | None:
         atts = await self.client.list_all(
             query.all_of(
                 query.term("table_name", "=", table),
@@ -138,3 +132,30 @@ class ServiceNowBackend:
             ):
                 return att
         return None
+
+
+def client_config(o: MountOptions, url: str) -> ClientConfig:
+    base_url = normalize_instance_url(url, allow_insecure_http=o.allow_insecure_http)
+    return ClientConfig(
+        base_url=base_url,
+        auth=build_auth(o, base_url),
+        max_in_flight=o.max_in_flight,
+        verify=str(o.ca_bundle) if o.ca_bundle else True,
+        timeout=o.timeout,
+        user_agent=f"snfs/{__version__}",
+    )
+
+
+def build(o: MountOptions, url: str) -> Backend:
+    """The Attachment API for every table, CCCIF for `/.cccif/`, over one client."""
+    client = AttachmentClient(client_config(o, url))
+    return Router(ServiceNowBackend(client), {CCCIF: CccifBackend(client)})
+
+
+SYSTEM = System(
+    name="servicenow",
+    summary="ServiceNow Attachment API; CCCIF media under /.cccif/",
+    url="dev12345, https://acme.service-now.com",
+    capabilities=FULL,
+    build=build,
+)

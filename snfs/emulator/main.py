@@ -20,6 +20,7 @@ from hypercorn.trio import serve
 
 from snfs.emulator.app import build_app
 from snfs.emulator.auth import parse_user
+from snfs.emulator.launch import announce
 from snfs.emulator.state import Config, Emulator
 
 
@@ -209,7 +210,7 @@ async def run(emu: Any, app: Any = None) -> None:
                 task_status=task_status,
             )
         )
-        print(f"listening on {binds[0]}", flush=True)
+        announce(binds[0])
 
 
 async def wait_for_signal(stop: trio.Event) -> None:
