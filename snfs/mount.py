@@ -129,7 +129,7 @@ class Mount:
                     "bytes": st.size(),
                     "age_seconds": round(now - st.mtime.timestamp()),
                     "attempts": st.attempts,
-                    "state": "blocked" if st.blocked else "pending",
+                    "state": st.state.value,  # docs/WRITES.md
                     "last_error": st.blocked or st.last_error,
                 }
                 for st in self.writes.pending()
