@@ -544,3 +544,33 @@ def test_row14_row16_allow_other_and_a_non_ascii_mount_point(
         assert "allow_other without umask=" in m.log_text()
     finally:
         m.stop()
+
+
+def test_row1_resave_same_bytes_fail_kill_remount_keeps_one_copy(
+    emu: EmulatorProc, tmp_path: Path
+) -> None:
+    """Re-save identical bytes, the upload fails, the daemon is killed, the instance is
+    mounted again: recovery must not take the attachment being replaced for the upload (and
+    delete it). It uploads again, then deletes the old one: exactly one copy remains."""
+    rec = new_record(emu)
+    m = start_mount(emu.url, tmp_path / "m", tmp_path / "w")
+    p = m.path("incident", rec, "same.txt")
+    p.write_bytes(b"identical")
+    [old] = on_instance(emu, rec)["same.txt"]
+    emu.fault(method="POST", path="/attachment/file", count=1000, status=503)
+    try:
+        with pytest.raises(OSError):
+            p.write_bytes(b"identical")
+    finally:
+        os.kill(m.proc.pid, signal.SIGKILL)
+        m.proc.wait()
+        stop_mount(m.mountpoint, None)
+        emu.json("DELETE", "/__emulator__/faults")
+    m2 = start_mount(emu.url, tmp_path / "m", tmp_path / "w")
+    try:
+        wait_for(lambda: list(m2.spool.rglob("*.json")), lambda j: not j, timeout=60)
+        atts = on_instance(emu, rec)["same.txt"]
+        assert [a["hash"] for a in atts] == [digest(b"identical")]
+        assert atts[0]["sys_id"] != old["sys_id"]  # stored again, then the old one deleted
+    finally:
+        m2.stop()
