@@ -34,6 +34,34 @@ class Timeouts:
     dir_attr: float = 1.0
 
 
+# With allow_other and no umask= given, only the owner (uid=) may read: the files are the
+# instance's, read with the mounting user's rights, and allow_other alone must not hand them to
+# every local account. docs/SEMANTICS.md, "Attributes".
+ALLOW_OTHER_UMASK = 0o077
+
+
+def umask_given(fuse_options: list[str]) -> bool:
+    """Did the command line or profile say `-o umask=...`?"""
+    return any(
+        word.strip().startswith("umask=") for text in fuse_options for word in text.split(",")
+    )
+
+
+def effective_umask(allow_other: bool, umask: int, given: bool) -> tuple[int, str | None]:
+    """The umask to show files with, and a warning to log (or None)."""
+    if allow_other and not given:
+        return ALLOW_OTHER_UMASK, (
+            "allow_other without umask=: files and directories are shown 0600/0700, for the"
+            " owner (uid=) only; give umask=027 (group) or umask=022 (everyone) to share them"
+        )
+    if allow_other and not umask & 0o004:
+        return umask, (
+            f"allow_other with umask={umask:03o}: every local user can read every attachment"
+            " with the mount owner's rights"
+        )
+    return umask, None
+
+
 # Directories have no time on the instance: they show when the mount started.
 MOUNTED_AT = time.time_ns()
 

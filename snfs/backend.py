@@ -141,7 +141,19 @@ class Backend(Protocol):
     async def rename(self, file_id: str, new_name: str) -> RemoteFile: ...
 
     async def find_uploaded(
-        self, table: str, record: str, file_name: str, sha256: str, size: int, since: datetime
+        self,
+        table: str,
+        record: str,
+        file_name: str,
+        sha256: str,
+        size: int,
+        since: datetime,
+        *,
+        exclude: frozenset[str] = frozenset(),
     ) -> RemoteFile | None:
-        """After a crash: the file a killed upload may have stored, so it is not stored twice.
-        None when it is not there or the backend cannot tell."""
+        """After an upload whose outcome is unknown (killed, cancelled, unreadable answer): the
+        file it stored, so it is not stored twice. Only a file created at or after `since`
+        whose content is known to be `sha256`, and whose id is not in `exclude` (what the
+        upload replaces), counts. None when it is not there or the backend cannot tell: the
+        caller then sends the file again, which may duplicate it but never loses anything.
+        A failed look-up raises (the caller retries later)."""

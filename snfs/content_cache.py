@@ -55,6 +55,7 @@ import cachetools
 import trio
 
 from snfs.errors import InvalidInput, NotFound
+from snfs.spool import private_dir
 
 log = logging.getLogger("snfs.cache")
 
@@ -236,9 +237,8 @@ class ContentCache:
 
     def _open_dir(self) -> None:
         if self._disk_dir_arg is not None:
-            path = Path(self._disk_dir_arg)
-            path.mkdir(mode=0o700, parents=True, exist_ok=True)
-            os.chmod(path, 0o700)  # mkdir honours umask and never fixes an existing dir
+            # Ours alone, or refused: no symlink, no directory of another user (snfs.spool).
+            path = private_dir(Path(self._disk_dir_arg))
             self._lock_fd = _try_lock(path)
             if self._lock_fd is not None:
                 self._dir = path

@@ -18,17 +18,18 @@ import pyfuse3
 import trio
 
 from snfs import config, notify
-from snfs.attrs import Owner, Timeouts
+from snfs.attrs import Owner, Timeouts, effective_umask, umask_given
 from snfs.backend import Backend
 from snfs.content_cache import ContentCache
 from snfs.control import Control
 from snfs.errors import ConfigError, SnfsError
 from snfs.fs import Operations
-from snfs.logs import setup_logging
+from snfs.logs import prepare_log_file, setup_logging
 from snfs.options import MountOptions, add_arguments, cache_home, from_args, state_home
 from snfs.prefetch import Prefetcher
 from snfs.registry import make_backend, systems
-from snfs.spool import Spool, instance_dir, private_dir
+from snfs.spool import Spool, instance_dir
+from snfs.status import unescape_mount_field
 from snfs.tree import Tree
 from snfs.writes import Writes
 
@@ -68,11 +69,12 @@ def set_read_ahead(mountpoint: Path, kb: int) -> None:
     """Let the kernel read ahead `kb` KiB on this mount: larger, fewer FUSE reads for sequential
     readers. Best effort (it needs root); never stat()s the mount, whose loop is not running yet."""
     try:
-        with open("/proc/self/mountinfo") as f:
+        with open("/proc/self/mountinfo", "rb") as f:
             for line in f:
                 fields = line.split()
-                if fields[4].encode().decode("unicode_escape") == str(mountpoint):
-                    with open(f"/sys/class/bdi/{fields[2]}/read_ahead_kb", "w") as ra:
+                if unescape_mount_field(fields[4]) == str(mountpoint):
+                    bdi = fields[2].decode()
+                    with open(f"/sys/class/bdi/{bdi}/read_ahead_kb", "w") as ra:
                         ra.write(str(kb))
                     return
     except OSError as e:
@@ -87,6 +89,17 @@ def unmount(path: Path, *, lazy: bool = False) -> None:
         else ["umount"] + (["-l"] if lazy else []) + [str(path)]
     )
     subprocess.run(cmd, check=True, capture_output=True)
+
+
+def spool_user(o: MountOptions) -> str:
+    """Whose rights owed uploads are sent with: the spool is kept per instance and user, so a
+    pending upload is never resumed under another user's credentials. Bearer tokens name no
+    user: token mounts of one instance share a spool (give each its own --spool-dir)."""
+    if o.user:
+        return f"user:{o.user}"
+    if o.oauth_client_id:
+        return f"oauth:{o.oauth_client_id}"
+    return "token"
 
 
 class Mount:
@@ -116,7 +129,7 @@ class Mount:
                     "bytes": st.size(),
                     "age_seconds": round(now - st.mtime.timestamp()),
                     "attempts": st.attempts,
-                    "state": "blocked" if st.blocked else "pending",
+                    "state": st.state.value,  # docs/WRITES.md
                     "last_error": st.blocked or st.last_error,
                 }
                 for st in self.writes.pending()
@@ -155,7 +168,8 @@ class Mount:
             pagers=max(1, o.max_in_flight - 2),  # two requests stay free for lookups
         )
         spool = Spool(
-            instance_dir(o.spool_dir or state_home() / "spool", self.key), exclusive=not o.read_only
+            instance_dir(o.spool_dir or state_home() / "spool", self.key, spool_user(o)),
+            exclusive=not o.read_only,
         )
         self.writes = writes = Writes(tree, backend, cache, spool, read_only=o.read_only)
         control = Control(tree.inodes, self.status)
@@ -254,7 +268,7 @@ def daemonize(argv: list[str], o: MountOptions) -> int:
     """Run the mount in a detached child; return once it is mounted (or failed)."""
     read_fd, write_fd = os.pipe()
     log_file = o.log_file or state_home() / "snfs.log"
-    private_dir(log_file.parent)
+    prepare_log_file(log_file)  # never chmods an existing directory; the file is 0600
     args = [a for a in argv if a != "--daemon"] + ["--ready-fd", str(write_fd)]
     if not o.log_file:
         args += ["--log-file", str(log_file)]
@@ -296,6 +310,9 @@ def main_mount(argv: list[str]) -> int:
     try:
         o = from_args(args, profile)
         setup_logging(o.verbose, o.log_file)
+        o.umask, warning = effective_umask(o.allow_other, o.umask, umask_given(args.fuse_options))
+        if warning and not o.daemon:  # a daemon's child says it once, in its log
+            log.warning("%s", warning)
         if o.daemon:
             return daemonize(argv, o)
         backend = make_backend(o)

@@ -204,3 +204,28 @@ def test_the_core_never_names_a_system(module: str) -> None:
     text = (Path(snfs.backends.__file__).parent.parent / f"{module}.py").read_text().lower()
     for name in (*registry.names(), "cccif", "snfs.client"):
         assert name not in text, f"snfs/{module}.py names {name!r}"
+
+
+INTERNAL_FIELDS = {
+    "instance",
+    "mountpoint",
+    "extra_fuse_options",
+    "profile",
+    "backend_options",
+    "password",
+    "token",
+    "client_secret",
+}
+
+
+def test_every_option_is_one_schema_entry() -> None:
+    """An option added as a bare field or a hand-written add_argument would miss the config
+    file and mount(8): every field is a schema entry, every long option comes from one."""
+    from dataclasses import fields
+
+    schema = {o.name for o in core_options()}
+    assert {f.name for f in fields(MountOptions)} - schema == INTERNAL_FIELDS
+    p = argparse.ArgumentParser()
+    add_arguments(p)
+    dests = {a.dest for a in p._actions} - {"help", "instance", "mountpoint", "fuse_options"}
+    assert dests == {o.name for o in core_options() if not o.fuse}

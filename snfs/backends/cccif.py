@@ -96,6 +96,14 @@ class CccifBackend:
         raise Unsupported("CCCIF media cannot be renamed")
 
     async def find_uploaded(
-        self, table: str, record: str, file_name: str, sha256: str, size: int, since: datetime
+        self,
+        table: str,
+        record: str,
+        file_name: str,
+        sha256: str,
+        size: int,
+        since: datetime,
+        *,
+        exclude: frozenset[str] = frozenset(),
     ) -> RemoteFile | None:
         return None  # CCCIF files hang off a record we cannot name: no look-up possible

@@ -407,21 +407,29 @@ class EasyVistaBackend(SingleTableBackend):
             )
 
     async def find_uploaded(
-        self, table: str, record: str, file_name: str, sha256: str, size: int, since: datetime
+        self,
+        table: str,
+        record: str,
+        file_name: str,
+        sha256: str,
+        size: int,
+        since: datetime,
+        *,
+        exclude: frozenset[str] = frozenset(),
     ) -> RemoteFile | None:
-        """A document of this ticket with this name and size (the API gives no hash; a
-        document whose hash this process knows must match it)."""
-        try:
-            atts = await self.list_record(table, record)
-        except SnfsError:
-            return None
+        """A document of this ticket with this name, size and a known matching hash. The API
+        gives no hash and no creation time worth trusting (`created_on` is "now" without a
+        Last-Modified header), so a document is ours only if this process hashed it; after a
+        crash that is never the case and the file is sent again: never delete on a guess."""
+        atts = await self.list_record(table, record)
         hits = [
             a
             for a in atts
-            if a.file_name == file_name
+            if a.sys_id not in exclude
+            and a.file_name == file_name
             and a.size_bytes == size
-            and (not a.hash or a.hash == sha256)
-            and a.created_on.timestamp() >= since.timestamp() - 120
+            and a.hash == sha256
+            and a.created_on.timestamp() >= since.timestamp()
         ]
         return hits[-1] if hits else None
 

@@ -395,7 +395,15 @@ class HuaweiBackend(SingleTableBackend):
         raise self.core.failed(err)
 
     async def find_uploaded(
-        self, table: str, record: str, file_name: str, sha256: str, size: int, since: datetime
+        self,
+        table: str,
+        record: str,
+        file_name: str,
+        sha256: str,
+        size: int,
+        since: datetime,
+        *,
+        exclude: frozenset[str] = frozenset(),
     ) -> RemoteFile | None:
         """None: without a list call an accessory stored by a killed upload cannot be found
         (a crash mid-upload can therefore leave a duplicate on the server)."""

@@ -149,8 +149,18 @@ class Router:
         return self._own(backend, await backend.rename(file_id, new_name))
 
     async def find_uploaded(
-        self, table: str, record: str, file_name: str, sha256: str, size: int, since: datetime
+        self,
+        table: str,
+        record: str,
+        file_name: str,
+        sha256: str,
+        size: int,
+        since: datetime,
+        *,
+        exclude: frozenset[str] = frozenset(),
     ) -> RemoteFile | None:
         backend = self._for(table)
-        found = await backend.find_uploaded(table, record, file_name, sha256, size, since)
+        found = await backend.find_uploaded(
+            table, record, file_name, sha256, size, since, exclude=exclude
+        )
         return self._own(backend, found) if found else None

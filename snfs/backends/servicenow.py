@@ -26,7 +26,7 @@ from snfs.client import (
     normalize_instance_url,
 )
 from snfs.credentials import build_auth
-from snfs.errors import ConfigError, InvalidInput, SnfsError
+from snfs.errors import ConfigError, InvalidInput
 from snfs.options import BOOL, Kind, Option
 from snfs.registry import System
 
@@ -265,23 +265,29 @@ class ServiceNowBackend:
         return await self.client.rename(file_id, new_name)
 
     async def find_uploaded(
-        self, table: str, record: str, file_name: str, sha256: str, size: int, since: datetime
+        self,
+        table: str,
+        record: str,
+        file_name: str,
+        sha256: str,
+        size: int,
+        since: datetime,
+        *,
+        exclude: frozenset[str] = frozenset(),
     ) -> RemoteFile | None:
-        try:
-            atts = await self.client.list_all(
-                query.all_of(
-                    query.term("table_name", "=", table),
-                    query.term("table_sys_id", "=", record),
-                    query.term("file_name", "=", file_name),
-                )
+        atts = await self.client.list_all(
+            query.all_of(
+                query.term("table_name", "=", table),
+                query.term("table_sys_id", "=", record),
+                query.term("file_name", "=", file_name),
             )
-        except SnfsError:
-            return None
+        )
         for att in atts:
             if (
-                att.hash == sha256
+                att.sys_id not in exclude
+                and att.hash == sha256
                 and att.size_bytes == size
-                and att.created_on.timestamp() >= since.timestamp() - 120
+                and att.created_on.timestamp() >= since.timestamp()
             ):
                 return att
         return None

@@ -83,7 +83,7 @@ def _wait_for_address(proc: subprocess.Popen[bytes], timeout: float) -> str:
     buf = b""
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"the emulator exited with {proc.returncode}: {proc.args}")
+            raise RuntimeError(f"the emulator exited with {proc.returncode}: {proc.args!r}")
         if not select.select([proc.stdout], [], [], 0.2)[0]:
             continue
         buf += os.read(proc.stdout.fileno(), 4096)

@@ -152,8 +152,8 @@ def build_other(args: argparse.Namespace, data_dir: Path) -> tuple[Any, Any]:
     )
     if args.limit_file_type is not None:
         config.limit_file_type = args.limit_file_type
-    emu = hw.HuaweiEmulator(config)
-    return emu, hw.build_app(emu)
+    hw_emu = hw.HuaweiEmulator(config)
+    return hw_emu, hw.build_app(hw_emu)
 
 
 def build_config(args: argparse.Namespace, data_dir: Path) -> Config:
