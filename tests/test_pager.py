@@ -184,3 +184,29 @@ def test_forgotten_record_nodes_are_freed_and_keep_their_number() -> None:
     inodes.looked_up(table)
     inodes.forget(table.ino, 1)
     assert inodes.get(table.ino) is table  # a table stays
+
+
+def test_scope_and_numbers_options_reach_the_backend(monkeypatch: pytest.MonkeyPatch) -> None:
+    import argparse
+
+    from snfs import registry
+    from snfs.errors import ConfigError
+    from snfs.options import add_arguments, from_args
+
+    monkeypatch.setenv("SNFS_PASSWORD", "pw")
+
+    def build(*extra: str) -> Any:
+        p = argparse.ArgumentParser()
+        add_arguments(p)
+        return registry.make_backend(from_args(p.parse_args(["dev1", "/m", "--user", "u", *extra])))
+
+    r = build("--scope", "incident=active=true^NQpriority=1", "--scope", "problem=x=1", "--numbers")
+    assert r.default.scopes == {"incident": "active=true^NQpriority=1", "problem": "x=1"}
+    assert r.default_scope("incident") == "active=true^NQpriority=1"
+    assert r.default_scope(".cccif") is None and not r.can_scope(".cccif")
+    assert r.lists_numbers
+    assert build().default.scopes == {} and not build().lists_numbers
+    with pytest.raises(ConfigError):
+        build("--scope", "incident")
+    with pytest.raises(ConfigError):
+        build("--scope", "Bad Table=active=true")

@@ -29,6 +29,7 @@ from snfs.options import (
     MountOptions,
     add_arguments,
     apply_fuse_options,
+    backend_options,
     core_options,
     from_args,
 )
@@ -228,4 +229,5 @@ def test_every_option_is_one_schema_entry() -> None:
     p = argparse.ArgumentParser()
     add_arguments(p)
     dests = {a.dest for a in p._actions} - {"help", "instance", "mountpoint", "fuse_options"}
-    assert dests == {o.name for o in core_options() if not o.fuse}
+    systems = {o.name for o in backend_options()}  # a system's own options (e.g. --scope)
+    assert dests == {o.name for o in core_options() if not o.fuse} | systems
