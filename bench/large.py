@@ -33,14 +33,10 @@ from typing import Any
 
 import httpx
 
-REPO = Path(__file__).resolve().parent.parent
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
-
-from bench import util  # noqa: E402
-from bench.data import AUTH, MiB  # noqa: E402
-from snfs.emulator.db import ATTACHMENT_FIELDS, Store  # noqa: E402
-from snfs.emulator.tables import TABLES  # noqa: E402
+from bench import util
+from bench.data import AUTH, MiB
+from snfs.emulator.db import ATTACHMENT_FIELDS, Store
+from snfs.emulator.tables import TABLES
 
 TABLE = "incident"
 TARGETS = {"first": 5, "whole": 100, "lookup": 5, "rss": 150 * MiB, "revisit": 5}
@@ -191,7 +187,7 @@ def rss(pid: int) -> int:
 
 def measure(a: argparse.Namespace, work: Path) -> dict[str, Any]:
     from bench.systems import SnfsMount
-    from tests.emulator_proc import start_emulator
+    from snfs.emulator.launch import launch
 
     data = work / "emulator-data"
     t0 = time.perf_counter()
@@ -200,7 +196,7 @@ def measure(a: argparse.Namespace, work: Path) -> dict[str, Any]:
     )
     gen_s = time.perf_counter() - t0
     util.log(f"large-table: {a.attachments} attachments over {a.records} records in {gen_s:.1f} s")
-    emu = start_emulator(data, "--state-delay", "0", log=work / "emulator.log", timeout=120)
+    emu = launch(data, "--state-delay", "0", log=work / "emulator.log", timeout=120)
     out: dict[str, Any] = {
         "attachments": a.attachments,
         "records": a.records,
@@ -208,8 +204,9 @@ def measure(a: argparse.Namespace, work: Path) -> dict[str, Any]:
         "generate_s": round(gen_s, 1),
     }
     try:
-        if a.latency:
-            emu.fault(delay=a.latency / 1000, count=10**9, path="^/api/")
+        if a.latency:  # every API request waits first, as behind a WAN
+            fault = {"delay": a.latency / 1000, "count": 10**9, "path": "^/api/"}
+            httpx.post(f"{emu.url}/__emulator__/faults", json=fault, auth=AUTH).raise_for_status()
         unit = page_round_trip(emu.url)
         out["page_round_trip_s"] = round(unit, 3)
         opts = ["--dir-cache-time", str(a.dir_cache_time)]
