@@ -31,7 +31,9 @@ TABLE = "incident"
 @pytest.fixture(scope="module")
 def big(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[EmulatorProc, dict[str, Any]]]:
     tmp = tmp_path_factory.mktemp("large")
-    expected = generate(tmp / "data", records=2000, attachments=12000, empty_records=200, heavy=1200)
+    expected = generate(
+        tmp / "data", records=2000, attachments=12000, empty_records=200, heavy=1200
+    )
     emu = start_emulator(tmp / "data", "--state-delay", "0", log=tmp / "emulator.log")
     yield emu, expected
     emu.stop()

@@ -1,4 +1,4 @@
-"""Table API (enough for records to exist) and Aggregate API (/stats/{table}, sys_attachment too)."""
+"""The Table API (enough for records to exist) and the Aggregate API (/stats/{table})."""
 
 from __future__ import annotations
 
