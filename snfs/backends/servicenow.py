@@ -9,8 +9,9 @@ Attachment API by their attachmentId.
 
 from __future__ import annotations
 
+import logging
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Collection
 from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
@@ -24,6 +25,11 @@ CCCIF = ".cccif"
 CCCIF_CAPS = Capabilities(
     list=False, read=True, create=True, delete=True, rename=False, discover=False
 )
+# Attachments of image/video fields: the field holds the attachment's sys_id, so a file
+# created there would be an orphan no field points at, and a delete would break the field.
+IMAGE_FIELD_CAPS = Capabilities(create=False, delete=False, rename=False)
+RECENT = 1000  # attachments the root listing's fallback looks at
+log = logging.getLogger("snfs.servicenow")
 NUMBER_RE = re.compile(r"^[A-Z]{2,8}[0-9]{5,12}$")
 USER_ID_RE = re.compile(r"^[A-Za-z0-9_.@+-]{1,100}$")
 
@@ -34,6 +40,7 @@ class ServiceNowBackend:
     def __init__(self, client: AttachmentClient) -> None:
         self.client = client
         self.base_url = client.config.base_url
+        self._fallback_logged = False
 
     @property
     def stats(self) -> ClientStats:
@@ -44,7 +51,9 @@ class ServiceNowBackend:
         return self.client.supports_range
 
     def capabilities(self, table: str) -> Capabilities:
-        return CCCIF_CAPS if table == CCCIF else FULL
+        if table == CCCIF:
+            return CCCIF_CAPS
+        return IMAGE_FIELD_CAPS if table.startswith("ZZ_YY") else FULL
 
     async def check(self) -> None:
         await self.client.check()
@@ -55,7 +64,22 @@ class ServiceNowBackend:
     # -- namespace -------------------------------------------------------------------------------
 
     async def tables(self) -> list[str]:
-        counts = await self.client.count_by("table_name")
+        """Tables with attachments, by the Aggregate API. That API is refused (403) to users
+        without read on sys_attachment and cut by its transaction quota on big instances: then
+        the tables of the most recent attachments the user can read (one list request)."""
+        try:
+            counts = await self.client.count_by("table_name")
+        except SnfsError as e:
+            if not self._fallback_logged:
+                log.warning(
+                    "the Aggregate API failed (%s): `ls /` shows the tables of the %d most "
+                    "recent attachments instead; name them with --tables to list them all",
+                    e.instance_message or e.message,
+                    RECENT,
+                )
+                self._fallback_logged = True
+            names = await self.client.recent_tables(RECENT)
+            return sorted(t for t in names if self.valid_table_name(t))
         return sorted(t for t, n in counts.items() if n > 0 and self.valid_table_name(t))
 
     def valid_table_name(self, table: str) -> bool:
@@ -95,13 +119,24 @@ class ServiceNowBackend:
         return self.client.stream(file_id, offset=offset)
 
     async def upload(
-        self, table: str, record: str, file_name: str, source: Path, *, size: int
+        self,
+        table: str,
+        record: str,
+        file_name: str,
+        source: Path,
+        *,
+        size: int,
+        replaces: Collection[str] = (),
     ) -> Attachment:
+        """`replaces`: the attachments this upload is to replace; an answer naming one of
+        them is no proof the new content is stored."""
         if table == CCCIF:
             att = await self.client.cccif_upload(record, file_name, source, size=size)
             # Shown where it was written, whatever record the instance filed it under.
             return replace(att, table_name=CCCIF, table_sys_id=record)
-        return await self.client.upload(table, record, file_name, source, size=size)
+        return await self.client.upload(
+            table, record, file_name, source, size=size, replaces=replaces
+        )
 
     async def delete(self, file_id: str, *, missing_ok: bool = False) -> None:
         await self.client.delete(file_id, missing_ok=missing_ok)

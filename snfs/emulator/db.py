@@ -11,7 +11,7 @@ import json
 import sqlite3
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -103,6 +103,7 @@ def record_field_resolver(table: str):
 class Page:
     rows: list[dict[str, str]]
     total: int
+    scanned: int = 0  # rows the query read before ACLs dropped any
 
 
 class Store:
@@ -248,11 +249,23 @@ class Store:
         )
 
     def list_attachments(
-        self, q: CompiledQuery, limit: int, offset: int, readable: list[str] | None
+        self,
+        q: CompiledQuery,
+        limit: int,
+        offset: int,
+        readable: list[str] | None,
+        deny: Sequence[CompiledQuery] = (),
+        limit_before_acl: bool = False,
     ) -> Page:
+        """One page. With `limit_before_acl` (real instances: "sysparm_limit is applied before
+        ACL evaluation") the page is cut first and the rows the user may not read are dropped
+        after, so pages come back short or empty; `total` then counts before ACLs too."""
         self.promote_pending()
-        where, params = self._attachment_where(q, readable)
         order = ", ".join(q.order_by + ["sys_created_on ASC", "sys_id ASC"])
+        acl, acl_args = self._acl(readable, deny)
+        where, params = (q.where, list(q.params))
+        if not limit_before_acl:
+            where, params = f"{acl} AND ({q.where})", [*acl_args, *q.params]
         total = self.conn.execute(
             f"SELECT COUNT(*) FROM sys_attachment WHERE {where}", params
         ).fetchone()[0]
@@ -261,7 +274,41 @@ class Store:
             f"ORDER BY {order} LIMIT ? OFFSET ?",
             [*params, limit, offset],
         ).fetchall()
-        return Page([dict(r) for r in rows], total)
+        page = Page([dict(r) for r in rows], total, len(rows))
+        if limit_before_acl and acl != "1":
+            allowed = self.allowed([r["sys_id"] for r in page.rows], readable, deny)
+            page.rows = [r for r in page.rows if r["sys_id"] in allowed]
+        return page
+
+    def allowed(
+        self, sys_ids: list[str], readable: list[str] | None, deny: Sequence[CompiledQuery] = ()
+    ) -> set[str]:
+        """Which of these attachments the user may read."""
+        acl, acl_args = self._acl(readable, deny)
+        if acl == "1" or not sys_ids:
+            return set(sys_ids)
+        out: set[str] = set()
+        for i in range(0, len(sys_ids), 500):
+            part = sys_ids[i : i + 500]
+            marks = ", ".join("?" * len(part))
+            out.update(
+                r[0]
+                for r in self.conn.execute(
+                    f"SELECT sys_id FROM sys_attachment WHERE sys_id IN ({marks}) AND {acl}",
+                    [*part, *acl_args],
+                )
+            )
+        return out
+
+    @classmethod
+    def _acl(
+        cls, readable: list[str] | None, deny: Sequence[CompiledQuery]
+    ) -> tuple[str, list[Any]]:
+        """The read ACL as SQL: the user's tables, minus what a --deny rule hides ("1": all)."""
+        where, args = cls._attachment_where(CompiledQuery("1", [], [], False), readable)
+        for d in deny:
+            where, args = f"{where} AND NOT ({d.where})", [*args, *d.params]
+        return ("1", []) if where == "1" else (where, args)
 
     @staticmethod
     def _attachment_where(q: CompiledQuery, readable: list[str] | None) -> tuple[str, list[Any]]:
