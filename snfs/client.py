@@ -1138,7 +1138,7 @@ class _Check:
             raise NotTheContent(
                 f"GET {path}: {resp.status_code} is not the attachment: {what}",
                 status=resp.status_code,
-                instance_message=what,
+                instance_message=f"not the attachment: {what}",
                 method="GET",
                 path=path,
             )

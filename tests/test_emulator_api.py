@@ -633,7 +633,9 @@ def test_roles(emu: EmulatorProc) -> None:
         error(upload(itil, HRC1, "x.txt", b"x", table="hr_case"), 404)
         assert result(itil.get("/api/now/table/hr_case")) == []
         error(
-            itil.get("/api/now/stats/sys_attachment?sysparm_count=true&sysparm_group_by=table_name"),
+            itil.get(
+                "/api/now/stats/sys_attachment?sysparm_count=true&sysparm_group_by=table_name"
+            ),
             403,
         )
         error(itil.get("/__emulator__/stats"), 403)
