@@ -9,7 +9,7 @@ TEST_APT_PKGS := rsync vim-tiny attr systemd
 SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PYTEST_ARGS ?=
 
-.PHONY: all deps test-deps apt venv test demo bench clean
+.PHONY: all deps test-deps apt venv test test-fast lint demo bench clean
 
 all: test
 
@@ -33,13 +33,23 @@ $(VENV)/.installed: pyproject.toml
 	$(MAKE) deps
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test]'
+	$(PY) -m pip install -q -e '.[test]'  # test includes the emulator extra
 	touch $@
 
 venv: deps $(VENV)/.installed
 
 test: test-deps venv
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# The tests that need no FUSE mount (seconds, not minutes).
+test-fast: venv
+	$(PY) -m pytest -m 'not fuse' $(PYTEST_ARGS)
+
+# The gates: lint, format and types (config in pyproject.toml).
+lint: venv
+	$(VENV)/bin/ruff check snfs tests bench
+	$(VENV)/bin/ruff format --check snfs tests bench
+	$(VENV)/bin/mypy
 
 demo: venv
 	$(VENV)/bin/snfs demo

@@ -129,6 +129,33 @@ CASES: dict[str, Case] = {
             describe="`rm -f RECORD/*` of {cpr_n} attachments on a fresh mount (curl: one list GET + the DELETEs on one connection)",
         ),
         Case(
+            "cat-small",
+            "cat of a record's small files",
+            "s",
+            ("small",),
+            "small",
+            describe="`cat RECORD/*` of {small_n} files of {small_size} B on a fresh mount "
+            "(curl: the same GETs, sequential, one connection)",
+        ),
+        Case(
+            "grep-r",
+            "grep -r over a record",
+            "s",
+            ("small",),
+            "small",
+            describe="`grep -rl NEEDLE RECORD` over the same {small_n} files on a fresh mount "
+            "(curl: as cat)",
+        ),
+        Case(
+            "cat-one",
+            "cat of one file, record never listed",
+            "s",
+            ("small",),
+            "small",
+            describe="`cat TABLE/RECORD/FILE` on a fresh mount, nothing listed before "
+            "(curl: the record's listing, then the file)",
+        ),
+        Case(
             "rss-1g",
             "copy in and out (peak RSS)",
             "MiB/s",
@@ -692,3 +719,83 @@ def case_wire(ctx: Ctx, case: Case, system: str, rep: int) -> dict[str, Any]:
     run.bytes = size
     run.end()
     return run.result()
+
+
+def _small_curl(ctx: Ctx, case: Case, names: list[str]) -> dict[str, Any]:
+    ds = ctx.ds
+    by_name = {a["file_name"]: a["sys_id"] for a in ds.api.list(f"table_sys_id={ds.small_rec}")}
+    urls = [ds.api.file_url(by_name[n]) for n in names]
+
+    def op(run: Run) -> None:
+        run.seconds = util.timed([*CURL, "--compressed", *urls], stdout=subprocess.DEVNULL)
+        run.bytes = ctx.sizes["small_size"] * len(names)
+
+    return measure_curl(ctx, case, op)
+
+
+def case_cat_small(ctx: Ctx, case: Case, system: str, rep: int) -> dict[str, Any]:
+    ds = ctx.ds
+    if system == "curl":
+        return _small_curl(ctx, case, ds.small_names)
+    want = ctx.sizes["small_size"] * len(ds.small_names)
+
+    def mop(mp: Path, run: Run) -> None:
+        t0 = time.perf_counter()
+        p = subprocess.run(
+            ["sh", "-c", f"cat {_q(mp / 'incident' / ds.small_rec)}/*"], capture_output=True
+        )
+        run.seconds = time.perf_counter() - t0
+        run.bytes = len(p.stdout)
+        if p.returncode or run.bytes != want:
+            raise RuntimeError(f"cat * on {system}: rc {p.returncode}, {run.bytes} of {want} B")
+
+    return measure_mount(ctx, system, case, mop)
+
+
+def case_grep_r(ctx: Ctx, case: Case, system: str, rep: int) -> dict[str, Any]:
+    from bench.data import NEEDLE
+
+    ds = ctx.ds
+    if system == "curl":
+        return _small_curl(ctx, case, ds.small_names)
+    want = len(range(0, len(ds.small_names), 10))
+
+    def mop(mp: Path, run: Run) -> None:
+        t0 = time.perf_counter()
+        p = subprocess.run(
+            ["grep", "-rl", NEEDLE.decode(), str(mp / "incident" / ds.small_rec)],
+            capture_output=True,
+        )
+        run.seconds = time.perf_counter() - t0
+        found = p.stdout.count(b"\n")
+        if p.returncode or found != want:
+            raise RuntimeError(f"grep -r on {system}: rc {p.returncode}, {found} of {want} files")
+
+    return measure_mount(ctx, system, case, mop)
+
+
+def case_cat_one(ctx: Ctx, case: Case, system: str, rep: int) -> dict[str, Any]:
+    ds = ctx.ds
+    name = ds.small_names[rep % len(ds.small_names)]
+    if system == "curl":
+        list_url = (
+            f"{ds.api.url}/api/now/attachment?sysparm_query=table_sys_id%3D{ds.small_rec}"
+            f"&sysparm_limit=1000"
+        )
+        by_name = {a["file_name"]: a["sys_id"] for a in ds.api.list(f"table_sys_id={ds.small_rec}")}
+        cmd = [*CURL, list_url, "--next", *CURL, "--compressed", ds.api.file_url(by_name[name])]
+
+        def op(run: Run) -> None:
+            run.seconds = util.timed(cmd, stdout=subprocess.DEVNULL)
+
+        return measure_curl(ctx, case, op)
+
+    def mop(mp: Path, run: Run) -> None:
+        t0 = time.perf_counter()
+        data = (mp / "incident" / ds.small_rec / name).read_bytes()
+        run.seconds = time.perf_counter() - t0
+        run.bytes = len(data)
+        if len(data) != ctx.sizes["small_size"]:
+            raise RuntimeError(f"cat one on {system}: {len(data)} bytes")
+
+    return measure_mount(ctx, system, case, mop)

@@ -47,6 +47,19 @@ def small_bytes(seed: str, size: int) -> bytes:
     return random.Random(seed).randbytes(size)
 
 
+NEEDLE = b"needle-in-the-record"
+
+
+def text_bytes(seed: str, size: int, *, needle: bool) -> bytes:
+    """`size` bytes of text lines (grep reads them as text); one line is NEEDLE if asked."""
+    rng = random.Random(seed)
+    words = [b"incident", b"server", b"restart", b"user", b"error", b"ticket", b"log", b"disk"]
+    out = bytearray(NEEDLE + b"\n" if needle else b"")
+    while len(out) < size:
+        out += b" ".join(rng.choice(words) for _ in range(10)) + b"\n"
+    return bytes(out[:size])
+
+
 class Api:
     """A thin synchronous client of the emulator for setup and request counts (thread-safe: one
     httpx client per thread, keep-alive)."""
@@ -152,6 +165,7 @@ class Dataset:
       incident/up             uploads land here (deleted after each run)
       problem/ls              f0000.txt .. (1,000)     (ls -l)
       sc_task/find-N          a0.txt .. a4.txt × 1,000 records  (find + stat)
+      incident/small          s000.txt .. (small_n × small_size)  (cat *, grep -r, cat one)
       change_request/...      fresh records per run for cp -r and rm
     """
 
@@ -250,13 +264,27 @@ class Dataset:
                     if (rec, name) not in have:
                         todo.append((rec, name, data))
             pmap(lambda t: self.api.upload("sc_task", *t), todo, workers=12)
+        elif what == "small":
+            # A record of small text files; every 10th has a line with NEEDLE (for grep -r).
+            self.small_rec = rec = self._record("incident", "small")
+            have = {a["file_name"] for a in self.api.list(f"table_sys_id={rec}")}
+            todo = []
+            self.small_names = []
+            for i in range(s["small_n"]):
+                name = f"s{i:03d}.txt"
+                data = text_bytes(f"small{i}", s["small_size"], needle=i % 10 == 0)
+                self.rpath("incident", rec, name).write_bytes(data)
+                self.small_names.append(name)
+                if name not in have:
+                    todo.append((name, data))
+            pmap(lambda t: self.api.upload("incident", rec, t[0], t[1]), todo)
         elif what == "cpr":
             self.cpr_src = self.src / "cpr"
             rng = random.Random("cpr")
             self.cpr_files = []
             for i in range(s["cpr_n"]):
                 name = f"file-{i:03d}.dat"
-                size = rng.randint(1 * KiB, 200 * KiB)
+                size = s.get("cpr_size") or rng.randint(1 * KiB, 200 * KiB)
                 p = self.cpr_src / name
                 p.parent.mkdir(parents=True, exist_ok=True)
                 if not (p.exists() and p.stat().st_size == size):

@@ -157,7 +157,13 @@ def markdown(results: dict[str, Any]) -> str:
         f"{meta['repeat']} runs per case and system, systems alternating; each cell is the median "
         f"(min–max). Throughput in MiB/s (higher is better), times in ms or s (lower is better). "
         f"Ratios are **speed** ratios of the medians: > 1× means snfs is faster. "
-        f"Sizes: {meta['sizes_text']}.{' **Quick run (small sizes).**' if meta['quick'] else ''}",
+        f"Sizes: {meta['sizes_text']}.{' **Quick run (small sizes).**' if meta['quick'] else ''}"
+        + (
+            f" **{meta['latency_ms']:g} ms per request** (a proxy in front of the emulator and "
+            f"of rclone serve webdav alike)."
+            if meta.get("latency_ms")
+            else ""
+        ),
         "",
         "| case | unit | snfs | curl (limit) | rclone mount | snfs/curl | snfs/rclone "
         "| snfs requests | snfs peak RSS | targets |",

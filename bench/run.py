@@ -35,6 +35,8 @@ FULL = {
     "find_per": 5,
     "cpr_n": 200,
     "rss": 1024 * MiB,
+    "small_n": 50,
+    "small_size": 8 * 1024,
 }
 QUICK = {
     "big": 8 * MiB,
@@ -47,6 +49,25 @@ QUICK = {
     "find_per": 5,
     "cpr_n": 20,
     "rss": 32 * MiB,
+    "small_n": 20,
+    "small_size": 8 * 1024,
+}
+# --latency: the sizes of the WAN table in docs/PERFORMANCE.md (many small operations, where a
+# round trip per request is what costs; bulk sizes kept modest so a run stays under ~30 min).
+WAN = {
+    "big": 64 * MiB,
+    "rand_n": 200,
+    "par_n": 4,
+    "par_size": 16 * MiB,
+    "upload": 64 * MiB,
+    "ls_n": 50,
+    "find_records": 100,
+    "find_per": 5,
+    "cpr_n": 50,
+    "cpr_size": 8 * 1024,
+    "rss": 256 * MiB,
+    "small_n": 50,
+    "small_size": 8 * 1024,
 }
 MOUNT_SYSTEMS = ("snfs", "rclone")
 
@@ -60,7 +81,7 @@ def sizes_text(s: dict[str, int]) -> str:
         f"file {human(s['big'])}, {s['rand_n']} random reads, {s['par_n']}×{human(s['par_size'])} "
         f"parallel, upload {human(s['upload'])}, ls {s['ls_n']} files, find "
         f"{s['find_records']}×{s['find_per']}, cp -r/rm {s['cpr_n']} files, rss case "
-        f"{human(s['rss'])}"
+        f"{human(s['rss'])}, {s['small_n']} small files of {s['small_size'] // 1024} KiB"
     )
 
 
@@ -111,8 +132,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="only re-write <out>/latest.md from a results JSON (no benchmark)",
     )
     p.add_argument("--keep", action="store_true", help="keep the scratch directory")
+    p.add_argument(
+        "--latency",
+        type=float,
+        default=0.0,
+        metavar="MS",
+        help="put a proxy that delays every request by MS in front of the emulator (snfs) and "
+        "of rclone serve webdav (rclone); WAN sizes; curl and the wire case are not run",
+    )
     a = p.parse_args(argv)
-    a.case_list = [c.strip() for c in (a.cases or ",".join(DEFAULT_CASES)).split(",") if c.strip()]
+    default_cases = [c for c in DEFAULT_CASES if not (a.latency and c == "wire")]
+    a.case_list = [c.strip() for c in (a.cases or ",".join(default_cases)).split(",") if c.strip()]
     for c in a.case_list:
         if c not in CASES:
             p.error(f"unknown case {c!r}; known: {', '.join(CASES)}")
@@ -120,6 +150,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     for s in a.system_list:
         if s not in ("snfs", "curl", "rclone"):
             p.error(f"unknown system {s!r}")
+    if a.latency:
+        # curl would talk to the emulator directly, around the proxy: not comparable.
+        a.system_list = [s for s in a.system_list if s != "curl"]
     a.profile_list = [c.strip() for c in a.profile.split(",") if c.strip()]
     if a.repeat < 1:
         p.error("--repeat must be at least 1")
@@ -145,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
         print(md)
         return 0
     started = time.time()
-    sizes = dict(QUICK if a.quick else FULL)
+    sizes = dict(QUICK if a.quick else WAN if a.latency else FULL)
     wire = "wire" in a.case_list
     need_tools = (
         ["curl"]
@@ -168,10 +201,26 @@ def main(argv: list[str] | None = None) -> int:
     work.mkdir(parents=True, exist_ok=True)
     util.log(f"scratch directory {work}")
     emu = rserver = nginx = None
+    proxies: list[Any] = []
     mounts: dict[str, Any] = {}
     results: dict[str, Any] = {"cases": {}}
     try:
-        from bench.systems import Emulator, Nginx, RcloneMount, RcloneServer, SnfsMount
+        from bench.systems import (
+            Emulator,
+            LatencyProxy,
+            Nginx,
+            RcloneMount,
+            RcloneServer,
+            SnfsMount,
+        )
+
+        def served(upstream: str, name: str) -> str:
+            """The URL a system under test uses: the server, or a latency proxy before it."""
+            if not a.latency:
+                return upstream
+            proxies.append(LatencyProxy(upstream, a.latency, work, name))
+            util.log(f"{name}: {a.latency:g} ms per request through {proxies[-1].url}")
+            return proxies[-1].url
 
         emu = Emulator(work, *a.emulator_opt)
         util.log(f"emulator at {emu.url}")
@@ -203,8 +252,8 @@ def main(argv: list[str] | None = None) -> int:
             ds.dav = rserver
             util.log(f"rclone serve webdav at {rserver.url}")
         if "rclone" in systems:
-            mounts["rclone"] = RcloneMount(rserver, work)
-        mounts["snfs"] = SnfsMount(emu.url, work, a.snfs_opt)
+            mounts["rclone"] = RcloneMount(rserver, work, served(rserver.url, "rclone"))
+        mounts["snfs"] = SnfsMount(served(emu.url, "emulator"), work, a.snfs_opt)
         if wire and tools.get("nginx"):
             nginx = Nginx(root, work)
             util.log(f"nginx at {nginx.url}")
@@ -296,7 +345,7 @@ def main(argv: list[str] | None = None) -> int:
                 m.unmount()
             except Exception:
                 traceback.print_exc()
-        for proc in (nginx, rserver, emu):
+        for proc in (*proxies, nginx, rserver, emu):
             if proc is not None:
                 proc.stop()
         if not a.keep:
@@ -307,6 +356,7 @@ def main(argv: list[str] | None = None) -> int:
         "command": "python -m bench " + " ".join(argv if argv is not None else sys.argv[1:]),
         "repeat": a.repeat,
         "quick": a.quick,
+        "latency_ms": a.latency,
         "systems": systems,
         "sizes": sizes,
         "sizes_text": sizes_text(sizes),
@@ -318,7 +368,8 @@ def main(argv: list[str] | None = None) -> int:
     results = {"meta": results["meta"], "cases": results["cases"]}
     a.out.mkdir(parents=True, exist_ok=True)
     md = report.markdown(results)
-    (a.out / "latest.json").write_text(json.dumps(results, indent=1, ensure_ascii=False) + "\n")
-    (a.out / "latest.md").write_text(md)
+    stem = f"latest-{a.latency:g}ms" if a.latency else "latest"  # loopback results stay
+    (a.out / f"{stem}.json").write_text(json.dumps(results, indent=1, ensure_ascii=False) + "\n")
+    (a.out / f"{stem}.md").write_text(md)
     print(md)
     return 0

@@ -16,16 +16,14 @@ from urllib.parse import quote
 import httpx
 
 from bench import util
+from snfs.emulator.launch import launch
 
 REPO = Path(__file__).resolve().parent.parent
 
 
 class Emulator:
     def __init__(self, work: Path, *args: str) -> None:
-        sys.path.insert(0, str(REPO))
-        from tests.emulator_proc import start_emulator  # the tests' helper: stop by pid
-
-        self.proc_handle = start_emulator(
+        self.proc_handle = launch(
             work / "emulator-data",
             "--state-delay",
             "0",
@@ -82,7 +80,7 @@ class SnfsMount:
         )
         self.proc = subprocess.Popen(
             cmd,
-            stdout=open(log_file, "ab"),
+            stdout=open(log_file, "ab"),  # noqa: SIM115 - the child keeps it
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             env=env,
@@ -140,7 +138,7 @@ class RcloneServer:
                 f"127.0.0.1:{self.port}",
             ],
             stdout=subprocess.DEVNULL,
-            stderr=open(work / "rclone-serve.log", "ab"),
+            stderr=open(work / "rclone-serve.log", "ab"),  # noqa: SIM115 - the child keeps it
             stdin=subprocess.DEVNULL,
         )
         util.wait_port(self.port, proc=self.proc)
@@ -163,13 +161,42 @@ class RcloneServer:
         util.stop_proc(self.proc)
 
 
+class LatencyProxy:
+    """bench.latency_proxy in front of one server: every request waits `delay_ms` first."""
+
+    def __init__(self, upstream: str, delay_ms: float, work: Path, name: str) -> None:
+        self.port = util.free_port()
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "bench.latency_proxy",
+                upstream,
+                "--delay-ms",
+                str(delay_ms),
+                "--port",
+                str(self.port),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=open(work / f"latency-proxy-{name}.log", "ab"),  # noqa: SIM115 - the child keeps it
+            stdin=subprocess.DEVNULL,
+            cwd=REPO,
+        )
+        util.wait_port(self.port, proc=self.proc)
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    def stop(self) -> None:
+        util.stop_proc(self.proc)
+
+
 class RcloneMount:
     """A fresh `rclone mount --vfs-cache-mode writes` of the webdav server per run."""
 
     name = "rclone"
 
-    def __init__(self, server: RcloneServer, work: Path) -> None:
+    def __init__(self, server: RcloneServer, work: Path, url: str | None = None) -> None:
         self.server = server
+        self.url = url or server.url  # the server, or a latency proxy in front of it
         self.work = work
         self.n = 0
         self.proc: subprocess.Popen | None = None
@@ -192,7 +219,7 @@ class RcloneMount:
             ":webdav:",
             str(mp),
             "--webdav-url",
-            self.server.url,
+            self.url,
             "--vfs-cache-mode",
             "writes",
             "--cache-dir",
@@ -205,7 +232,10 @@ class RcloneMount:
             "--rc-no-auth",
         ]
         self.proc = subprocess.Popen(
-            cmd, stdout=open(log_file, "ab"), stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+            cmd,
+            stdout=open(log_file, "ab"),  # noqa: SIM115 - the child keeps it
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
         )
         self.mp, self.run_dir = mp, run
         util.wait_mounted(mp, self.proc, log_file=log_file)
@@ -296,7 +326,7 @@ http {{
         self.proc = subprocess.Popen(
             [util.which("nginx") or "nginx", "-c", str(conf), "-p", str(d)],
             stdout=subprocess.DEVNULL,
-            stderr=open(d / "stderr.log", "ab"),
+            stderr=open(d / "stderr.log", "ab"),  # noqa: SIM115 - the child keeps it
             stdin=subprocess.DEVNULL,
         )
         util.wait_port(self.port, proc=self.proc)

@@ -10,7 +10,7 @@ from datetime import datetime
 
 import pyfuse3
 
-from snfs.client import Attachment
+from snfs.backend import Backend, RemoteFile
 from snfs.inodes import Kind, Node
 
 BLOCK = 4096
@@ -32,6 +32,34 @@ class Timeouts:
     file_attr: float = 3600.0
     entry: float = 60.0
     dir_attr: float = 1.0
+
+
+# With allow_other and no umask= given, only the owner (uid=) may read: the files are the
+# instance's, read with the mounting user's rights, and allow_other alone must not hand them to
+# every local account. docs/SEMANTICS.md, "Attributes".
+ALLOW_OTHER_UMASK = 0o077
+
+
+def umask_given(fuse_options: list[str]) -> bool:
+    """Did the command line or profile say `-o umask=...`?"""
+    return any(
+        word.strip().startswith("umask=") for text in fuse_options for word in text.split(",")
+    )
+
+
+def effective_umask(allow_other: bool, umask: int, given: bool) -> tuple[int, str | None]:
+    """The umask to show files with, and a warning to log (or None)."""
+    if allow_other and not given:
+        return ALLOW_OTHER_UMASK, (
+            "allow_other without umask=: files and directories are shown 0600/0700, for the"
+            " owner (uid=) only; give umask=027 (group) or umask=022 (everyone) to share them"
+        )
+    if allow_other and not umask & 0o004:
+        return umask, (
+            f"allow_other with umask={umask:03o}: every local user can read every attachment"
+            " with the mount owner's rights"
+        )
+    return umask, None
 
 
 # Directories have no time on the instance: they show when the mount started.
@@ -81,14 +109,14 @@ def entry(
 
 
 def attachment_entry(
-    node: Node, att: Attachment, owner: Owner, timeouts: Timeouts
+    node: Node, att: RemoteFile, owner: Owner, timeouts: Timeouts
 ) -> pyfuse3.EntryAttributes:
     return entry(
         node, owner, timeouts, size=att.size_bytes, mtime=att.updated_on, ctime=att.created_on
     )
 
 
-def mime_type(att: Attachment) -> str:
+def mime_type(att: RemoteFile) -> str:
     """What file managers read from `user.mime_type`: the instance's content type, unless it is
     the generic one an upload tool sent, then a guess from the name."""
     ct = (att.content_type or "").split(";")[0].strip()
@@ -97,18 +125,17 @@ def mime_type(att: Attachment) -> str:
     return mimetypes.guess_type(att.file_name)[0] or ct or "application/octet-stream"
 
 
-def xattrs(att: Attachment, backend: str = "servicenow") -> dict[str, bytes]:
-    """`user.mime_type`, and `user.<backend>.*`: what the system knows of the file."""
-    prefix = f"user.{backend}."
-    ids = (
-        {"sys_id": att.sys_id, "table": att.table_name, "table_sys_id": att.table_sys_id}
-        if backend == "servicenow"
-        else {"id": att.sys_id, "table": att.table_name, "record": att.table_sys_id}
-    )
+def xattrs(att: RemoteFile, backend: Backend) -> dict[str, bytes]:
+    """`user.mime_type`, and `user.<backend>.*`: what the system knows of the file, its ids
+    under the names the backend declares (`Backend.xattr_keys`)."""
+    prefix = f"user.{backend.name}."
+    keys = backend.xattr_keys
     values = {"user.mime_type": mime_type(att)}
-    values.update({prefix + k: v for k, v in ids.items()})
     values.update(
         {
+            prefix + keys.file_id: att.sys_id,
+            prefix + keys.table: att.table_name,
+            prefix + keys.record: att.table_sys_id,
             prefix + "file_name": att.file_name,
             prefix + "content_type": att.content_type,
             prefix + "download_link": att.download_link,

@@ -15,20 +15,43 @@ table, what the API can do; the core turns what it cannot into documented errnos
 - `discover`: the API lists a table's records. Without it `ls /<table>` shows the records
             visited or written through this mount; any valid record id is still reachable.
 
-Files are described by `snfs.client.Attachment` (the ServiceNow record shape, which is the
-richest); a backend fills what it knows and puts system-specific values (ids, URLs) in `extra`,
-which the mount shows as extended attributes `user.<backend>.<key>`.
+Files are described by `RemoteFile`; a backend fills what it knows and puts system-specific
+values (ids, URLs) in `extra`, which the mount shows as extended attributes
+`user.<backend>.<key>`.
+
+Which systems exist is the registry's business (`snfs.registry`): the core never names one.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
 
-from snfs.client import Attachment
+
+@dataclass(frozen=True, slots=True)
+class RemoteFile:
+    """One file of a record, as the core sees it. The field names are the richest shape the
+    systems share (ServiceNow's `sys_attachment`, which came first): `sys_id` is the file's id
+    within its backend (what `stream`, `delete` and `rename` take), `table_name` and
+    `table_sys_id` the table and record it hangs off."""
+
+    sys_id: str
+    table_name: str
+    table_sys_id: str
+    file_name: str
+    size_bytes: int
+    content_type: str
+    created_on: datetime
+    updated_on: datetime
+    created_by: str
+    hash: str
+    download_link: str
+    state: str
+    # System-specific values (ids, URLs) a backend wants shown as xattrs user.<backend>.<key>.
+    extra: dict[str, str] = field(default_factory=dict, compare=False, hash=False)
 
 
 @dataclass(frozen=True)
@@ -44,14 +67,30 @@ class Capabilities:
 FULL = Capabilities()
 
 
+@dataclass(frozen=True)
+class XattrKeys:
+    """The names under `user.<backend>.` of a file's id, table and record (each system uses
+    its own words, and scripts read them)."""
+
+    file_id: str = "id"
+    table: str = "table"
+    record: str = "record"
+
+
 class Stats(Protocol):
     def as_dict(self) -> dict[str, Any]: ...
 
 
 class Backend(Protocol):
-    name: str  # "servicenow", "easyvista", "huawei": also the xattr namespace
+    name: str  # the registry's name ("servicenow", ...): also the xattr namespace
     base_url: str
-    stats: Stats
+    # Where this mount's spool and cache live: unique per system and URL, since file ids are
+    # unique only there.
+    instance_key: str
+    xattr_keys: XattrKeys
+
+    @property
+    def stats(self) -> Stats: ...
 
     @property
     def supports_range(self) -> bool | None: ...
@@ -78,26 +117,38 @@ class Backend(Protocol):
     async def record_exists(self, table: str, record: str) -> bool: ...
 
     async def find_record(self, table: str, alias: str) -> str | None:
-        """A record's id from another name users know it by (a ServiceNow number), or None."""
+        """A record's id from another name users know it by (a ticket number), or None."""
 
-    def list_table(self, table: str, *, page_size: int = 1000) -> AsyncIterator[list[Attachment]]:
+    def list_table(self, table: str, *, page_size: int = 1000) -> AsyncIterator[list[RemoteFile]]:
         """Every file of a table, page by page (capability `discover` and `list`)."""
 
-    async def list_record(self, table: str, record: str) -> list[Attachment]: ...
+    async def list_record(self, table: str, record: str) -> list[RemoteFile]: ...
 
     # -- content -------------------------------------------------------------------------------
     def stream(self, file_id: str, *, offset: int = 0) -> AsyncIterator[bytes]: ...
 
     async def upload(
         self, table: str, record: str, file_name: str, source: Path, *, size: int
-    ) -> Attachment: ...
+    ) -> RemoteFile: ...
 
     async def delete(self, file_id: str, *, missing_ok: bool = False) -> None: ...
 
-    async def rename(self, file_id: str, new_name: str) -> Attachment: ...
+    async def rename(self, file_id: str, new_name: str) -> RemoteFile: ...
 
     async def find_uploaded(
-        self, table: str, record: str, file_name: str, sha256: str, size: int, since: datetime
-    ) -> Attachment | None:
-        """After a crash: the file a killed upload may have stored, so it is not stored twice.
-        None when it is not there or the backend cannot tell."""
+        self,
+        table: str,
+        record: str,
+        file_name: str,
+        sha256: str,
+        size: int,
+        since: datetime,
+        *,
+        exclude: frozenset[str] = frozenset(),
+    ) -> RemoteFile | None:
+        """After an upload whose outcome is unknown (killed, cancelled, unreadable answer): the
+        file it stored, so it is not stored twice. Only a file created at or after `since`
+        whose content is known to be `sha256`, and whose id is not in `exclude` (what the
+        upload replaces), counts. None when it is not there or the backend cannot tell: the
+        caller then sends the file again, which may duplicate it but never loses anything.
+        A failed look-up raises (the caller retries later)."""

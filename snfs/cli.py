@@ -31,6 +31,12 @@ def main(argv: list[str] | None = None) -> int:
     if name not in COMMANDS:
         print(f"snfs: unknown command {name!r}\n\n{usage()}", file=sys.stderr)
         return 2
-    module = importlib.import_module(COMMANDS[name][0])
+    try:
+        module = importlib.import_module(COMMANDS[name][0])
+    except ModuleNotFoundError as e:
+        if name != "emulator":
+            raise
+        print(f"snfs emulator: {e.name} is missing: pip install 'snfs[emulator]'", file=sys.stderr)
+        return 2
     entry = getattr(module, f"main_{name}", None) or module.main
     return int(entry(rest) or 0)

@@ -23,7 +23,7 @@ import re
 import secrets as _secrets
 import time
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Collection
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -34,6 +34,7 @@ import trio
 
 from snfs import __version__
 from snfs import query as _q
+from snfs.backend import RemoteFile
 from snfs.errors import (
     ConfigError,
     ExtensionRefused,
@@ -134,22 +135,11 @@ def _time(v: Any) -> datetime:
         return EPOCH
 
 
-@dataclass(frozen=True, slots=True)
-class Attachment:
-    sys_id: str
-    table_name: str
-    table_sys_id: str
-    file_name: str
-    size_bytes: int
-    content_type: str
-    created_on: datetime
-    updated_on: datetime
-    created_by: str
-    hash: str
-    download_link: str
-    state: str
-    # System-specific values (ids, URLs) a backend wants shown as xattrs user.<backend>.<key>.
-    extra: dict[str, str] = field(default_factory=dict, compare=False, hash=False)
+class Attachment(RemoteFile):
+    """A `sys_attachment` row: the seam's `snfs.backend.RemoteFile` (this name is kept for
+    the code that imports it from here), read from the API's JSON."""
+
+    __slots__ = ()
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> Attachment:

@@ -11,9 +11,11 @@
     dir_cache_time = 30
     cache_size = "512M"
 
-Every key but `url`, `mountpoint`, `options` and the secrets is a `MountOptions` field name
-with the meaning of the command-line option of the same name. `snfs mount prod` uses the
-profile; the command line overrides it, and it overrides the built-in defaults.
+Every key but `url`, `mountpoint`, `options` and the secrets is an option of the schema in
+`snfs.options` (a `MountOptions` field, or a backend's own option) with the meaning of the
+command-line option of the same name; its value is checked by the option's kind (read_only,
+allow_other, uid, gid and umask become `-o` words). `snfs mount prod` uses the profile; the
+command line overrides it, and it overrides the built-in defaults.
 
 A secret (`password`, `token`, `client_secret`, `oauth_secret`) may sit in the file only if
 the file is private (`chmod 600`); otherwise the whole file is refused.
@@ -26,13 +28,12 @@ import os
 import re
 import stat
 import tomllib
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from snfs.errors import ConfigError
-from snfs.options import parse_size
+from snfs.options import Option, all_options, check_fuse_words, check_str, fuse_words
 from snfs.secrets import Secret
 
 __all__ = [
@@ -53,30 +54,6 @@ SECRET_KEYS = {
     "client_secret": "client_secret",
     "oauth_secret": "client_secret",
 }
-
-# argparse dests that take the profile value unchanged.
-_PLAIN_DESTS = (
-    "user",
-    "password_file",
-    "password_env",
-    "credential",
-    "token_file",
-    "oauth_client_id",
-    "oauth_secret_file",
-    "oauth_grant",
-    "dir_cache_time",
-    "cache_size",
-    "cache_dir",
-    "disk_cache_size",
-    "spool_dir",
-    "max_in_flight",
-    "timeout",
-    "allow_insecure_http",
-    "ca_bundle",
-    "verbose",
-    "log_file",
-    "mountpoint",
-)
 
 _PROFILE_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
 
@@ -118,136 +95,17 @@ def config_path() -> Path:
     return user_file
 
 
-# --- conversions: each takes (value, where) and returns the typed value or raises ----------
-
-
 def _where(path: Path, profile: str, key: str) -> str:
     return f"{path}: [instance.{profile}] {key}"
 
 
-def _bad(where: str, expected: str) -> ConfigError:
-    return ConfigError(f"{where}: must be {expected}")
+def _options() -> dict[str, Option]:
+    """Config key -> option, from the schema."""
+    return {o.name: o for o in all_options() if o.config}
 
 
-def _str(v: Any, where: str) -> str:
-    if not isinstance(v, str) or not v.strip():
-        raise _bad(where, "a non-empty string")
-    return v.strip()
-
-
-def _bool(v: Any, where: str) -> bool:
-    if not isinstance(v, bool):
-        raise _bad(where, "true or false")
-    return v
-
-
-def _int(v: Any, where: str) -> int:
-    if isinstance(v, bool) or not isinstance(v, int) or v < 0:
-        raise _bad(where, "a whole number >= 0")
-    return v
-
-
-def _positive_int(v: Any, where: str) -> int:
-    if _int(v, where) < 1:
-        raise _bad(where, "a whole number >= 1")
-    return v
-
-
-def _seconds(v: Any, where: str) -> float:
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or v <= 0:
-        raise _bad(where, "a number of seconds above 0")
-    return float(v)
-
-
-def _size(v: Any, where: str) -> int:
-    if isinstance(v, int) and not isinstance(v, bool) and v >= 0:
-        return v
-    if isinstance(v, str):
-        try:
-            return parse_size(v)
-        except argparse.ArgumentTypeError:
-            pass
-    raise _bad(where, 'a size such as "512M" or "2G", or a number of bytes')
-
-
-def _umask(v: Any, where: str) -> int:
-    if isinstance(v, str):
-        try:
-            n = int(v, 8)
-        except ValueError:
-            raise _bad(where, 'an octal string such as "022"') from None
-    elif isinstance(v, int) and not isinstance(v, bool):
-        n = v  # TOML 0o022
-    else:
-        raise _bad(where, 'an octal string such as "022"')
-    if not 0 <= n <= 0o777:
-        raise _bad(where, 'an octal string such as "022"')
-    return n
-
-
-def _tables(v: Any, where: str) -> list[str]:
-    if isinstance(v, str):
-        v = v.split(",")
-    if not isinstance(v, list) or not all(isinstance(t, str) for t in v):
-        raise _bad(where, 'a list of table names such as ["incident", "problem"]')
-    tables = [t.strip() for t in v if t.strip()]
-    if not tables:
-        raise _bad(where, "a non-empty list of table names")
-    return tables
-
-
-def _fuse_options(v: Any, where: str) -> list[str]:
-    if isinstance(v, str):
-        v = v.split(",")
-    if not isinstance(v, list) or not all(isinstance(o, str) for o in v):
-        raise _bad(where, 'a string of mount options such as "ro,allow_other"')
-    return [o.strip() for o in v if o.strip()]
-
-
-def _choice(*choices: str) -> Callable[[Any, str], str]:
-    def convert(v: Any, where: str) -> str:
-        if v not in choices:
-            raise _bad(where, " or ".join(repr(c) for c in choices))
-        return v
-
-    return convert
-
-
-# key in the file -> (values key, converter). Paths are handled separately.
-_PATH_KEYS = {
-    "password_file",
-    "token_file",
-    "oauth_secret_file",
-    "cache_dir",
-    "spool_dir",
-    "ca_bundle",
-    "log_file",
-    "mountpoint",
-}
-_CONVERTERS: dict[str, Callable[[Any, str], Any]] = {
-    "user": _str,
-    "password_env": _str,
-    "credential": _str,
-    "token_env": _str,
-    "oauth_client_id": _str,
-    "oauth_secret_env": _str,
-    "oauth_grant": _choice("password", "client_credentials"),
-    "read_only": _bool,
-    "allow_other": _bool,
-    "allow_insecure_http": _bool,
-    "uid": _int,
-    "gid": _int,
-    "umask": _umask,
-    "verbose": _int,
-    "max_in_flight": _positive_int,
-    "dir_cache_time": _seconds,
-    "timeout": _seconds,
-    "cache_size": _size,
-    "disk_cache_size": _size,
-    "tables": _tables,
-    "options": _fuse_options,
-}
-KNOWN_KEYS = frozenset({"url"} | _PATH_KEYS | set(_CONVERTERS) | set(SECRET_KEYS))
+def known_keys() -> frozenset[str]:
+    return frozenset({"url", "mountpoint", "options"} | set(_options()) | set(SECRET_KEYS))
 
 
 def _convert_profile(name: str, table: Any, path: Path) -> Profile:
@@ -256,32 +114,33 @@ def _convert_profile(name: str, table: Any, path: Path) -> Profile:
     values: dict[str, Any] = {}
     url: str | None = None
     seen: dict[str, str] = {}
+    options = _options()
     for raw_key, v in table.items():
         key = raw_key.replace("-", "_")
         where = _where(path, name, raw_key)
-        if key not in KNOWN_KEYS:
+        if key not in options and key not in ("url", "mountpoint", "options", *SECRET_KEYS):
             raise ConfigError(f"{path}: [instance.{name}]: unknown key {raw_key!r}")
         if key in seen:
             raise ConfigError(f"{path}: [instance.{name}]: {raw_key!r} repeats {seen[key]!r}")
         seen[key] = raw_key
         if key == "url":
-            url = _str(v, where)
+            url = check_str(v, where)
         elif key in SECRET_KEYS:
             if not isinstance(v, str) or not v:
-                raise _bad(where, "a non-empty string")  # never echo the value
+                raise ConfigError(f"{where}: must be a non-empty string")  # never echo it
             target = SECRET_KEYS[key]
             if target in values:
                 raise ConfigError(
                     f"{path}: [instance.{name}]: both client_secret and oauth_secret given"
                 )
             values[target] = Secret(v)
-        elif key in _PATH_KEYS:
-            p = Path(_str(v, where)).expanduser()
+        elif key == "mountpoint" or (key in options and options[key].kind.path):
+            p = Path(check_str(v, where)).expanduser()
             values[key] = p if p.is_absolute() else (path.parent / p)
         elif key == "options":
-            values["fuse_options"] = _fuse_options(v, where)
+            values["fuse_options"] = check_fuse_words(v, where)
         else:
-            values[key] = _CONVERTERS[key](v, where)
+            values[key] = options[key].check(v, where)
     if url is None:
         raise ConfigError(
             f"{path}: [instance.{name}]: missing url "
@@ -362,25 +221,15 @@ def profile_defaults(profile: Profile) -> dict[str, Any]:
     `-o` appends to its default, so the profile's mount options come first and the command
     line's after them: for one key (ro/rw, uid=...) the command line wins."""
     v = profile.values
-    d: dict[str, Any] = {k: v[k] for k in _PLAIN_DESTS if k in v}
-    if "tables" in v:
-        d["tables"] = ",".join(v["tables"])
-    opts = list(v.get("fuse_options", []))
-    if v.get("read_only") is not None:
-        opts.append("ro" if v["read_only"] else "rw")
-    if v.get("allow_other"):
-        opts.append("allow_other")
-    for key in ("uid", "gid"):
-        if key in v:
-            opts.append(f"{key}={v[key]}")
-    if "umask" in v:
-        opts.append(f"umask={v['umask']:03o}")
+    d: dict[str, Any] = {}
+    if "mountpoint" in v:
+        d["mountpoint"] = v["mountpoint"]
+    for o in all_options():
+        if o.config and not o.fuse and o.name in v:
+            d[o.name] = o.kind.unparse(v[o.name])
+    opts = list(v.get("fuse_options", [])) + fuse_words(v)
     if opts:
         d["fuse_options"] = opts
-    # token_env / oauth_secret_env have no command-line option; the lead may add them.
-    for key in ("token_env", "oauth_secret_env"):
-        if key in v:
-            d[key] = v[key]
     return d
 
 
@@ -415,7 +264,7 @@ def apply_profile(
 
 
 class _QuietParser(argparse.ArgumentParser):
-    def error(self, message: str):  # type: ignore[override]
+    def error(self, message: str) -> NoReturn:
         raise argparse.ArgumentError(None, message)
 
 

@@ -6,10 +6,11 @@ streams the content from ``offset`` to the end.
 
 * Small files (size <= small_file_bytes and <= memory_bytes) are downloaded whole into a
   byte-bounded in-memory LRU.
-* Larger files stream, in a background task of the cache's nursery, into ``<disk_dir>/<sys_id>.part``
-  from offset 0; a per-file watermark says how many bytes are on disk. A reader pins the entry
-  and waits on the entry's progress Event only until the watermark covers its range, then
-  serves the bytes with ``os.pread`` (page-cache reads are fast; no thread hop on the hot path).
+* Larger files stream, in a background task of the cache's nursery, into
+  ``<disk_dir>/<sys_id>.part`` from offset 0; a per-file watermark says how many bytes are on
+  disk. A reader pins the entry and waits on the entry's progress Event only until the
+  watermark covers its range, then serves the bytes with ``os.pread`` (page-cache reads are
+  fast; no thread hop on the hot path).
   A complete file is fsynced (persistent dir only) and renamed to ``<disk_dir>/<sys_id>``, so the
   next mount with the same disk_dir reuses it; ``*.part`` files are removed at start.
 * The disk budget is enforced when bytes are added: least-recently-used entries that are not
@@ -18,6 +19,11 @@ streams the content from ``offset`` to the end.
   reclaimed at the next write. A download that cannot fit and whose file nobody has read for
   ``idle_grace_s`` is abandoned and its partial file deleted, so an unread huge file does not
   fill the disk.
+* Read-ahead is bounded: a disk download whose readers have left (no read for ``pause_after_s``)
+  stops once it is ``read_ahead_bytes`` past the furthest byte asked for, so a thumbnailer's
+  4 KiB read of a huge file does not keep a connection busy; the next read resumes it.
+* ``prefetch`` loads a small file into memory ahead of a reader (snfs.prefetch decides which);
+  prefetched bytes not yet read are bounded to a quarter of the memory budget.
 * One download per file at a time, shared by all readers. A failed download wakes every waiter
   with the fetch's own exception; the partial file is kept with its watermark and the next read
   resumes with ``fetch(sys_id, watermark)``. A cancelled reader only stops waiting: downloads
@@ -49,6 +55,7 @@ import cachetools
 import trio
 
 from snfs.errors import InvalidInput, NotFound
+from snfs.spool import private_dir
 
 log = logging.getLogger("snfs.cache")
 
@@ -64,6 +71,10 @@ COPY_CHUNK = 2**20
 
 class _Abandoned(Exception):
     """Internal: the download cannot fit in the disk budget and nobody is reading the file."""
+
+
+class _Paused(Exception):
+    """Internal: the readers of a file left and the download is far enough ahead of them."""
 
 
 @dataclass(eq=False)
@@ -89,6 +100,7 @@ class _Entry:
     dead: BaseException | None = None  # set once forgotten/evicted: what late readers get
     progress: trio.Event = field(default_factory=trio.Event)
     waiting: int = 0  # readers blocked until the watermark moves
+    wanted: int = 0  # the furthest end any reader asked for
 
     def has(self, end: int) -> bool:
         return self.complete or self.watermark >= end
@@ -108,20 +120,23 @@ class _MemLoad:
 class _CountingLRU(cachetools.LRUCache):
     """LRUCache that counts the evictions it makes to stay within maxsize."""
 
-    def __init__(self, maxsize: int) -> None:
+    def __init__(self, maxsize: int, on_evict: Callable[[str], object]) -> None:
         super().__init__(maxsize=maxsize, getsizeof=len)
         self.evictions = 0
+        self._on_evict = on_evict
 
     def popitem(self) -> tuple[Any, Any]:
         self.evictions += 1
-        return super().popitem()
+        key, value = super().popitem()
+        self._on_evict(key)
+        return key, value
 
 
 def _closed() -> trio.ClosedResourceError:
     return trio.ClosedResourceError("content cache closed or download abandoned")
 
 
-def _pwrite_all(fd: int, data: bytes, offset: int) -> None:
+def _pwrite_all(fd: int, data: bytes | bytearray, offset: int) -> None:
     view = memoryview(data)
     while view:
         n = os.pwrite(fd, view, offset)
@@ -162,9 +177,11 @@ class ContentCache:
         small_file_bytes: int = 4 * 2**20,
         range_reads: Callable[[], bool | None] | None = None,
         idle_grace_s: float = 10.0,
+        read_ahead_bytes: int = 16 * 2**20,
+        pause_after_s: float = 5.0,
     ) -> None:
         self._fetch = fetch
-        self._mem = _CountingLRU(memory_bytes)
+        self._mem = _CountingLRU(memory_bytes, lambda sys_id: self._prefetched.pop(sys_id, None))
         self._mem_max = memory_bytes
         self._mem_loads: dict[str, _MemLoad] = {}
         self._disk_dir_arg = disk_dir
@@ -172,6 +189,8 @@ class ContentCache:
         self._small = small_file_bytes
         self._range_reads = range_reads
         self._idle_grace = idle_grace_s
+        self._read_ahead = read_ahead_bytes
+        self._pause_after = pause_after_s
         self._entries: OrderedDict[str, _Entry] = OrderedDict()  # LRU order, oldest first
         self._dir: Path | None = None
         self._private_dir = False
@@ -188,7 +207,13 @@ class ContentCache:
             bytes_fetched=0,
             evictions=0,
             range_fetches=0,
+            prefetches=0,
+            prefetch_hits=0,
+            paused=0,
         )
+        # Prefetched files not read yet: sys_id -> size. Bounded to a quarter of the memory
+        # budget so a walk ahead can never push out what readers are using.
+        self._prefetched: dict[str, int] = {}
 
     # ---- lifecycle -------------------------------------------------------------------------
 
@@ -212,9 +237,8 @@ class ContentCache:
 
     def _open_dir(self) -> None:
         if self._disk_dir_arg is not None:
-            path = Path(self._disk_dir_arg)
-            path.mkdir(mode=0o700, parents=True, exist_ok=True)
-            os.chmod(path, 0o700)  # mkdir honours umask and never fixes an existing dir
+            # Ours alone, or refused: no symlink, no directory of another user (snfs.spool).
+            path = private_dir(Path(self._disk_dir_arg))
             self._lock_fd = _try_lock(path)
             if self._lock_fd is not None:
                 self._dir = path
@@ -277,10 +301,28 @@ class ContentCache:
             return await self._read_small(sys_id, offset, end)
         return await self._read_disk(sys_id, offset, end)
 
+    def prefetch(self, sys_id: str, size: int) -> bool:
+        """Load a small file into memory in the background (snfs.prefetch's hint).
+
+        True when the file is there, loading, or now being loaded; False when the cache takes
+        no more prefetches now (too large for memory, or the prefetch budget is spent)."""
+        _check_id(sys_id)
+        if sys_id in self._mem or sys_id in self._mem_loads or sys_id in self._entries:
+            return True
+        if self._closed or not self._fits_memory(size):
+            return False
+        if sum(self._prefetched.values()) + size > self._mem_max // 4:
+            return False
+        self._prefetched[sys_id] = size
+        self._counts["prefetches"] += 1
+        self._start_mem_load(sys_id)
+        return True
+
     def forget(self, sys_id: str) -> None:
         """The attachment was deleted: drop its memory and disk copies, fail its waiters."""
         gone = NotFound(f"attachment {sys_id} was deleted")
         self._mem.pop(sys_id, None)
+        self._prefetched.pop(sys_id, None)
         load = self._mem_loads.pop(sys_id, None)
         if load is not None:
             load.forgotten = True
@@ -293,15 +335,18 @@ class ContentCache:
 
     async def copy_to(self, sys_id: str, size: int, dest: Path) -> None:
         """Write the whole content into `dest` (created 0600 / truncated), through the cache."""
+        # os.open on a local path does not block meaningfully; the writes go to a thread.
         fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-        with open(fd, "wb", closefd=True) as out:
+        try:
             offset = 0
             while True:
                 chunk = await self.read(sys_id, size, offset, COPY_CHUNK)
                 if not chunk:
                     break
-                await trio.to_thread.run_sync(out.write, chunk)
+                await trio.to_thread.run_sync(_pwrite_all, fd, chunk, offset)
                 offset += len(chunk)
+        finally:
+            os.close(fd)
 
     def stats(self) -> dict[str, int]:
         return dict(
@@ -317,6 +362,8 @@ class ContentCache:
         return size <= self._small and size <= self._mem_max
 
     async def _read_small(self, sys_id: str, offset: int, end: int) -> bytes:
+        if self._prefetched.pop(sys_id, None) is not None:
+            self._counts["prefetch_hits"] += 1
         data = self._mem.get(sys_id)
         if data is not None:
             self._counts["hits"] += 1
@@ -355,6 +402,8 @@ class ContentCache:
             load.error = exc
         finally:
             self._counts["downloads_active"] -= 1
+            if sys_id not in self._mem:
+                self._prefetched.pop(sys_id, None)  # nothing to read: give the budget back
             if load.data is None and load.error is None:
                 load.error = _closed()
             if self._mem_loads.get(sys_id) is load:
@@ -366,6 +415,7 @@ class ContentCache:
     async def _read_disk(self, sys_id: str, offset: int, end: int) -> bytes:
         entry = self._entries.get(sys_id) or self._new_entry(sys_id)
         self._touch(entry)
+        entry.wanted = max(entry.wanted, end)
         if entry.has(end):
             self._counts["hits"] += 1
         else:
@@ -431,12 +481,14 @@ class ContentCache:
         return entry.download
 
     async def _run_disk_download(self, entry: _Entry, dl: _Download) -> None:
-        abandoned = False
+        abandoned = paused = False
         try:
             with dl.scope:
                 await self._stream_to_disk(entry)
         except _Abandoned:
             abandoned = True
+        except _Paused:
+            paused = True  # no error: the partial file stays; the next read resumes after it
         except Exception as exc:
             dl.error = exc
             if getattr(exc, "discard_partial", False):
@@ -444,7 +496,7 @@ class ContentCache:
                 self._drop(entry, exc)
         finally:
             self._counts["downloads_active"] -= 1
-            if dl.error is None and not entry.complete and not abandoned:
+            if dl.error is None and not entry.complete and not abandoned and not paused:
                 dl.error = entry.dead or _closed()  # cancelled or forgotten
             # (an abandoned download has no error: a reader who arrived meanwhile restarts it)
             if entry.download is dl:
@@ -469,6 +521,7 @@ class ContentCache:
                 if len(buf) >= WRITE_BATCH or entry.waiting:
                     self._append(entry, buf)
                     buf.clear()
+                    self._maybe_pause(entry)
         finally:
             if buf and entry.dead is None:
                 self._append(entry, buf)  # keep what arrived: a retry resumes after it
@@ -476,7 +529,23 @@ class ContentCache:
         if entry.dead is None:
             await self._finish(entry)
 
-    def _append(self, entry: _Entry, chunk: bytes) -> None:
+    def _maybe_pause(self, entry: _Entry) -> None:
+        """Stop a download its readers have left (a thumbnailer's 4 KiB read of a 1 GiB file).
+
+        Read-ahead is bounded: once nobody has read the file for `pause_after_s` and the
+        download is `read_ahead_bytes` past the furthest byte asked for, it stops and frees its
+        connection. A later read resumes after the watermark (on an instance without Range, by
+        skipping what is already here)."""
+        if (
+            not entry.waiting
+            and entry.pins == 0
+            and entry.watermark >= entry.wanted + self._read_ahead
+            and trio.current_time() - entry.last_access >= self._pause_after
+        ):
+            self._counts["paused"] += 1
+            raise _Paused()
+
+    def _append(self, entry: _Entry, chunk: bytes | bytearray) -> None:
         n = len(chunk)
         self._make_room(n, entry)
         assert entry.fd is not None
@@ -539,7 +608,7 @@ class ContentCache:
     # ---- range reads (optional: only with a fetch that can start mid-file cheaply) ---------------
 
     def _range_ok(self) -> bool:
-        probe = self._range_reads
+        probe: object = self._range_reads
         if probe is None:
             probe = getattr(self._fetch, "supports_range", None)
         if callable(probe):

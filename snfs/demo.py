@@ -4,56 +4,16 @@ from __future__ import annotations
 
 import argparse
 import os
-import select
 import signal
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 # The emulator runs as its own process (the filesystem never imports it).
+from snfs.emulator.launch import launch
+
 STARTUP_SECONDS = 30.0
-
-
-def start_emulator(data_dir: Path) -> tuple[subprocess.Popen, str]:
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "snfs",
-            "emulator",
-            "--demo",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            "0",
-            "--data",
-            str(data_dir),
-        ],
-        stdout=subprocess.PIPE,
-        stdin=subprocess.DEVNULL,
-    )
-    assert proc.stdout is not None
-    deadline = time.monotonic() + STARTUP_SECONDS
-    buf = b""
-    while time.monotonic() < deadline and proc.poll() is None:
-        if select.select([proc.stdout], [], [], 0.2)[0]:
-            buf += os.read(proc.stdout.fileno(), 4096)
-            for line in buf.decode(errors="replace").splitlines():
-                if line.startswith("listening on "):
-                    return proc, line.split(" ", 2)[2].strip()
-    proc.kill()
-    raise SystemExit("snfs demo: the emulator did not start")
-
-
-def stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
 
 
 TRY = """
@@ -79,7 +39,11 @@ def main(argv: list[str]) -> int:
     mp.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="snfs-demo-") as tmp:
         data = a.data or Path(tmp) / "data"
-        emulator, url = start_emulator(data)
+        try:
+            emulator = launch(data, "--demo", timeout=STARTUP_SECONDS)
+        except RuntimeError as e:
+            raise SystemExit(f"snfs demo: {e}") from None
+        url = emulator.url
         try:
             print(TRY.format(url=url, mp=mp), flush=True)
             env = dict(os.environ, SNFS_PASSWORD="admin")
@@ -107,4 +71,4 @@ def main(argv: list[str]) -> int:
                 mount.send_signal(signal.SIGINT)
                 return mount.wait() or 0
         finally:
-            stop(emulator)
+            emulator.stop(grace=10)

@@ -23,6 +23,7 @@ from snfs.control import DIR_NAME, Control
 from snfs.errors import NotFound
 from snfs.handlers import fail, handler
 from snfs.inodes import Kind, Node
+from snfs.prefetch import Prefetcher
 from snfs.tree import Tree
 from snfs.writes import Writes
 
@@ -56,8 +57,10 @@ class Operations(pyfuse3.Operations):
         control: Control,
         owner: Owner,
         timeouts: Timeouts,
+        prefetch: Prefetcher | None = None,
     ) -> None:
         super().__init__()
+        self.prefetch = prefetch
         self.tree = tree
         self.control = control
         self.inodes = tree.inodes
@@ -150,7 +153,7 @@ class Operations(pyfuse3.Operations):
         try:
             return os.fsdecode(raw)
         except UnicodeDecodeError:
-            raise fail(errno.EINVAL)
+            raise fail(errno.EINVAL) from None
 
     # -- namespace -------------------------------------------------------------------------------
 
@@ -246,6 +249,8 @@ class Operations(pyfuse3.Operations):
             await self.writes.open_for_write(node, flags)
         fh = next(self._fh)
         self._files[fh] = FileHandle(node, writable)
+        if self.prefetch is not None and node.kind is Kind.FILE and not writable:
+            self.prefetch.opened(node.data)  # a hint: never blocks, never fails the open
         # Content under a FILE inode never changes: let the kernel keep its page cache.
         return pyfuse3.FileInfo(
             fh=fh,
@@ -277,11 +282,11 @@ class Operations(pyfuse3.Operations):
             raise fail(errno.EBADF)
         return handle
 
-    # -- extended attributes ------------------------------------------------------------------------
+    # -- extended attributes ---------------------------------------------------------------------
 
     def _xattrs(self, node: Node) -> dict[str, bytes]:
         if node.kind is Kind.FILE:
-            return attrs.xattrs(node.data, self.tree.backend.name)
+            return attrs.xattrs(node.data, self.tree.backend)
         if node.kind is Kind.LOCAL:
             return self.writes.xattrs(node)
         return {}

@@ -24,19 +24,28 @@ F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
 
 # Test hook, documented in docs/SEMANTICS.md: SNFS_TEST_HANDLER_BUG=<handler name> makes that
 # handler raise a plain RuntimeError, the kind of bug the wrapper must survive. A real bug cannot
-# be provoked through the emulator on demand; this is the one place the tests need a fault.
-_BUG_IN = os.environ.get("SNFS_TEST_HANDLER_BUG", "")
+# be provoked through the emulator on demand; this is the one place the tests need a fault. It is
+# read once, when the handlers are defined: the wrapper below never looks at it.
+TEST_HOOK = "SNFS_TEST_HANDLER_BUG"
+
+
+def _injected_bug(name: str) -> Callable[..., Awaitable[Any]]:
+    async def bug(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError(f"injected bug in {name} ({TEST_HOOK})")
+
+    return bug
 
 
 def handler(fn: F) -> F:
     name = fn.__name__
+    call: Callable[..., Awaitable[Any]] = fn
+    if os.environ.get(TEST_HOOK) == name:
+        call = _injected_bug(name)
 
     @functools.wraps(fn)
     async def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
-            if name == _BUG_IN:
-                raise RuntimeError(f"injected bug in {name} (SNFS_TEST_HANDLER_BUG)")
-            return await fn(*args, **kwargs)
+            return await call(*args, **kwargs)
         except pyfuse3.FUSEError:
             raise
         except SnfsError as e:

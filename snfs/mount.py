@@ -13,140 +13,29 @@ import sys
 import time
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import pyfuse3
 import trio
 
-from snfs import __version__, config, notify
-from snfs.attrs import Owner, Timeouts
-from snfs.auth import BasicAuth, BearerToken, OAuth
+from snfs import config, notify
+from snfs.attrs import Owner, Timeouts, effective_umask, umask_given
 from snfs.backend import Backend
-from snfs.backends.servicenow import ServiceNowBackend
-from snfs.client import AttachmentClient, ClientConfig, normalize_instance_url
 from snfs.content_cache import ContentCache
 from snfs.control import Control
 from snfs.errors import ConfigError, SnfsError
 from snfs.fs import Operations
-from snfs.logs import setup_logging
+from snfs.logs import prepare_log_file, setup_logging
 from snfs.options import MountOptions, add_arguments, cache_home, from_args, state_home
-from snfs.secrets import load_secret
-from snfs.spool import Spool, instance_dir, private_dir
+from snfs.prefetch import Prefetcher
+from snfs.registry import make_backend, systems
+from snfs.spool import Spool, instance_dir
+from snfs.status import unescape_mount_field
 from snfs.tree import Tree
 from snfs.writes import Writes
 
 log = logging.getLogger("snfs")
 
 SHUTDOWN_UPLOAD_SECONDS = 30.0
-
-
-def build_auth(o: MountOptions, base_url: str) -> Any:
-    """Credentials, first source that has them: an explicit file or systemd credential, the
-    profile's secret (a private config file), the environment, ~/.netrc."""
-    host = urlsplit(base_url).hostname
-    if o.token_file:
-        return BearerToken(load_secret(file=o.token_file))
-    if o.token and not o.user:
-        return BearerToken(o.token.reveal())
-    if not o.user and os.environ.get(o.token_env):
-        return BearerToken(load_secret(env=o.token_env))
-    if not o.user and not o.oauth_client_id:
-        raise ConfigError(
-            "no credentials: give --user (password from $SNFS_PASSWORD, "
-            "--password-file, --credential or ~/.netrc) or --token-file"
-        )
-    password = None
-    if o.user:
-        if o.password_file or o.credential:
-            password = load_secret(file=o.password_file, credential=o.credential)
-        elif o.password:
-            password = o.password.reveal()
-        else:
-            password = load_secret(env=o.password_env, netrc_host=host, netrc_login=o.user)
-    if o.oauth_client_id:
-        secret = (
-            o.client_secret.reveal()
-            if o.client_secret and not o.oauth_secret_file
-            else load_secret(file=o.oauth_secret_file, env=o.oauth_secret_env)
-        )
-        return OAuth(
-            base_url + "/oauth_token.do",
-            o.oauth_client_id,
-            secret,
-            grant=o.oauth_grant,
-            user=o.user,
-            password=password,
-        )
-    return BasicAuth(o.user, password)
-
-
-BACKENDS = ("servicenow", "easyvista", "huawei")
-
-
-def split_backend(instance: str) -> tuple[str | None, str]:
-    """`easyvista+https://host/api/v1/ACCOUNT` -> ("easyvista", "https://host/api/v1/ACCOUNT")."""
-    head, sep, rest = instance.partition("+")
-    if sep and head in BACKENDS and "://" in rest:
-        return head, rest
-    return None, instance
-
-
-def make_backend(o: MountOptions) -> Backend:
-    """The system to mount, by `--backend` or the URL's `NAME+` prefix; ServiceNow by default."""
-    prefix, url = split_backend(o.instance)
-    kind = o.backend or prefix or "servicenow"
-    if kind == "servicenow":
-        return ServiceNowBackend(AttachmentClient(client_config(o, url)))
-    if "://" not in url:
-        raise ConfigError(f"{kind}: give the full URL of the server, not {url!r}")
-    base = normalize_instance_url(url, allow_insecure_http=o.allow_insecure_http)
-    verify: bool | str = str(o.ca_bundle) if o.ca_bundle else True
-    if kind == "easyvista":
-        from snfs.backends.easyvista import EasyVistaBackend
-
-        parts = urlsplit(base)
-        segments = [s for s in parts.path.split("/") if s]
-        if len(segments) < 3 or segments[-3:-1] != ["api", "v1"]:
-            raise ConfigError(
-                "easyvista: the URL must end in /api/v1/<account>, e.g. "
-                "easyvista+https://ev.example.com/api/v1/50004"
-            )
-        server = f"{parts.scheme}://{parts.netloc}"
-        auth = build_auth(o, base)
-        return EasyVistaBackend(
-            server,
-            segments[-1],
-            auth,
-            verify=verify,
-            timeout=o.timeout,
-            max_in_flight=o.max_in_flight,
-        )
-    from snfs.backends.huawei import HuaweiBackend
-
-    token = (
-        o.token.reveal()
-        if o.token
-        else load_secret(file=o.token_file, env=o.token_env)
-        if o.token_file
-        else load_secret(env=o.token_env)
-    )
-    return HuaweiBackend(
-        base, token, verify=verify, timeout=o.timeout, max_in_flight=o.max_in_flight
-    )
-
-
-def client_config(o: MountOptions, instance: str | None = None) -> ClientConfig:
-    base_url = normalize_instance_url(
-        instance or o.instance, allow_insecure_http=o.allow_insecure_http
-    )
-    return ClientConfig(
-        base_url=base_url,
-        auth=build_auth(o, base_url),
-        max_in_flight=o.max_in_flight,
-        verify=str(o.ca_bundle) if o.ca_bundle else True,
-        timeout=o.timeout,
-        user_agent=f"snfs/{__version__}",
-    )
 
 
 def fuse_options(o: MountOptions) -> set[str]:
@@ -180,11 +69,12 @@ def set_read_ahead(mountpoint: Path, kb: int) -> None:
     """Let the kernel read ahead `kb` KiB on this mount: larger, fewer FUSE reads for sequential
     readers. Best effort (it needs root); never stat()s the mount, whose loop is not running yet."""
     try:
-        with open("/proc/self/mountinfo") as f:
+        with open("/proc/self/mountinfo", "rb") as f:
             for line in f:
                 fields = line.split()
-                if fields[4].encode().decode("unicode_escape") == str(mountpoint):
-                    with open(f"/sys/class/bdi/{fields[2]}/read_ahead_kb", "w") as ra:
+                if unescape_mount_field(fields[4]) == str(mountpoint):
+                    bdi = fields[2].decode()
+                    with open(f"/sys/class/bdi/{bdi}/read_ahead_kb", "w") as ra:
                         ra.write(str(kb))
                     return
     except OSError as e:
@@ -201,6 +91,17 @@ def unmount(path: Path, *, lazy: bool = False) -> None:
     subprocess.run(cmd, check=True, capture_output=True)
 
 
+def spool_user(o: MountOptions) -> str:
+    """Whose rights owed uploads are sent with: the spool is kept per instance and user, so a
+    pending upload is never resumed under another user's credentials. Bearer tokens name no
+    user: token mounts of one instance share a spool (give each its own --spool-dir)."""
+    if o.user:
+        return f"user:{o.user}"
+    if o.oauth_client_id:
+        return f"oauth:{o.oauth_client_id}"
+    return "token"
+
+
 class Mount:
     """Everything one mount owns, built inside the trio run."""
 
@@ -208,11 +109,7 @@ class Mount:
         self.o = o
         self.backend = backend
         # Spool and cache are per system and URL: file ids are unique only there.
-        self.key = (
-            backend.base_url
-            if backend.name == "servicenow"
-            else f"{backend.name}+{backend.base_url}"
-        )
+        self.key = backend.instance_key
         self.started = time.time()
 
     def status(self) -> dict[str, Any]:
@@ -232,7 +129,7 @@ class Mount:
                     "bytes": st.size(),
                     "age_seconds": round(now - st.mtime.timestamp()),
                     "attempts": st.attempts,
-                    "state": "blocked" if st.blocked else "pending",
+                    "state": st.state.value,  # docs/WRITES.md
                     "last_error": st.blocked or st.last_error,
                 }
                 for st in self.writes.pending()
@@ -266,10 +163,14 @@ class Mount:
         o, backend = self.o, self.backend
         tree = Tree(backend, dir_cache_time=o.dir_cache_time, tables=o.tables)
         spool = Spool(
-            instance_dir(o.spool_dir or state_home() / "spool", self.key), exclusive=not o.read_only
+            instance_dir(o.spool_dir or state_home() / "spool", self.key, spool_user(o)),
+            exclusive=not o.read_only,
         )
         self.writes = writes = Writes(tree, backend, cache, spool, read_only=o.read_only)
         control = Control(tree.inodes, self.status)
+        self.prefetch = prefetch = Prefetcher(
+            cache, lambda f: self._siblings(tree, f), depth=o.prefetch
+        )
         ops = Operations(
             tree,
             cache,
@@ -277,6 +178,7 @@ class Mount:
             control,
             Owner(o.uid, o.gid, o.umask, o.read_only),
             Timeouts(entry=min(o.dir_cache_time, 60.0)),
+            prefetch,
         )
         prepare_mountpoint(o.mountpoint)
         pyfuse3.init(ops, str(o.mountpoint), fuse_options(o))
@@ -292,6 +194,7 @@ class Mount:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._signals, tree, nursery.cancel_scope)
                 nursery.start_soon(self._tune_read_ahead, ops)
+                nursery.start_soon(prefetch.run)
                 if not o.read_only:
                     nursery.start_soon(self._recover_then_retry, writes)
                 await pyfuse3.main()
@@ -308,6 +211,13 @@ class Mount:
             with trio.CancelScope(shield=True):
                 await writes.finish(SHUTDOWN_UPLOAD_SECONDS)
         return 0
+
+    @staticmethod
+    async def _siblings(tree: Tree, f: Any) -> list[Any]:
+        """The files of `f`'s record in listing (readdir) order, from the cached listing."""
+        names = await tree.attachments(f.table_name, f.table_sys_id)
+        found = (tree.attachment(sys_id) for _name, sys_id in sorted(names.items()))
+        return [att for att in found if att is not None]
 
     async def _tune_read_ahead(self, ops: Operations) -> None:
         # The kernel sets the mount's read-ahead from the FUSE INIT reply (128 KiB, which
@@ -354,7 +264,7 @@ def daemonize(argv: list[str], o: MountOptions) -> int:
     """Run the mount in a detached child; return once it is mounted (or failed)."""
     read_fd, write_fd = os.pipe()
     log_file = o.log_file or state_home() / "snfs.log"
-    private_dir(log_file.parent)
+    prepare_log_file(log_file)  # never chmods an existing directory; the file is 0600
     args = [a for a in argv if a != "--daemon"] + ["--ready-fd", str(write_fd)]
     if not o.log_file:
         args += ["--log-file", str(log_file)]
@@ -382,8 +292,10 @@ def daemonize(argv: list[str], o: MountOptions) -> int:
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="snfs mount",
-        description="Mount a ServiceNow instance's "
-        "attachments as /<table>/<record sys_id>/<file_name>.",
+        description="Mount a system's attachments as /<table>/<record>/<file_name>.",
+        epilog="systems (--backend NAME, or INSTANCE as NAME+https://...):\n"
+        + "\n".join(f"  {s.name:<11} {s.url}: {s.summary}" for s in systems()),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_arguments(p)
     return p
@@ -394,6 +306,9 @@ def main_mount(argv: list[str]) -> int:
     try:
         o = from_args(args, profile)
         setup_logging(o.verbose, o.log_file)
+        o.umask, warning = effective_umask(o.allow_other, o.umask, umask_given(args.fuse_options))
+        if warning and not o.daemon:  # a daemon's child says it once, in its log
+            log.warning("%s", warning)
         if o.daemon:
             return daemonize(argv, o)
         backend = make_backend(o)

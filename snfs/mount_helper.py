@@ -9,13 +9,14 @@ so mount(8) returns once the file system is mounted, as it expects. SOURCE is pa
 is: an instance name, a URL or a config profile name.
 
 In OPTIONS:
-- options for mount(8) or systemd (`_netdev`, `auto`, `noauto`, `nofail`, `defaults`, the
-  `user`/`users`/`owner`/`group` flags, `x-*`, `comment=`) are dropped, and so is `rw`:
-  mount(8) adds it by default, and passing it on would override a profile's `ro`;
-- `key=value` (or a bare `key` for a flag) where key is an `snfs mount` long option, with `_`
-  or `-` (`dir_cache_time=30`, `allow_insecure_http`), becomes `--key value`. `tables=` takes
-  `:` between tables (`tables=incident:problem`), since `,` separates options;
-  `username=NAME` is an alias of `user=NAME`;
+- options for mount(8) or systemd (`snfs.options.MOUNT8_ONLY`: `_netdev`, `auto`, `noauto`,
+  `nofail`, `defaults`, the `user`/`users`/`owner`/`group` flags, `x-*`, `comment=`) are
+  dropped, and so is `rw`: mount(8) adds it by default, and passing it on would override a
+  profile's `ro`;
+- `key=value` (or a bare `key` for a flag) where key names an option of the schema in
+  `snfs.options`, with `_` or `-` (`dir_cache_time=30`, `allow_insecure_http`), becomes
+  `--key value`. `tables=` takes `:` between tables (`tables=incident:problem`), since `,`
+  separates options; `username=NAME` is an alias of `user=NAME`;
 - secrets (`password=`, `token=`, ...) are refused: fstab and the process table are readable
   by everyone; use `password_file=`, `credential=` or the profile;
 - everything else (`ro`, `allow_other`, `uid=`, `gid=`, `umask=`, other FUSE options) is
@@ -24,37 +25,17 @@ In OPTIONS:
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 from dataclasses import dataclass, field
+
+from snfs.options import Kind, all_options, mount8_only
 
 __all__ = ["translate", "main", "UsageError"]
 
 PROG = "mount.snfs"
 
-# Dropped: meant for mount(8), fstab, systemd (and `rw`, see above).
-_DROP = {
-    "_netdev",
-    "auto",
-    "noauto",
-    "nofail",
-    "defaults",
-    "user",
-    "nouser",
-    "users",
-    "nousers",
-    "owner",
-    "noowner",
-    "group",
-    "nogroup",
-    "rw",
-}
-_DROP_PREFIX = ("x-", "X-", "comment=", "offset=", "sizelimit=")
 _SECRETS = {"password", "passwd", "pass", "token", "client_secret", "oauth_secret", "secret"}
-_ALIASES = {"username": "user", "sn_user": "user"}
-# Long options that must never come from here (the helper sets them, or they are internal).
-_NOT_FROM_OPTIONS = {"daemon", "ready_fd", "help"}
 
 
 class UsageError(Exception):
@@ -72,17 +53,16 @@ class Invocation:
     no_mtab: bool = False  # -n: accepted, snfs never writes mtab
 
 
-def _long_options() -> dict[str, tuple[str, bool]]:
-    """dest -> (option string, takes a value) for `snfs mount`'s long options."""
-    from snfs.options import add_arguments
-
-    p = argparse.ArgumentParser(add_help=False)
-    add_arguments(p)
-    out: dict[str, tuple[str, bool]] = {}
-    for action in p._actions:
-        longs = [s for s in action.option_strings if s.startswith("--")]
-        if longs and action.dest not in _NOT_FROM_OPTIONS:
-            out[action.dest] = (longs[0], action.nargs != 0)
+def _long_options() -> dict[str, tuple[str, bool, Kind]]:
+    """mount(8) name -> (long option, takes a value, kind), from the option schema: each
+    option by its name, its long option's name (`read_ahead`) and its aliases."""
+    out: dict[str, tuple[str, bool, Kind]] = {}
+    for o in all_options():
+        if not o.mount8 or o.fuse:
+            continue
+        entry = (o.long, not (o.kind.flag or o.kind.count), o.kind)
+        for name in (o.name, o.long[2:].replace("-", "_"), *o.aliases):
+            out[name] = entry
     return out
 
 
@@ -155,23 +135,21 @@ def _translate(inv: Invocation) -> list[str]:
     extra: list[str] = []
     for opt in inv.options:
         key, eq, value = opt.partition("=")
-        dest = _ALIASES.get(key, key).replace("-", "_")
+        dest = key.replace("-", "_")
         if dest.lower() in _SECRETS:
             raise UsageError(
                 f"-o {key}=...: a secret never goes in mount options (fstab and "
                 "the process list are readable by everyone); use "
                 "password_file=, credential= or the config profile"
             )
-        if opt in _DROP or opt.startswith(_DROP_PREFIX) or (key == "user" and not eq):
+        if mount8_only(opt) or opt == "rw":
             continue
         if dest in longs:
-            flag, takes_value = longs[dest]
+            flag, takes_value, kind = longs[dest]
             if takes_value:
                 if not eq or not value:
                     raise UsageError(f"-o {key} needs a value ({key}=...)")
-                if dest == "tables":
-                    value = ",".join(t for t in value.split(":") if t)
-                extra += [flag, value]
+                extra += [flag, kind.from_mount8(value)]
             else:
                 if eq and value.lower() not in ("1", "yes", "true", "y", "on"):
                     if value.lower() in ("0", "no", "false", "n", "off"):

@@ -7,8 +7,10 @@ Two problems, two rules (documented in docs/SEMANTICS.md, "Names"):
    (`/` -> U+FF0F `／`, NUL -> U+2400 `␀`, a whole name `.`/`..` -> U+FF0E `．`), and a literal
    look-alike (or the escape mark itself) in an instance name is prefixed with the escape mark
    U+201B `‛`. This is rclone's scheme: the mapping is one-to-one, so `decode(encode(n)) == n`.
-   Names that need none of this are shown unchanged. A name over 255 bytes is cut and given a
-   suffix from its sys_id; that one is reversible through the directory, not by itself.
+   Names that need none of this are shown unchanged. An empty name is shown as a lone `‛`; a
+   lone surrogate (valid JSON, not UTF-8) as `‛` and a private-use character, so every name
+   that reaches a directory is non-empty and encodable. A name over 255 bytes is cut and given
+   a suffix from its sys_id; that one is reversible through the directory, not by itself.
 2. Several attachments of one record may share a file name. The newest keeps the plain name;
    each older one is shown as `stem~<sys_id prefix>.ext`, with the shortest sys_id prefix (at
    least 8 hex digits) that makes the name unique in the directory.
@@ -16,6 +18,7 @@ Two problems, two rules (documented in docs/SEMANTICS.md, "Names"):
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -30,16 +33,31 @@ _DECODE = {v: k for k, v in _ENCODE.items()}
 _LOOKALIKES = frozenset((SLASH, NUL, DOT, ESCAPE))
 
 
+# A lone surrogate (U+D800..U+DFFF: JSON allows "\ud800", UTF-8 cannot hold it) is shown as
+# the escape mark and a character of Supplementary Private Use Area-A at the same offset.
+SURROGATES = range(0xD800, 0xE000)
+SURROGATE_SHOWN = 0xF0000
+
+
+def _needs_escape(c: str) -> bool:
+    return c in _ENCODE or c in _LOOKALIKES or ord(c) in SURROGATES
+
+
 def encode(name: str) -> str:
-    """Instance file name -> POSIX-safe name (without the length rule)."""
+    """Instance file name -> POSIX-safe name (without the length rule): never empty, and always
+    encodable as UTF-8, whatever the instance holds."""
     if name in (".", ".."):
         return DOT * len(name)
-    if not any(c in _ENCODE or c in _LOOKALIKES for c in name):
+    if not name:
+        return ESCAPE  # an empty file name: a lone escape mark, which no other name becomes
+    if not any(_needs_escape(c) for c in name):
         return name  # the common case costs one scan
     out = []
     for c in name:
         if c in _LOOKALIKES:
             out.append(ESCAPE + c)
+        elif ord(c) in SURROGATES:
+            out.append(ESCAPE + chr(SURROGATE_SHOWN + ord(c) - SURROGATES.start))
         else:
             out.append(_ENCODE.get(c, c))
     return "".join(out)
@@ -49,13 +67,16 @@ def decode(shown: str) -> str:
     """POSIX name -> instance file name; the inverse of `encode`."""
     if shown and set(shown) == {DOT} and len(shown) <= 2:
         return "." * len(shown)
+    if shown == ESCAPE:
+        return ""
     if not any(c in _LOOKALIKES for c in shown):
         return shown
     out = []
     escaped = False
     for c in shown:
         if escaped:
-            out.append(c)
+            offset = ord(c) - SURROGATE_SHOWN
+            out.append(chr(SURROGATES.start + offset) if 0 <= offset < len(SURROGATES) else c)
             escaped = False
         elif c == ESCAPE:
             escaped = True
@@ -140,5 +161,10 @@ def _unique_tagged(shown: str, sys_id: str, taken: set[str]) -> str:
 
 
 def valid_new_name(name: str) -> bool:
-    """Can a name the kernel handed us be created as an attachment's file name?"""
-    return bool(name) and name not in (".", "..") and len(name.encode()) <= NAME_MAX
+    """Can a name the kernel handed us be created as an attachment's file name? Not an empty
+    or non-UTF-8 one (the kernel's bytes arrive with surrogate escapes; an instance name is
+    text), and none that stands for an empty or non-text instance name."""
+    if not name or name in (".", "..") or len(os.fsencode(name)) > NAME_MAX:
+        return False
+    real = decode(name)
+    return bool(real) and not any(ord(c) in SURROGATES for c in name + real)

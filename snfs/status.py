@@ -4,18 +4,28 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import re
 import sys
 from pathlib import Path
 from typing import Any
 
+_OCTAL = re.compile(rb"\\([0-7]{3})")
+
+
+def unescape_mount_field(raw: bytes) -> str:
+    """A path field of /proc/self/mounts or mountinfo: the kernel writes space, tab, newline
+    and backslash as octal escapes (`\\040`) and every other byte as is (UTF-8 stays UTF-8)."""
+    return os.fsdecode(_OCTAL.sub(lambda m: bytes([int(m[1], 8)]), raw))
+
 
 def snfs_mounts() -> list[Path]:
     out = []
-    with open("/proc/self/mounts") as f:
+    with open("/proc/self/mounts", "rb") as f:
         for line in f:
             fields = line.split()
-            if len(fields) > 2 and fields[2] == "fuse.snfs":
-                out.append(Path(fields[1].encode().decode("unicode_escape")))
+            if len(fields) > 2 and fields[2] == b"fuse.snfs":
+                out.append(Path(unescape_mount_field(fields[1])))
     return out
 
 

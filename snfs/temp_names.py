@@ -15,7 +15,9 @@ PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
     (tool, re.compile(rx))
     for tool, rx in (
         ("rsync", r"^\..+\.[A-Za-z0-9]{6}$"),  # .name.XXXXXX
-        ("vim swap", r"^\..*\.sw[a-p]$"),  # .name.swp, .swo, ...
+        # .name.swp, then .swo ... .swa when taken; .swx is the probe vim writes to test the
+        # file system before its swap file (ex mode, `vim -es`, default settings).
+        ("vim swap", r"^\..*\.sw[a-px]$"),
         ("vim probe", r"^4913$"),  # vim's can-I-create-here probe
         ("backup", r".+~$"),  # vim/emacs backup: name~
         ("emacs lock", r"^\.#.+$"),  # .#name

@@ -22,7 +22,7 @@ import trio
 
 from snfs import names
 from snfs.backend import Backend
-from snfs.client import Attachment
+from snfs.backend import RemoteFile as Attachment
 from snfs.errors import ConfigError, InvalidInput, NotFound
 from snfs.inodes import Inodes, Kind, Node
 

@@ -1,13 +1,17 @@
 """The write side: staging in the spool, upload on close, replace, rename, delete.
 
-The promises (docs/SEMANTICS.md, "Writing"):
+Every staged file is in one of the states of `snfs.write_states` and moves only along that
+module's table; every operation that changes a file (write, flush, release, fsync, truncate,
+unlink, rename, the background retry, shutdown, recovery) holds that file's lock (`_locked`),
+so no two of them interleave on one file. docs/WRITES.md is the design; the promises
+(docs/SEMANTICS.md, "Writing"):
 - Written bytes go to the spool on local disk, never to memory; `close` (flush) uploads them
   and returns the upload's error as an errno.
-- A replaced attachment is deleted only after its replacement is stored.
-- Scratch names (snfs.temp_names) never become attachments: such files stay local; renamed to
-  a real name, they are uploaded once, under that name.
-- An upload owed to the instance is journaled first; a failed one stays visible and is retried
-  in the background; the next mount of the instance finishes what a killed daemon left.
+- A replaced attachment is deleted only after its replacement's new sys_id is confirmed.
+- Scratch names (snfs.temp_names) never become attachments; a dropped file is never uploaded;
+  shutdown never uploads a file that is open for writing.
+- An upload is journaled before it is sent; a failed one stays visible and is retried in the
+  background, first looking for what an attempt in doubt may have stored.
 """
 
 from __future__ import annotations
@@ -18,7 +22,8 @@ import logging
 import os
 import random
 import time
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -26,7 +31,7 @@ import trio
 
 from snfs import names
 from snfs.backend import Backend, Capabilities
-from snfs.client import Attachment
+from snfs.backend import RemoteFile as Attachment
 from snfs.content_cache import ContentCache
 from snfs.errors import ExtensionRefused, Forbidden, InvalidInput, NotFound, SnfsError, TooLarge
 from snfs.handlers import fail
@@ -34,63 +39,21 @@ from snfs.inodes import Kind, Node
 from snfs.spool import Entry, Spool
 from snfs.temp_names import is_temp
 from snfs.tree import Tree
+from snfs.write_states import Staged, State
 
 log = logging.getLogger("snfs.writes")
 
 # Failures that another attempt cannot fix: the file stays local (and journaled as blocked).
 PERMANENT = (TooLarge, ExtensionRefused, Forbidden, InvalidInput, NotFound)
 RETRY_MIN, RETRY_MAX = 2.0, 300.0
+# An attachment counts as an earlier attempt's only if the instance created it at most this
+# long before that attempt started (its clock has 1 s resolution; clocks drift a little). A
+# clock off by more makes a lost attempt unfindable: the file is sent again (a duplicate),
+# never an existing attachment taken for it.
+CLOCK_SLACK = 2.0
+SHUTDOWN_OPEN = "the mount stopped while this file was open for writing; not uploaded"
 
-
-@dataclass(eq=False)
-class Staged:
-    """A file whose current content lives in the spool."""
-
-    sid: str
-    table: str
-    record: str
-    name: str  # POSIX name shown in the record directory
-    fd: int
-    replaces: list[str] = field(default_factory=list)  # attachments to delete once stored
-    dirty: bool = True  # content not yet on the instance
-    wrote: bool = False  # write/truncate calls since the last upload attempt
-    opens: int = 0
-    mtime: datetime = field(default_factory=lambda: datetime.now(UTC))
-    uploaded: Attachment | None = None
-    journaled: bool = False
-    blocked: str = ""  # a permanent failure: kept local, not retried
-    last_error: str = ""
-    attempts: int = 0
-    next_try: float = 0.0
-    lock: trio.Lock = field(default_factory=trio.Lock)  # one upload at a time per file
-    pinned: bool = True  # keep the inode while staged (snfs.inodes)
-    origin: Attachment | None = None  # opened for writing from this attachment
-    dropped: bool = False  # unlinked or overwritten: goes when the last handle closes
-    last_size: int = 0
-
-    @property
-    def local_only(self) -> bool:
-        return is_temp(self.name)
-
-    @property
-    def busy(self) -> bool:
-        return self.lock.locked()
-
-    @property
-    def owed(self) -> bool:
-        """Something is still to be done on the instance for this file."""
-        return (self.dirty and not self.local_only) or bool(self.uploaded and self.replaces)
-
-    def size(self) -> int:
-        if self.fd >= 0:
-            self.last_size = os.fstat(self.fd).st_size
-        return self.last_size
-
-    def close(self) -> None:
-        if self.fd >= 0:
-            self.size()
-            os.close(self.fd)
-            self.fd = -1
+__all__ = ["PERMANENT", "Staged", "State", "Writes"]
 
 
 class Writes:
@@ -112,8 +75,26 @@ class Writes:
         # Per record: POSIX name -> node shown under it locally (staged files, and attachments
         # shown under a scratch name they were renamed to).
         self._local: dict[tuple[str, str], dict[str, Node]] = {}
+        # One lock per inode: the inode number stays when a file is staged or settles.
+        self._locks: dict[int, trio.Lock] = {}
         self._wake = trio.Event()
         tree.reserved_names = lambda t, r: self._local.get((t, r), {}).keys()
+
+    # -- the per-file lock ----------------------------------------------------------------------
+
+    @asynccontextmanager
+    async def _locked(self, *nodes: Node | None) -> AsyncIterator[None]:
+        """Hold the locks of these files, taken in inode order (so two renames never deadlock).
+        A caller must look at its nodes again once inside: they may have changed meanwhile."""
+        inos = sorted({n.ino for n in nodes if n is not None})
+        async with AsyncExitStack() as stack:
+            for ino in inos:
+                await stack.enter_async_context(self._locks.setdefault(ino, trio.Lock()))
+            yield
+
+    def busy(self, node: Node) -> bool:
+        lock = self._locks.get(node.ino)
+        return lock is not None and lock.locked()
 
     # -- what the directory shows -------------------------------------------------------------
 
@@ -142,22 +123,11 @@ class Writes:
 
     def xattrs(self, node: Node) -> dict[str, bytes]:
         st: Staged = node.data
-        state = (
-            "blocked"
-            if st.blocked
-            else (
-                "pending"
-                if st.dirty and not st.local_only
-                else "local"
-                if st.local_only
-                else "stored"
-            )
-        )
-        out = {"user.snfs.state": state.encode()}
+        out = {"user.snfs.state": st.state.value.encode()}
         if st.last_error or st.blocked:
             out["user.snfs.last_error"] = (st.blocked or st.last_error).encode()
         if st.uploaded:
-            key = "sys_id" if self.backend.name == "servicenow" else "id"
+            key = self.backend.xattr_keys.file_id
             out[f"user.{self.backend.name}.{key}"] = st.uploaded.sys_id.encode()
         return out
 
@@ -167,6 +137,11 @@ class Writes:
             for entries in self._local.values()
             for n in entries.values()
             if n.kind is Kind.LOCAL and n.data.journaled
+        ]
+
+    def _staged_nodes(self) -> list[Node]:
+        return [
+            n for e in list(self._local.values()) for n in list(e.values()) if n.kind is Kind.LOCAL
         ]
 
     # -- creating and opening ------------------------------------------------------------------
@@ -186,60 +161,95 @@ class Writes:
             raise fail(errno.EROFS)
         if not names.valid_new_name(name):
             raise fail(errno.EINVAL)
-        old = self.local_entry(parent.table, parent.record, name)
-        node = self._stage(parent.table, parent.record, name, self.spool.new_id())
-        node.data.opens = 1  # create() returns an open handle
-        if old is not None:
-            self._supersede(node.data, old)
+        key = (parent.table, parent.record)
+        remote = None
+        if self.local_entry(*key, name) is None:
+            # Before anything is staged: a failed look-up leaves no 0-byte ghost behind.
+            remote = await self.tree.lookup_file(*key, name)
+        old = self.local_entry(*key, name)
+        async with self._locked(old, remote):
+            old = self.local_entry(*key, name)  # another call may have staged the name meanwhile
+            sid = self.spool.new_id()
+            st = Staged(sid, parent.table, parent.record, name, self.spool.create_data(sid))
+            if is_temp(name):
+                st.state = State.LOCAL  # a scratch file: born local, never uploaded
+            st.opens = 1  # create() returns an open handle
+            if old is None and remote is not None and remote.kind is Kind.FILE:
+                st.replaces.append(remote.data.sys_id)
+            node = self._register(st)  # takes the name over in one step, then the old goes
+            if old is not None:
+                await self._supersede(st, old)
+            return node
+
+    def _register(self, st: Staged, node: Node | None = None) -> Node:
+        """Show `st` under its name (on `node`'s inode, or a new one)."""
+        if node is None:
+            node = self.inodes.ensure(
+                ("local", st.sid), Kind.LOCAL, table=st.table, record=st.record, data=st
+            )
         else:
-            remote = await self.tree.lookup_file(parent.table, parent.record, name)
-            if remote is not None:
-                node.data.replaces.append(remote.data.sys_id)
+            self.inodes.rekey(node, ("local", st.sid), Kind.LOCAL, st)
+            node.table, node.record = st.table, st.record
+        self._local.setdefault((st.table, st.record), {})[st.name] = node
         return node
 
-    def _stage(self, table: str, record: str, name: str, sid: str, fd: int | None = None) -> Node:
-        st = Staged(sid, table, record, name, self.spool.create_data(sid) if fd is None else fd)
-        node = self.inodes.ensure(("local", sid), Kind.LOCAL, table=table, record=record, data=st)
-        self._local.setdefault((table, record), {})[name] = node
-        return node
+    def _unregister(self, node: Node, st: Staged) -> None:
+        entries = self._local.get((st.table, st.record), {})
+        if entries.get(st.name) is node:
+            del entries[st.name]
 
     async def open_for_write(self, node: Node, flags: int) -> None:
         self._check_writable()
-        if node.kind is Kind.FILE:
-            await self._stage_existing(node, truncate=bool(flags & os.O_TRUNC))
-        elif node.kind is Kind.LOCAL:
-            if flags & os.O_TRUNC:
-                os.ftruncate(node.data.fd, 0)
-                self._touch(node.data)
-        else:
-            raise fail(errno.EACCES)
-        node.data.opens += 1
+        async with self._locked(node):
+            if node.kind is Kind.FILE:
+                await self._stage_existing(node, truncate=bool(flags & os.O_TRUNC))
+            elif node.kind is Kind.LOCAL:
+                if node.data.dropped:
+                    raise fail(errno.ENOENT)
+                if flags & os.O_TRUNC:
+                    os.ftruncate(node.data.fd, 0)
+                    self._heal(node.data)
+                    self._touch(node.data)
+            else:
+                raise fail(errno.EACCES)
+            node.data.opens += 1
+
+    async def _copy_into_spool(self, att: Attachment, *, empty: bool) -> tuple[str, int]:
+        """A new spool file holding `att`'s content (or nothing); nothing is left behind when
+        the copy fails."""
+        sid = self.spool.new_id()
+        fd = self.spool.create_data(sid)
+        try:
+            if not empty:
+                await self.cache.copy_to(att.sys_id, att.size_bytes, self.spool.data_path(sid))
+        except BaseException:
+            os.close(fd)
+            self.spool.data_path(sid).unlink(missing_ok=True)
+            raise
+        return sid, fd
 
     async def _stage_existing(self, node: Node, *, truncate: bool) -> None:
-        """Turn an attachment's inode into a staged file that will replace it (same inode)."""
+        """Turn an attachment's inode into a staged file that will replace it (same inode).
+        The caller holds the file's lock, so two openers never stage one attachment twice."""
         att: Attachment = node.data
         caps = self._caps(att.table_name)
         if not (caps.create and caps.delete and (truncate or caps.read)):
             raise fail(errno.EPERM)  # the system cannot replace a file
         name = self._shown_name(node) or names.encode(att.file_name)
-        sid = self.spool.new_id()
-        fd = self.spool.create_data(sid)
-        if not truncate:
-            await self.cache.copy_to(att.sys_id, att.size_bytes, self.spool.data_path(sid))
-        entries = self._local.setdefault((att.table_name, att.table_sys_id), {})
-        entries.pop(name, None)
+        sid, fd = await self._copy_into_spool(att, empty=truncate)
         st = Staged(
             sid,
             att.table_name,
             att.table_sys_id,
             name,
             fd,
+            state=State.WRITING if truncate else State.STORED,
             replaces=[att.sys_id],
             dirty=truncate,
             origin=att,
         )
-        self.inodes.rekey(node, ("local", sid), Kind.LOCAL, st)
-        entries[name] = node
+        self._local.setdefault((st.table, st.record), {}).pop(name, None)
+        self._register(st, node)
 
     def _shown_name(self, node: Node) -> str | None:
         for name, n in self._local.get((node.table, node.record), {}).items():
@@ -256,27 +266,58 @@ class Writes:
 
     async def write(self, node: Node, off: int, buf: bytes) -> int:
         self._check_writable()
-        if node.kind is not Kind.LOCAL:
-            raise fail(errno.EBADF)
-        n = os.pwrite(node.data.fd, buf, off)
-        self._touch(node.data)
-        return n
+        async with self._locked(node):
+            if node.kind is not Kind.LOCAL:
+                raise fail(errno.EBADF)
+            st: Staged = node.data
+            try:
+                n = os.pwrite(st.fd, buf, off)
+            except OSError as e:
+                self._damage(st, e)
+                raise
+            self._touch(st)
+            return n
 
     def _touch(self, st: Staged) -> None:
-        st.dirty = st.wrote = True
-        st.blocked = ""
         st.mtime = datetime.now(UTC)
+        if st.dropped:
+            return  # an unlinked file can still be written through its handles; never sent
+        st.dirty = st.wrote = True
+        if st.state is State.LOCAL or st.damaged:
+            return
+        st.blocked = ""
+        st.move(State.WRITING, "written")
+
+    def _damage(self, st: Staged, e: OSError) -> None:
+        """A write into the spool failed (ENOSPC, EIO): the staged content is not what the
+        program wrote, so it must never be uploaded, nor replace anything."""
+        if st.dropped:
+            return
+        st.damaged = True
+        st.blocked = f"a local write failed ({e.strerror}); the file was not uploaded"
+        log.error("%s/%s/%s: %s", st.table, st.record, st.name, st.blocked)
+        if st.state is not State.LOCAL:
+            st.move(State.BLOCKED, "local write failed")
+
+    def _heal(self, st: Staged) -> None:
+        """Truncated to nothing: whatever a failed write spoiled is gone."""
+        if st.damaged:
+            st.damaged, st.blocked = False, ""
 
     async def truncate(self, node: Node, size: int, *, has_handle: bool) -> None:
         self._check_writable()
-        if node.kind is Kind.FILE:
-            await self._stage_existing(node, truncate=size == 0)
-        if node.kind is not Kind.LOCAL:
-            raise fail(errno.EINVAL)
-        os.ftruncate(node.data.fd, size)
-        self._touch(node.data)
-        if not has_handle and node.data.opens == 0:
-            await self._upload_now(node)  # truncate(2) has no close to upload at
+        async with self._locked(node):
+            if node.kind is Kind.FILE:
+                await self._stage_existing(node, truncate=size == 0)
+            if node.kind is not Kind.LOCAL:
+                raise fail(errno.EINVAL)
+            st: Staged = node.data
+            os.ftruncate(st.fd, size)
+            if size == 0:
+                self._heal(st)
+            self._touch(st)
+            if not has_handle and st.opens == 0 and st.state is State.WRITING:
+                await self._upload_locked(node)  # truncate(2) has no close to upload at
 
     async def flush(self, node: Node, *, force: bool = False) -> None:
         """close(2) and fsync(2): upload what was written since the last upload.
@@ -284,90 +325,161 @@ class Writes:
         A file created (or truncated by O_TRUNC) but not written yet is left for `release`:
         a shell's `> file` opens, dup2()s and closes the first descriptor before writing, and
         that first close must not upload an empty attachment."""
-        st = node.data
-        if node.kind is Kind.LOCAL and st.dirty and (st.wrote or force) and not st.local_only:
-            await self._upload_now(node)
+        if node.kind is not Kind.LOCAL:
+            return
+        async with self._locked(node):
+            if node.kind is not Kind.LOCAL:
+                return
+            st: Staged = node.data
+            if st.damaged and not st.dropped:
+                raise fail(errno.EIO)  # the write's error, again at close: nothing was sent
+            sendable = st.state in (State.WRITING, State.OWED) or (
+                st.state is State.BLOCKED and force
+            )
+            if sendable and st.dirty and (st.wrote or force):
+                await self._upload_locked(node)
 
     async def release(self, node: Node) -> None:
         if node.kind is not Kind.LOCAL:
             return
-        st: Staged = node.data
-        st.opens = max(0, st.opens - 1)
-        if st.dropped:
-            if st.opens == 0:
+        async with self._locked(node):
+            if node.kind is not Kind.LOCAL:
+                return
+            st: Staged = node.data
+            st.opens = max(0, st.opens - 1)
+            if st.opens:
+                return
+            if st.dropped:
                 st.close()
-                self.spool.discard(st.sid)
-            return
-        if (
-            st.opens == 0
-            and not st.dirty
+                await self.spool.discard(st.sid)
+                return
+            if st.damaged and st.state is not State.LOCAL:
+                await self._give_up_damaged(node)
+                return
+            if self._untouched(st):
+                await self._unstage(node)  # opened for writing, nothing written
+                return
+            if st.state is State.WRITING:
+                # Never written (touch, `: > file`), or written with no flush (mmap): upload
+                # now; errors go to the journal and the log, as release cannot return them.
+                try:
+                    await self._upload_locked(node)
+                except (SnfsError, OSError):
+                    pass  # logged, journaled and retried in the background
+            await self._settle_if_done(node)
+
+    @staticmethod
+    def _untouched(st: Staged) -> bool:
+        return (
+            st.state is State.STORED
             and st.uploaded is None
             and st.origin is not None
             and st.replaces == [st.origin.sys_id]
-        ):
-            self._unstage(node)  # opened for writing, nothing written: still the attachment
+        )
+
+    async def _give_up_damaged(self, node: Node) -> None:
+        """Closed after a failed write. A replace-open goes back to the attachment it came from
+        (unchanged on the instance); a new file stays, blocked, for its owner to look at."""
+        st: Staged = node.data
+        if st.origin is not None and st.uploaded is None and st.replaces == [st.origin.sys_id]:
+            log.warning("%s/%s/%s: kept the attachment as it was", st.table, st.record, st.name)
+            st.move(State.STORED, "damaged copy dropped")
+            await self._unstage(node)
             return
-        if st.opens == 0 and st.dirty and not st.local_only and not st.journaled:
-            # Never written (touch, `: > file`), or written with no flush (mmap): upload now;
-            # errors go to the journal and the log, as release cannot return them.
-            try:
-                await self._upload_now(node)
-            except (SnfsError, OSError):
-                pass  # logged, journaled and retried in the background
-        self._settle_if_done(node)
+        try:
+            await self._journal(st)
+        except OSError as e:  # the disk that failed the write may fail this too
+            log.error("%s: cannot journal the blocked file: %s", st.name, e)
 
     # -- uploading ------------------------------------------------------------------------------
 
-    async def _upload_now(self, node: Node) -> None:
-        """Upload a staged file; on failure it stays staged (and journaled unless hopeless).
-        A second close of the same file waits for the first one's upload, then uploads only
-        what was written since."""
+    async def _upload_locked(self, node: Node) -> None:
+        """Do what is owed for a staged file: upload its content (unless an earlier attempt in
+        doubt turns out to have stored it), then delete what it replaces. The caller holds the
+        file's lock. On failure the file is OWED (retried later) or BLOCKED (never retried)."""
         st: Staged = node.data
-        async with st.lock:
-            if not st.dirty:
-                return
-            self._journal(st)
-            try:
-                await self._upload(node)
-            except PERMANENT as e:
-                st.blocked = e.instance_message or e.message
-                log.error(
-                    "upload of %s/%s/%s refused, kept locally in the spool: %s",
-                    st.table,
-                    st.record,
-                    st.name,
-                    st.blocked,
-                )
-                self._journal(st)
-                raise
-            except SnfsError as e:
-                self._retry_later(st, e.message)
-                raise
-            except OSError as e:
-                self._retry_later(st, str(e))
-                raise
-        self._settle_if_done(node)
-
-    async def _upload(self, node: Node) -> None:
-        st: Staged = node.data
-        st.dirty = st.wrote = False  # writes that land during the upload set them again
-        st.attempts += 1
+        if st.damaged:
+            raise fail(errno.EIO)
+        if st.state in (State.LOCAL, State.DROPPED):
+            return
+        st.move(State.UPLOADING)
         try:
-            att = await self.backend.upload(
+            if st.dirty:
+                att = await self._earlier_attempt(st) or await self._send(st)
+                await self._stored(st, att)
+        except PERMANENT as e:
+            st.attempt_started = None  # a refusal is a definite answer: nothing was stored
+            st.blocked = e.instance_message or e.message
+            st.move(State.BLOCKED, "refused")
+            log.error(
+                "upload of %s/%s/%s refused, kept locally in the spool: %s",
                 st.table,
                 st.record,
-                names.decode(st.name),
-                self.spool.data_path(st.sid),
-                size=st.size(),
+                st.name,
+                st.blocked,
             )
-        except BaseException:
-            st.dirty = True
+            await self._journal(st)
             raise
-        if st.uploaded is not None:
-            st.replaces.append(st.uploaded.sys_id)
+        except (SnfsError, OSError) as e:
+            st.move(State.OWED, "failed")
+            self._retry_later(st, getattr(e, "message", None) or str(e))
+            raise
+        except BaseException:
+            st.move(State.OWED, "cancelled")  # in doubt: the journal says an attempt started
+            raise
+        await self._finish_replacing(node)
+
+    async def _send(self, st: Staged) -> Attachment:
+        """One upload attempt, journaled as started before a byte is sent."""
+        st.attempt_started = time.time()
+        st.attempts += 1
+        st.wrote = False
+        await self._journal(st)
+        return await self.backend.upload(
+            st.table,
+            st.record,
+            names.decode(st.name),
+            self.spool.data_path(st.sid),
+            size=st.size(),
+        )
+
+    async def _earlier_attempt(self, st: Staged) -> Attachment | None:
+        """After an attempt whose outcome is unknown (cut off, killed, an unreadable answer):
+        the attachment it stored, if the instance has it, so it is not stored twice. Only an
+        attachment created after that attempt started, with this content, and not one of those
+        this file replaces, counts; where the backend cannot tell, None (send again)."""
+        if st.attempt_started is None:
+            return None
+        digest = await trio.to_thread.run_sync(_sha256_file, self.spool.data_path(st.sid))
+        exclude = set(st.replaces) | ({st.uploaded.sys_id} if st.uploaded else set())
+        found = await self.backend.find_uploaded(
+            st.table,
+            st.record,
+            names.decode(st.name),
+            digest,
+            st.size(),
+            datetime.fromtimestamp(st.attempt_started - CLOCK_SLACK, UTC),
+            exclude=frozenset(exclude),
+        )
+        if found is not None:
+            log.info(
+                "%s/%s/%s: an earlier attempt was stored as %s; not sending it again",
+                st.table,
+                st.record,
+                st.name,
+                found.sys_id,
+            )
+        return found
+
+    async def _stored(self, st: Staged, att: Attachment) -> None:
+        """The instance confirmed `att` holds this content: only now may replaced files go."""
+        if st.uploaded is not None and st.uploaded.sys_id != att.sys_id:
+            st.replaces.append(st.uploaded.sys_id)  # an earlier version stored through us
         st.uploaded = att
-        self.tree.added(att)
+        st.dirty = False
+        st.attempt_started = None
         st.last_error = ""
+        self.tree.added(att)
         log.info(
             "uploaded %s/%s/%s (%d bytes) as %s",
             st.table,
@@ -376,44 +488,51 @@ class Writes:
             att.size_bytes,
             att.sys_id,
         )
-        await self._finish_replacing(node)
+        if st.replaces:
+            await self._journal(st)  # the new sys_id, durably, before anything is deleted
 
     async def _finish_replacing(self, node: Node) -> None:
-        """The new content is stored: delete what it replaces, then forget the journal entry.
+        """The content is stored: delete what it replaces, then forget the journal entry.
         A delete that fails does not fail the upload (the data is safe; the old attachment
         is merely still there): it is retried in the background from the journal."""
         st: Staged = node.data
         try:
             await self._delete_replaced(st)
         except SnfsError as e:
-            self._journal(st)
+            st.move(State.OWED, "delete failed")
+            await self._journal(st)
             self._retry_later(st, f"deleting the replaced attachment: {e.message}")
             return
-        if not st.dirty:
-            self.spool.settle(st.sid)
-            st.journaled = False
-        self._settle_if_done(node)
+        st.move(State.STORED)
+        await self.spool.settle(st.sid)
+        st.journaled = False
+        await self._settle_if_done(node)
 
     async def _delete_replaced(self, st: Staged) -> None:
+        if st.uploaded is None:
+            raise AssertionError("deleting what a file replaces before it is stored")
         while st.replaces:
             old = st.replaces[0]
-            await self.backend.delete(old, missing_ok=True)
-            self.tree.removed(old)
-            self.cache.forget(old)
+            if old != st.uploaded.sys_id:  # never the replacement itself
+                await self._delete_remote(old)
             st.replaces.pop(0)
 
-    def _journal(self, st: Staged) -> None:
-        self.spool.journal(
+    async def _journal(self, st: Staged) -> None:
+        await self.spool.journal(
             Entry(
                 st.sid,
                 st.table,
                 st.record,
                 names.decode(st.name),
                 st.replaces[0] if st.replaces else None,
+                queued_at=st.mtime.timestamp(),
                 attempts=st.attempts,
                 last_error=st.blocked or st.last_error,
                 replaces_all=list(st.replaces),
-                blocked=bool(st.blocked),
+                blocked=st.state is State.BLOCKED,
+                attempt_started=st.attempt_started,
+                stored=st.uploaded.sys_id if st.uploaded and not st.dirty else None,
+                size=st.size(),
             )
         )
         st.journaled = True
@@ -421,49 +540,48 @@ class Writes:
     def _retry_later(self, st: Staged, why: str) -> None:
         st.last_error = why
         delay = min(RETRY_MAX, RETRY_MIN * 2 ** min(st.attempts, 10))
-        st.next_try = time.monotonic() + random.uniform(delay / 2, delay)
+        wait = random.uniform(delay / 2, delay)
+        st.next_try = trio.current_time() + wait
         log.warning(
             "upload of %s/%s/%s failed (%s); kept in the spool, retrying in %.0f s",
             st.table,
             st.record,
             st.name,
             why,
-            st.next_try - time.monotonic(),
+            wait,
         )
         self._wake.set()
 
-    def _settle_if_done(self, node: Node) -> None:
-        """A staged file that is stored, clean and closed becomes a plain attachment inode."""
+    async def _settle_if_done(self, node: Node) -> None:
+        """A staged file that is stored, with nothing owed and no open handle, becomes a plain
+        attachment inode."""
         st = node.data
         if (
             node.kind is not Kind.LOCAL
             or st.opens
-            or st.dirty
-            or st.busy
+            or st.state is not State.STORED
             or st.uploaded is None
             or st.replaces
-            or st.local_only
         ):
             return
-        entries = self._local.get((st.table, st.record), {})
-        if entries.get(st.name) is node:
-            del entries[st.name]
+        # The directory changes in one step (no await), so a readdir never sees it half done.
+        self._unregister(node, st)
         st.close()
-        self.spool.discard(st.sid)
         self.inodes.rekey(node, ("file", st.uploaded.sys_id), Kind.FILE, st.uploaded)
         node.table, node.record = st.uploaded.table_name, st.uploaded.table_sys_id
         self.tree.renumber(st.table, st.record)  # the name it held locally is free again
+        await self.spool.discard(st.sid)
 
-    def _unstage(self, node: Node) -> None:
+    async def _unstage(self, node: Node) -> None:
         st: Staged = node.data
-        entries = self._local.get((st.table, st.record), {})
-        if entries.get(st.name) is node:
-            del entries[st.name]
+        self._unregister(node, st)
         st.close()
-        self.spool.discard(st.sid)
         assert st.origin is not None
         self.inodes.rekey(node, ("file", st.origin.sys_id), Kind.FILE, st.origin)
         self.tree.renumber(st.table, st.record)
+        await self.spool.discard(st.sid)
+
+    # -- the background retry -------------------------------------------------------------------
 
     async def run_retries(self, *, task_status: trio.TaskStatus = trio.TASK_STATUS_IGNORED) -> None:
         """Background task: retry what is owed to the instance, with backoff, for the life of
@@ -482,141 +600,153 @@ class Writes:
     def _owed(self) -> list[Node]:
         return [
             n
-            for e in list(self._local.values())
-            for n in list(e.values())
-            if n.kind is Kind.LOCAL
-            and n.data.journaled
-            and n.data.owed
-            and not n.data.blocked
-            and not n.data.busy
-            and not n.data.opens
+            for n in self._staged_nodes()
+            if n.data.state is State.OWED and not n.data.opens and not self.busy(n)
         ]
 
     async def _retry_due(self) -> float:
         """One pass over what is owed and due; returns how long to sleep until the next one."""
         for node in self._owed():
-            if node.kind is not Kind.LOCAL or node.data.next_try > time.monotonic():
-                continue  # settled meanwhile, or not due yet
-            try:
-                if node.data.dirty:
-                    await self._upload_now(node)
-                else:
-                    async with node.data.lock:
-                        await self._finish_replacing(node)
-                    self._settle_if_done(node)
-            except (SnfsError, OSError):
-                pass  # logged and rescheduled by _upload_now / _finish_replacing
-        now = time.monotonic()
+            if node.data.next_try > trio.current_time():
+                continue
+            async with self._locked(node):
+                st = node.data
+                if node.kind is not Kind.LOCAL or st.state is not State.OWED or st.opens:
+                    continue  # settled, dropped, renamed or reopened meanwhile
+                try:
+                    await self._upload_locked(node)
+                except (SnfsError, OSError):
+                    pass  # logged and rescheduled by _upload_locked
+        now = trio.current_time()
         return max(0.0, min((n.data.next_try - now for n in self._owed()), default=5.0))
 
-    # -- recovery -------------------------------------------------------------------------------
+    # -- recovery and shutdown ------------------------------------------------------------------
 
     async def recover(self) -> int:
-        """Show and re-queue what an earlier run owed the instance; returns how many."""
+        """Show and re-queue what an earlier run owed the instance; returns how many. The
+        background retry then does it, looking first for what an attempt in doubt stored."""
         count = 0
         for entry in self.spool.owed():
-            shown = names.encode(entry.name)
-            node = self._stage(
-                entry.table, entry.record, shown, entry.id, fd=self.spool.open_data(entry.id)
+            st = Staged(
+                entry.id,
+                entry.table,
+                entry.record,
+                names.encode(entry.name),
+                self.spool.open_data(entry.id),
+                state=State.BLOCKED if entry.blocked else State.OWED,
+                replaces=list(entry.replaces_all or ([entry.replaces] if entry.replaces else [])),
+                journaled=True,
+                attempts=entry.attempts,
+                blocked=entry.last_error if entry.blocked else "",
+                last_error=entry.last_error,
+                mtime=datetime.fromtimestamp(entry.queued_at, UTC),
             )
-            st: Staged = node.data
-            st.replaces = list(entry.replaces_all or ([entry.replaces] if entry.replaces else []))
-            st.journaled, st.attempts, st.blocked = (
-                True,
-                entry.attempts,
-                (entry.last_error if entry.blocked else ""),
-            )
-            st.mtime = datetime.fromtimestamp(entry.queued_at, UTC)
-            stored = await self._already_stored(st, entry.queued_at)
-            if stored is not None:
-                # The killed daemon's upload did reach the instance: don't store it twice.
-                st.dirty, st.uploaded = False, stored
-                self.tree.added(stored)
-                await self._delete_replaced(st)
-                self.spool.settle(st.sid)
-                st.journaled = False
-                self._settle_if_done(node)
+            if entry.stored:
+                st.dirty = False
+                st.uploaded = _stored_stub(entry, st.size())
+            elif not entry.blocked:
+                # An entry from before attempts were journaled counts as one in doubt.
+                st.attempt_started = entry.attempt_started or entry.queued_at
+            node = self._register(st)
+            self.tree.renumber(st.table, st.record)
+            del node  # the retry task takes it from here, under its lock
             count += 1
         if count:
             log.info("spool: %d upload(s) from an earlier run queued again", count)
             self._wake.set()
         return count
 
-    async def _already_stored(self, st: Staged, since: float) -> Attachment | None:
-        digest = await trio.to_thread.run_sync(_sha256_file, self.spool.data_path(st.sid))
-        return await self.backend.find_uploaded(
-            st.table,
-            st.record,
-            names.decode(st.name),
-            digest,
-            st.size(),
-            datetime.fromtimestamp(since, UTC),
-        )
+    async def finish(self, seconds: float) -> None:
+        """Clean shutdown. A file still open for writing is never uploaded (its writer may be
+        half way): its bytes are journaled as blocked, for its owner to check. Then, for up to
+        `seconds`, what is owed is tried once more; the journal keeps the rest."""
+        for node in self._staged_nodes():
+            with trio.move_on_after(seconds):
+                async with self._locked(node):
+                    await self._keep_open_file(node)
+        with trio.move_on_after(seconds):
+            for node in self._staged_nodes():
+                async with self._locked(node):
+                    st = node.data
+                    if node.kind is not Kind.LOCAL or st.opens:
+                        continue
+                    if st.state in (State.OWED, State.WRITING):
+                        try:
+                            await self._upload_locked(node)
+                        except (SnfsError, OSError):
+                            pass
 
-    async def finish(self, timeout: float) -> None:
-        """Clean shutdown: try once more to upload what is owed; the journal keeps the rest."""
-        with trio.move_on_after(timeout):
-            for node in [n for e in list(self._local.values()) for n in list(e.values())]:
-                if (
-                    node.kind is Kind.LOCAL
-                    and node.data.dirty
-                    and not node.data.local_only
-                    and not node.data.blocked
-                ):
-                    try:
-                        await self._upload_now(node)
-                    except (SnfsError, OSError):
-                        pass
+    async def _keep_open_file(self, node: Node) -> None:
+        st = node.data
+        if node.kind is not Kind.LOCAL or not st.opens or st.state is State.LOCAL:
+            return
+        if st.state in (State.WRITING, State.OWED) and st.dirty:
+            st.blocked = SHUTDOWN_OPEN
+            st.move(State.BLOCKED, "open at shutdown")
+            log.warning("%s/%s/%s: %s", st.table, st.record, st.name, SHUTDOWN_OPEN)
+            try:
+                await self._journal(st)
+            except OSError as e:
+                log.error("%s: cannot journal: %s", st.name, e)
 
     # -- removing and renaming ------------------------------------------------------------------
 
     async def unlink(self, parent: Node, name: str, child: Node) -> None:
         self._check_writable()
-        if child.kind is Kind.LOCAL:
-            st: Staged = child.data
-            doomed = list(st.replaces) + ([st.uploaded.sys_id] if st.uploaded else [])
-        elif child.kind is Kind.FILE:
-            doomed = [child.data.sys_id]
-        else:
+        if child.kind not in (Kind.LOCAL, Kind.FILE):
             raise fail(errno.EISDIR)
-        if doomed and not self._caps(parent.table).delete:
-            raise fail(errno.EPERM)
-        entries = self._local.get((parent.table, parent.record), {})
-        if entries.get(name) is child:
-            del entries[name]
-        if child.kind is Kind.LOCAL:
-            self._drop_staged(child)
-        for sys_id in doomed:
-            await self._delete_remote(sys_id)
+        # Waits for an upload of this file in flight: its result is then deleted too.
+        async with self._locked(child):
+            if child.kind is Kind.LOCAL:
+                st: Staged = child.data
+                if st.dropped:
+                    raise fail(errno.ENOENT)
+                doomed = list(st.replaces) + ([st.uploaded.sys_id] if st.uploaded else [])
+            else:
+                doomed = [child.data.sys_id]
+            if doomed and not self._caps(parent.table).delete:
+                raise fail(errno.EPERM)
+            entries = self._local.get((parent.table, parent.record), {})
+            if entries.get(name) is child:
+                del entries[name]
+            if child.kind is Kind.LOCAL:
+                await self._drop(child)
+            for sys_id in doomed:
+                await self._delete_remote(sys_id)
 
     async def _delete_remote(self, sys_id: str) -> None:
         await self.backend.delete(sys_id, missing_ok=True)
         self.tree.removed(sys_id)
         self.cache.forget(sys_id)
 
-    def _drop_staged(self, node: Node) -> None:
+    async def _drop(self, node: Node) -> None:
+        """The file is unlinked or overwritten (caller holds its lock): never uploaded."""
         st: Staged = node.data
+        st.move(State.DROPPED)
+        self._unregister(node, st)
         st.dirty = False
         st.replaces = []
-        self.spool.settle(st.sid)
-        if st.opens == 0:
-            st.close()
-            self.spool.discard(st.sid)
         st.journaled = False
         st.pinned = False
-        st.dropped = True
+        if st.opens == 0:
+            st.close()
+            await self.spool.discard(st.sid)
+        else:
+            await self.spool.settle(st.sid)
 
-    def _supersede(self, st: Staged, old: Node) -> None:
-        """`old` (shown under the name `st` takes) is overwritten: whatever it stood for on the
-        instance goes once `st` is stored."""
+    async def _supersede(self, st: Staged, old: Node) -> None:
+        """`old` (shown under the name `st` takes; its lock held) is overwritten: whatever it
+        stood for on the instance goes once `st` is stored."""
         if old.kind is Kind.FILE:
             st.replaces.append(old.data.sys_id)
             return
         ost: Staged = old.data
+        if ost.dropped:
+            return
         st.replaces.extend(ost.replaces)
         if ost.uploaded:
             st.replaces.append(ost.uploaded.sys_id)
-        self._drop_staged(old)
+        await self._drop(old)
 
     async def rename(
         self,
@@ -632,6 +762,24 @@ class Writes:
             raise fail(errno.EINVAL)
         if target is source:
             return
+        # Waits for uploads of either file in flight, so nothing is deleted before the
+        # content replacing it is stored, and no upload lands after its file was renamed over.
+        async with self._locked(source, target):
+            if source.kind is Kind.LOCAL and source.data.dropped:
+                raise fail(errno.ENOENT)
+            if target is not None and target.kind is Kind.LOCAL and target.data.dropped:
+                target = None
+            await self._rename_locked(old_parent, old_name, source, new_parent, new_name, target)
+
+    async def _rename_locked(
+        self,
+        old_parent: Node,
+        old_name: str,
+        source: Node,
+        new_parent: Node,
+        new_name: str,
+        target: Node | None,
+    ) -> None:
         old_entries = self._local.get((old_parent.table, old_parent.record), {})
         new_entries = self._local.setdefault((new_parent.table, new_parent.record), {})
         same_record = (old_parent.table, old_parent.record) == (new_parent.table, new_parent.record)
@@ -642,30 +790,47 @@ class Writes:
             caps = self._caps(old_parent.table)
             if not (caps.read and caps.delete and self._caps(new_parent.table).create):
                 raise fail(errno.EPERM)
-            source = await self._copy_for_move(source, old_name, new_parent)
-        if source.kind is Kind.LOCAL:
-            st: Staged = source.data
-            if old_entries.get(old_name) is source:
-                del old_entries[old_name]
-            if target is not None:
-                self._supersede(st, target)
-                new_entries.pop(new_name, None)
-            if not same_record and st.uploaded:
-                st.replaces.append(st.uploaded.sys_id)
-                st.uploaded, st.dirty = None, True
-            elif st.uploaded and not st.dirty and names.decode(new_name) != st.uploaded.file_name:
-                st.replaces.append(st.uploaded.sys_id)  # stored under the old name: store again
-                st.uploaded, st.dirty = None, True
-            st.name, st.table, st.record = new_name, new_parent.table, new_parent.record
-            source.table, source.record = st.table, st.record
-            new_entries[new_name] = source
-            if not st.local_only and st.dirty and st.opens == 0:
-                await self._upload_now(source)  # a scratch file renamed to its real name
-            elif not st.dirty:
-                await self._delete_replaced(st)
-                self._settle_if_done(source)
+            await self._copy_for_move(source, old_entries, old_name, new_parent)
+        if source.kind is Kind.FILE:
+            await self._rename_attachment(
+                old_entries, old_name, source, new_entries, new_name, target
+            )
             return
-        await self._rename_attachment(old_entries, old_name, source, new_entries, new_name, target)
+        st: Staged = source.data
+        if old_entries.get(old_name) is source:
+            del old_entries[old_name]
+        if st.uploaded and (not same_record or names.decode(new_name) != st.uploaded.file_name):
+            # Stored under the old name or record: store it again there, then delete this one.
+            st.replaces.append(st.uploaded.sys_id)
+            st.uploaded, st.dirty = None, True
+        st.name, st.table, st.record = new_name, new_parent.table, new_parent.record
+        source.table, source.record = st.table, st.record
+        new_entries[new_name] = source  # the name changes hands in one step
+        if target is not None:
+            await self._supersede(st, target)
+        self.tree.renumber(old_parent.table, old_parent.record)
+        await self._after_rename(source)
+
+    async def _after_rename(self, node: Node) -> None:
+        """A staged file got a new name: the name decides what it is owed."""
+        st: Staged = node.data
+        if is_temp(st.name):
+            st.blocked = ""
+            st.move(State.LOCAL, "scratch name")
+            return
+        if st.damaged:
+            st.move(State.BLOCKED, "damaged")
+            return
+        st.blocked = ""  # a new name is a new chance: the refusal may have been the name's
+        if st.dirty and st.opens:
+            st.move(State.WRITING, "renamed while open")  # uploaded at close
+            return
+        if st.dirty or st.replaces:
+            st.move(State.OWED, "renamed")
+            await self._upload_locked(node)  # e.g. a scratch file renamed to its real name
+        else:
+            st.move(State.STORED)
+            await self._settle_if_done(node)
 
     async def _rename_attachment(
         self,
@@ -688,7 +853,8 @@ class Writes:
             else:
                 tst: Staged = target.data
                 doomed += tst.replaces + ([tst.uploaded.sys_id] if tst.uploaded else [])
-                self._drop_staged(target)
+                await self._drop(target)
+        doomed = [s for s in doomed if s != att.sys_id]
         if is_temp(new_name):
             # Renamed to a scratch name (an editor's backup): a local view only; the instance
             # keeps the attachment under its name until the user deletes or renames it back.
@@ -702,17 +868,18 @@ class Writes:
         for sys_id in doomed:
             await self._delete_remote(sys_id)
 
-    async def _copy_for_move(self, source: Node, old_name: str, new_parent: Node) -> Node:
-        """Moving an attachment to another record: stage a copy that replaces the source."""
+    async def _copy_for_move(
+        self, source: Node, old_entries: dict[str, Node], old_name: str, new_parent: Node
+    ) -> None:
+        """Moving an attachment to another record: stage a copy that replaces the source.
+        The kernel moves its dentry to the new name with the same inode: so must we."""
         att: Attachment = source.data
-        sid = self.spool.new_id()
-        fd = self.spool.create_data(sid)
-        await self.cache.copy_to(att.sys_id, att.size_bytes, self.spool.data_path(sid))
+        sid, fd = await self._copy_into_spool(att, empty=False)
         st = Staged(sid, new_parent.table, new_parent.record, old_name, fd, replaces=[att.sys_id])
-        # The kernel moves its dentry to the new name with the same inode: so must we.
+        if old_entries.get(old_name) is source:
+            del old_entries[old_name]
         self.inodes.rekey(source, ("local", sid), Kind.LOCAL, st)
         self.tree.removed(att.sys_id)
-        return source
 
     # -- directories -----------------------------------------------------------------------------
 
@@ -734,6 +901,26 @@ class Writes:
         if non_empty:
             raise fail(errno.ENOTEMPTY)
         # Nothing to do on the instance: the record stays, with no attachments.
+
+
+def _stored_stub(entry: Entry, size: int) -> Attachment:
+    """What the journal knows of an attachment an earlier run stored: enough to show it and
+    to settle onto it; the next listing brings the rest."""
+    now = datetime.now(UTC)
+    return Attachment(
+        sys_id=entry.stored or "",
+        table_name=entry.table,
+        table_sys_id=entry.record,
+        file_name=entry.name,
+        size_bytes=size,
+        content_type="",
+        created_on=now,
+        updated_on=now,
+        created_by="",
+        hash="",
+        download_link="",
+        state="",
+    )
 
 
 def _sha256_file(path: Path) -> str:

@@ -8,12 +8,13 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import psutil
 import pytest
+
+from tests.waiting import eventually
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
@@ -123,25 +124,22 @@ def start_mount(
         *args,
     ]
     full_env = dict(os.environ, SNFS_PASSWORD=password, **(env or {}))
-    proc = subprocess.Popen(
-        cmd,
-        stdout=open(log, "ab"),
-        stderr=subprocess.STDOUT,
-        stdin=subprocess.DEVNULL,
-        env=full_env,
-    )
+    with open(log, "ab") as out:  # the child keeps its own descriptor
+        proc = subprocess.Popen(
+            cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=full_env
+        )
     m = MountProc(mountpoint, proc, log, spool, cache)
     if expect_fail:
         return m
-    deadline = time.monotonic() + timeout
+
+    def mounted() -> bool:
+        if proc.poll() is not None:
+            raise RuntimeError(f"snfs mount exited {proc.returncode}:\n{m.log_text()}")
+        return os.path.ismount(mountpoint) and _serves(mountpoint, proc.pid)
+
     try:
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                raise AssertionError(f"snfs mount exited {proc.returncode}:\n{m.log_text()}")
-            if os.path.ismount(mountpoint) and _serves(mountpoint, proc.pid):
-                return m
-            time.sleep(0.05)
-        raise AssertionError(f"mount did not appear in {timeout} s:\n{m.log_text()}")
+        eventually(mounted, timeout=timeout, what=f"mount on {mountpoint}\n{m.log_text()}")
+        return m
     except BaseException:
         stop_mount(mountpoint, proc)
         raise

@@ -1,4 +1,5 @@
-"""CCCIF media upload: the emulator's endpoint, the client call, and `/.cccif/<user_id>/` in a mount."""
+"""CCCIF media upload: the emulator's endpoint, the client call, and `/.cccif/<user_id>/` in a
+mount (the CCCIF backend behind the ServiceNow router)."""
 
 from __future__ import annotations
 
@@ -25,7 +26,8 @@ def multipart(fields: dict[str, str], file_name: str | None, data: bytes) -> tup
     if file_name is not None:
         out += (
             (
-                f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{file_name}"'
+                f"--{boundary}\r\nContent-Disposition: form-data; "
+                f'name="file"; filename="{file_name}"'
                 f"\r\nContent-Type: image/png\r\n\r\n"
             ).encode()
             + data

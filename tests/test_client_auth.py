@@ -15,7 +15,8 @@ from snfs import query as q
 from snfs.auth import BasicAuth, BearerToken, OAuth
 from snfs.errors import AuthError
 from snfs.secrets import Secret
-from tests.test_client_support import client, fresh, new_record, route_count, shared_emulator
+from tests.client_support import client, fresh, new_record, route_count, shared_emulator
+from tests.waiting import eventually_async
 
 __all__ = ["fresh"]
 
@@ -71,7 +72,8 @@ async def test_wrong_password_is_auth_error(emu, caplog: pytest.LogCaptureFixtur
     assert "Authorization" not in caplog.text
 
 
-async def test_static_bearer_token(emu) -> None:
+def password_grant_token(emu) -> str:
+    """A token from the emulator's OAuth endpoint, fetched outside the client under test."""
     form = urllib.parse.urlencode(
         {
             "grant_type": "password",
@@ -84,7 +86,11 @@ async def test_static_bearer_token(emu) -> None:
     with urllib.request.urlopen(
         urllib.request.Request(emu.url + "/oauth_token.do", data=form), timeout=10
     ) as resp:
-        token = json.loads(resp.read())["access_token"]
+        return json.loads(resp.read())["access_token"]
+
+
+async def test_static_bearer_token(emu) -> None:
+    token = await trio.to_thread.run_sync(password_grant_token, emu)
     async with client(emu, auth=BearerToken(token)) as c:
         await c.check()
     async with client(emu, auth=BearerToken("not-a-token")) as c:
@@ -126,8 +132,12 @@ async def test_oauth_refresh_before_expiry(emu) -> None:
     auth = oauth(emu)
     async with client(emu, auth=auth) as c:
         await c.check()
-        await trio.sleep(2.2)  # --token-lifetime 2
-        await c.check()
+
+        async def refreshed() -> bool:  # --token-lifetime 2: a refresh before it runs out
+            await c.check()
+            return auth.grants != ["password"]
+
+        await eventually_async(refreshed, timeout=10, interval=0.2)
         await c.check()
     assert auth.grants == ["password", "refresh_token"]
 

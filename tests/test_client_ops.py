@@ -12,7 +12,7 @@ from snfs import query as q
 from snfs.auth import BasicAuth
 from snfs.client import Attachment
 from snfs.errors import ExtensionRefused, InvalidInput, NotFound, TooLarge
-from tests.test_client_support import (
+from tests.client_support import (
     client,
     fresh,
     new_record,

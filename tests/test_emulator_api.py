@@ -6,7 +6,6 @@ import gzip
 import hashlib
 import json
 import re
-import time
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -17,6 +16,7 @@ import pytest
 
 from snfs.emulator.demo_data import demo_id
 from tests.emulator_proc import EmulatorProc
+from tests.waiting import eventually
 
 INC1, INC2, INC3, HRC1 = demo_id("inc1"), demo_id("inc2"), demo_id("inc3"), demo_id("hrc1")
 README, BIG, HR_ATT, SHOT = (
@@ -296,8 +296,12 @@ def test_upload_file_and_state_transition(client: httpx.Client, emu: EmulatorPro
     assert meta["size_bytes"] == str(len(data)) and meta["hash"] == hashlib.sha256(data).hexdigest()
     assert int(meta["size_compressed"]) < len(data) and meta["content_type"] == "text/plain"
     assert meta["table_name"] == "incident" and meta["table_sys_id"] == INC3
-    time.sleep(1.2)
-    later = result(client.get(f"/api/now/attachment/{meta['sys_id']}"))
+
+    def available() -> dict:
+        later = result(client.get(f"/api/now/attachment/{meta['sys_id']}"))
+        return later if later["state"] == "available" else {}
+
+    later = eventually(available, timeout=10)  # after --state-delay (1 s)
     assert (later["state"], later["sys_mod_count"], later["sys_updated_by"]) == (
         "available",
         "1",
@@ -415,7 +419,7 @@ def test_delete_and_rename(client: httpx.Client) -> None:
     error(client.delete(f"/api/now/attachment/{sys_id}"), 404)
 
 
-# -- Table API, Aggregate API, unknown paths ------------------------------------------------------------
+# -- Table API, Aggregate API, unknown paths -------------------------------------------------
 
 
 def test_table_api(client: httpx.Client, emu: EmulatorProc) -> None:
@@ -533,7 +537,7 @@ def test_unknown_path_and_method(client: httpx.Client) -> None:
     error(client.put(f"/api/now/attachment/{README}", json={}), 405)
 
 
-# -- authentication and roles -------------------------------------------------------------------------
+# -- authentication and roles ----------------------------------------------------------------
 
 
 def test_auth_failures(emu: EmulatorProc) -> None:

@@ -9,8 +9,8 @@ import re
 import httpx
 import pytest
 
+from tests.client_support import payload, sha256, shared_emulator
 from tests.emulator_proc import EmulatorProc, start_emulator
-from tests.test_client_support import payload, sha256, shared_emulator
 
 emu = shared_emulator("--kind", "easyvista", "--user", "bob:pw:norest", "--user", "ann:pw")
 emu_b = shared_emulator(

@@ -1,4 +1,5 @@
-"""`snfs emulator --kind huawei`: every endpoint over a real socket, token auth, limits, switches."""
+"""`snfs emulator --kind huawei`: every endpoint over a real socket, token auth, limits,
+switches."""
 
 from __future__ import annotations
 
@@ -7,8 +8,8 @@ import json
 import httpx
 import pytest
 
+from tests.client_support import payload, sha256, shared_emulator
 from tests.emulator_proc import EmulatorProc
-from tests.test_client_support import payload, sha256, shared_emulator
 
 emu = shared_emulator("--kind", "huawei", "--limit-size", "1")
 emu_b = shared_emulator(

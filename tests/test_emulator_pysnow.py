@@ -1,4 +1,5 @@
-"""pysnow 0.7.17, unchanged, against the emulator: list, upload, delete attachments; query records."""
+"""pysnow 0.7.17, unchanged, against the emulator: list, upload, delete attachments; query
+records."""
 
 from __future__ import annotations
 

@@ -1,8 +1,8 @@
-"""Emulator switches: --range, --no-rename, --max-size, --extensions, status switches, token expiry."""
+"""Emulator switches: --range, --no-rename, --max-size, --extensions, status switches, token
+expiry."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterator
 
 import httpx
@@ -10,6 +10,7 @@ import pytest
 
 from snfs.emulator.demo_data import demo_id
 from tests.emulator_proc import EmulatorProc
+from tests.waiting import eventually
 
 INC3, BIG, README = demo_id("inc3"), demo_id("att:big"), demo_id("att:readme")
 MB = 1024 * 1024
@@ -172,8 +173,12 @@ def test_token_expiry(defaults: EmulatorProc) -> None:
         httpx.get(f"{defaults.url}/api/now/attachment?sysparm_limit=1", headers=bearer).status_code
         == 200
     )
-    time.sleep(2.2)
-    resp = httpx.get(f"{defaults.url}/api/now/attachment?sysparm_limit=1", headers=bearer)
+
+    def expired() -> httpx.Response | None:
+        r = httpx.get(f"{defaults.url}/api/now/attachment?sysparm_limit=1", headers=bearer)
+        return r if r.status_code == 401 else None
+
+    resp = eventually(expired, timeout=10, interval=0.2)  # expires_in 2
     assert resp.status_code == 401 and resp.json()["error"]["message"] == "User Not Authenticated"
     new = httpx.post(
         f"{defaults.url}/oauth_token.do",

@@ -1,4 +1,5 @@
-"""EasyVista and Huawei Cloud through a real mount of their emulators, checked through their APIs."""
+"""EasyVista and Huawei Cloud through a real mount of their emulators, checked through their
+APIs."""
 
 from __future__ import annotations
 

@@ -10,25 +10,18 @@ import signal
 import stat
 import subprocess
 import tarfile
-import time
 from collections import Counter
 from datetime import UTC
 from pathlib import Path
 
 import pytest
 
-from snfs import names
-from snfs.client import Attachment
-from tests.emulator_proc import EmulatorProc, start_emulator
+from tests.client_support import shared_emulator
+from tests.emulator_proc import EmulatorProc
 from tests.mount_proc import MountProc, start_mount, stop_mount
+from tests.waiting import eventually
 
-
-@pytest.fixture(scope="module")
-def emu(tmp_path_factory: pytest.TempPathFactory) -> EmulatorProc:
-    tmp = tmp_path_factory.mktemp("emu")
-    e = start_emulator(tmp / "data", "--demo", log=tmp / "emulator.log")
-    yield e
-    e.stop()
+emu = shared_emulator("--demo")
 
 
 def by_record(atts: list[dict]) -> dict[tuple[str, str], list[dict]]:
@@ -39,12 +32,18 @@ def by_record(atts: list[dict]) -> dict[tuple[str, str], list[dict]]:
 
 
 def shown(att: dict, siblings: list[dict]) -> str:
-    """The name the mount must give `att` (the naming rules, from the API's data)."""
-    named = names.assign_names(
-        names.Named(s["sys_id"], s["file_name"], Attachment.from_json(s).created_on)
-        for s in siblings
-    )
-    return next(n for n, sid in named.items() if sid == att["sys_id"])
+    """The name the mount must give `att`, from the API's data and the rules in
+    docs/SEMANTICS.md ("Names"), not from snfs.names: `/` shows as U+FF0F; of several files
+    with one name the newest (created, then sys_id) keeps it and each older one is shown as
+    `stem~<first 8 hex digits of its sys_id>.ext`."""
+    name = att["file_name"].replace("/", "\uff0f")
+    same = [s for s in siblings if s["file_name"] == att["file_name"]]
+    newest = max(same, key=lambda s: (s["sys_created_on"], s["sys_id"]))
+    if newest["sys_id"] == att["sys_id"]:
+        return name
+    stem, dot, ext = name.rpartition(".")
+    tag = "~" + att["sys_id"][:8]
+    return f"{stem}{tag}.{ext}" if dot and stem else name + tag
 
 
 def sha256(path: Path) -> str:
@@ -99,7 +98,7 @@ def test_duplicate_names_all_shown(emu: EmulatorProc, mnt: MountProc) -> None:
         dup = [n for n, c in counts.items() if c > 1]
         if dup:
             listed = os.listdir(mnt.path(table, record))
-            stem, ext = names.split_ext(dup[0])
+            stem, ext = os.path.splitext(dup[0])
             tagged = [n for n in listed if n.startswith(stem + "~") and n.endswith(ext)]
             assert dup[0] in listed and len(tagged) == counts[dup[0]] - 1
             newest = max(
@@ -226,10 +225,7 @@ def test_sighup_drops_listings(emu: EmulatorProc, tmp_path: Path) -> None:
         assert status == 201
         assert set(os.listdir(m.path("incident", rec))) == before  # cached
         m.proc.send_signal(signal.SIGHUP)
-        deadline = time.monotonic() + 10
-        while "hup.txt" not in os.listdir(m.path("incident", rec)):
-            assert time.monotonic() < deadline
-            time.sleep(0.1)
+        eventually(lambda: "hup.txt" in os.listdir(m.path("incident", rec)), timeout=10)
     finally:
         m.stop()
 
@@ -441,15 +437,18 @@ def test_daemon_unmount_and_signals(emu: EmulatorProc, tmp_path: Path) -> None:
 
 
 def wait_gone(pid: int, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    def gone() -> bool:
         try:
             os.kill(pid, 0)
         except ProcessLookupError:
-            return
-        time.sleep(0.1)
-    os.kill(pid, signal.SIGKILL)
-    raise AssertionError(f"daemon {pid} did not exit after unmount")
+            return True
+        return False
+
+    try:
+        eventually(gone, timeout=timeout, what=f"daemon {pid} exits after unmount")
+    except AssertionError:
+        os.kill(pid, signal.SIGKILL)
+        raise
 
 
 def test_second_mount_on_live_mountpoint_fails(

@@ -8,6 +8,7 @@ import json
 import os
 import shutil
 import signal
+import stat
 import subprocess
 import threading
 import time
@@ -459,5 +460,120 @@ def test_clean_shutdown_keeps_what_is_owed(emu: EmulatorProc, tmp_path: Path) ->
             lambda s: not s["pending_uploads"],
         )
         assert status["pending_uploads"] == []
+    finally:
+        m2.stop()
+
+
+def test_row11_vim_ex_mode_swap_and_probe_stay_local(emu: EmulatorProc, mnt: MountProc) -> None:
+    """vim in ex mode with its default settings (swap file on): neither `.name.swp` nor the
+    `.name.swx` probe becomes an attachment."""
+    vim = shutil.which("vim") or shutil.which("vim.tiny")
+    assert vim, "vim is installed by make test"
+    rec = new_record(emu)
+    p = mnt.path("incident", rec, "ex.txt")
+    p.write_bytes(b"one\n")
+    emu.reset_stats()
+    subprocess.run(
+        [vim, "-u", "NONE", "-i", "NONE", "-es", "-c", "normal Gotwo", "-c", "wq", str(p)],
+        check=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+    )
+    atts = on_instance(emu, rec)
+    assert list(atts) == ["ex.txt"], atts
+    assert atts["ex.txt"][0]["hash"] == digest(b"one\ntwo\n")
+    assert uploads(emu) == 1
+
+
+def test_row3_rm_during_close_upload_end_to_end(emu: EmulatorProc, tmp_path: Path) -> None:
+    """`rm` while the close-upload is in flight: rm waits for it, then deletes what it stored."""
+    rec = new_record(emu)
+    m = start_mount(emu.url, tmp_path / "m", tmp_path / "w")
+    try:
+        emu.fault(method="POST", path="/attachment/file", count=1, delay=3)
+        p = m.path("incident", rec, "racy.txt")
+        writer = threading.Thread(target=p.write_bytes, args=(b"in flight",))
+        writer.start()
+        wait_for(lambda: list(m.spool.rglob("*.json")), bool)  # the upload has started
+        os.unlink(p)
+        writer.join(30)
+        assert on_instance(emu, rec) == {}
+        assert "racy.txt" not in os.listdir(m.path("incident", rec))
+    finally:
+        emu.json("DELETE", "/__emulator__/faults")
+        m.stop()
+
+
+def test_row2_sigterm_never_uploads_a_file_open_for_writing(
+    emu: EmulatorProc, tmp_path: Path
+) -> None:
+    rec = new_record(emu)
+    m = start_mount(emu.url, tmp_path / "m", tmp_path / "w")
+    try:
+        p = m.path("incident", rec, "half.bin")
+        p.write_bytes(b"original")
+        f = open(p, "r+b")  # noqa: SIM115 - held open across the daemon's stop
+        f.write(os.urandom(2**20))
+        f.flush()  # in the spool; not closed
+        m.proc.send_signal(signal.SIGTERM)
+        m.proc.wait(timeout=60)
+        try:
+            f.close()
+        except OSError:
+            pass  # the mount is gone
+        atts = on_instance(emu, rec)
+        assert [a["hash"] for a in atts["half.bin"]] == [digest(b"original")]
+        [entry] = [json.loads(j.read_text()) for j in m.spool.rglob("*.json")]
+        assert entry["blocked"] and entry["name"] == "half.bin"  # kept, not sent
+    finally:
+        m.stop()
+
+
+def test_row14_row16_allow_other_and_a_non_ascii_mount_point(
+    emu: EmulatorProc, tmp_path: Path
+) -> None:
+    """allow_other without umask= shows files 0600 (owner only); `snfs status` finds a mount
+    point whose path has non-ASCII characters and a space."""
+    from snfs.status import snfs_mounts
+
+    rec = new_record(emu)
+    m = start_mount(emu.url, tmp_path / "café dir", tmp_path / "w", "-o", "allow_other")
+    try:
+        p = m.path("incident", rec, "private.txt")
+        p.write_bytes(b"p")
+        assert stat.S_IMODE(os.stat(p).st_mode) == 0o600
+        assert stat.S_IMODE(os.stat(m.path("incident")).st_mode) == 0o700
+        assert m.mountpoint in snfs_mounts()
+        assert "allow_other without umask=" in m.log_text()
+    finally:
+        m.stop()
+
+
+def test_row1_resave_same_bytes_fail_kill_remount_keeps_one_copy(
+    emu: EmulatorProc, tmp_path: Path
+) -> None:
+    """Re-save identical bytes, the upload fails, the daemon is killed, the instance is
+    mounted again: recovery must not take the attachment being replaced for the upload (and
+    delete it). It uploads again, then deletes the old one: exactly one copy remains."""
+    rec = new_record(emu)
+    m = start_mount(emu.url, tmp_path / "m", tmp_path / "w")
+    p = m.path("incident", rec, "same.txt")
+    p.write_bytes(b"identical")
+    [old] = on_instance(emu, rec)["same.txt"]
+    emu.fault(method="POST", path="/attachment/file", count=1000, status=503)
+    try:
+        with pytest.raises(OSError):
+            p.write_bytes(b"identical")
+    finally:
+        os.kill(m.proc.pid, signal.SIGKILL)
+        m.proc.wait()
+        stop_mount(m.mountpoint, None)
+        emu.json("DELETE", "/__emulator__/faults")
+    m2 = start_mount(emu.url, tmp_path / "m", tmp_path / "w")
+    try:
+        wait_for(lambda: list(m2.spool.rglob("*.json")), lambda j: not j, timeout=60)
+        atts = on_instance(emu, rec)["same.txt"]
+        assert [a["hash"] for a in atts] == [digest(b"identical")]
+        assert atts[0]["sys_id"] != old["sys_id"]  # stored again, then the old one deleted
     finally:
         m2.stop()

@@ -1,5 +1,6 @@
 """The naming rules of snfs.names: reversible encoding, duplicates, length."""
 
+import os
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -32,12 +33,36 @@ T0 = datetime(2026, 1, 1, tzinfo=UTC)
         "\u2400",
         "/",
         "//",
+        "",
+        "lone\ud800surrogate.txt",
+        "\udc80\udfff",
+        "\u201b\U000f0000",
+        "\U000f0000",
     ],
 )
 def test_encode_is_reversible_and_posix_safe(name: str) -> None:
     shown = names.encode(name)
     assert "/" not in shown and "\0" not in shown and shown not in (".", "..")
+    assert shown and os.fsencode(shown).decode("utf-8") == shown  # non-empty, valid UTF-8
     assert names.decode(shown) == name
+
+
+def test_row15_empty_and_surrogate_names_do_not_break_a_listing() -> None:
+    """One attachment named "" or holding a lone surrogate used to make the whole record
+    listing fail (UnicodeEncodeError; a zero-length dirent is EIO for the whole readdir)."""
+    items = [n("a" * 32, "", 1), n("b" * 32, "x\ud800.txt", 2), n("c" * 32, "ok.txt", 3)]
+    got = names.assign_names(items)
+    assert sorted(got.values()) == ["a" * 32, "b" * 32, "c" * 32]
+    for shown in got:
+        assert shown and len(os.fsencode(shown)) <= names.NAME_MAX
+        shown.encode("utf-8")  # strict: no surrogate reaches the kernel
+
+
+def test_new_names_must_be_text() -> None:
+    assert not names.valid_new_name("")
+    assert not names.valid_new_name(names.ESCAPE)  # would be an empty instance name
+    assert not names.valid_new_name(os.fsdecode(b"bad\xff.txt"))  # not UTF-8
+    assert names.valid_new_name("résumé.txt")
 
 
 def test_plain_names_are_unchanged() -> None:
@@ -90,6 +115,9 @@ def test_long_names_fit_name_max() -> None:
     [
         (".report.pdf.Xy12Ab", True),
         (".report.pdf.swp", True),
+        (".notes.txt.swx", True),  # row 11: vim's probe in ex mode
+        (".notes.txt.swa", True),
+        (".logo.svg", False),
         ("4913", True),
         ("notes.txt~", True),
         (".goutputstream-ABC123", True),

@@ -21,7 +21,7 @@ import pytest
 import trio
 
 from snfs.client import AttachmentClient, ClientConfig
-from snfs.emulator.db import Store
+from snfs.emulator.db import seed_attachments
 from tests.emulator_proc import EmulatorProc
 from tests.mount_proc import MountProc
 
@@ -50,39 +50,8 @@ def upload(emu: EmulatorProc, record: str, name: str, data: bytes) -> dict:
 
 
 def seed(data_dir: Path, record: str, names: list[str]) -> None:
-    """Rows straight into the emulator's database before it starts: thousands of attachments
-    in a fraction of a second (their content is never read by these tests)."""
-    data_dir.mkdir(parents=True, exist_ok=True)
-    store = Store(data_dir / "emulator.sqlite3")
-    try:
-        store.conn.execute("BEGIN")
-        store.insert_record("incident", {"short_description": "seeded"}, "admin", sys_id=record)
-        for i, name in enumerate(names):
-            stamp = f"2026-01-01 {i // 3600:02d}:{i // 60 % 60:02d}:{i % 60:02d}"
-            store.insert_attachment(
-                {
-                    "size_bytes": "1",
-                    "file_name": name,
-                    "sys_mod_count": "1",
-                    "sys_updated_on": stamp,
-                    "table_name": "incident",
-                    "sys_id": uuid.uuid4().hex,
-                    "sys_updated_by": "admin",
-                    "content_type": "text/plain",
-                    "sys_created_on": stamp,
-                    "size_compressed": "1",
-                    "compressed": "true",
-                    "state": "available",
-                    "table_sys_id": record,
-                    "chunk_size_bytes": "700000",
-                    "hash": digest(b"x"),
-                    "sys_created_by": "admin",
-                },
-                None,
-            )
-        store.conn.execute("COMMIT")
-    finally:
-        store.close()
+    """Thousands of attachment rows straight into the database before the emulator starts."""
+    seed_attachments(data_dir, "incident", record, names)
 
 
 def status_of(m: MountProc) -> dict:

@@ -7,13 +7,13 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from tests.emulator_proc import EmulatorProc
 from tests.mount_proc import require_fuse, start_mount, stop_mount
+from tests.waiting import eventually
 
 
 def write_config(path: Path, emu: EmulatorProc, mountpoint: Path, mode: int = 0o600) -> Path:
@@ -51,12 +51,13 @@ def snfs_mount(args: list[str], env: dict[str, str], work: Path) -> subprocess.P
 
 
 def wait_mounted(mp: Path, proc: subprocess.Popen, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while not os.path.ismount(mp):
+    def mounted() -> bool:
         if proc.poll() is not None:
-            raise AssertionError(f"exited {proc.returncode}: {proc.stdout.read()}")
-        assert time.monotonic() < deadline, "no mount"
-        time.sleep(0.05)
+            assert proc.stdout is not None
+            raise RuntimeError(f"exited {proc.returncode}: {proc.stdout.read()}")
+        return os.path.ismount(mp)
+
+    eventually(mounted, timeout=timeout, what=f"a mount on {mp}")
 
 
 def test_profile_mount_and_notify(demo_emulator: EmulatorProc, tmp_path: Path) -> None:
@@ -182,10 +183,12 @@ def test_snfs_demo(tmp_path: Path) -> None:
         start_new_session=True,
     )
     try:
-        deadline = time.monotonic() + 60
-        while not (os.path.ismount(mp) and (mp / ".snfs" / "status").exists()):
-            assert proc.poll() is None and time.monotonic() < deadline
-            time.sleep(0.1)
+
+        def up() -> bool:
+            assert proc.poll() is None, "snfs demo exited"
+            return os.path.ismount(mp) and (mp / ".snfs" / "status").exists()
+
+        eventually(up, timeout=60)
         assert {"incident", "problem", "kb_knowledge"} <= set(os.listdir(mp))
         status = (mp / ".snfs" / "status").read_text()
         url = __import__("json").loads(status)["instance"]

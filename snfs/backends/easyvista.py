@@ -33,18 +33,23 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
-from urllib.parse import quote, unquote
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote, unquote, urlsplit
 
 import httpx
 import trio
 
-from snfs.backend import Capabilities
+from snfs.backend import Backend, Capabilities, RemoteFile
 from snfs.backends import from_id_part, id_part
 from snfs.backends.single_table import FileBody, SingleTableBackend
-from snfs.client import Attachment
-from snfs.errors import InvalidInput, NotFound, ServerError, SnfsError, Unsupported
+from snfs.client import normalize_instance_url
+from snfs.credentials import build_auth
+from snfs.errors import ConfigError, InvalidInput, NotFound, ServerError, SnfsError, Unsupported
 from snfs.http import HttpStats, SendState
+from snfs.registry import System
+
+if TYPE_CHECKING:
+    from snfs.options import MountOptions
 
 log = logging.getLogger("snfs.backends.easyvista")
 
@@ -224,9 +229,9 @@ class EasyVistaBackend(SingleTableBackend):
         self._docs[key] = doc
         return doc
 
-    def _attachment(self, rfc: str, doc_id: str, doc: _Doc) -> Attachment:
+    def _attachment(self, rfc: str, doc_id: str, doc: _Doc) -> RemoteFile:
         file_id = f"{rfc}.{id_part(doc_id)}"
-        return Attachment(
+        return RemoteFile(
             sys_id=file_id,
             table_name=TABLE,
             table_sys_id=rfc,
@@ -242,7 +247,7 @@ class EasyVistaBackend(SingleTableBackend):
             extra={"document_id": doc_id, "href": doc.href},
         )
 
-    async def list_record(self, table: str, record: str) -> list[Attachment]:
+    async def list_record(self, table: str, record: str) -> list[RemoteFile]:
         """The ticket's documents: one request, plus one per document not seen before."""
         self._check(table, record)
         ids = await self._document_ids(record)
@@ -290,7 +295,7 @@ class EasyVistaBackend(SingleTableBackend):
 
     async def upload(
         self, table: str, record: str, file_name: str, source: Path, *, size: int
-    ) -> Attachment:
+    ) -> RemoteFile:
         """Attach one document; streamed as Base64 inside the JSON body. Retried only when the
         server provably did not act; when in doubt the ticket's new documents are looked at
         (name and size) before sending again."""
@@ -343,7 +348,7 @@ class EasyVistaBackend(SingleTableBackend):
         assert found is not None
         return self._remember_hash(record, found, bodies[-1].sha256)
 
-    def _remember_hash(self, rfc: str, doc_id: str, sha256: str) -> Attachment:
+    def _remember_hash(self, rfc: str, doc_id: str, sha256: str) -> RemoteFile:
         doc = self._docs[(rfc, doc_id)]
         doc.sha256 = sha256
         return self._attachment(rfc, doc_id, doc)
@@ -402,21 +407,29 @@ class EasyVistaBackend(SingleTableBackend):
             )
 
     async def find_uploaded(
-        self, table: str, record: str, file_name: str, sha256: str, size: int, since: datetime
-    ) -> Attachment | None:
-        """A document of this ticket with this name and size (the API gives no hash; a
-        document whose hash this process knows must match it)."""
-        try:
-            atts = await self.list_record(table, record)
-        except SnfsError:
-            return None
+        self,
+        table: str,
+        record: str,
+        file_name: str,
+        sha256: str,
+        size: int,
+        since: datetime,
+        *,
+        exclude: frozenset[str] = frozenset(),
+    ) -> RemoteFile | None:
+        """A document of this ticket with this name, size and a known matching hash. The API
+        gives no hash and no creation time worth trusting (`created_on` is "now" without a
+        Last-Modified header), so a document is ours only if this process hashed it; after a
+        crash that is never the case and the file is sent again: never delete on a guess."""
+        atts = await self.list_record(table, record)
         hits = [
             a
             for a in atts
-            if a.file_name == file_name
+            if a.sys_id not in exclude
+            and a.file_name == file_name
             and a.size_bytes == size
-            and (not a.hash or a.hash == sha256)
-            and a.created_on.timestamp() >= since.timestamp() - 120
+            and a.hash == sha256
+            and a.created_on.timestamp() >= since.timestamp()
         ]
         return hits[-1] if hits else None
 
@@ -439,3 +452,36 @@ class _B64Body(FileBody):
 
     def finish(self) -> bytes:
         return base64.b64encode(self._carry)
+
+
+def build(o: MountOptions, url: str) -> Backend:
+    """`https://SERVER/api/v1/ACCOUNT` with Basic (or OAuth) credentials."""
+    if "://" not in url:
+        raise ConfigError(f"easyvista: give the full URL of the server, not {url!r}")
+    base = normalize_instance_url(url, allow_insecure_http=o.allow_insecure_http)
+    parts = urlsplit(base)
+    segments = [s for s in parts.path.split("/") if s]
+    if len(segments) < 3 or segments[-3:-1] != ["api", "v1"]:
+        raise ConfigError(
+            "easyvista: the URL must end in /api/v1/<account>, e.g. "
+            "easyvista+https://ev.example.com/api/v1/50004"
+        )
+    return EasyVistaBackend(
+        f"{parts.scheme}://{parts.netloc}",
+        segments[-1],
+        build_auth(o, base),
+        verify=str(o.ca_bundle) if o.ca_bundle else True,
+        timeout=o.timeout,
+        max_in_flight=o.max_in_flight,
+    )
+
+
+SYSTEM = System(
+    name="easyvista",
+    summary="EasyVista Service Manager: documents of tickets",
+    url="easyvista+https://SERVER/api/v1/ACCOUNT",
+    capabilities=Capabilities(
+        list=True, read=True, create=True, delete=True, rename=False, discover=False
+    ),
+    build=build,
+)

@@ -34,18 +34,31 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 import httpx
 
-from snfs.backend import Capabilities
+from snfs.backend import Backend, Capabilities, RemoteFile
 from snfs.backends import from_id_part, id_part
 from snfs.backends.single_table import FileBody, SingleTableBackend
-from snfs.client import Attachment, _multipart_quote
-from snfs.errors import ExtensionRefused, InvalidInput, NotFound, ServerError, SnfsError, TooLarge
+from snfs.client import _multipart_quote, normalize_instance_url
+from snfs.credentials import bearer_token
+from snfs.errors import (
+    ConfigError,
+    ExtensionRefused,
+    InvalidInput,
+    NotFound,
+    ServerError,
+    SnfsError,
+    TooLarge,
+)
 from snfs.http import HeaderToken, SendState, http_error
+from snfs.registry import System
 from snfs.secrets import Secret
+
+if TYPE_CHECKING:
+    from snfs.options import MountOptions
 
 log = logging.getLogger("snfs.backends.huawei")
 
@@ -211,7 +224,7 @@ class HuaweiBackend(SingleTableBackend):
         """Any valid accessoryFrom value can take uploads (no request)."""
         return self.valid_record_name(table, record)
 
-    async def list_record(self, table: str, record: str) -> list[Attachment]:
+    async def list_record(self, table: str, record: str) -> list[RemoteFile]:
         """Always empty: the API cannot list (capability `list` is off)."""
         self._check(table, record)
         return []
@@ -256,7 +269,7 @@ class HuaweiBackend(SingleTableBackend):
 
     async def upload(
         self, table: str, record: str, file_name: str, source: Path, *, size: int
-    ) -> Attachment:
+    ) -> RemoteFile:
         """Upload one accessory (streamed multipart). Retried only when the server provably did
         not act; an upload in doubt after the whole body was sent is not sent again (it cannot be
         looked up) and fails."""
@@ -352,7 +365,7 @@ class HuaweiBackend(SingleTableBackend):
                 )
             )
         now = datetime.now(UTC)
-        return Attachment(
+        return RemoteFile(
             sys_id=id_part(accessory_id),
             table_name=TABLE,
             table_sys_id=record,
@@ -382,8 +395,38 @@ class HuaweiBackend(SingleTableBackend):
         raise self.core.failed(err)
 
     async def find_uploaded(
-        self, table: str, record: str, file_name: str, sha256: str, size: int, since: datetime
-    ) -> Attachment | None:
+        self,
+        table: str,
+        record: str,
+        file_name: str,
+        sha256: str,
+        size: int,
+        since: datetime,
+        *,
+        exclude: frozenset[str] = frozenset(),
+    ) -> RemoteFile | None:
         """None: without a list call an accessory stored by a killed upload cannot be found
         (a crash mid-upload can therefore leave a duplicate on the server)."""
         return None
+
+
+def build(o: MountOptions, url: str) -> Backend:
+    """`https://ENDPOINT` with an IAM token (the profile's, --token-file or $SNFS_TOKEN)."""
+    if "://" not in url:
+        raise ConfigError(f"huawei: give the full URL of the server, not {url!r}")
+    return HuaweiBackend(
+        normalize_instance_url(url, allow_insecure_http=o.allow_insecure_http),
+        bearer_token(o),
+        verify=str(o.ca_bundle) if o.ca_bundle else True,
+        timeout=o.timeout,
+        max_in_flight=o.max_in_flight,
+    )
+
+
+SYSTEM = System(
+    name="huawei",
+    summary="Huawei Cloud OSM: service-ticket accessories",
+    url="huawei+https://ENDPOINT",
+    capabilities=CAPS,
+    build=build,
+)

@@ -17,7 +17,8 @@ from typing import Any, ClassVar
 import httpx
 import trio
 
-from snfs.client import Attachment, _validate_file_name
+from snfs.backend import RemoteFile, XattrKeys
+from snfs.client import _validate_file_name
 from snfs.errors import InvalidInput, Unsupported
 from snfs.http import CHUNK, ErrorMapper, HttpCore, HttpSettings, HttpStats, http_error
 
@@ -32,6 +33,8 @@ class SingleTableBackend:
     record_word: ClassVar[str]  # what a record is called in messages
     no_list: ClassVar[str]  # why list_table is not offered
     no_rename: ClassVar[str]  # why rename is not offered
+    name: str  # the registry's name
+    xattr_keys: XattrKeys = XattrKeys()
 
     def __init__(
         self,
@@ -49,6 +52,7 @@ class SingleTableBackend:
         """`api_path` is appended to `base_url` for the core; `retry` may set
         `retry_attempts`, `retry_total_seconds`, `retry_base_delay`, `retry_max_delay`."""
         self.base_url = base_url.rstrip("/")
+        self.instance_key = f"{self.name}+{self.base_url}"
         self.stats = HttpStats(kinds=kinds)
         settings = HttpSettings(
             f"{self.base_url}{api_path}",
@@ -83,8 +87,8 @@ class SingleTableBackend:
     async def find_record(self, table: str, alias: str) -> str | None:
         return None
 
-    def list_table(self, table: str, *, page_size: int = 1000) -> AsyncIterator[list[Attachment]]:
-        async def none() -> AsyncIterator[list[Attachment]]:
+    def list_table(self, table: str, *, page_size: int = 1000) -> AsyncIterator[list[RemoteFile]]:
+        async def none() -> AsyncIterator[list[RemoteFile]]:
             raise Unsupported(self.no_list)
             yield []  # pragma: no cover
 
@@ -130,7 +134,7 @@ class SingleTableBackend:
             raise InvalidInput("offset must not be negative")
         return self.core.stream("file", path, offset=offset, expected_size=size)
 
-    async def rename(self, file_id: str, new_name: str) -> Attachment:
+    async def rename(self, file_id: str, new_name: str) -> RemoteFile:
         raise Unsupported(self.no_rename)
 
 

@@ -357,3 +357,40 @@ class Store:
     ) -> tuple[str, list[Any]]:
         self.promote_pending()
         return self._attachment_where(q, readable)
+
+
+def seed_attachments(data_dir: Path, table: str, record: str, names: list[str]) -> None:
+    """A record of `table` with one attachment row per name (content never stored), written
+    straight into a data directory before the emulator starts: thousands of rows in a
+    fraction of a second, for listing tests and benchmarks."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    store = Store(data_dir / "emulator.sqlite3")
+    try:
+        store.conn.execute("BEGIN")
+        store.insert_record(table, {"short_description": "seeded"}, "admin", sys_id=record)
+        for i, name in enumerate(names):
+            stamp = f"2026-01-01 {i // 3600 % 24:02d}:{i // 60 % 60:02d}:{i % 60:02d}"
+            store.insert_attachment(
+                {
+                    "size_bytes": "1",
+                    "file_name": name,
+                    "sys_mod_count": "1",
+                    "sys_updated_on": stamp,
+                    "table_name": table,
+                    "sys_id": new_sys_id(),
+                    "sys_updated_by": "admin",
+                    "content_type": "text/plain",
+                    "sys_created_on": stamp,
+                    "size_compressed": "1",
+                    "compressed": "true",
+                    "state": "available",
+                    "table_sys_id": record,
+                    "chunk_size_bytes": "700000",
+                    "hash": "2d711642b726b04401627ca9fbac32f5c8530fb1903cc4db02258717921a4881",
+                    "sys_created_by": "admin",
+                },
+                None,
+            )
+        store.conn.execute("COMMIT")
+    finally:
+        store.close()

@@ -20,6 +20,7 @@ from hypercorn.trio import serve
 
 from snfs.emulator.app import build_app
 from snfs.emulator.auth import parse_user
+from snfs.emulator.launch import announce
 from snfs.emulator.state import PATCH_RELEASES, RELEASES, Config, Emulator
 
 
@@ -190,8 +191,8 @@ def build_other(args: argparse.Namespace, data_dir: Path) -> tuple[Any, Any]:
     )
     if args.limit_file_type is not None:
         config.limit_file_type = args.limit_file_type
-    emu = hw.HuaweiEmulator(config)
-    return emu, hw.build_app(emu)
+    hw_emu = hw.HuaweiEmulator(config)
+    return hw_emu, hw.build_app(hw_emu)
 
 
 def parse_rate_limit(spec: str | None) -> tuple[int, float] | None:
@@ -277,7 +278,7 @@ async def run(emu: Any, app: Any = None) -> None:
                 task_status=task_status,
             )
         )
-        print(f"listening on {binds[0]}", flush=True)
+        announce(binds[0])
 
 
 async def wait_for_signal(stop: trio.Event) -> None:

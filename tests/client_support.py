@@ -15,7 +15,7 @@ import pytest
 
 from snfs.auth import BasicAuth
 from snfs.client import AttachmentClient, ClientConfig
-from tests.emulator_proc import EmulatorProc, start_emulator
+from tests.emulator_proc import EmulatorProc
 
 
 def config(emu: EmulatorProc, auth: Any = "admin", **kw: Any) -> ClientConfig:
@@ -57,17 +57,13 @@ def route_count(emu: EmulatorProc, route: str) -> int:
     return emu.stats()["by_route"].get(route, 0)
 
 
-def shared_emulator(*args: str) -> Callable[..., Any]:
-    """A module-scoped fixture running one emulator with `args` for all tests of a module."""
+def shared_emulator(*args: str) -> Any:
+    """A module-scoped fixture running one emulator with `args` for all tests of a module
+    (`emu = shared_emulator("--demo")` at module level), from conftest's factory."""
 
     @pytest.fixture(scope="module")
-    def fixture(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmulatorProc]:
-        base = tmp_path_factory.mktemp("emu")
-        emu = start_emulator(base / "data", *args, log=base / "emulator.log")
-        try:
-            yield emu
-        finally:
-            emu.stop()
+    def fixture(module_emulator_factory: Callable[..., EmulatorProc]) -> EmulatorProc:
+        return module_emulator_factory(*args)
 
     return fixture
 
