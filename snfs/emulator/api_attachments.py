@@ -79,7 +79,8 @@ async def get_attachment(request: Request) -> Response:
 
 
 def metadata_header(row: dict[str, str]) -> str:
-    """X-Attachment-Metadata in the real spacing: `{  "k" : "v",  "k2" : "v2"}` (no download_link)."""
+    """X-Attachment-Metadata in the real spacing: `{  "k" : "v",  "k2" : "v2"}` (without
+    download_link)."""
     parts = [f"{json.dumps(k)} : {json.dumps(v)}" for k, v in row.items()]
     return "{  " + ",  ".join(parts) + "}"
 

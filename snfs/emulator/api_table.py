@@ -1,4 +1,5 @@
-"""Table API (enough for records to exist) and Aggregate API (/stats/{table}, also on sys_attachment)."""
+"""Table API (enough for records to exist) and Aggregate API (/stats/{table}, also on
+sys_attachment)."""
 
 from __future__ import annotations
 
@@ -171,7 +172,7 @@ async def stats(request: Request) -> Response:
 
     def stats_of(count: int, values: list[str]) -> dict[str, Any]:
         out: dict[str, Any] = {"count": str(count)} if with_count else {}
-        for (key, name, _), value in zip(aggs, values):
+        for (key, name, _), value in zip(aggs, values, strict=True):
             out.setdefault(key, {})[name] = _format(key, value)
         return out
 
@@ -180,7 +181,7 @@ async def stats(request: Request) -> Response:
             {
                 "stats": stats_of(count, values),
                 "groupby_fields": [
-                    {"field": name, "value": v} for (name, _), v in zip(groups, keys)
+                    {"field": name, "value": v} for (name, _), v in zip(groups, keys, strict=True)
                 ],
             }
             for keys, count, values in rows

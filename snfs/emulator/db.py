@@ -66,7 +66,8 @@ CREATE TABLE IF NOT EXISTS sys_attachment (
     PRIMARY KEY (sys_id));
 CREATE INDEX IF NOT EXISTS att_record ON sys_attachment (table_sys_id, table_name);
 CREATE INDEX IF NOT EXISTS att_order ON sys_attachment (sys_created_on, sys_id);
-CREATE INDEX IF NOT EXISTS att_pending ON sys_attachment (pending_until) WHERE pending_until IS NOT NULL;
+CREATE INDEX IF NOT EXISTS att_pending ON sys_attachment (pending_until)
+    WHERE pending_until IS NOT NULL;
 """
 
 
@@ -127,7 +128,8 @@ class Store:
 
     def wipe(self) -> None:
         self.conn.executescript(
-            "DELETE FROM records; DELETE FROM sys_attachment; DELETE FROM counters; DELETE FROM meta;"
+            "DELETE FROM records; DELETE FROM sys_attachment; DELETE FROM counters; "
+            "DELETE FROM meta;"
         )
 
     # -- records ------------------------------------------------------------------------------
@@ -186,7 +188,8 @@ class Store:
         ids = [
             r[0]
             for r in self.conn.execute(
-                "DELETE FROM sys_attachment WHERE table_sys_id = ? AND table_name IN (?, ?) RETURNING sys_id",
+                "DELETE FROM sys_attachment WHERE table_sys_id = ? AND table_name IN (?, ?) "
+                "RETURNING sys_id",
                 (sys_id, table, ZZ_YY + table),
             ).fetchall()
         ]
@@ -209,7 +212,8 @@ class Store:
     def insert_attachment(self, row: dict[str, str], pending_until: float | None) -> None:
         cols = list(ATTACHMENT_FIELDS)
         self.conn.execute(
-            f"INSERT INTO sys_attachment ({', '.join(cols)}, pending_until) VALUES ({', '.join('?' * len(cols))}, ?)",
+            f"INSERT INTO sys_attachment ({', '.join(cols)}, pending_until) "
+            f"VALUES ({', '.join('?' * len(cols))}, ?)",
             [row.get(c, "") for c in cols] + [pending_until],
         )
 
@@ -224,7 +228,8 @@ class Store:
         for sys_id, until in due:
             self.conn.execute(
                 "UPDATE sys_attachment SET state = 'available', sys_updated_by = 'system', "
-                "sys_mod_count = CAST(sys_mod_count AS INTEGER) + 1, sys_updated_on = ?, pending_until = NULL "
+                "sys_mod_count = CAST(sys_mod_count AS INTEGER) + 1, sys_updated_on = ?, "
+                "pending_until = NULL "
                 "WHERE sys_id = ?",
                 (now_str(until), sys_id),
             )
@@ -331,7 +336,7 @@ class Store:
         group_exprs: list[str],
         aggs: list[tuple[str, str, str]],
     ) -> list[tuple[list[str], int, list[str]]]:
-        """[(group values, count, aggregate values)] for `SELECT ... FROM source WHERE ... GROUP BY`.
+        """[(group values, count, aggregate values)] for `SELECT ... WHERE ... GROUP BY`.
 
         `aggs` are (function, field name, sql expression); `source` and expressions come from
         whitelists, never from the request.

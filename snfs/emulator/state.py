@@ -1,4 +1,5 @@
-"""The emulator's configuration (every CLI switch) and its live state (store, auth, faults, stats)."""
+"""The emulator's configuration (every CLI switch) and its live state (store, auth, faults,
+stats, sessions)."""
 
 from __future__ import annotations
 
