@@ -1,13 +1,18 @@
 """The namespace: which tables, records and attachments exist, cached for a short while.
 
 `/`                      tables with attachments (one Aggregate API request), or `--tables`
-`/<table>`               records of that table with attachments, by sys_id; any existing record
-                         is reachable by sys_id, and by number as a symlink to the sys_id
+`/<table>`               records of that table with attachments (or of its scope), by sys_id;
+                         any existing record is reachable by sys_id, and by number as a
+                         symlink to the sys_id (listed too when the backend lists numbers)
+`/<table>/.query/<q>`    an ad-hoc scope, where the backend has scopes
 `/<table>/<sys_id>`      the record's attachments, named by `snfs.names`
 
-Listing a table streams its attachments page by page and fills every record directory it
-sees, so walking a table costs about one request per 1000 attachments, not one per record.
-Listings live for `dir_cache_time` seconds; `invalidate()` (SIGHUP) drops them all.
+A table's listing (`Listing`) is filled by a background task, page by page, and read while it
+grows (streaming readdir); it keeps record ids only. Records whose attachments the pages
+carried whole go into a byte-bounded LRU of per-record listings, so walking a small table
+costs about one request per 1000 attachments. Listings live for `dir_cache_time` seconds;
+an expired one is still served while a new one is built behind it; `invalidate()` (SIGHUP)
+drops them all. docs/PERFORMANCE.md, "Large tables".
 """
 
 from __future__ import annotations
@@ -171,6 +176,7 @@ class Tree:
         self._clock = clock
         self._tables: list[str] = []
         self._tables_at = float("-inf")
+        self._tables_refreshing = False
         self._listings: dict[ListingKey, Listing] = {}
         self._refreshing: dict[ListingKey, Listing] = {}
         self._records: LRUCache[tuple[str, str], RecordListing] = LRUCache(
@@ -240,13 +246,30 @@ class Tree:
         self._tables = await self.backend.tables()
         self._tables_at = self._clock()
 
+    def _refresh_tables_soon(self) -> None:
+        if self._tables_refreshing:
+            return
+        self._tables_refreshing = True
+
+        async def refresh() -> None:
+            try:
+                await self._flight.run("tables", self._fetch_tables)
+            except Exception as e:  # the stale list stays; the next look tries again
+                log.warning("refreshing the table list failed: %s", e)
+            finally:
+                self._tables_refreshing = False
+
+        trio.lowlevel.spawn_system_task(refresh, name="list tables")
+
     async def lookup_table(self, name: str) -> Node | None:
         if not self.backend.valid_table_name(name):
             return None
         # The root listing is an optimisation, never a gate: a path below a table does not
         # wait for it (the Aggregate API may be slow, refused, or cut by its quota).
         listed = self.fixed_tables if self.fixed_tables is not None else self._tables
-        if name in listed and (self.fixed_tables is not None or self._fresh(self._tables_at)):
+        if name in listed:
+            if self.fixed_tables is None and not self._fresh(self._tables_at):
+                self._refresh_tables_soon()  # stale while revalidate, as table listings
             return self.table_node(name)
         # Not listed (no attachments, or --tables): still reachable if the table exists.
         if await self._cached_check(("table", name), lambda: self.backend.table_exists(name)):

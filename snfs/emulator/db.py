@@ -60,6 +60,8 @@ CREATE TABLE IF NOT EXISTS counters (table_name TEXT PRIMARY KEY, next INTEGER N
 CREATE TABLE IF NOT EXISTS records (
     table_name TEXT NOT NULL, sys_id TEXT NOT NULL, sys_created_on TEXT NOT NULL,
     data TEXT NOT NULL, PRIMARY KEY (table_name, sys_id));
+-- A table's records in the default order: `sysparm_limit=1` needs no sort of the table.
+CREATE INDEX IF NOT EXISTS rec_order ON records (table_name, sys_created_on, sys_id);
 CREATE TABLE IF NOT EXISTS sys_attachment (
     {", ".join(f"{f} TEXT NOT NULL DEFAULT ''" for f in ATTACHMENT_FIELDS)},
     pending_until REAL,
