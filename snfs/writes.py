@@ -426,10 +426,11 @@ class Writes:
         st: Staged = node.data
         if st.damaged:
             raise fail(errno.EIO)
-        await self._journal(st, durable=True)  # still WRITING: journaled as owed, not blocked
-        st.wrote = False
         st.move(State.OWED, why)
-        st.next_try = 0.0  # due now
+        st.next_try = 0.0  # due now; no uploader can take it before we release the lock
+        st.wrote = False
+        # If this fails, close fails (EIO) but the file stays owed: sent later, never lost.
+        await self._journal(st, durable=True)
         self._wake.set()
 
     async def _send_or_owe(self, node: Node, why: str) -> None:
