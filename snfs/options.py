@@ -318,7 +318,9 @@ class MountOptions:
         " (fsync and `snfs sync` wait for them)",
         kind=BOOL,
     )
-    transfers: int = opt(4, "background uploads at once (default 4)", kind=POSITIVE_INT)
+    transfers: int = opt(
+        8, "background uploads at once (default 8; files >= 1 MiB: half)", kind=POSITIVE_INT
+    )
     prefetch: int = opt(
         8,
         "small files fetched ahead of a process reading a directory's files in turn (0: off)",

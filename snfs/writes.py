@@ -54,7 +54,10 @@ RETRY_MIN, RETRY_MAX = 2.0, 300.0
 # never an existing attachment taken for it.
 CLOCK_SLACK = 2.0
 SHUTDOWN_OPEN = "the mount stopped while this file was open for writing; not uploaded"
-DEFAULT_TRANSFERS = 4  # docs/PERFORMANCE.md, "Write-back": the --transfers sweep
+DEFAULT_TRANSFERS = 8  # docs/PERFORMANCE.md, "Write-back": the --transfers sweep
+# A file at least this large is bandwidth-bound: at most half the transfer slots send such
+# files, so a batch of large uploads never holds every HTTP slot that listings need.
+LARGE_UPLOAD = 1 << 20
 
 # Called with (summary, body) when an upload fails where no caller can be told (the background
 # uploaders, release): a desktop notification. Must never block or raise.
@@ -92,6 +95,7 @@ class Writes:
         # Background uploads at once (the pool, sync, shutdown share it): each holds one slot,
         # then its file's lock, always in that order, so they never deadlock.
         self._slots = trio.CapacityLimiter(max(1, transfers))
+        self._large_slots = trio.CapacityLimiter(max(1, transfers // 2))
         self._taken: set[int] = set()  # inodes a background uploader has been started for
         self._alert = alert
         tree.reserved_names = lambda t, r: self._local.get((t, r), {}).keys()
@@ -716,7 +720,7 @@ class Writes:
         """One background upload: a slot, then the file's lock (always in that order), then
         the file as it is now (it may have been stored, dropped, renamed or reopened)."""
         try:
-            async with self._slots, self._locked(node):
+            async with self._slot(node), self._locked(node):
                 st = node.data
                 if node.kind is not Kind.LOCAL or st.state is not State.OWED or st.opens:
                     return
@@ -732,6 +736,17 @@ class Writes:
             if due_only:
                 self._taken.discard(node.ino)
             self._wake.set()
+
+    @asynccontextmanager
+    async def _slot(self, node: Node) -> AsyncIterator[None]:
+        """A transfer slot for a background upload (a large file also needs a large-file
+        slot, taken first). Taken before the file's lock, never while holding one."""
+        large = node.kind is Kind.LOCAL and node.data.size() >= LARGE_UPLOAD
+        async with AsyncExitStack() as stack:
+            if large:
+                await stack.enter_async_context(self._large_slots)
+            await stack.enter_async_context(self._slots)
+            yield
 
     async def _retry_due(self) -> float:
         """One pass: upload every due file, wait for them; returns the wait until the next."""
@@ -794,7 +809,7 @@ class Writes:
 
     async def _finish_one(self, node: Node) -> None:
         """At shutdown: one more try for a closed file that is owed, in a transfer slot."""
-        async with self._slots, self._locked(node):
+        async with self._slot(node), self._locked(node):
             st = node.data
             if node.kind is not Kind.LOCAL or st.opens:
                 return

@@ -23,6 +23,7 @@ import trio.testing
 
 from snfs.errors import ExtensionRefused, ServerError
 from snfs.write_states import State
+from snfs.writes import LARGE_UPLOAD
 from tests.fake_backend import FakeBackend, Hold
 from tests.test_writes_core import REC, Core, T, backend, running
 from tests.waiting import eventually_async
@@ -313,3 +314,25 @@ async def test_without_write_back_close_still_returns_the_upload_error(
         fh = await core.create("a.exe")
         await core.write(fh, b"MZ")
         assert await core.close(fh) == errno.EPERM
+
+
+async def test_large_files_take_at_most_half_the_transfers(
+    backend: FakeBackend, tmp_path: Path
+) -> None:
+    """Large uploads are bandwidth-bound: half the slots at most, so listings keep HTTP slots."""
+    backend.upload_gate = gate = trio.Event()
+    async with write_back(backend, tmp_path / "spool", transfers=4) as (core, _):
+        for i in range(3):
+            fh = await core.create(f"big{i}.bin")
+            await core.write(fh, b"b" * LARGE_UPLOAD)
+            assert await core.close(fh) == 0
+        fh = await core.create("small.txt")
+        await core.write(fh, b"s")
+        assert await core.close(fh) == 0
+        await settled(lambda: backend.in_flight == 3)
+        await trio.testing.wait_all_tasks_blocked()
+        assert backend.in_flight == 3  # two large and the small one
+        assert sorted(n for n, _ in backend.sent) == ["big0.bin", "big1.bin", "small.txt"]
+        gate.set()
+        await settled(nothing_owed(core))
+    assert backend.stats.uploads == 4
