@@ -155,7 +155,7 @@ class OAuth(httpx.Auth):
                 path="/oauth_token.do",
             )
             # 429/503 from the token endpoint: the client's retry loop may try again.
-            err.retryable = resp.status_code in (429, 502, 503, 504)  # type: ignore[attr-defined]
+            err.retryable = resp.status_code in (429, 502, 503, 504)
             raise err
         try:
             body = resp.json()

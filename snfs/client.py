@@ -2,10 +2,12 @@
 
 The request policy (pool, semaphore, tenacity retries, error mapping, one log line per failure)
 is `snfs.http.HttpCore`'s; this client gives it the ServiceNow parts: the `/api/now` base, the
-logger `snfs.client`, clock learning from `Date`, and OAuth's resend-once after a 401 on a
-streamed body. Every buffered request goes through `_send`. Downloads (`stream`) have their
-own loop because they use Range where the instance honours it and resume where a broken
-connection stopped. Uploads are not idempotent: see `upload`.
+logger `snfs.client`, clock learning from `Date`, OAuth's resend-once after a 401 on a
+streamed body, and the instance's own words (`servicenow_error`: MFA, size and extension
+refusals). Every buffered request goes through `_send`. Downloads (`stream`) have their own
+loop because they use Range where the instance honours it, resume where a broken connection
+stopped, and verify what they got against the attachment's metadata (`X-Attachment-Metadata`:
+size and SHA-256). Uploads are not idempotent: see `upload`.
 """
 
 from __future__ import annotations
@@ -20,12 +22,11 @@ import mimetypes
 import re
 import secrets as _secrets
 import time
-from collections.abc import AsyncIterable, AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Collection
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
@@ -34,10 +35,20 @@ import trio
 from snfs import __version__
 from snfs import query as _q
 from snfs.backend import RemoteFile
-from snfs.errors import ConfigError, InvalidInput, ServerError, SnfsError
+from snfs.errors import (
+    ConfigError,
+    ExtensionRefused,
+    InvalidInput,
+    MfaRequired,
+    NotTheContent,
+    ServerError,
+    SnfsError,
+    TooLarge,
+)
 from snfs.http import (
     CHUNK,
     DOWNLOAD_BREAKS,
+    HTML_PAGE,
     HttpCore,
     HttpSettings,
     HttpStats,
@@ -45,6 +56,7 @@ from snfs.http import (
     SendState,
     Skip,
     http_error,
+    is_html,
 )
 
 log = logging.getLogger("snfs.client")
@@ -62,8 +74,36 @@ API_PATH = "/api/now"
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 REQUEST_KINDS = ("list", "get", "file", "upload", "delete", "rename", "stats", "table", "auth")
 
-UploadSource = Union[Path, bytes, Callable[[], AsyncIterable[bytes]]]
-_http_error = http_error  # its old private name here (tests import it)
+UploadSource = Path | bytes | Callable[[], AsyncIterable[bytes]]
+
+MFA_MESSAGE = (
+    "the user has multi-factor authentication (401 with X-MFA_TOKEN): the REST API refuses "
+    "its password alone; use OAuth (--auth oauth) or an integration user without MFA"
+)
+
+
+def servicenow_error(resp: httpx.Response, kind: str, method: str, path: str) -> SnfsError:
+    """`http_error` with what only ServiceNow's answers say: MFA by its header, and the
+    undocumented upload refusals (size over com.glide.attachment.max_size, an extension outside
+    glide.attachment.extensions) by their message."""
+    status = resp.status_code
+    if status == 401 and "x-mfa_token" in resp.headers:
+        err = http_error(resp, kind, method, path, MfaRequired)
+        err.message = f"{method} {path}: 401: {MFA_MESSAGE}"
+        return err
+    cls: type[SnfsError] | None = None
+    if status == 400 and kind == "upload":
+        from snfs.http import error_message
+
+        text = " ".join(error_message(resp)).lower()
+        if "extension" in text:
+            cls = ExtensionRefused
+        elif re.search(r"size|max|large|exceed", text):
+            cls = TooLarge
+    return http_error(resp, kind, method, path, cls)
+
+
+_http_error = servicenow_error  # its old private name here (tests import it)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -374,6 +414,7 @@ class AttachmentClient:
             config.auth,
             stats=self.stats,
             logger=log,
+            error_mapper=servicenow_error,
             on_response=self._learn_clock,
             # OAuth refreshes its token on a 401 but cannot resend a streamed body itself.
             resend_on_401=hasattr(config.auth, "invalidate"),
@@ -395,10 +436,6 @@ class AttachmentClient:
     @_http.setter
     def _http(self, http: httpx.AsyncClient) -> None:
         self._core.http = http
-
-    @property
-    def _sem(self) -> trio.Semaphore:
-        return self._core.sem
 
     @property
     def _api(self) -> str:
@@ -483,8 +520,10 @@ class AttachmentClient:
     async def check(self) -> None:
         """One cheap authenticated request: raises AuthError, ConnectionFailed, ... if the
         instance cannot be used."""
-        # The caller reports a failure here in its own words: no second log line.
-        await self._send(
+        # The caller reports a failure here in its own words: no second log line. The answer
+        # must be the API's JSON: a hibernating developer instance or a login page answers
+        # 200 with HTML (NotAnApi, not retried, so `snfs mount` ends at once).
+        resp = await self._send(
             "list",
             "GET",
             "/attachment",
@@ -492,11 +531,18 @@ class AttachmentClient:
             attempts=3,
             log_failure=False,
         )
+        _result(resp, list)
 
     async def list_pages(
         self, query: str, *, page_size: int = 1000
     ) -> AsyncIterator[list[Attachment]]:
-        """Attachments matching an encoded query, one page per yield, each attachment once."""
+        """Attachments matching an encoded query, one page per yield, each attachment once.
+
+        A real instance applies `sysparm_limit` before ACLs: a page may come back short or
+        empty in the middle of a listing. So the end is what the instance says (`Link` without
+        `next`, or `X-Total-Count`), never a short or empty page; only an answer with neither
+        header ends at a page shorter than asked for.
+        """
         if page_size < 1:
             raise InvalidInput("page_size must be positive")
         offset = 0
@@ -521,25 +567,7 @@ class AttachmentClient:
                     page.append(att)
             if page:
                 yield page
-            if not rows:
-                return
-            links = _parse_link(resp.headers.get("link"))
-            try:
-                total: int | None = int(resp.headers["x-total-count"])
-            except (KeyError, ValueError):
-                total = None
-            following = offset + len(rows)
-            nxt: int | None
-            if "next" in links:
-                nxt = _offset_of(links["next"])
-                if nxt is None or nxt <= offset:  # unusable link: count ourselves
-                    nxt = following
-            elif links:
-                return  # Link without next: the last page
-            elif total is not None:
-                nxt = following if following < total else None
-            else:
-                nxt = following if len(rows) >= page_size else None
+            nxt = _next_offset(resp, offset, page_size, len(rows))
             if nxt is None:
                 return
             offset = nxt
@@ -582,12 +610,14 @@ class AttachmentClient:
                 headers["Range"] = f"bytes={pos}-"
                 headers["Accept-Encoding"] = "identity"  # a range of the plain bytes
             progress = False
+            resume.attempt()
             try:
-                async with _maybe(self._sem if hold_slot else None):
+                # A copy stream (hold_slot False) feeds an upload that holds a session itself.
+                async with self._core.session(spare=not hold_slot) as session:
                     self.stats.requests["file"] += 1
                     request = self._http.build_request("GET", url, headers=headers)
                     t0 = time.monotonic()
-                    resp = await self._http.send(request, stream=True)
+                    resp = await self._core.send_in(session, request, stream=True)
                     try:
                         log.debug(
                             "GET %s (from %d) -> %d (%.0f ms)",
@@ -600,19 +630,31 @@ class AttachmentClient:
                             return  # offset at or past the end
                         if resp.status_code not in (200, 206):
                             raise await self._core.read_error(resp, "file", path)
+                        check = await _Check.of(resp, sys_id, path)
                         if total is None:
-                            total = _metadata_size(resp)
+                            total = check.size
                         skip, whole = self._range_start(resp, path, pos, ranged)
                         if total is None:
                             total = whole
                         # As the bytes arrive: re-chunking them costs a copy per byte, and the
-                        # content cache gathers its disk writes itself.
-                        async for chunk in resp.aiter_bytes():
-                            if (chunk := skip.take(chunk)) is None:
+                        # content cache gathers its disk writes itself. The last piece is held
+                        # back until the whole body is verified, so a wrong body never completes.
+                        held = b""
+                        async for chunk in check.body(resp):
+                            resume.reached(len(chunk))
+                            part = skip.take(chunk)
+                            if part is None:
                                 continue
-                            delivered += len(chunk)
+                            if held:
+                                delivered += len(held)
+                                progress = True
+                                yield held
+                            held = part
+                        check.verify(total)
+                        if held:
+                            delivered += len(held)
                             progress = True
-                            yield chunk
+                            yield held
                         if skip.left:
                             return  # offset past the end
                         if total is not None and offset + delivered < total:
@@ -655,8 +697,12 @@ class AttachmentClient:
         size: int | None = None,
         content_type: str | None = None,
         multipart: bool = False,
+        replaces: Collection[str] = (),
     ) -> Attachment:
         """Store a new attachment; streamed, never held in memory.
+
+        Stored means: the answer names a valid sys_id that is none of `replaces` (the
+        attachments this one is to replace, deleted by the caller only after this returns).
 
         Retried only when the instance provably did not act (connect errors, 429, 503). When in
         doubt (timeout or connection lost after sending, 502/504) the attachment is looked for
@@ -708,7 +754,7 @@ class AttachmentClient:
                     idempotent=False,
                     log_failure=False,
                 )
-                att = Attachment.from_json(_result(resp, dict))
+                att = _stored(resp, path, replaces)
                 log.debug("uploaded %s/%s/%s as %s", table, table_sys_id, file_name, att.sys_id)
                 return att
             except SnfsError as err:
@@ -736,7 +782,7 @@ class AttachmentClient:
                 found = await self._find_uploaded(
                     table, table_sys_id, file_name, last.sent, last.digest.hexdigest(), since
                 )
-                if found is not None:
+                if found is not None and found.sys_id not in replaces:
                     log.info(
                         "upload of %s found as %s; not sending it again", file_name, found.sys_id
                     )
@@ -914,6 +960,20 @@ class AttachmentClient:
             counts[value] = counts.get(value, 0) + n
         return counts
 
+    async def recent_tables(self, limit: int = 1000) -> set[str]:
+        """The table names of the `limit` most recent attachments the user can read."""
+        resp = await self._send(
+            "list",
+            "GET",
+            "/attachment",
+            params={
+                "sysparm_query": _q.order_by("sys_created_on", desc=True),
+                "sysparm_fields": "table_name",
+                "sysparm_limit": str(limit),
+            },
+        )
+        return {_str(r.get("table_name")) for r in _result(resp, list) if isinstance(r, dict)}
+
     async def record_exists(self, table: str, sys_id: str) -> bool:
         _q.validate_table(table)
         if not _q.is_sys_id(sys_id):
@@ -968,6 +1028,26 @@ class AttachmentClient:
 # small helpers used above
 
 
+def _stored(resp: httpx.Response, path: str, replaces: Collection[str]) -> Attachment:
+    """The attachment an upload's answer names; an answer without a valid new sys_id leaves
+    the upload in doubt (it may be stored, under a name we do not know): never a success."""
+    try:
+        att = Attachment.from_json(_result(resp, dict))
+    except ServerError as bad:
+        bad.in_doubt = True
+        raise
+    if not _q.is_sys_id(att.sys_id) or att.sys_id in replaces:
+        err = ServerError(
+            f"POST {path}: {resp.status_code} without a valid new sys_id ({att.sys_id!r})",
+            status=resp.status_code,
+            method="POST",
+            path=path,
+        )
+        err.in_doubt = True
+        raise err
+    return att
+
+
 def _base_table(table: str) -> str:
     return table[5:] if table.startswith("ZZ_YY") else table
 
@@ -988,15 +1068,113 @@ def _result(resp: httpx.Response, kind: type | tuple[type, ...]) -> Any:
     return result
 
 
-def _metadata_size(resp: httpx.Response) -> int | None:
+def _next_offset(resp: httpx.Response, offset: int, page_size: int, rows: int) -> int | None:
+    """Where the next page starts, or None when the instance says the listing is done.
+
+    A short or empty page never ends a listing that `Link` or `X-Total-Count` says goes on:
+    ACLs drop rows after `sysparm_limit`. A real instance sends `Link` whenever there is more
+    than one page, and its `next` steps by the limit. Without `Link`, a server may have capped
+    the page below what was asked for: step by the rows it gave (by the limit after an empty
+    page, which cannot be a cap), so no row is ever skipped.
+    """
+    links = _parse_link(resp.headers.get("link"))
+    if "next" in links:
+        nxt = _offset_of(links["next"])
+        return nxt if nxt is not None and nxt > offset else offset + page_size
+    if links:
+        return None  # Link without next: the last page
+    try:
+        total: int | None = int(resp.headers["x-total-count"])
+    except (KeyError, ValueError):
+        total = None
+    following = offset + (rows or page_size)
+    if total is not None:
+        return following if following < total else None
+    return following if rows >= page_size else None
+
+
+def _metadata(resp: httpx.Response) -> dict[str, Any] | None:
     raw = resp.headers.get("x-attachment-metadata")
     if not raw:
         return None
     try:
         meta = _json.loads(raw)
-        return int(meta["size_bytes"])
-    except (ValueError, KeyError, TypeError):
+    except ValueError:
         return None
+    return meta if isinstance(meta, dict) else None
+
+
+class _Check:
+    """What a `/file` answer must be: the attachment asked for (`X-Attachment-Metadata`), of
+    its `size_bytes`, with its SHA-256 `hash` when the instance gives one and the whole body
+    came (a 200, even when resuming: without Range the body starts at byte 0 again)."""
+
+    def __init__(self, path: str, size: int | None, sha256: str, whole: bool) -> None:
+        self.path, self.size = path, size
+        self.digest = hashlib.sha256() if sha256 and whole else None
+        self.sha256 = sha256.lower()
+        self.received = 0  # bytes of this answer's body
+        self.whole = False  # the body is the whole file (200, not 206)
+
+    @classmethod
+    async def of(cls, resp: httpx.Response, sys_id: str, path: str) -> _Check:
+        meta = _metadata(resp)
+        ctype = resp.headers.get("content-type", "").lower()
+        if meta is None and ("html" in ctype or "json" in ctype):
+            # No metadata and a page's type: a hibernating instance, a login page or an
+            # error page answered 200 instead of the attachment. Name it; keep nothing.
+            head = (await resp.aread())[:200] if "json" in ctype else b""
+            what = HTML_PAGE if is_html(resp, head) or "html" in ctype else "a JSON page"
+            raise NotTheContent(
+                f"GET {path}: {resp.status_code} is not the attachment: {what}",
+                status=resp.status_code,
+                instance_message=f"not the attachment: {what}",
+                method="GET",
+                path=path,
+            )
+        if meta is None:
+            return cls(path, None, "", False)
+        if _str(meta.get("sys_id")) not in ("", sys_id):
+            raise NotTheContent(
+                f"GET {path}: the answer is attachment {_str(meta.get('sys_id'))}, not {sys_id}",
+                method="GET",
+                path=path,
+            )
+        size = _int(meta.get("size_bytes")) if _str(meta.get("size_bytes")) else None
+        sha = _str(meta.get("hash"))
+        return cls(path, size, sha if re.fullmatch(r"[0-9a-fA-F]{64}", sha) else "", True)
+
+    async def body(self, resp: httpx.Response) -> AsyncIterator[bytes]:
+        self.whole = resp.status_code == 200
+        digest = self.digest if self.whole else None
+        async for chunk in resp.aiter_bytes():
+            self.received += len(chunk)
+            if digest is not None:
+                digest.update(chunk)
+            yield chunk
+
+    def verify(self, total: int | None) -> None:
+        """After a whole body (200): longer than the attachment, or another SHA-256 than its
+        `hash`, is not it (shorter is a broken transfer, resumed by the caller)."""
+        size = self.size if self.size is not None else total
+        if not self.whole or size is None:
+            return
+        if self.received > size:
+            raise self._wrong(f"{self.received} bytes, the attachment has {size}")
+        if self.digest is not None and self.received == size:
+            got = self.digest.hexdigest()
+            if got != self.sha256:
+                raise self._wrong(
+                    f"SHA-256 {got[:12]}..., the attachment's hash {self.sha256[:12]}..."
+                )
+
+    def _wrong(self, what: str) -> NotTheContent:
+        return NotTheContent(
+            f"GET {self.path}: the content is not the attachment's: {what}",
+            instance_message="content mismatch",
+            method="GET",
+            path=self.path,
+        )
 
 
 def _content_range(value: str | None) -> tuple[int | None, int | None]:
@@ -1004,12 +1182,3 @@ def _content_range(value: str | None) -> tuple[int | None, int | None]:
     if not m:
         return None, None
     return int(m.group(1)), (int(m.group(3)) if m.group(3) != "*" else None)
-
-
-@asynccontextmanager
-async def _maybe(sem: trio.Semaphore | None) -> AsyncIterator[None]:
-    if sem is None:
-        yield
-    else:
-        async with sem:
-            yield

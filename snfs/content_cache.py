@@ -491,6 +491,9 @@ class ContentCache:
             paused = True  # no error: the partial file stays; the next read resumes after it
         except Exception as exc:
             dl.error = exc
+            if getattr(exc, "discard_partial", False):
+                # The bytes were not the file's (snfs.errors.NotTheContent): none are kept.
+                self._drop(entry, exc)
         finally:
             self._counts["downloads_active"] -= 1
             if dl.error is None and not entry.complete and not abandoned and not paused:

@@ -11,9 +11,18 @@ import errno as _errno
 
 
 class SnfsError(Exception):
-    """Base class; `errno` is what a FUSE handler returns for it."""
+    """Base class; `errno` is what a FUSE handler returns for it.
+
+    The retry facts are declared here, with the default of each class; the HTTP core sets them
+    per answer where the same class can go either way (a 502 is retryable for a GET only).
+    """
 
     errno: int = _errno.EIO
+    retryable: bool = False  # asking again may succeed
+    in_doubt: bool = False  # a non-idempotent request may have been carried out
+    no_wait: bool = False  # ask again at once (a refreshed token), no backoff
+    retry_after: float | None = None  # the server's Retry-After, in seconds
+    discard_partial: bool = False  # bytes already received of this download must not be kept
 
     def __init__(
         self,
@@ -70,6 +79,41 @@ class RateLimited(SnfsError):
     """429 after every retry."""
 
     errno = _errno.EAGAIN
+    retryable = True
+
+
+class MfaRequired(AuthError):
+    """401 with `X-MFA_TOKEN`: the user has multi-factor authentication, a password alone
+    is refused."""
+
+
+class NotAnApi(SnfsError):
+    """A 2xx answer that is an HTML page (a hibernating developer instance, a login or SSO
+    page, a proxy), not the REST API's JSON. Asking again at once does not help."""
+
+    errno = _errno.EIO
+
+
+class FailedInBody(SnfsError):
+    """A 2xx answer whose body says it failed (`error`, `"status": "failure"`): e.g. a list
+    cancelled by the transaction quota, with a partial `result`. Never a complete answer."""
+
+    errno = _errno.EIO
+
+
+class NotTheContent(SnfsError):
+    """A `/file` answer that is not the attachment: a page instead of it, or bytes whose
+    length or SHA-256 differ from the attachment's metadata."""
+
+    errno = _errno.EIO
+    discard_partial = True
+
+
+class QuotaCut(SnfsError):
+    """A download broken at the same point again and again: the instance's transaction quota
+    ends it before it can finish."""
+
+    errno = _errno.EIO
 
 
 class ServerError(SnfsError):

@@ -4,7 +4,12 @@ What is independent of the system talked to lives here, once:
 
 - one `httpx.AsyncClient` per backend: pool sized to `max_in_flight`, HTTP/1.1, TLS
   verification on, no redirects (credentials never travel to another host);
-- a semaphore bounds the requests in flight;
+- a pool of `max_in_flight` sessions bounds the requests in flight: each request runs in a
+  session of its own, whose cookie jar (`JSESSIONID`) is reused by the next request that takes
+  it. A real instance runs one transaction at a time per session, so one shared jar would
+  queue every parallel request; no jar at all would open a server session per request;
+- a 2xx answer is checked before it is used: an HTML page (hibernating instance, login page)
+  is `NotAnApi`, a JSON body with `error` or `"status": "failure"` is `FailedInBody`;
 - a tenacity loop (exponential backoff with full jitter, `Retry-After` honoured, bounded in
   attempts and total time) retries connection errors, timeouts, 429 and 503 always, 502/504
   only for idempotent requests. A non-idempotent request (POST) is retried only when it
@@ -25,9 +30,9 @@ System-specific behaviour stays with its owner and plugs in through `HttpCore`'s
 from __future__ import annotations
 
 import email.utils
+import http.cookiejar
 import json as _json
 import logging
-import re
 import ssl
 import time
 from collections.abc import AsyncIterable, AsyncIterator, Callable
@@ -50,10 +55,12 @@ from snfs import __version__
 from snfs.errors import (
     AuthError,
     ConnectionFailed,
-    ExtensionRefused,
+    FailedInBody,
     Forbidden,
     InvalidInput,
+    NotAnApi,
     NotFound,
+    QuotaCut,
     RateLimited,
     ServerError,
     SnfsError,
@@ -77,7 +84,10 @@ __all__ = [
     "HeaderToken",
     "Resume",
     "SendState",
+    "Session",
+    "SessionPool",
     "Skip",
+    "body_error",
     "error_message",
     "http_error",
     "retry_after",
@@ -153,21 +163,25 @@ _BY_STATUS: dict[int, type[SnfsError]] = {
 }
 
 
-def _error_class(status: int, kind: str, text: str) -> type[SnfsError]:
+def error_class(status: int) -> type[SnfsError]:
+    """The error for a status, by status only (a system's own mapper may refine it)."""
     if status in _BY_STATUS:
         return _BY_STATUS[status]
-    if status == 400 and kind == "upload" and "extension" in text:
-        return ExtensionRefused
-    if status == 400 and kind == "upload" and re.search(r"size|max|large|exceed", text):
-        return TooLarge
     return InvalidInput if status == 400 else ServerError
 
 
-def http_error(resp: httpx.Response, kind: str, method: str, path: str) -> SnfsError:
-    """The `SnfsError` for a non-2xx answer; `retry_after` set from its header."""
+def http_error(
+    resp: httpx.Response,
+    kind: str,
+    method: str,
+    path: str,
+    cls: type[SnfsError] | None = None,
+) -> SnfsError:
+    """The `SnfsError` for a non-2xx answer (`cls`, else by status); `retry_after` set from
+    its header."""
     status = resp.status_code
     message, detail = error_message(resp)
-    cls = _error_class(status, kind, f"{message} {detail}".lower())
+    cls = cls or error_class(status)
     shown = message or resp.reason_phrase
     if detail and detail != message:
         shown = f"{shown} ({detail})"
@@ -178,8 +192,58 @@ def http_error(resp: httpx.Response, kind: str, method: str, path: str) -> SnfsE
         method=method,
         path=path,
     )
-    err.retry_after = retry_after(resp)  # type: ignore[attr-defined]
+    err.retry_after = retry_after(resp)
     return err
+
+
+_HTML_START = (b"<!doctype html", b"<html")
+
+
+def is_html(resp: httpx.Response, head: bytes = b"") -> bool:
+    """Whether an answer is a web page: by its type, or by how its body starts."""
+    if "html" in resp.headers.get("content-type", "").lower():
+        return True
+    return head[:200].lstrip().lower().startswith(_HTML_START)
+
+
+HTML_PAGE = (
+    "the instance answered with an HTML page: hibernating developer instance, or not the REST API?"
+)
+
+
+def body_error(resp: httpx.Response, method: str, path: str) -> SnfsError | None:
+    """What is wrong with a 2xx answer to an API request, or None: an HTML page instead of
+    JSON, or a JSON body that says it failed (a transaction cancelled by its quota answers
+    200 with a partial `result` plus `error` and `"status": "failure"`)."""
+    content = resp.content
+    if not content:
+        return None
+    if is_html(resp, content):
+        return NotAnApi(
+            f"{method} {path}: {resp.status_code}: {HTML_PAGE}",
+            status=resp.status_code,
+            method=method,
+            path=path,
+        )
+    if b'"error"' not in content and b'"failure"' not in content:
+        return None  # the common case, without parsing the body twice
+    try:
+        body = _json.loads(content)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    if not isinstance(body, dict) or ("error" not in body and body.get("status") != "failure"):
+        return None
+    message, detail = error_message(resp)
+    shown = message or "failure"
+    if detail and detail != message:
+        shown = f"{shown} ({detail})"
+    return FailedInBody(
+        f"{method} {path}: {resp.status_code} with an error in the body: {shown}",
+        status=resp.status_code,
+        instance_message=message or "failure",
+        method=method,
+        path=path,
+    )
 
 
 def transport_error(exc: Exception, method: str, path: str) -> SnfsError:
@@ -190,7 +254,7 @@ def transport_error(exc: Exception, method: str, path: str) -> SnfsError:
 
 
 def retryable(exc: BaseException) -> bool:
-    return isinstance(exc, SnfsError) and bool(getattr(exc, "retryable", False))
+    return isinstance(exc, SnfsError) and exc.retryable
 
 
 # ----------------------------------------------------------------------------------------------
@@ -259,6 +323,43 @@ class SendState:
     auth_retried: bool = False
 
 
+class Session:
+    """One server session: the cookie jar one request at a time uses."""
+
+    def __init__(self) -> None:
+        self.cookies = httpx.Cookies()
+
+
+class SessionPool:
+    """`size` sessions, each used by one request at a time; the one used last is taken first,
+    so an idle mount keeps one server session and a busy one at most `size`."""
+
+    def __init__(self, size: int) -> None:
+        self.size = max(1, size)
+        self._free = [Session() for _ in range(self.size)]
+        self._sem = trio.Semaphore(self.size)
+
+    @asynccontextmanager
+    async def take(self) -> AsyncIterator[Session]:
+        async with self._sem:
+            session = self._free.pop()
+            try:
+                yield session
+            finally:
+                self._free.append(session)
+
+    @property
+    def in_use(self) -> int:
+        return self.size - self._sem.value
+
+
+class _NoCookies(http.cookiejar.DefaultCookiePolicy):
+    """The shared client keeps no cookies: each session has its own jar."""
+
+    def set_ok(self, cookie: http.cookiejar.Cookie, request: Any) -> bool:
+        return False
+
+
 class BackoffState:
     """The bit of tenacity's RetryCallState its wait functions read."""
 
@@ -293,7 +394,10 @@ class HttpCore:
         self.on_response = on_response
         self.resend_on_401 = resend_on_401
         self.base = settings.base_url.rstrip("/")
-        self.sem = trio.Semaphore(max(1, settings.max_in_flight))
+        self.sessions = SessionPool(settings.max_in_flight)
+        # A download that feeds an upload (copy for rename) runs while that upload holds a
+        # session: it takes this spare one, so it never waits on its own upload's session.
+        self.spare = SessionPool(1)
         verify: Any = settings.verify
         if isinstance(verify, str):
             verify = ssl.create_default_context(cafile=verify)
@@ -311,12 +415,26 @@ class HttpCore:
             headers=headers,
             follow_redirects=False,
         )
+        self.http.cookies.jar.set_policy(_NoCookies())
 
     def __repr__(self) -> str:
         return f"HttpCore({self.base!r})"
 
     async def aclose(self) -> None:
         await self.http.aclose()
+
+    def session(self, spare: bool = False) -> Any:
+        """`async with core.session() as s`: a session of the pool for one request."""
+        return (self.spare if spare else self.sessions).take()
+
+    async def send_in(
+        self, session: Session, request: httpx.Request, *, stream: bool = False
+    ) -> httpx.Response:
+        """Send `request` in `session`: its cookies go out, the answer's cookies come back."""
+        session.cookies.set_cookie_header(request)
+        resp = await self.http.send(request, stream=stream)
+        session.cookies.extract_cookies(resp)
+        return resp
 
     def count(self, kind: str) -> None:
         self.stats.requests[kind] = self.stats.requests.get(kind, 0) + 1
@@ -333,8 +451,9 @@ class HttpCore:
 
         def wait(rs: RetryCallState) -> float:
             exc = rs.outcome.exception() if rs.outcome else None
-            after = getattr(exc, "retry_after", None) or 0.0
-            return max(after, 0.0 if getattr(exc, "no_wait", False) else backoff(rs))
+            if not isinstance(exc, SnfsError):
+                return float(backoff(rs))
+            return max(exc.retry_after or 0.0, 0.0 if exc.no_wait else backoff(rs))
 
         def before_sleep(rs: RetryCallState) -> None:
             self.stats.retries += 1
@@ -366,7 +485,7 @@ class HttpCore:
         """The error of a streamed GET that was refused (its body read); 429/5xx retryable."""
         await resp.aread()
         err = self.map_error(resp, kind, "GET", path)
-        err.retryable = resp.status_code in (429, 502, 503, 504)  # type: ignore[attr-defined]
+        err.retryable = resp.status_code in (429, 502, 503, 504)
         return err
 
     # -- buffered requests -------------------------------------------------------------------
@@ -403,14 +522,22 @@ class HttpCore:
             resp = await self._attempt(
                 kind, method, path, params, json, body, headers, idempotent, state
             )
-            if resp.is_success or resp.status_code in allow:
+            if resp.is_success:
+                bad = body_error(resp, method, path)
+                if bad is None:
+                    return resp
+                # A body that failed (e.g. cut by the quota) may do better next time; a page
+                # instead of the API will not.
+                bad.retryable = idempotent and isinstance(bad, FailedInBody)
+                raise bad
+            if resp.status_code in allow:
                 return resp
             raise self._refused(resp, kind, method, path, body is not None, idempotent, state)
 
         try:
             return await self.retrying(attempts)(attempt)
         except SnfsError as err:
-            if getattr(err, "in_doubt", False) or not log_failure:
+            if err.in_doubt or not log_failure:
                 raise err
             raise self.failed(err) from None
 
@@ -439,16 +566,16 @@ class HttpCore:
         )
         self.count(kind)
         started = time.monotonic()
-        async with self.sem:
+        async with self.session() as session:
             try:
-                resp = await self.http.send(request)
+                resp = await self.send_in(session, request)
             except httpx.TransportError as e:
                 err = transport_error(e, method, path)
                 not_sent = isinstance(e, NOT_SENT)
                 if not not_sent:
                     state.lost_response = True
-                err.retryable = idempotent or not_sent  # type: ignore[attr-defined]
-                err.in_doubt = not idempotent and not not_sent  # type: ignore[attr-defined]
+                err.retryable = idempotent or not_sent
+                err.in_doubt = not idempotent and not not_sent
                 self.log.debug("%s %s: %s", method, path, err.message)
                 raise err from None
             except httpx.HTTPError as e:  # e.g. a body that cannot be sent again
@@ -481,16 +608,16 @@ class HttpCore:
         err = self.map_error(resp, kind, method, path)
         status = resp.status_code
         if status in (429, 503):
-            err.retryable = True  # type: ignore[attr-defined]
+            err.retryable = True
         elif status in (502, 504):
-            err.retryable = idempotent  # type: ignore[attr-defined]
-            err.in_doubt = not idempotent  # type: ignore[attr-defined]
+            err.retryable = idempotent
+            err.in_doubt = not idempotent
             state.lost_response = True
         elif status == 401 and streamed and self.resend_on_401 and not state.auth_retried:
             # The auth has refreshed its token but could not resend a streamed body itself.
             state.auth_retried = True
-            err.retryable = True  # type: ignore[attr-defined]
-            err.no_wait = True  # type: ignore[attr-defined]
+            err.retryable = True
+            err.no_wait = True
         return err
 
     # -- streamed responses ------------------------------------------------------------------
@@ -512,10 +639,10 @@ class HttpCore:
             self.count(kind)
             request = self.http.build_request("GET", url, params=params, headers={"Accept": "*/*"})
             try:
-                resp = await self.http.send(request, stream=True)
+                resp = await self.send_in(session, request, stream=True)
             except httpx.TransportError as e:
                 err = transport_error(e, "GET", path)
-                err.retryable = True  # type: ignore[attr-defined]
+                err.retryable = True
                 raise err from None
             if resp.is_success or resp.status_code in allow:
                 return resp
@@ -524,9 +651,9 @@ class HttpCore:
             await resp.aclose()
             raise err
 
-        async with self.sem:
+        async with self.session() as session:
             try:
-                resp = await self.retrying()(attempt)
+                resp: httpx.Response = await self.retrying()(attempt)
             except SnfsError as err:
                 raise self.failed(err) from None
             try:
@@ -552,25 +679,28 @@ class HttpCore:
         while True:
             if expected_size is not None and offset + delivered >= expected_size:
                 return
+            resume.attempt()
             progress = False
             try:
-                async with self.sem:
+                async with self.session() as session:
                     self.count(kind)
                     request = self.http.build_request(
                         "GET", url, params=params, headers={"Accept": "*/*"}
                     )
-                    resp = await self.http.send(request, stream=True)
+                    resp = await self.send_in(session, request, stream=True)
                     try:
                         if not resp.is_success:
                             raise await self.read_error(resp, kind, path)
                         total = _content_length(resp)
                         skip = Skip(offset + delivered)
                         async for chunk in resp.aiter_bytes(CHUNK):
-                            if (chunk := skip.take(chunk)) is None:
+                            resume.reached(len(chunk))
+                            part = skip.take(chunk)
+                            if part is None:
                                 continue
-                            delivered += len(chunk)
+                            delivered += len(part)
                             progress = True
-                            yield chunk
+                            yield part
                         if total is not None and resp.num_bytes_downloaded < total:
                             raise httpx.RemoteProtocolError(
                                 f"body ended at {resp.num_bytes_downloaded} of {total} bytes"
@@ -604,14 +734,26 @@ class Skip:
 
 class Resume:
     """The retry budget of one download that resumes after each break: `retry_attempts`
-    breaks in a row (a break after progress counts as the first) and `retry_total_seconds`
-    in all; each failure that ends it is reported through `core.failed`."""
+    breaks in a row without progress and `retry_total_seconds` since the last progress (a
+    slow transfer that keeps moving is never given up on); each failure that ends it is
+    reported through `core.failed`. A transfer that breaks at the same point again and again
+    is cut by the instance's transaction quota: the error then says so."""
 
     def __init__(self, core: HttpCore, path: str, what: str, verb: str) -> None:
         self.core, self.path, self.what, self.verb = core, path, what, verb
         self.failures = 0
-        self.started = time.monotonic()
+        self.since = time.monotonic()  # the last progress (or the start)
         self.backoff = core.backoff()
+        self.position = 0  # bytes of the body the current attempt got
+        self.cuts: list[int] = []  # where attempts without progress broke
+
+    def attempt(self) -> None:
+        """A new request for the body starts."""
+        self.position = 0
+
+    def reached(self, n: int) -> None:
+        """`n` more bytes of the current attempt's body arrived."""
+        self.position += n
 
     def error_of(self, exc: Exception) -> SnfsError:
         """The error a broken attempt ended with; one that cannot be retried is raised."""
@@ -620,19 +762,22 @@ class Resume:
                 raise self.core.failed(exc) from None
             return exc
         err = transport_error(exc, "GET", self.path)
-        err.retryable = True  # type: ignore[attr-defined]
+        err.retryable = True
         return err
 
     async def pause(self, err: SnfsError, progress: bool, at: int) -> None:
         """Wait before the next attempt, or raise `err` when the budget is spent."""
         s = self.core.settings
-        self.failures = 1 if progress else self.failures + 1
-        wait = max(
-            getattr(err, "retry_after", None) or 0.0, self.backoff(BackoffState(self.failures))
-        )
-        elapsed = time.monotonic() - self.started
-        if self.failures >= s.retry_attempts or elapsed + wait >= s.retry_total_seconds:
-            raise self.core.failed(err) from None
+        now = time.monotonic()
+        if progress:
+            self.failures, self.since, self.cuts = 1, now, []
+        else:
+            self.failures += 1
+        if self.position:
+            self.cuts.append(self.position)
+        wait = max(err.retry_after or 0.0, self.backoff(BackoffState(self.failures)))
+        if self.failures >= s.retry_attempts or now - self.since + wait >= s.retry_total_seconds:
+            raise self.core.failed(self.quota_cut() or err) from None
         self.core.stats.retries += 1
         self.core.log.debug(
             "download of %s broke at %d bytes (%s); %s in %.2f s",
@@ -643,6 +788,19 @@ class Resume:
             wait,
         )
         await trio.sleep(wait)
+
+    def quota_cut(self) -> SnfsError | None:
+        """The error for a transfer cut near the same point each time (within 10 %), if so."""
+        if len(self.cuts) < 2 or min(self.cuts) < max(self.cuts) * 0.9:
+            return None
+        return QuotaCut(
+            f"GET {self.path}: cut {len(self.cuts)} times near byte {min(self.cuts)}: the "
+            "instance's transaction quota (REST Attachment API request timeout) ends this "
+            "download before it can finish; ask its admin to raise that quota",
+            instance_message="transaction quota",
+            method="GET",
+            path=self.path,
+        )
 
 
 def _content_length(resp: httpx.Response) -> int | None:

@@ -152,7 +152,10 @@ class Tree:
     async def lookup_table(self, name: str) -> Node | None:
         if not self.backend.valid_table_name(name):
             return None
-        if name in await self.tables():
+        # The root listing is an optimisation, never a gate: a path below a table does not
+        # wait for it (the Aggregate API may be slow, refused, or cut by its quota).
+        listed = self.fixed_tables if self.fixed_tables is not None else self._tables
+        if name in listed and (self.fixed_tables is not None or self._fresh(self._tables_at)):
             return self.table_node(name)
         # Not listed (no attachments, or --tables): still reachable if the table exists.
         if await self._cached_check(("table", name), lambda: self.backend.table_exists(name)):

@@ -57,7 +57,35 @@ def switched(module_emulator_factory: Callable[..., EmulatorProc]) -> EmulatorPr
         "other:pw",
         "--user",
         "bob:pw:itil",
+        "--release",
+        "australia",
+        "--acl-denied-status",
+        "403",
+        "--acl-after-limit",
+        "--aggregate-roles",
+        "*",
     )
+
+
+def test_patch_rename_and_kind_acls_when_switched(switched: EmulatorProc) -> None:
+    """`--release australia` has PATCH rename; the kind switches give 403 on a denied read,
+    ACLs before the limit (X-Total-Count of readable rows) and the Aggregate API to all."""
+    with httpx.Client(base_url=switched.url, auth=("admin", "admin"), timeout=30) as c:
+        sys_id = post(c, "old.txt", b"rename me").json()["result"]["sys_id"]
+        resp = c.patch(f"/api/now/attachment/{sys_id}", json={"file_name": "new name.txt"})
+        assert resp.status_code == 204 and resp.content == b""
+        renamed = c.get(f"/api/now/attachment/{sys_id}").json()["result"]
+        assert renamed["file_name"] == "new name.txt" and int(renamed["sys_mod_count"]) >= 1
+        assert c.patch(f"/api/now/attachment/{sys_id}", json={}).status_code == 400
+        hr_case = c.get("/api/now/attachment", params={"sysparm_query": "table_name=hr_case"})
+        hr_att = hr_case.json()["result"][0]["sys_id"]
+        every = int(c.get("/api/now/attachment").headers["x-total-count"])
+    with httpx.Client(base_url=switched.url, auth=("bob", "pw"), timeout=30) as bob:
+        assert bob.get(f"/api/now/attachment/{hr_att}").status_code == 403
+        listed = bob.get("/api/now/attachment", params={"sysparm_limit": "1"})
+        assert listed.json()["result"] and int(listed.headers["x-total-count"]) < every
+        stats = bob.get("/api/now/stats/sys_attachment", params={"sysparm_count": "true"})
+        assert stats.status_code == 200
 
 
 @pytest.fixture

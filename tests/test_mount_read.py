@@ -230,14 +230,20 @@ def test_sighup_drops_listings(emu: EmulatorProc, tmp_path: Path) -> None:
         m.stop()
 
 
-def test_restricted_user_gets_eacces(emu: EmulatorProc, tmp_path: Path) -> None:
+def test_restricted_user_gets_enoent(emu: EmulatorProc, tmp_path: Path) -> None:
+    """A real instance answers a record the user may not read with 404 ("does not exist, or
+    the current user cannot access it"): the record is not there for this user."""
     hr = next(a for a in emu.attachments() if a["table_name"] == "hr_case")
     m = start_mount(emu.url, tmp_path / "m", tmp_path / "w", user="itil", password="itil")
     try:
         assert "hr_case" not in os.listdir(m.mountpoint)
         with pytest.raises(OSError) as e:
             os.listdir(m.path("hr_case", hr["table_sys_id"]))
-        assert e.value.errno == errno.EACCES
+        assert e.value.errno == errno.ENOENT
+        status, _, _ = emu.request(
+            "GET", f"/api/now/table/hr_case/{hr['table_sys_id']}", auth=("itil", "itil")
+        )
+        assert status == 404
         assert os.listdir(m.path("incident"))  # and the mount is fine
     finally:
         m.stop()

@@ -209,7 +209,10 @@ def test_mv_within_across_and_over(emu: EmulatorProc, mnt: MountProc) -> None:
     sys_a = on_instance(emu, r1)["a.txt"][0]["sys_id"]
     os.rename(a, mnt.path("incident", r1, "b.txt"))
     atts = on_instance(emu, r1)
-    assert list(atts) == ["b.txt"] and atts["b.txt"][0]["sys_id"] == sys_a  # PATCH, same sys_id
+    # The default release has no PATCH (405): a copy under the new name, then the old deleted.
+    assert list(atts) == ["b.txt"] and atts["b.txt"][0]["sys_id"] != sys_a
+    assert atts["b.txt"][0]["hash"] == digest(b"A")
+    assert emu.attachments(f"sys_id={sys_a}") == []
     mnt.path("incident", r1, "c.txt").write_bytes(b"C")
     os.rename(mnt.path("incident", r1, "b.txt"), mnt.path("incident", r1, "c.txt"))
     atts = on_instance(emu, r1)

@@ -327,7 +327,7 @@ class EasyVistaBackend(SingleTableBackend):
                 break
             except SnfsError as err:
                 last = bodies[-1] if bodies else None
-                if not getattr(err, "in_doubt", False):
+                if not err.in_doubt:
                     raise self.core.failed(err) from None
                 if last is not None and last.complete:
                     log.info(

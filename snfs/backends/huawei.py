@@ -155,7 +155,7 @@ def huawei_error(resp: httpx.Response, kind: str, method: str, path: str) -> Snf
         method=method,
         path=path,
     )
-    err.retry_after = getattr(base, "retry_after", None)  # type: ignore[attr-defined]
+    err.retry_after = base.retry_after
     err.error_code = code  # type: ignore[attr-defined]
     return err
 
@@ -332,7 +332,7 @@ class HuaweiBackend(SingleTableBackend):
             except SnfsError as err:
                 last = bodies[-1] if bodies else None
                 if (
-                    not getattr(err, "in_doubt", False)
+                    not err.in_doubt
                     or last is None
                     or last.complete
                     or round_ == 3

@@ -7,8 +7,9 @@ files are sys_attachment rows. The mounted backend is a `Router` that sends `/.c
 
 from __future__ import annotations
 
+import logging
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Collection
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, cast
@@ -20,13 +21,18 @@ from snfs.backends.cccif import CccifBackend
 from snfs.backends.router import Router
 from snfs.client import AttachmentClient, ClientConfig, ClientStats, normalize_instance_url
 from snfs.credentials import build_auth
-from snfs.errors import InvalidInput
+from snfs.errors import InvalidInput, SnfsError
 from snfs.registry import System
 
 if TYPE_CHECKING:
     from snfs.options import MountOptions
 
 NUMBER_RE = re.compile(r"^[A-Z]{2,8}[0-9]{5,12}$")
+# Attachments of image/video fields: the field holds the attachment's sys_id, so a file
+# created there would be an orphan no field points at, and a delete would break the field.
+IMAGE_FIELD_CAPS = Capabilities(create=False, delete=False, rename=False)
+RECENT = 1000  # attachments the root listing's fallback looks at
+log = logging.getLogger("snfs.servicenow")
 
 
 class ServiceNowBackend:
@@ -37,6 +43,7 @@ class ServiceNowBackend:
         self.client = client
         self.base_url = client.config.base_url
         self.instance_key = self.base_url  # the first system: its spools predate the prefix
+        self._fallback_logged = False
 
     @property
     def stats(self) -> ClientStats:
@@ -47,7 +54,7 @@ class ServiceNowBackend:
         return self.client.supports_range
 
     def capabilities(self, table: str) -> Capabilities:
-        return FULL
+        return IMAGE_FIELD_CAPS if table.startswith("ZZ_YY") else FULL
 
     async def check(self) -> None:
         await self.client.check()
@@ -58,7 +65,22 @@ class ServiceNowBackend:
     # -- namespace -------------------------------------------------------------------------------
 
     async def tables(self) -> list[str]:
-        counts = await self.client.count_by("table_name")
+        """Tables with attachments, by the Aggregate API. That API is refused (403) to users
+        without read on sys_attachment and cut by its transaction quota on big instances: then
+        the tables of the most recent attachments the user can read (one list request)."""
+        try:
+            counts = await self.client.count_by("table_name")
+        except SnfsError as e:
+            if not self._fallback_logged:
+                log.warning(
+                    "the Aggregate API failed (%s): `ls /` shows the tables of the %d most "
+                    "recent attachments instead; name them with --tables to list them all",
+                    e.instance_message or e.message,
+                    RECENT,
+                )
+                self._fallback_logged = True
+            names = await self.client.recent_tables(RECENT)
+            return sorted(t for t in names if self.valid_table_name(t))
         return sorted(t for t, n in counts.items() if n > 0 and self.valid_table_name(t))
 
     def valid_table_name(self, table: str) -> bool:
@@ -95,9 +117,20 @@ class ServiceNowBackend:
         return self.client.stream(file_id, offset=offset)
 
     async def upload(
-        self, table: str, record: str, file_name: str, source: Path, *, size: int
+        self,
+        table: str,
+        record: str,
+        file_name: str,
+        source: Path,
+        *,
+        size: int,
+        replaces: Collection[str] = (),
     ) -> RemoteFile:
-        return await self.client.upload(table, record, file_name, source, size=size)
+        """`replaces`: the attachments this upload is to replace; an answer naming one of
+        them is no proof the new content is stored (the client then treats it as in doubt)."""
+        return await self.client.upload(
+            table, record, file_name, source, size=size, replaces=replaces
+        )
 
     async def delete(self, file_id: str, *, missing_ok: bool = False) -> None:
         await self.client.delete(file_id, missing_ok=missing_ok)

@@ -17,22 +17,32 @@ from snfs.emulator.common import (
     not_found,
     paging,
     present,
+    quota_exceeded,
     render,
     require_user,
+    spend,
 )
 from snfs.emulator.db import attachment_field
 from snfs.emulator.download import file_response
-from snfs.emulator.encoded_query import compile_query
+from snfs.emulator.encoded_query import CompiledQuery, compile_query
 from snfs.emulator.state import Emulator
 from snfs.emulator.tables import can_access, readable_tables
 from snfs.emulator.uploads import check_extension
+
+
+def denied_to(emu: Emulator, user: User) -> list[CompiledQuery]:
+    """The --deny rules of this user: attachments it may not read, whatever their table."""
+    return [compile_query(q, attachment_field, False) for u, q in emu.config.deny if u == user.name]
 
 
 def readable_attachment(emu: Emulator, user: User, sys_id: str) -> dict[str, str]:
     row = emu.store.get_attachment(sys_id)
     if row is None:
         raise not_found()
-    if not can_access(user.roles, row["table_name"]):
+    deny = denied_to(emu, user)
+    if not can_access(user.roles, row["table_name"]) or (
+        deny and not emu.store.allowed([sys_id], None, deny)
+    ):
         raise acl_denied(emu)
     return row
 
@@ -46,11 +56,20 @@ async def list_attachments(request: Request) -> Response:
         attachment_field,
         emu.config.invalid_query_returns_no_rows,
     )
-    page = emu.store.list_attachments(query, limit, offset, readable_tables(user.roles))
-    result = [present(request, row) for row in page.rows]
-    return render(
-        request, {"result": result}, headers=list_headers(request, limit, offset, page.total)
+    page = emu.store.list_attachments(
+        query,
+        limit,
+        offset,
+        readable_tables(user.roles),
+        denied_to(emu, user),
+        emu.config.limit_before_acl,
     )
+    result = [present(request, row) for row in page.rows]
+    body: dict[str, Any] = {"result": result}
+    done = await spend(emu, page.scanned)
+    if done is not None:  # cancelled by the quota: the rows scanned so far, and the error
+        body = {"result": result[:done], **quota_exceeded()}
+    return render(request, body, headers=list_headers(request, limit, offset, page.total))
 
 
 async def get_attachment(request: Request) -> Response:
@@ -60,7 +79,8 @@ async def get_attachment(request: Request) -> Response:
 
 
 def metadata_header(row: dict[str, str]) -> str:
-    """X-Attachment-Metadata in the real spacing: `{  "k" : "v",  "k2" : "v2"}` (no download_link)."""
+    """X-Attachment-Metadata in the real spacing: `{  "k" : "v",  "k2" : "v2"}` (without
+    download_link)."""
     parts = [f"{json.dumps(k)} : {json.dumps(v)}" for k, v in row.items()]
     return "{  " + ",  ".join(parts) + "}"
 

@@ -30,7 +30,10 @@ async def json_body(request: Request) -> Any:
 
 async def get_stats(request: Request) -> Response:
     require_admin(request)
-    return JSONResponse(emu_of(request).stats.as_json())
+    emu = emu_of(request)
+    sessions = getattr(emu, "sessions", None)  # the other kinds have no session lock
+    extra = {"sessions": sessions.created} if sessions is not None else {}
+    return JSONResponse(dict(emu.stats.as_json(), **extra))
 
 
 async def add_fault(request: Request) -> Response:
@@ -56,6 +59,8 @@ async def reset(request: Request) -> Response:
     emu = emu_of(request)
     body = await json_body(request)
     emu.stats.reset()
+    if getattr(emu, "sessions", None) is not None:
+        emu.sessions.created = 0
     emu.faults.clear()
     if isinstance(body, dict) and body.get("data"):
         emu.wipe()
@@ -63,18 +68,23 @@ async def reset(request: Request) -> Response:
 
 
 async def state(request: Request) -> Response:
-    """{"promote": true} makes every pending attachment available now (skips --state-delay)."""
+    """{"promote": true} makes every pending attachment available now (skips --state-delay);
+    {"hibernate": true|false} puts the instance to sleep (HTML pages) or wakes it up."""
     require_admin(request)
     emu = emu_of(request)
     body = await json_body(request)
     if isinstance(body, dict) and body.get("promote"):
         emu.store.promote_pending(float("inf"))
+    if isinstance(body, dict) and isinstance(body.get("hibernate"), bool):
+        emu.config.hibernating = body["hibernate"]
     return JSONResponse(
         {
             "faults_queued": emu.faults.queued(),
             "config": {
                 "range": emu.config.range,
                 "rename": emu.config.rename,
+                "release": emu.config.release,
+                "hibernating": emu.config.hibernating,
                 "gzip": emu.config.gzip,
                 "state_delay": emu.config.state_delay,
                 "max_size_mb": emu.config.max_size_mb,

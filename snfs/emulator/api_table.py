@@ -1,4 +1,5 @@
-"""Table API (enough for records to exist) and Aggregate API (/stats/{table}, also on sys_attachment)."""
+"""Table API (enough for records to exist) and Aggregate API (/stats/{table}, also on
+sys_attachment)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from starlette.responses import Response
 
 from snfs.emulator.auth import User
 from snfs.emulator.common import (
+    ACL_DENIED,
     ApiError,
     acl_denied,
     api_prefix,
@@ -19,8 +21,10 @@ from snfs.emulator.common import (
     name_value_filters,
     not_found,
     paging,
+    quota_exceeded,
     render,
     require_user,
+    spend,
 )
 from snfs.emulator.db import ATTACHMENT_FIELDS, attachment_field, record_field_resolver
 from snfs.emulator.encoded_query import CompiledQuery, FieldResolver, and_compiled, compile_query
@@ -135,6 +139,10 @@ async def stats(request: Request) -> Response:
     table = request.path_params["table"]
     params = request.query_params
     if table == ATTACHMENT_TABLE:
+        roles = emu.config.aggregate_roles
+        if "*" not in roles and not (user.roles & roles):
+            # Aggregate API docs: read access on the table, by role; without it, 403.
+            raise ApiError(403, ACL_DENIED, "User has no read access to sys_attachment")
         resolve: FieldResolver = attachment_field
         query = table_query(request, emu, resolve, ATTACHMENT_FIELDS)
         where, args = emu.store.attachment_where(query, readable_tables(user.roles))
@@ -159,10 +167,12 @@ async def stats(request: Request) -> Response:
                 aggs.append((key, name.strip(), expr))
     rows = emu.store.aggregate(source, where, [*base_args, *args], [g.sql for _, g in groups], aggs)
     with_count = params.get("sysparm_count", "").lower() == "true"
+    if await spend(emu, sum(count for _, count, _ in rows)) is not None:
+        return render(request, {"result": [], **quota_exceeded()})
 
     def stats_of(count: int, values: list[str]) -> dict[str, Any]:
         out: dict[str, Any] = {"count": str(count)} if with_count else {}
-        for (key, name, _), value in zip(aggs, values):
+        for (key, name, _), value in zip(aggs, values, strict=True):
             out.setdefault(key, {})[name] = _format(key, value)
         return out
 
@@ -171,7 +181,7 @@ async def stats(request: Request) -> Response:
             {
                 "stats": stats_of(count, values),
                 "groupby_fields": [
-                    {"field": name, "value": v} for (name, _), v in zip(groups, keys)
+                    {"field": name, "value": v} for (name, _), v in zip(groups, keys, strict=True)
                 ],
             }
             for keys, count, values in rows

@@ -40,7 +40,7 @@ def api_routes(rename: bool) -> list[Route]:
             Route(f"{prefix}/cccif/media/upload", cccif.upload, methods=["POST"]),
             Route(f"{prefix}/cs/media/{{token}}", cccif.media, methods=["GET"]),
         ]
-        if rename:  # older releases have no PATCH; then the path answers 405 (see unknown_path)
+        if rename:  # only `--release australia` documents PATCH; else 405 (see unknown_path)
             routes.append(
                 Route(f"{prefix}/attachment/{{sys_id}}", att.rename_attachment, methods=["PATCH"])
             )

@@ -15,6 +15,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import secrets
+from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -95,7 +96,7 @@ def _sys_id_of(response: Response) -> str:
     return response.headers["location"].rsplit("/", 1)[1]
 
 
-async def media(request: Request) -> Response:
+async def media(request: Request) -> Any:
     """The mediaUrl: the file, to whoever holds the (unguessable) token and is signed in."""
     require_user(request)
     emu = emu_of(request)

@@ -7,6 +7,7 @@ from typing import Any
 from urllib.parse import unquote_plus
 from xml.sax.saxutils import escape
 
+import trio
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -91,10 +92,43 @@ def unauthorized() -> ApiError:
 
 
 def require_user(request: Request) -> User:
-    user = request.app.state.emu.auth.authenticate(request.headers.get("authorization"))
+    emu = request.app.state.emu
+    header = request.headers.get("authorization")
+    user = emu.auth.authenticate(header)
     if user is None:
         raise unauthorized()
+    mfa = getattr(emu.config, "mfa_users", ())  # the other kinds share the test controls
+    if user.name in mfa and (header or "").lower().startswith("basic "):
+        # REST API docs: before Yokohama, Basic auth of a user with MFA is refused with
+        # X-MFA_TOKEN (the password alone is not enough).
+        err = unauthorized()
+        err.headers["X-MFA_TOKEN"] = "invalid"
+        raise err
     return user
+
+
+async def spend(emu: Emulator, rows: int) -> int | None:
+    """Spend the server time of scanning `rows` (--row-time); past the transaction quota the
+    transaction is cancelled: returns how many rows it got through, else None."""
+    cost = rows * emu.config.row_time
+    if cost <= 0:
+        return None
+    if cost <= emu.config.quota:
+        await trio.sleep(cost)
+        return None
+    await trio.sleep(emu.config.quota)
+    return int(emu.config.quota / emu.config.row_time)
+
+
+def quota_exceeded() -> dict[str, Any]:
+    """What a transaction cancelled by its quota adds to a 200 body (KB0778443)."""
+    return {
+        "error": {
+            "message": "Transaction cancelled: maximum execution time exceeded",
+            "detail": "Check the transaction quota rules (REST Table/Attachment/Aggregate API)",
+        },
+        "status": "failure",
+    }
 
 
 def base_url(request: Request) -> str:
@@ -173,7 +207,8 @@ def emu_of(request: Request) -> Emulator:
 
 
 def acl_denied(emu: Emulator) -> ApiError:
-    """Direct access to a record the user's roles do not cover (403 by default, --acl-denied-status)."""
+    """Direct access to a record the user's roles do not cover: 404 like the Attachment API docs
+    ("does not exist, or the current user cannot access it"), or 403 (--acl-denied-status)."""
     if emu.config.acl_denied_status == 404:
         return not_found()
     return ApiError(emu.config.acl_denied_status, ACL_DENIED, None)

@@ -11,7 +11,7 @@ import json
 import sqlite3
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -66,7 +66,8 @@ CREATE TABLE IF NOT EXISTS sys_attachment (
     PRIMARY KEY (sys_id));
 CREATE INDEX IF NOT EXISTS att_record ON sys_attachment (table_sys_id, table_name);
 CREATE INDEX IF NOT EXISTS att_order ON sys_attachment (sys_created_on, sys_id);
-CREATE INDEX IF NOT EXISTS att_pending ON sys_attachment (pending_until) WHERE pending_until IS NOT NULL;
+CREATE INDEX IF NOT EXISTS att_pending ON sys_attachment (pending_until)
+    WHERE pending_until IS NOT NULL;
 """
 
 
@@ -103,6 +104,7 @@ def record_field_resolver(table: str):
 class Page:
     rows: list[dict[str, str]]
     total: int
+    scanned: int = 0  # rows the query read before ACLs dropped any
 
 
 class Store:
@@ -126,7 +128,8 @@ class Store:
 
     def wipe(self) -> None:
         self.conn.executescript(
-            "DELETE FROM records; DELETE FROM sys_attachment; DELETE FROM counters; DELETE FROM meta;"
+            "DELETE FROM records; DELETE FROM sys_attachment; DELETE FROM counters; "
+            "DELETE FROM meta;"
         )
 
     # -- records ------------------------------------------------------------------------------
@@ -185,7 +188,8 @@ class Store:
         ids = [
             r[0]
             for r in self.conn.execute(
-                "DELETE FROM sys_attachment WHERE table_sys_id = ? AND table_name IN (?, ?) RETURNING sys_id",
+                "DELETE FROM sys_attachment WHERE table_sys_id = ? AND table_name IN (?, ?) "
+                "RETURNING sys_id",
                 (sys_id, table, ZZ_YY + table),
             ).fetchall()
         ]
@@ -208,7 +212,8 @@ class Store:
     def insert_attachment(self, row: dict[str, str], pending_until: float | None) -> None:
         cols = list(ATTACHMENT_FIELDS)
         self.conn.execute(
-            f"INSERT INTO sys_attachment ({', '.join(cols)}, pending_until) VALUES ({', '.join('?' * len(cols))}, ?)",
+            f"INSERT INTO sys_attachment ({', '.join(cols)}, pending_until) "
+            f"VALUES ({', '.join('?' * len(cols))}, ?)",
             [row.get(c, "") for c in cols] + [pending_until],
         )
 
@@ -223,7 +228,8 @@ class Store:
         for sys_id, until in due:
             self.conn.execute(
                 "UPDATE sys_attachment SET state = 'available', sys_updated_by = 'system', "
-                "sys_mod_count = CAST(sys_mod_count AS INTEGER) + 1, sys_updated_on = ?, pending_until = NULL "
+                "sys_mod_count = CAST(sys_mod_count AS INTEGER) + 1, sys_updated_on = ?, "
+                "pending_until = NULL "
                 "WHERE sys_id = ?",
                 (now_str(until), sys_id),
             )
@@ -248,11 +254,23 @@ class Store:
         )
 
     def list_attachments(
-        self, q: CompiledQuery, limit: int, offset: int, readable: list[str] | None
+        self,
+        q: CompiledQuery,
+        limit: int,
+        offset: int,
+        readable: list[str] | None,
+        deny: Sequence[CompiledQuery] = (),
+        limit_before_acl: bool = False,
     ) -> Page:
+        """One page. With `limit_before_acl` (real instances: "sysparm_limit is applied before
+        ACL evaluation") the page is cut first and the rows the user may not read are dropped
+        after, so pages come back short or empty; `total` then counts before ACLs too."""
         self.promote_pending()
-        where, params = self._attachment_where(q, readable)
         order = ", ".join(q.order_by + ["sys_created_on ASC", "sys_id ASC"])
+        acl, acl_args = self._acl(readable, deny)
+        where, params = (q.where, list(q.params))
+        if not limit_before_acl:
+            where, params = f"{acl} AND ({q.where})", [*acl_args, *q.params]
         total = self.conn.execute(
             f"SELECT COUNT(*) FROM sys_attachment WHERE {where}", params
         ).fetchone()[0]
@@ -261,7 +279,41 @@ class Store:
             f"ORDER BY {order} LIMIT ? OFFSET ?",
             [*params, limit, offset],
         ).fetchall()
-        return Page([dict(r) for r in rows], total)
+        page = Page([dict(r) for r in rows], total, len(rows))
+        if limit_before_acl and acl != "1":
+            allowed = self.allowed([r["sys_id"] for r in page.rows], readable, deny)
+            page.rows = [r for r in page.rows if r["sys_id"] in allowed]
+        return page
+
+    def allowed(
+        self, sys_ids: list[str], readable: list[str] | None, deny: Sequence[CompiledQuery] = ()
+    ) -> set[str]:
+        """Which of these attachments the user may read."""
+        acl, acl_args = self._acl(readable, deny)
+        if acl == "1" or not sys_ids:
+            return set(sys_ids)
+        out: set[str] = set()
+        for i in range(0, len(sys_ids), 500):
+            part = sys_ids[i : i + 500]
+            marks = ", ".join("?" * len(part))
+            out.update(
+                r[0]
+                for r in self.conn.execute(
+                    f"SELECT sys_id FROM sys_attachment WHERE sys_id IN ({marks}) AND {acl}",
+                    [*part, *acl_args],
+                )
+            )
+        return out
+
+    @classmethod
+    def _acl(
+        cls, readable: list[str] | None, deny: Sequence[CompiledQuery]
+    ) -> tuple[str, list[Any]]:
+        """The read ACL as SQL: the user's tables, minus what a --deny rule hides ("1": all)."""
+        where, args = cls._attachment_where(CompiledQuery("1", [], [], False), readable)
+        for d in deny:
+            where, args = f"{where} AND NOT ({d.where})", [*args, *d.params]
+        return ("1", []) if where == "1" else (where, args)
 
     @staticmethod
     def _attachment_where(q: CompiledQuery, readable: list[str] | None) -> tuple[str, list[Any]]:
@@ -284,7 +336,7 @@ class Store:
         group_exprs: list[str],
         aggs: list[tuple[str, str, str]],
     ) -> list[tuple[list[str], int, list[str]]]:
-        """[(group values, count, aggregate values)] for `SELECT ... FROM source WHERE ... GROUP BY`.
+        """[(group values, count, aggregate values)] for `SELECT ... WHERE ... GROUP BY`.
 
         `aggs` are (function, field name, sql expression); `source` and expressions come from
         whitelists, never from the request.
@@ -310,3 +362,40 @@ class Store:
     ) -> tuple[str, list[Any]]:
         self.promote_pending()
         return self._attachment_where(q, readable)
+
+
+def seed_attachments(data_dir: Path, table: str, record: str, names: list[str]) -> None:
+    """A record of `table` with one attachment row per name (content never stored), written
+    straight into a data directory before the emulator starts: thousands of rows in a
+    fraction of a second, for listing tests and benchmarks."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    store = Store(data_dir / "emulator.sqlite3")
+    try:
+        store.conn.execute("BEGIN")
+        store.insert_record(table, {"short_description": "seeded"}, "admin", sys_id=record)
+        for i, name in enumerate(names):
+            stamp = f"2026-01-01 {i // 3600 % 24:02d}:{i // 60 % 60:02d}:{i % 60:02d}"
+            store.insert_attachment(
+                {
+                    "size_bytes": "1",
+                    "file_name": name,
+                    "sys_mod_count": "1",
+                    "sys_updated_on": stamp,
+                    "table_name": table,
+                    "sys_id": new_sys_id(),
+                    "sys_updated_by": "admin",
+                    "content_type": "text/plain",
+                    "sys_created_on": stamp,
+                    "size_compressed": "1",
+                    "compressed": "true",
+                    "state": "available",
+                    "table_sys_id": record,
+                    "chunk_size_bytes": "700000",
+                    "hash": "2d711642b726b04401627ca9fbac32f5c8530fb1903cc4db02258717921a4881",
+                    "sys_created_by": "admin",
+                },
+                None,
+            )
+        store.conn.execute("COMMIT")
+    finally:
+        store.close()

@@ -18,6 +18,7 @@ import trio
 from starlette.requests import Request
 
 from snfs.emulator.common import ApiError
+from snfs.emulator.middleware import DropConnection
 from snfs.emulator.state import Config
 
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
@@ -80,12 +81,17 @@ class FileStream:
         gzip_level: int | None,
         chunk_size: int,
         head_only: bool,
+        rate: int = 0,
+        quota: float = 0.0,
     ) -> None:
         self.status, self.path, self.start, self.length = status, path, start, length
         self.raw_headers = [
             (k.lower().encode("latin-1"), v.encode("utf-8")) for k, v in headers.items()
         ]
         self.gzip_level, self.chunk_size, self.head_only = gzip_level, chunk_size, head_only
+        self.rate, self.quota = rate, quota
+        if rate:  # small pieces, so the pace is even
+            self.chunk_size = max(4096, min(chunk_size, rate // 10))
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         await send(
@@ -99,11 +105,18 @@ class FileStream:
             if self.gzip_level is not None
             else None
         )
-        with open(self.path, "rb", buffering=0) as f:
+        started = trio.current_time()
+        # A local file read in large pieces: each read is quick, a thread hop would cost more.
+        with open(self.path, "rb", buffering=0) as f:  # noqa: ASYNC230
             if self.start:
                 f.seek(self.start)
             remaining = self.length
             while remaining > 0:
+                if self.quota and trio.current_time() - started > self.quota:
+                    # The transaction quota cancels the transfer: the body just stops.
+                    raise DropConnection()
+                if self.rate:
+                    await trio.sleep(min(self.chunk_size, remaining) / self.rate)
                 chunk = f.read(min(self.chunk_size, remaining))
                 if not chunk:
                     break
@@ -158,5 +171,14 @@ def file_response(
     elif config.range:
         headers["Content-Length"] = str(length)  # identity with --range: sized, like a file server
     return FileStream(
-        status, headers, path, start, length, gzip_level, config.chunk_size, head_only
+        status,
+        headers,
+        path,
+        start,
+        length,
+        gzip_level,
+        config.chunk_size,
+        head_only,
+        config.file_rate,
+        config.quota,
     )

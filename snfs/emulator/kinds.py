@@ -185,7 +185,9 @@ class RouteStats(Stats):
 
     def known(self, path: str) -> bool:
         m = self.prefix.match(path)
-        return bool(m) and any(p.match(path[m.end() :]) for _, _, p in self.routes)
+        if m is None:
+            return False
+        return any(p.match(path[m.end() :]) for _, _, p in self.routes)
 
     def count(self, method: str, path: str) -> None:
         self.total += 1

@@ -21,7 +21,7 @@ from hypercorn.trio import serve
 from snfs.emulator.app import build_app
 from snfs.emulator.auth import parse_user
 from snfs.emulator.launch import announce
-from snfs.emulator.state import Config, Emulator
+from snfs.emulator.state import PATCH_RELEASES, RELEASES, Config, Emulator
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -42,11 +42,50 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--extension-status", type=int, default=400)
     p.add_argument("--unknown-table-upload-status", type=int, default=404, choices=(400, 404))
     p.add_argument("--unknown-path-status", type=int, default=400, choices=(400, 404))
-    p.add_argument("--acl-denied-status", type=int, default=403, choices=(403, 404))
+    p.add_argument("--acl-denied-status", type=int, default=404, choices=(403, 404))
     p.add_argument("--invalid-query-returns-no-rows", action="store_true")
     p.add_argument("--state-delay", type=float, default=1.0, metavar="SECONDS")
     p.add_argument("--range", action="store_true", help="serve Range requests on /file")
+    p.add_argument(
+        "--release",
+        choices=RELEASES,
+        default="zurich",
+        help="the instance's release: PATCH rename only from australia (default zurich: 405)",
+    )
     p.add_argument("--no-rename", action="store_true", help="no PATCH /attachment/{sys_id}")
+    real = p.add_argument_group("a real instance, not a kind one (docs/EMULATOR.md)")
+    real.add_argument(
+        "--session-concurrency",
+        type=int,
+        default=1,
+        metavar="N",
+        help="transactions at once per JSESSIONID session (default 1; 0: no session lock)",
+    )
+    real.add_argument(
+        "--acl-after-limit",
+        action="store_true",
+        help="kind: apply ACLs before sysparm_limit (no short pages)",
+    )
+    real.add_argument(
+        "--aggregate-roles",
+        default="admin",
+        metavar="ROLES",
+        help="roles with read on sys_attachment for the Aggregate API (others: 403); '*': all",
+    )
+    real.add_argument("--quota", type=float, default=60.0, metavar="SECONDS")
+    real.add_argument("--row-time", type=float, default=0.0, metavar="MS", help="per row listed")
+    real.add_argument("--file-rate", type=int, default=0, metavar="BYTES_PER_S")
+    real.add_argument("--latency", type=float, default=0.0, metavar="MS", help="per API request")
+    real.add_argument("--hibernating", action="store_true", help="answer 200 with an HTML page")
+    real.add_argument("--rate-limit", metavar="N/SECONDS", help="429 above N requests per user")
+    real.add_argument("--mfa-user", action="append", default=[], metavar="NAME")
+    real.add_argument(
+        "--deny",
+        action="append",
+        default=[],
+        metavar="USER:QUERY",
+        help="attachments matching the encoded QUERY are unreadable to USER (repeatable)",
+    )
     p.add_argument("--no-gzip", action="store_true", help="never gzip /file")
     p.add_argument("--gzip-level", type=int, default=1, choices=range(1, 10))
     p.add_argument("--chunk-size", type=int, default=1024 * 1024, metavar="BYTES")
@@ -156,6 +195,23 @@ def build_other(args: argparse.Namespace, data_dir: Path) -> tuple[Any, Any]:
     return hw_emu, hw.build_app(hw_emu)
 
 
+def parse_rate_limit(spec: str | None) -> tuple[int, float] | None:
+    if not spec:
+        return None
+    n, _, per = spec.partition("/")
+    try:
+        return max(1, int(n)), float(per or 3600)
+    except ValueError:
+        raise SystemExit(f"bad --rate-limit {spec!r}: expected N/SECONDS") from None
+
+
+def parse_deny(spec: str) -> tuple[str, str]:
+    user, sep, query = spec.partition(":")
+    if not sep or not user or not query:
+        raise SystemExit(f"bad --deny {spec!r}: expected USER:ENCODED_QUERY")
+    return user, query
+
+
 def build_config(args: argparse.Namespace, data_dir: Path) -> Config:
     clients = {"snfs": "snfs-secret"}
     for spec in args.oauth_client:
@@ -175,7 +231,19 @@ def build_config(args: argparse.Namespace, data_dir: Path) -> Config:
             e.strip().lstrip(".").lower() for e in args.extensions.split(",") if e.strip()
         ),
         range=args.range,
-        rename=not args.no_rename,
+        rename=args.release in PATCH_RELEASES and not args.no_rename,
+        release=args.release,
+        session_concurrency=max(0, args.session_concurrency),
+        limit_before_acl=not args.acl_after_limit,
+        aggregate_roles=frozenset(r.strip() for r in args.aggregate_roles.split(",") if r.strip()),
+        quota=max(0.1, args.quota),
+        row_time=max(0.0, args.row_time) / 1000,
+        file_rate=max(0, args.file_rate),
+        latency=max(0.0, args.latency) / 1000,
+        hibernating=args.hibernating,
+        rate_limit=parse_rate_limit(args.rate_limit),
+        mfa_users=frozenset(args.mfa_user),
+        deny=tuple(parse_deny(d) for d in args.deny),
         gzip=not args.no_gzip,
         gzip_level=args.gzip_level,
         chunk_size=max(4096, args.chunk_size),

@@ -1,4 +1,6 @@
-"""Outermost ASGI layer: request counting (bytes in/out) and fault injection.
+"""Outermost ASGI layer: request counting (bytes in/out), fault injection, and the ways a real
+instance is less kind than a test server: a hibernating instance's HTML page, rate limits,
+one transaction at a time per session cookie, and server time per request.
 
 It sits outside Starlette so an injected broken stream can end the ASGI call without a response
 completing; Hypercorn then closes the connection mid-body, which is what a client sees when a
@@ -7,15 +9,20 @@ real transfer breaks.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import secrets
+import time
 from collections.abc import Awaitable, Callable
 from http import HTTPStatus
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import trio
 
 from snfs.emulator.faults import Fault
-from snfs.emulator.state import Emulator
+
+if TYPE_CHECKING:
+    from snfs.emulator.state import Emulator
 
 ASGIApp = Callable[[Any, Any, Any], Awaitable[None]]
 CONTROL_PREFIX = "/__emulator__/"
@@ -26,6 +33,14 @@ RATE_LIMIT_BODY = {
     },
     "status": "failure",
 }
+
+
+HIBERNATING_PAGE = b"""<!DOCTYPE html>
+<html><head><title>Instance Hibernating page</title></head>
+<body><h1>Your instance is hibernating</h1>
+<p>Sign in to the developer portal to wake up your instance.</p></body></html>
+"""
+SESSION_COOKIE = "JSESSIONID"
 
 
 class DropConnection(Exception):
@@ -81,11 +96,61 @@ class EmulatorMiddleware:
                 stats.bytes_out += len(message.get("body", b""))
             await send(message)
 
+        config = getattr(self.emu, "config", None)
+        if getattr(config, "hibernating", False):
+            await answer(counting_send, 200, HIBERNATING_PAGE, b"text/html;charset=UTF-8")
+            return
+        limited = self.rate_limited(scope)
+        if limited is not None:
+            await answer(counting_send, 429, self.fault_body(429), JSON_TYPE, limited)
+            return
+        sessions: Sessions | None = getattr(self.emu, "sessions", None)
+        if sessions is None or not sessions.concurrency:
+            await self.serve(scope, counting_receive, counting_send)
+            return
+        sid, is_new = sessions.of(scope)
+        send_on = with_cookie(counting_send, sid) if is_new else counting_send
+        async with sessions.lock(sid):
+            await self.serve(scope, counting_receive, send_on)
+
+    async def serve(self, scope: Any, receive: Any, send: Any) -> None:
+        """One transaction: server time, then the answer (or an injected fault)."""
+        latency = getattr(getattr(self.emu, "config", None), "latency", 0.0)
+        if latency:
+            await trio.sleep(latency)
         fault = self.emu.faults.take(scope["method"], scope["path"])
         if fault is None:
-            await self.app(scope, counting_receive, counting_send)
+            try:
+                await self.app(scope, receive, send)
+            except BaseException as exc:
+                if not only_drops(exc):  # a transfer cut by the quota (download.py)
+                    raise
             return
-        await self.apply(fault, scope, counting_receive, counting_send)
+        await self.apply(fault, scope, receive, send)
+
+    def rate_limited(self, scope: Any) -> list[tuple[bytes, bytes]] | None:
+        """The 429 headers when this user is over `--rate-limit` (inbound REST API rate
+        limiting: a rule per user, Retry-After and X-RateLimit-*), else None."""
+        limit = getattr(getattr(self.emu, "config", None), "rate_limit", None)
+        if limit is None:
+            return None
+        user = dict(scope.get("headers") or []).get(b"authorization", b"")
+        key = hashlib.sha256(user).hexdigest()
+        count, per = limit
+        now = time.monotonic()
+        window = self.emu.rate_windows.get(key)
+        if window is None or now >= window[0] + per:
+            window = self.emu.rate_windows[key] = [now, 0]
+        window[1] += 1
+        if window[1] <= count:
+            return None
+        reset = window[0] + per
+        return [
+            (b"retry-after", str(max(1, int(reset - now + 0.999))).encode()),
+            (b"x-ratelimit-limit", str(count).encode()),
+            (b"x-ratelimit-reset", str(int(time.time() + reset - now)).encode()),
+            (b"x-ratelimit-rule", b"snfs-emulator-rule"),
+        ]
 
     async def apply(self, fault: Fault, scope: Any, receive: Any, send: Any) -> None:
         if fault.delay:
@@ -117,6 +182,58 @@ class EmulatorMiddleware:
             headers.append((b"retry-after", f"{fault.retry_after:g}".encode()))
         await send({"type": "http.response.start", "status": fault.status, "headers": headers})
         await send({"type": "http.response.body", "body": body, "more_body": False})
+
+
+JSON_TYPE = b"application/json;charset=UTF-8"
+
+
+async def answer(
+    send: Any,
+    status: int,
+    body: bytes,
+    ctype: bytes,
+    headers: list[tuple[bytes, bytes]] | None = None,
+) -> None:
+    start = [(b"content-type", ctype), (b"content-length", str(len(body)).encode())]
+    await send(
+        {"type": "http.response.start", "status": status, "headers": start + (headers or [])}
+    )
+    await send({"type": "http.response.body", "body": body, "more_body": False})
+
+
+class Sessions:
+    """Server sessions by `JSESSIONID`: a request without a known cookie opens a new one (as
+    Basic auth without a cookie does, KB0552064); requests of one session run one at a time
+    (KB0755706), queued in arrival order."""
+
+    def __init__(self, concurrency: int) -> None:
+        self.concurrency = concurrency
+        self.locks: dict[str, trio.Semaphore] = {}
+        self.created = 0
+
+    def of(self, scope: Any) -> tuple[str, bool]:
+        cookie = dict(scope.get("headers") or []).get(b"cookie", b"").decode("latin-1")
+        for part in cookie.split(";"):
+            name, _, value = part.strip().partition("=")
+            if name == SESSION_COOKIE and value in self.locks:
+                return value, False
+        sid = secrets.token_hex(16).upper()
+        self.locks[sid] = trio.Semaphore(self.concurrency)
+        self.created += 1
+        return sid, True
+
+    def lock(self, sid: str) -> trio.Semaphore:
+        return self.locks[sid]
+
+
+def with_cookie(send: Any, sid: str) -> Callable[[Any], Awaitable[None]]:
+    async def wrapped(message: Any) -> None:
+        if message["type"] == "http.response.start":
+            cookie = f"{SESSION_COOKIE}={sid}; Path=/; HttpOnly".encode()
+            message = dict(message, headers=[*message.get("headers", []), (b"set-cookie", cookie)])
+        await send(message)
+
+    return wrapped
 
 
 def dropping_send(send: Any, limit: int) -> Callable[[Any], Awaitable[None]]:

@@ -1,4 +1,5 @@
-"""The emulator's configuration (every CLI switch) and its live state (store, auth, faults, stats)."""
+"""The emulator's configuration (every CLI switch) and its live state (store, auth, faults,
+stats, sessions)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,12 @@ from snfs.emulator.auth import Auth, User
 from snfs.emulator.blobs import BlobStore
 from snfs.emulator.db import Store
 from snfs.emulator.faults import FaultQueue
+from snfs.emulator.middleware import Sessions
 from snfs.emulator.stats import Stats
+
+# Releases the emulator knows, oldest first; only the newest documents PATCH rename.
+RELEASES = ("washingtondc", "xanadu", "yokohama", "zurich", "australia")
+PATCH_RELEASES = frozenset({"australia"})
 
 DEFAULT_USERS = (User("admin", "admin", frozenset({"admin"})),)
 DEMO_USERS = (User("itil", "itil", frozenset({"itil"})), User("hr", "hr", frozenset({"hr"})))
@@ -26,7 +32,8 @@ class Config:
     max_size_mb: float | None = None  # com.glide.attachment.max_size (MB); None = no limit
     extensions: frozenset[str] = frozenset()  # glide.attachment.extensions; empty = all allowed
     range: bool = False
-    rename: bool = True
+    rename: bool = False  # PATCH rename: only the newest release documents it (see RELEASES)
+    release: str = "zurich"
     gzip: bool = True
     gzip_level: int = 1
     chunk_size: int = 1024 * 1024
@@ -37,10 +44,22 @@ class Config:
     extension_status: int = 400
     unknown_table_upload_status: int = 404
     unknown_path_status: int = 400
-    acl_denied_status: int = 403
+    acl_denied_status: int = 404  # Attachment API docs: "does not exist, or ... cannot access it"
     invalid_query_returns_no_rows: bool = False
     attachment_default_limit: int = 1000
     table_default_limit: int = 10000
+    # A real instance, not a kind one (docs/EMULATOR.md, "How a real instance differs").
+    session_concurrency: int = 1  # transactions at once per session cookie; 0 = no lock
+    limit_before_acl: bool = True  # sysparm_limit is applied before ACLs: short/empty pages
+    aggregate_roles: frozenset[str] = frozenset({"admin"})  # who may aggregate sys_attachment
+    quota: float = 60.0  # transaction quota (s) of Table/Attachment/Aggregate API requests
+    row_time: float = 0.0  # server time (s) per row a list or aggregate scans
+    file_rate: int = 0  # bytes per second a /file answer is sent at; 0 = as fast as possible
+    latency: float = 0.0  # server time (s) of every API request, inside its session
+    hibernating: bool = False  # every API path answers 200 with an HTML page
+    rate_limit: tuple[int, float] | None = None  # (requests, per seconds) per user
+    mfa_users: frozenset[str] = frozenset()  # Basic auth answers 401 + X-MFA_TOKEN
+    deny: tuple[tuple[str, str], ...] = ()  # (user, encoded query): attachments it cannot read
 
     @property
     def max_size_bytes(self) -> int | None:
@@ -63,6 +82,8 @@ class Emulator:
         )
         self.faults = FaultQueue()
         self.stats = Stats()
+        self.sessions = Sessions(config.session_concurrency)
+        self.rate_windows: dict[str, list[float]] = {}  # user key -> [window start, count]
         if config.demo:
             self.seed_demo()
 

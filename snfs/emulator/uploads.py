@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import mimetypes
 import time
-from typing import Any
+from typing import Any, cast
 
 from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import Request
@@ -207,7 +207,8 @@ async def post_file(request: Request) -> Response:
 
 
 class MultipartUpload:
-    """Callbacks for python-multipart's streaming parser: form fields in memory, the file to disk."""
+    """Callbacks for python-multipart's streaming parser: form fields in memory, the file to
+    disk."""
 
     def __init__(self, emu: Emulator) -> None:
         self.emu = emu
@@ -243,7 +244,8 @@ class MultipartUpload:
         self._value += data[start:end]
 
     def on_header_end(self) -> None:
-        # latin-1 round-trips the raw bytes; parse_options_header hands them back as bytes (UTF-8 names).
+        # latin-1 round-trips the raw bytes; parse_options_header hands them back as bytes
+        # (UTF-8 names).
         self._headers[self._field.decode("latin-1").lower()] = self._value.decode("latin-1")
         self._field, self._value = b"", b""
 
@@ -283,7 +285,7 @@ async def read_multipart(
     if ctype != b"multipart/form-data" or not boundary:
         await drain(request)  # e.g. pysnow's multipart=True, which sends no boundary
         raise ApiError(400, no_boundary, "Content-Type must be multipart/form-data with a boundary")
-    parser = MultipartParser(boundary, upload.callbacks())
+    parser = MultipartParser(boundary, cast(Any, upload.callbacks()))
     try:
         async for chunk in request.stream():
             parser.write(chunk)
