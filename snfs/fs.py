@@ -313,7 +313,7 @@ class Operations(pyfuse3.Operations):
                 self.cache.forget(att.sys_id)
                 raise
         if node.kind is Kind.CONTROL:
-            return self.control.content(node)[off : off + size]
+            return await self.control.read(node, off, size)
         return await self.writes.read(node, off, size)
 
     def _handle(self, fh: int) -> FileHandle:

@@ -313,6 +313,15 @@ class MountOptions:
         kind=PATH,
     )
     max_in_flight: int = opt(8, "concurrent HTTP requests", kind=POSITIVE_INT)
+    write_back: bool = opt(
+        False,
+        "close returns once the bytes are safe in the spool; uploads run in the background"
+        " (fsync and `snfs sync` wait for them)",
+        kind=BOOL,
+    )
+    transfers: int = opt(
+        8, "background uploads at once (default 8; files >= 1 MiB: half)", kind=POSITIVE_INT
+    )
     prefetch: int = opt(
         8,
         "small files fetched ahead of a process reading a directory's files in turn (0: off)",
