@@ -585,9 +585,11 @@ class Tree:
         current, at = self._current(*key)
         current = [a for a in current if a.sys_id != att.sys_id]
         self._store_record(att.table_name, att.table_sys_id, current + [att], at)
-        unscoped = self._listings.get((att.table_name, None))
-        if unscoped is not None and unscoped.add_record(att.table_sys_id):
-            unscoped.wake()
+        # Into the shown listing and into a refresh under way (whose pager may be past it).
+        key = (att.table_name, None)
+        for listing in (self._listings.get(key), self._refreshing.get(key)):
+            if listing is not None and listing.add_record(att.table_sys_id):
+                listing.wake()
         self._exists.pop(("record", att.table_name, att.table_sys_id), None)
         return self.file_node(att)
 
