@@ -586,8 +586,8 @@ class Tree:
         current = [a for a in current if a.sys_id != att.sys_id]
         self._store_record(att.table_name, att.table_sys_id, current + [att], at)
         # Into the shown listing and into a refresh under way (whose pager may be past it).
-        key = (att.table_name, None)
-        for listing in (self._listings.get(key), self._refreshing.get(key)):
+        table: ListingKey = (att.table_name, None)
+        for listing in (self._listings.get(table), self._refreshing.get(table)):
             if listing is not None and listing.add_record(att.table_sys_id):
                 listing.wake()
         self._exists.pop(("record", att.table_name, att.table_sys_id), None)
