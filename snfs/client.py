@@ -57,6 +57,7 @@ from snfs.http import (
     Skip,
     http_error,
     is_html,
+    upload_once,
 )
 
 log = logging.getLogger("snfs.client")
@@ -676,56 +677,30 @@ class AttachmentClient:
             return b.__aiter__()
 
         since = time.time() + self._clock_offset
-        deadline = time.monotonic() + self.config.retry_total_seconds
-        for round_ in range(1, 4):
-            try:
-                resp = await self._send(
-                    "upload",
-                    "POST",
-                    path,
-                    params=params,
-                    body=make_body,
-                    headers=headers,
-                    idempotent=False,
-                    log_failure=False,
-                )
-                att = _stored(resp, path, replaces)
-                log.debug("uploaded %s/%s/%s as %s", table, table_sys_id, file_name, att.sys_id)
-                return att
-            except SnfsError as err:
-                if not getattr(err, "in_doubt", False):
-                    raise self._failed(err) from None
-                last = bodies[-1] if bodies else None
-                if last is None or not last.complete:
-                    # The content never fully left: the instance cannot have stored it.
-                    log.debug(
-                        "upload of %s broke while sending (%s); sending again",
-                        file_name,
-                        err.message,
-                    )
-                    if round_ == 3 or time.monotonic() > deadline:
-                        raise self._failed(err) from None
-                    self.stats.retries += 1
-                    continue
-                log.info(
-                    "upload of %s/%s/%s in doubt (%s); looking for it before sending again",
-                    table,
-                    table_sys_id,
-                    file_name,
-                    err.message,
-                )
-                found = await self._find_uploaded(
-                    table, table_sys_id, file_name, last.sent, last.digest.hexdigest(), since
-                )
-                if found is not None and found.sys_id not in replaces:
-                    log.info(
-                        "upload of %s found as %s; not sending it again", file_name, found.sys_id
-                    )
-                    return found
-                if round_ == 3 or time.monotonic() > deadline:
-                    raise self._failed(err) from None
-                self.stats.retries += 1
-        raise AssertionError("unreachable")
+
+        async def send() -> Attachment:
+            resp = await self._send(
+                "upload",
+                "POST",
+                path,
+                params=params,
+                body=make_body,
+                headers=headers,
+                idempotent=False,
+                log_failure=False,
+            )
+            att = _stored(resp, path, replaces)
+            log.debug("uploaded %s/%s/%s as %s", table, table_sys_id, file_name, att.sys_id)
+            return att
+
+        async def look(last: _Body) -> Attachment | None:
+            found = await self._find_uploaded(
+                table, table_sys_id, file_name, last.sent, last.digest.hexdigest(), since
+            )
+            return found if found is not None and found.sys_id not in replaces else None
+
+        what = f"{table}/{table_sys_id}/{file_name}"
+        return await upload_once(self._core, send, bodies, what, look)
 
     async def _find_uploaded(
         self, table: str, table_sys_id: str, file_name: str, size: int, digest: str, since: float

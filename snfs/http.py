@@ -35,10 +35,10 @@ import json as _json
 import logging
 import ssl
 import time
-from collections.abc import AsyncIterable, AsyncIterator, Callable
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 import httpx
 import trio
@@ -84,6 +84,8 @@ __all__ = [
     "HeaderToken",
     "Answer",
     "Fetch",
+    "SentBody",
+    "upload_once",
     "Resume",
     "SendState",
     "Session",
@@ -777,6 +779,66 @@ class Fetch:
 
     def after(self, resp: httpx.Response) -> None:
         """Sees each answer once it is done with (e.g. to learn the server's clock)."""
+
+
+class SentBody(Protocol):
+    """An upload attempt's body: `complete` once all its content was handed to the
+    connection."""
+
+    complete: bool
+
+
+T = TypeVar("T")
+B = TypeVar("B", bound=SentBody)
+
+
+async def upload_once(
+    core: HttpCore,
+    send: Callable[[], Awaitable[T]],
+    bodies: Sequence[B],
+    what: str,
+    look: Callable[[B], Awaitable[T | None]] | None,
+    *,
+    rounds: int = 3,
+) -> T:
+    """An upload (not idempotent) whose outcome may be in doubt, stored at most once: the one
+    routine of every backend.
+
+    `send` makes one attempt (through `core.send(..., idempotent=False, log_failure=False)`,
+    each attempt appending its body to `bodies`). What provably did not reach the server is
+    retried by `core.send` itself. When in doubt (the connection broke or timed out after
+    sending, 502/504, an answer that does not prove the upload stored): if the content never
+    fully left, the server cannot have stored it and it is sent again; if it did, `look` looks
+    for what the attempt may have stored, which is then the result (without `look`, nothing
+    can be proven: the upload fails). At most `rounds` attempts and `retry_total_seconds`;
+    the failure that ends it is logged once.
+    """
+    deadline = time.monotonic() + core.settings.retry_total_seconds
+    for round_ in range(1, rounds + 1):
+        try:
+            return await send()
+        except SnfsError as err:
+            if not err.in_doubt:
+                raise core.failed(err) from None
+            last = bodies[-1] if bodies else None
+            if last is not None and last.complete:
+                if look is None:
+                    raise core.failed(err) from None
+                core.log.info(
+                    "upload of %s in doubt (%s); looking for it before sending again",
+                    what,
+                    err.message,
+                )
+                found = await look(last)
+                if found is not None:
+                    core.log.info("upload of %s found; not sending it again", what)
+                    return found
+            else:
+                core.log.debug("upload of %s broke while sending (%s); sending again", what, err)
+            if round_ == rounds or time.monotonic() > deadline:
+                raise core.failed(err) from None
+            core.stats.retries += 1
+    raise AssertionError("unreachable")
 
 
 class Skip:
