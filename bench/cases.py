@@ -601,6 +601,11 @@ def case_cp_r(ctx: Ctx, case: Case, system: str, rep: int) -> dict[str, Any]:
             def mop(mp: Path, run: Run) -> None:
                 t0 = time.perf_counter()
                 util.run(["cp", "-r", f"{ds.cpr_src}/.", str(mp / "change_request" / rec) + "/"])
+                if system == "snfs":
+                    # With --write-back cp returns before the uploads end: the clock runs until
+                    # `snfs sync` says the instance has every file (without it, sync returns at
+                    # once, so both modes are timed the same way).
+                    util.run([sys.executable, "-m", "snfs", "sync", str(mp)])
                 if system == "rclone":
                     ctx.mounts["rclone"].wait_uploads(
                         [

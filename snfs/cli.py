@@ -13,6 +13,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("snfs.demo", "start the emulator with demo data and mount it"),
     "unmount": ("snfs.mount", "unmount a mount point"),
     "status": ("snfs.status", "show a mount's status"),
+    "sync": ("snfs.sync", "wait until a mount's closed files are stored (write-back)"),
 }
 
 

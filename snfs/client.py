@@ -573,6 +573,39 @@ class AttachmentClient:
                 return
             offset = nxt
 
+    async def list_rows(
+        self,
+        table: str,
+        query: str,
+        *,
+        offset: int,
+        limit: int,
+        fields: tuple[str, ...],
+        count: bool,
+    ) -> tuple[list[dict[str, Any]], int | None]:
+        """One page of raw rows of `table` (`sys_attachment`: the Attachment API, else the
+        Table API) with only `fields`; `count=False` sends `sysparm_no_count=true`.
+        Returns the rows and X-Total-Count (None when absent). For `snfs.pager`."""
+        _q.validate_table(table)
+        params = {
+            "sysparm_query": query,
+            "sysparm_limit": str(limit),
+            "sysparm_offset": str(offset),
+            "sysparm_fields": ",".join(_q.validate_field(f) for f in fields),
+            "sysparm_suppress_pagination_header": "true",
+        }
+        if not count:
+            params["sysparm_no_count"] = "true"
+        attachments = table == "sys_attachment"
+        path = "/attachment" if attachments else f"/table/{_base_table(table)}"
+        resp = await self._send("list" if attachments else "table", "GET", path, params=params)
+        rows = [r for r in _result(resp, list) if isinstance(r, dict)]
+        try:
+            total: int | None = int(resp.headers["x-total-count"])
+        except (KeyError, ValueError):
+            total = None
+        return rows, total
+
     async def list_all(self, query: str, *, page_size: int = 1000) -> list[Attachment]:
         out: list[Attachment] = []
         async for page in self.list_pages(query, page_size=page_size):

@@ -121,19 +121,20 @@ class Mount:
             "pid": os.getpid(),
             "uptime_seconds": round(now - self.started),
             "read_only": self.o.read_only,
+            "write_back": self.o.write_back,
+            "transfers": self.o.transfers,
             "requests": self.backend.stats.as_dict(),
             "cache": self.cache.stats(),
-            "pending_uploads": [
-                {
-                    "path": f"{st.table}/{st.record}/{st.name}",
-                    "bytes": st.size(),
-                    "age_seconds": round(now - st.mtime.timestamp()),
-                    "attempts": st.attempts,
-                    "state": st.state.value,  # docs/WRITES.md
-                    "last_error": st.blocked or st.last_error,
-                }
-                for st in self.writes.pending()
-            ],
+            "pending_uploads": [self.writes.describe(st, now) for st in self.writes.pending()],
+        }
+
+    async def sync(self) -> dict[str, Any]:
+        """What `/.snfs/sync` answers once nothing is in flight (`snfs sync`)."""
+        left = await self.writes.sync()
+        now = time.time()
+        return {
+            "synced": not left,
+            "pending_uploads": [self.writes.describe(st, now) for st in left],
         }
 
     async def run(self) -> int:
@@ -161,13 +162,27 @@ class Mount:
 
     async def _serve(self, cache: ContentCache) -> int:
         o, backend = self.o, self.backend
-        tree = Tree(backend, dir_cache_time=o.dir_cache_time, tables=o.tables)
+        tree = Tree(
+            backend,
+            dir_cache_time=o.dir_cache_time,
+            tables=o.tables,
+            pagers=max(1, o.max_in_flight - 2),  # two requests stay free for lookups
+        )
         spool = Spool(
             instance_dir(o.spool_dir or state_home() / "spool", self.key, spool_user(o)),
             exclusive=not o.read_only,
         )
-        self.writes = writes = Writes(tree, backend, cache, spool, read_only=o.read_only)
-        control = Control(tree.inodes, self.status)
+        self.writes = writes = Writes(
+            tree,
+            backend,
+            cache,
+            spool,
+            read_only=o.read_only,
+            write_back=o.write_back,
+            transfers=o.transfers,
+            alert=notify.desktop,
+        )
+        control = Control(tree.inodes, self.status, sync=self.sync)
         self.prefetch = prefetch = Prefetcher(
             cache, lambda f: self._siblings(tree, f), depth=o.prefetch
         )
@@ -215,9 +230,8 @@ class Mount:
     @staticmethod
     async def _siblings(tree: Tree, f: Any) -> list[Any]:
         """The files of `f`'s record in listing (readdir) order, from the cached listing."""
-        names = await tree.attachments(f.table_name, f.table_sys_id)
-        found = (tree.attachment(sys_id) for _name, sys_id in sorted(names.items()))
-        return [att for att in found if att is not None]
+        listing = await tree.record_listing(f.table_name, f.table_sys_id)
+        return [att for _name, att in sorted(listing.items())]
 
     async def _tune_read_ahead(self, ops: Operations) -> None:
         # The kernel sets the mount's read-ahead from the FUSE INIT reply (128 KiB, which

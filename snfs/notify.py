@@ -1,4 +1,5 @@
-"""The systemd notify protocol (sd_notify(3)) without a dependency.
+"""Telling others: the systemd notify protocol (sd_notify(3)) without a dependency, and
+desktop notifications (`notify-send`) for uploads that fail where no program can be told.
 
 Under `Type=notify`, systemd passes `$NOTIFY_SOCKET`: a path, or `@name` for a socket in the
 abstract namespace. Each message is one datagram of newline-separated `KEY=value` lines. When
@@ -10,12 +11,17 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import socket
+import subprocess
+import threading
 import time
 
 log = logging.getLogger("snfs.notify")
 
-__all__ = ["notify", "ready", "status", "stopping", "reloading"]
+__all__ = ["desktop", "notify", "ready", "status", "stopping", "reloading"]
+
+DESKTOP_TIMEOUT = 10.0  # seconds a notify-send may run before it is killed
 
 
 def _address(value: str) -> str | bytes | None:
@@ -79,3 +85,33 @@ def reloading(status_text: str = "") -> bool:
     if status_text:
         lines.append(f"STATUS={_one_line(status_text)}")
     return notify(*lines)
+
+
+def desktop(summary: str, body: str) -> bool:
+    """A desktop notification through `notify-send` (libnotify), where it exists on PATH.
+    Best effort: never waits for it (a missing session bus can make it hang; it is killed after
+    DESKTOP_TIMEOUT s by a reaper thread), never raises; False if it could not be started."""
+    tool = shutil.which("notify-send")
+    if tool is None:
+        return False
+    try:
+        proc = subprocess.Popen(
+            [tool, "--app-name=snfs", "--urgency=critical", "--", summary, _one_line(body)],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+    except OSError as e:
+        log.debug("notify-send: cannot start: %s", e)
+        return False
+    threading.Thread(target=_reap, args=(proc,), daemon=True).start()
+    return True
+
+
+def _reap(proc: subprocess.Popen[bytes]) -> None:
+    try:
+        proc.wait(timeout=DESKTOP_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()

@@ -145,11 +145,14 @@ class Spool:
     def open_data(self, sid: str) -> int:
         return os.open(self.data_path(sid), os.O_RDWR | os.O_CLOEXEC)
 
-    async def journal(self, entry: Entry) -> None:
-        """Durably record that `entry` is owed before anything is sent."""
-        await trio.to_thread.run_sync(self.journal_sync, entry)
+    async def journal(self, entry: Entry, *, data_fd: int | None = None) -> None:
+        """Durably record that `entry` is owed before anything is sent. With `data_fd` the
+        staged bytes are made durable first (write-back: `close` returns on this alone)."""
+        await trio.to_thread.run_sync(self.journal_sync, entry, data_fd)
 
-    def journal_sync(self, entry: Entry) -> None:
+    def journal_sync(self, entry: Entry, data_fd: int | None = None) -> None:
+        if data_fd is not None:
+            self._fsync(data_fd)
         path = self.root / f"{entry.id}.json"
         tmp = path.with_suffix(".json.tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)

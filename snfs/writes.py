@@ -6,7 +6,9 @@ unlink, rename, the background retry, shutdown, recovery) holds that file's lock
 so no two of them interleave on one file. docs/WRITES.md is the design; the promises
 (docs/SEMANTICS.md, "Writing"):
 - Written bytes go to the spool on local disk, never to memory; `close` (flush) uploads them
-  and returns the upload's error as an errno.
+  and returns the upload's error as an errno. With write-back (`--write-back`) `close` returns
+  once the bytes and the journal entry are durable, and a bounded pool of background uploaders
+  (`--transfers`) sends what is owed, each file under its lock; `fsync` and `sync` wait for it.
 - A replaced attachment is deleted only after its replacement's new sys_id is confirmed.
 - Scratch names (snfs.temp_names) never become attachments; a dropped file is never uploaded;
   shutdown never uploads a file that is open for writing.
@@ -22,7 +24,7 @@ import logging
 import os
 import random
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -52,6 +54,14 @@ RETRY_MIN, RETRY_MAX = 2.0, 300.0
 # never an existing attachment taken for it.
 CLOCK_SLACK = 2.0
 SHUTDOWN_OPEN = "the mount stopped while this file was open for writing; not uploaded"
+DEFAULT_TRANSFERS = 8  # docs/PERFORMANCE.md, "Write-back": the --transfers sweep
+# A file at least this large is bandwidth-bound: at most half the transfer slots send such
+# files, so a batch of large uploads never holds every HTTP slot that listings need.
+LARGE_UPLOAD = 1 << 20
+
+# Called with (summary, body) when an upload fails where no caller can be told (the background
+# uploaders, release): a desktop notification. Must never block or raise.
+Alert = Callable[[str, str], object]
 
 __all__ = ["PERMANENT", "Staged", "State", "Writes"]
 
@@ -65,6 +75,9 @@ class Writes:
         spool: Spool,
         *,
         read_only: bool = False,
+        write_back: bool = False,
+        transfers: int = DEFAULT_TRANSFERS,
+        alert: Alert | None = None,
     ) -> None:
         self.tree = tree
         self.inodes = tree.inodes
@@ -78,6 +91,13 @@ class Writes:
         # One lock per inode: the inode number stays when a file is staged or settles.
         self._locks: dict[int, trio.Lock] = {}
         self._wake = trio.Event()
+        self.write_back = write_back
+        # Background uploads at once (the pool, sync, shutdown share it): each holds one slot,
+        # then its file's lock, always in that order, so they never deadlock.
+        self._slots = trio.CapacityLimiter(max(1, transfers))
+        self._large_slots = trio.CapacityLimiter(max(1, transfers // 2))
+        self._taken: set[int] = set()  # inodes a background uploader has been started for
+        self._alert = alert
         tree.reserved_names = lambda t, r: self._local.get((t, r), {}).keys()
 
     # -- the per-file lock ----------------------------------------------------------------------
@@ -317,7 +337,11 @@ class Writes:
                 self._heal(st)
             self._touch(st)
             if not has_handle and st.opens == 0 and st.state is State.WRITING:
-                await self._upload_locked(node)  # truncate(2) has no close to upload at
+                # truncate(2) has no close to upload at
+                if self.write_back:
+                    await self._owe(node, "truncated")
+                else:
+                    await self._upload_locked(node)
 
     async def flush(self, node: Node, *, force: bool = False) -> None:
         """close(2) and fsync(2): upload what was written since the last upload.
@@ -333,11 +357,17 @@ class Writes:
             st: Staged = node.data
             if st.damaged and not st.dropped:
                 raise fail(errno.EIO)  # the write's error, again at close: nothing was sent
+            if force and st.state is State.OWED:
+                await self._upload_locked(node)  # fsync: what is owed now, even only deletes
+                return
             sendable = st.state in (State.WRITING, State.OWED) or (
                 st.state is State.BLOCKED and force
             )
             if sendable and st.dirty and (st.wrote or force):
-                await self._upload_locked(node)
+                if self.write_back and not force:
+                    await self._owe(node, "closed")
+                else:
+                    await self._upload_locked(node)
 
     async def release(self, node: Node) -> None:
         if node.kind is not Kind.LOCAL:
@@ -362,10 +392,9 @@ class Writes:
             if st.state is State.WRITING:
                 # Never written (touch, `: > file`), or written with no flush (mmap): upload
                 # now; errors go to the journal and the log, as release cannot return them.
-                try:
-                    await self._upload_locked(node)
-                except (SnfsError, OSError):
-                    pass  # logged, journaled and retried in the background
+                await self._send_or_owe(node, "released")
+            if st.state is State.OWED:
+                self._wake.set()  # closed now: the background uploaders may take it
             await self._settle_if_done(node)
 
     @staticmethod
@@ -390,6 +419,76 @@ class Writes:
             await self._journal(st)
         except OSError as e:  # the disk that failed the write may fail this too
             log.error("%s: cannot journal the blocked file: %s", st.name, e)
+
+    # -- write-back -----------------------------------------------------------------------------
+
+    async def _owe(self, node: Node, why: str) -> None:
+        """Write-back: hand the file to the background uploaders (caller holds its lock).
+        Returns once its bytes and its journal entry are on disk (fsynced): from then on a
+        crash or a failed upload loses nothing. The upload's outcome goes to `fsync`, `snfs
+        sync`, the status, the log and a desktop notification."""
+        st: Staged = node.data
+        if st.damaged:
+            raise fail(errno.EIO)
+        st.move(State.OWED, why)
+        st.next_try = 0.0  # due now; no uploader can take it before we release the lock
+        st.wrote = False
+        # If this fails, close fails (EIO) but the file stays owed: sent later, never lost.
+        await self._journal(st, durable=True)
+        self._wake.set()
+
+    async def _send_or_owe(self, node: Node, why: str) -> None:
+        """Where no caller can be told of an error (release): owe the file (write-back) or
+        upload it now; a failure is logged, journaled, retried and reported."""
+        if self.write_back:
+            try:
+                await self._owe(node, why)
+                return
+            except OSError as e:  # the journal could not be written: try sending it now
+                log.error(
+                    "%s: cannot journal for write-back (%s); uploading now", node.data.name, e
+                )
+        try:
+            await self._upload_locked(node)
+        except (SnfsError, OSError):
+            self._report(node.data)
+
+    def _report(self, st: Staged) -> None:
+        """A failure no caller sees: one desktop notification per file and reason (the log
+        line was written where it failed). Best effort, never raises."""
+        why = st.blocked or st.last_error
+        if not why or why == st.alerted or self._alert is None:
+            return
+        st.alerted = why
+        verb = "refused" if st.state is State.BLOCKED else "failed, will retry"
+        try:
+            self._alert(f"snfs: upload {verb}", f"{st.table}/{st.record}/{st.name}: {why}")
+        except Exception:  # a notifier must never break an upload path
+            log.debug("desktop notification failed", exc_info=True)
+
+    def describe(self, st: Staged, now: float) -> dict[str, object]:
+        """One owed or blocked file, as `snfs status` and `snfs sync` show it."""
+        reason = st.blocked or st.last_error
+        if not reason and st.opens and st.state is State.WRITING:
+            reason = "open for writing"
+        return {
+            "path": f"{st.table}/{st.record}/{st.name}",
+            "bytes": st.size(),
+            "age_seconds": round(now - st.mtime.timestamp()),
+            "attempts": st.attempts,
+            "state": st.state.value,  # docs/WRITES.md
+            "last_error": reason,
+        }
+
+    async def sync(self) -> list[Staged]:
+        """`snfs sync`: send now everything owed (even a file waiting for its next retry), wait
+        for uploads in flight, and return what is still owed or blocked. Files open for
+        writing whose changes were never closed are not owed yet and are not waited for."""
+        todo = [n for n in self._staged_nodes() if n.data.state in (State.OWED, State.UPLOADING)]
+        async with trio.open_nursery() as nursery:
+            for node in todo:
+                nursery.start_soon(self._upload_one, node, False)
+        return [st for st in self.pending() if st.state is not State.STORED]
 
     # -- uploading ------------------------------------------------------------------------------
 
@@ -517,7 +616,8 @@ class Writes:
                 await self._delete_remote(old)
             st.replaces.pop(0)
 
-    async def _journal(self, st: Staged) -> None:
+    async def _journal(self, st: Staged, *, durable: bool = False) -> None:
+        """Write the file's journal entry; `durable` also fsyncs its bytes first."""
         await self.spool.journal(
             Entry(
                 st.sid,
@@ -533,7 +633,8 @@ class Writes:
                 attempt_started=st.attempt_started,
                 stored=st.uploaded.sys_id if st.uploaded and not st.dirty else None,
                 size=st.size(),
-            )
+            ),
+            data_fd=st.fd if durable and st.fd >= 0 else None,
         )
         st.journaled = True
 
@@ -581,42 +682,79 @@ class Writes:
         self.tree.renumber(st.table, st.record)
         await self.spool.discard(st.sid)
 
-    # -- the background retry -------------------------------------------------------------------
+    # -- the background uploaders ---------------------------------------------------------------
 
     async def run_retries(self, *, task_status: trio.TaskStatus = trio.TASK_STATUS_IGNORED) -> None:
-        """Background task: retry what is owed to the instance, with backoff, for the life of
-        the mount. Nothing that goes wrong in here may end the mount."""
+        """Background task for the life of the mount: start an uploader for each owed file that
+        is due (write-back closes, retries with backoff, recovery), at most `transfers` sending
+        at once. Nothing that goes wrong in here may end the mount."""
         task_status.started()
-        while True:
-            try:
-                wait = await self._retry_due()
-            except Exception:
-                log.exception("background upload retry failed unexpectedly; trying again later")
-                wait = RETRY_MAX
-            with trio.move_on_after(wait):
-                await self._wake.wait()
-            self._wake = trio.Event()
+        async with trio.open_nursery() as pool:
+            while True:
+                try:
+                    wait = self._dispatch(pool)
+                except Exception:
+                    log.exception("background uploads failed unexpectedly; trying again later")
+                    wait = RETRY_MAX
+                with trio.move_on_after(wait):
+                    await self._wake.wait()
+                self._wake = trio.Event()
 
     def _owed(self) -> list[Node]:
-        return [
-            n
-            for n in self._staged_nodes()
-            if n.data.state is State.OWED and not n.data.opens and not self.busy(n)
-        ]
+        """Closed files waiting for the background uploaders, oldest change first."""
+        nodes = [n for n in self._staged_nodes() if n.data.state is State.OWED and not n.data.opens]
+        return sorted(nodes, key=lambda n: n.data.mtime)
 
-    async def _retry_due(self) -> float:
-        """One pass over what is owed and due; returns how long to sleep until the next one."""
+    def _dispatch(self, nursery: trio.Nursery) -> float:
+        """Start an uploader for each due file not taken yet; returns how long until the next
+        one is due. The uploaders queue for the `transfers` slots."""
+        now = trio.current_time()
         for node in self._owed():
-            if node.data.next_try > trio.current_time():
-                continue
-            async with self._locked(node):
+            if node.data.next_try <= now and node.ino not in self._taken:
+                self._taken.add(node.ino)
+                nursery.start_soon(self._upload_one, node, True)
+        waits = [n.data.next_try - now for n in self._owed() if n.ino not in self._taken]
+        return max(0.0, min(waits, default=5.0))
+
+    async def _upload_one(self, node: Node, due_only: bool) -> None:
+        """One background upload: a slot, then the file's lock (always in that order), then
+        the file as it is now (it may have been stored, dropped, renamed or reopened)."""
+        try:
+            async with self._slot(node), self._locked(node):
                 st = node.data
                 if node.kind is not Kind.LOCAL or st.state is not State.OWED or st.opens:
-                    continue  # settled, dropped, renamed or reopened meanwhile
+                    return
+                if due_only and st.next_try > trio.current_time():
+                    return  # failed meanwhile (fsync, sync): its backoff decides
                 try:
                     await self._upload_locked(node)
                 except (SnfsError, OSError):
-                    pass  # logged and rescheduled by _upload_locked
+                    self._report(st)  # logged and rescheduled by _upload_locked
+        except Exception:
+            log.exception("background upload failed unexpectedly; it stays owed")
+        finally:
+            if due_only:
+                self._taken.discard(node.ino)
+            self._wake.set()
+
+    @asynccontextmanager
+    async def _slot(self, node: Node) -> AsyncIterator[None]:
+        """A transfer slot for a background upload (a large file also needs a large-file
+        slot, taken first). Taken before the file's lock, never while holding one."""
+        large = node.kind is Kind.LOCAL and node.data.size() >= LARGE_UPLOAD
+        async with AsyncExitStack() as stack:
+            if large:
+                await stack.enter_async_context(self._large_slots)
+            await stack.enter_async_context(self._slots)
+            yield
+
+    async def _retry_due(self) -> float:
+        """One pass: upload every due file, wait for them; returns the wait until the next."""
+        async with trio.open_nursery() as nursery:
+            self._dispatch(nursery)
+        return self._dispatch_wait()
+
+    def _dispatch_wait(self) -> float:
         now = trio.current_time()
         return max(0.0, min((n.data.next_try - now for n in self._owed()), default=5.0))
 
@@ -665,16 +803,21 @@ class Writes:
                 async with self._locked(node):
                     await self._keep_open_file(node)
         with trio.move_on_after(seconds):
-            for node in self._staged_nodes():
-                async with self._locked(node):
-                    st = node.data
-                    if node.kind is not Kind.LOCAL or st.opens:
-                        continue
-                    if st.state in (State.OWED, State.WRITING):
-                        try:
-                            await self._upload_locked(node)
-                        except (SnfsError, OSError):
-                            pass
+            async with trio.open_nursery() as nursery:
+                for node in self._staged_nodes():
+                    nursery.start_soon(self._finish_one, node)
+
+    async def _finish_one(self, node: Node) -> None:
+        """At shutdown: one more try for a closed file that is owed, in a transfer slot."""
+        async with self._slot(node), self._locked(node):
+            st = node.data
+            if node.kind is not Kind.LOCAL or st.opens:
+                return
+            if st.state in (State.OWED, State.WRITING):
+                try:
+                    await self._upload_locked(node)
+                except (SnfsError, OSError):
+                    pass  # journaled: the next mount finishes it
 
     async def _keep_open_file(self, node: Node) -> None:
         st = node.data
@@ -826,6 +969,9 @@ class Writes:
             st.move(State.WRITING, "renamed while open")  # uploaded at close
             return
         if st.dirty or st.replaces:
+            if self.write_back:
+                await self._owe(node, "renamed")  # journaled under its new name
+                return
             st.move(State.OWED, "renamed")
             await self._upload_locked(node)  # e.g. a scratch file renamed to its real name
         else:

@@ -61,6 +61,10 @@ class FakeBackend:
         self.fail_lists: list[SnfsError] = []
         self.fail_streams: list[SnfsError] = []
         self.stream_gate: trio.Event | None = None  # downloads wait for it
+        self.upload_gate: trio.Event | None = None  # every upload waits for it (write-back)
+        self.in_flight = 0  # uploads running now
+        self.peak_in_flight = 0
+        self.sent: list[tuple[str, bytes]] = []  # (name, content) of each upload, in order
 
     # -- inspection ------------------------------------------------------------------------------
 
@@ -152,6 +156,17 @@ class FakeBackend:
         self.stats.uploads += 1
         data = await trio.Path(source).read_bytes()
         assert len(data) == size
+        self.sent.append((file_name, data))
+        self.in_flight += 1
+        self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
+        try:
+            return await self._upload(table, record, file_name, data)
+        finally:
+            self.in_flight -= 1
+
+    async def _upload(self, table: str, record: str, file_name: str, data: bytes) -> Attachment:
+        if self.upload_gate is not None:
+            await self.upload_gate.wait()
         if self.hold is not None:
             hold, self.hold = self.hold, None
             hold.started.set()

@@ -17,6 +17,7 @@ import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import pyfuse3
 import pytest
@@ -42,12 +43,14 @@ REC = "a" * 32
 class Core:
     """One mount's write side, without FUSE: calls go in as the kernel would make them."""
 
-    def __init__(self, backend: FakeBackend, spool_dir: Path, cache: ContentCache) -> None:
+    def __init__(
+        self, backend: FakeBackend, spool_dir: Path, cache: ContentCache, **writes_kw: Any
+    ) -> None:
         self.backend = backend
         self.spool_dir = spool_dir
         self.tree = Tree(backend, clock=trio.current_time)
         self.spool = Spool(spool_dir)
-        self.writes = Writes(self.tree, backend, cache, self.spool)
+        self.writes = Writes(self.tree, backend, cache, self.spool, **writes_kw)
         self.ops = Operations(
             self.tree, cache, self.writes, Control(self.tree.inodes, dict), Owner(0, 0), Timeouts()
         )
@@ -101,9 +104,9 @@ class Core:
 
 
 @asynccontextmanager
-async def running(backend: FakeBackend, spool_dir: Path) -> AsyncIterator[Core]:
+async def running(backend: FakeBackend, spool_dir: Path, **writes_kw: Any) -> AsyncIterator[Core]:
     async with ContentCache(lambda sid, off: backend.stream(sid, offset=off)) as cache:
-        yield Core(backend, spool_dir, cache)
+        yield Core(backend, spool_dir, cache, **writes_kw)
 
 
 @pytest.fixture
