@@ -20,7 +20,8 @@ from typing import Any
 from snfs.emulator.encoded_query import CompiledQuery, Field
 from snfs.emulator.tables import TABLES, ZZ_YY
 
-# Field order of real sys_attachment responses (notes §10), download_link inserted by the API.
+# Field order of real sys_attachment responses (recorded from real instances), download_link
+# inserted by the API.
 ATTACHMENT_FIELDS = (
     "size_bytes",
     "file_name",
