@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, cast
@@ -37,13 +38,16 @@ log = logging.getLogger("snfs.tree")
 
 # Per-record listings kept in memory, in estimated bytes (an LRU: the least recently used go).
 RECORD_CACHE_BYTES = 24 * 2**20
-# What one attachment's metadata costs in memory beyond the strings counted below: the object,
-# its fixed strings (ids, table, user, state, link), two datetimes, the `extra` dict, the
-# name's dict slot. Measured with tracemalloc on listed attachments: about 1 KB in all.
-ATTACHMENT_OVERHEAD = 800
+# What one attachment's metadata costs in memory beyond the strings counted in
+# `RecordListing.of`: the object, its other strings (ids, table, user, state, link), two
+# datetimes, the `extra` dict, the name's dict slot. tracemalloc on 20,000 listed attachments
+# with typical values: 1,130 bytes each in all; this constant makes the estimate ~1,160.
+ATTACHMENT_OVERHEAD = 1000
 # Keyset pagers run at once over disjoint sys_id ranges of one table.
 TABLE_PAGERS = 4
 SCOPE_DIR = ".query"
+SCOPES = 16  # scoped listings kept (the configured ones and ad-hoc `.query` ones)
+EXISTS_MAX = 10_000  # existence checks kept before the expired ones are dropped
 
 
 @dataclass
@@ -177,6 +181,7 @@ class Tree:
         self._tables: list[str] = []
         self._tables_at = float("-inf")
         self._tables_refreshing = False
+        self._scope_use: OrderedDict[ListingKey, None] = OrderedDict()  # LRU of scoped listings
         self._listings: dict[ListingKey, Listing] = {}
         self._refreshing: dict[ListingKey, Listing] = {}
         self._records: LRUCache[tuple[str, str], RecordListing] = LRUCache(
@@ -204,6 +209,7 @@ class Tree:
         for listing in [*self._listings.values(), *self._refreshing.values()]:
             listing.cancel.cancel()
         self._listings.clear()
+        self._scope_use.clear()
         self._refreshing.clear()
         self._records.clear()
         self._oversize.clear()
@@ -295,12 +301,30 @@ class Tree:
             default = getattr(self.backend, "default_scope", None)
             scope = default(table) if default else None
         key = (table, scope)
+        if scope is not None:
+            self._scope_use[key] = None
+            self._scope_use.move_to_end(key)
         current = self._listings.get(key)
         if current is None or (current.done and current.error is not None):
             current = self._listings[key] = self._start(key, swap=False)
+            if scope is not None:
+                self._forget_old_scopes(key)
         elif current.done and not self._fresh(current.fetched_at) and key not in self._refreshing:
             self._refreshing[key] = self._start(key, swap=True)
         return current
+
+    def _forget_old_scopes(self, keep: ListingKey) -> None:
+        """Keep the listings of the SCOPES most recently used scopes: ad-hoc `.query`
+        directories must not pile up over a day. A forgotten one is listed again if visited."""
+        while len(self._scope_use) > SCOPES:
+            old = next(iter(self._scope_use))
+            if old == keep:
+                self._scope_use.move_to_end(old)
+                continue
+            del self._scope_use[old]
+            for held in (self._listings.pop(old, None), self._refreshing.pop(old, None)):
+                if held is not None:
+                    held.cancel.cancel()
 
     async def records(self, table: str) -> list[str]:
         """Every record shown in `/<table>`, once the listing is complete."""
@@ -561,9 +585,11 @@ class Tree:
         current, at = self._current(*key)
         current = [a for a in current if a.sys_id != att.sys_id]
         self._store_record(att.table_name, att.table_sys_id, current + [att], at)
-        unscoped = self._listings.get((att.table_name, None))
-        if unscoped is not None and unscoped.add_record(att.table_sys_id):
-            unscoped.wake()
+        # Into the shown listing and into a refresh under way (whose pager may be past it).
+        table: ListingKey = (att.table_name, None)
+        for listing in (self._listings.get(table), self._refreshing.get(table)):
+            if listing is not None and listing.add_record(att.table_sys_id):
+                listing.wake()
         self._exists.pop(("record", att.table_name, att.table_sys_id), None)
         return self.file_node(att)
 
@@ -595,5 +621,8 @@ class Tree:
             value = await check()
         except (NotFound, InvalidInput):
             value = None
-        self._exists[key] = (value, self._clock())
+        now = self._clock()
+        if len(self._exists) >= EXISTS_MAX:  # names looked up over a day: keep the fresh ones
+            self._exists = {k: v for k, v in self._exists.items() if self._fresh(v[1])}
+        self._exists[key] = (value, now)
         return value

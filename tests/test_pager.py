@@ -210,3 +210,49 @@ def test_scope_and_numbers_options_reach_the_backend(monkeypatch: pytest.MonkeyP
         build("--scope", "incident")
     with pytest.raises(ConfigError):
         build("--scope", "Bad Table=active=true")
+
+
+def test_scoped_listings_are_kept_for_the_recent_scopes_only() -> None:
+    """Every `.query/<q>` visited starts a listing; over a day they must not pile up. This is
+    the tree's own bookkeeping, not visible through a mount, so a minimal in-process backend
+    stands in for the instance (it lists one record per scope)."""
+    from datetime import UTC, datetime
+
+    from snfs.backend import FULL, RemoteFile
+    from snfs.tree import SCOPES, Tree
+
+    def one(scope: str) -> RemoteFile:
+        now = datetime.now(UTC)
+        rec = f"{abs(hash(scope)):032x}"[-32:]
+        return RemoteFile(
+            "f" + rec[1:], "t", rec, "a.txt", 1, "text/plain", now, now, "", "", "", ""
+        )
+
+    class Scoped:
+        name = "fake"
+
+        def capabilities(self, table: str) -> Any:
+            return FULL
+
+        def valid_table_name(self, table: str) -> bool:
+            return True
+
+        def can_scope(self, table: str) -> bool:
+            return True
+
+        async def list_scoped(self, table: str, scope: str, **kw: Any) -> Any:
+            async def pages() -> Any:
+                yield [one(scope)]
+
+            yield pages()
+
+    async def main() -> None:
+        tree = Tree(Scoped())  # type: ignore[arg-type]
+        for i in range(SCOPES + 4):
+            listing = tree.listing("t", f"x={i}")
+            await listing.complete()
+            assert len(listing.records) == 1
+        kept = {scope for _, scope in tree._listings}
+        assert kept == {f"x={i}" for i in range(4, SCOPES + 4)}
+
+    trio.run(main)
