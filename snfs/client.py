@@ -23,6 +23,7 @@ import re
 import secrets as _secrets
 import time
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Collection
+from contextlib import aclosing
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -41,6 +42,7 @@ from snfs.errors import (
     InvalidInput,
     MfaRequired,
     NotTheContent,
+    QuotaCut,
     ServerError,
     SnfsError,
     TooLarge,
@@ -72,6 +74,7 @@ __all__ = [
 ]
 
 API_PATH = "/api/now"
+QUOTA_MEMORY = 10.0  # s: a download the quota cut is not asked for again sooner
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 REQUEST_KINDS = ("list", "get", "file", "upload", "delete", "rename", "stats", "table", "auth")
 
@@ -410,6 +413,7 @@ class AttachmentClient:
         self._supports_range: bool | None = None
         self._rename_supported: bool | None = None
         self._clock_offset = 0.0  # instance clock minus ours, from Date headers
+        self._quota_cuts: dict[str, float] = {}  # sys_id -> when its download was given up
         self._core = HttpCore(
             _settings(config),
             config.auth,
@@ -626,18 +630,38 @@ class AttachmentClient:
             raise InvalidInput("offset must not be negative")
         return self._stream(sys_id, offset, expected_size, hold_slot=True)
 
-    def _stream(
+    async def _stream(
         self, sys_id: str, offset: int, expected_size: int | None, hold_slot: bool
     ) -> AsyncIterator[bytes]:
+        path = f"/attachment/{sys_id}/file"
+        cut_at = self._quota_cuts.get(sys_id)
+        if cut_at is not None and time.monotonic() - cut_at < QUOTA_MEMORY:
+            # It was just cut by the quota again and again (and said so in the log): asking
+            # once more at once (the kernel's read-ahead does) would only repeat that.
+            raise QuotaCut(
+                f"GET {path}: cut by the instance's transaction quota less than "
+                f"{QUOTA_MEMORY:.0f} s ago",
+                instance_message="transaction quota",
+                method="GET",
+                path=path,
+            )
         # A copy stream (hold_slot False) feeds an upload that holds a session itself.
-        return self._core.stream(
+        chunks = self._core.stream(
             "file",
-            f"/attachment/{sys_id}/file",
+            path,
             offset=offset,
             expected_size=expected_size,
             fetch=_AttachmentFetch(self, sys_id),
             spare=not hold_slot,
         )
+        try:
+            async with aclosing(chunks):  # closed with us: its session is freed at once
+                async for chunk in chunks:
+                    yield chunk
+        except QuotaCut:
+            self._quota_cuts[sys_id] = time.monotonic()
+            raise
+        self._quota_cuts.pop(sys_id, None)
 
     def _range_start(
         self, resp: httpx.Response, path: str, pos: int, ranged: bool

@@ -35,7 +35,14 @@ import json as _json
 import logging
 import ssl
 import time
-from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterable,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Sequence,
+)
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
@@ -676,7 +683,7 @@ class HttpCore:
         params: dict[str, Any] | None = None,
         fetch: Fetch | None = None,
         spare: bool = False,
-    ) -> AsyncIterator[bytes]:
+    ) -> AsyncGenerator[bytes, None]:
         """The body of a GET from `offset` on: the one download loop of every backend.
 
         A broken transfer is asked for again from where it stopped (`fetch` decides how: Range,
