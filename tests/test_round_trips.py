@@ -15,9 +15,9 @@ from tests.mount_proc import MountProc
 
 
 def _record_with_file(emu: EmulatorProc, table: str = "incident") -> str:
-    record = emu.json("POST", f"/api/now/table/{table}", {"short_description": "cold"})[
-        "result"
-    ]["sys_id"]
+    record = emu.json("POST", f"/api/now/table/{table}", {"short_description": "cold"})["result"][
+        "sys_id"
+    ]
     status, _, body = emu.request(
         "POST",
         f"/api/now/attachment/file?table_name={table}&table_sys_id={record}&file_name=a.txt",
@@ -56,9 +56,9 @@ def test_ls_l_of_a_record_costs_one_request(
 def test_empty_listing_asks_whether_the_record_exists(
     emulator: EmulatorProc, mount_factory: Callable[..., MountProc]
 ) -> None:
-    empty = emulator.json("POST", "/api/now/table/incident", {"short_description": "e"})[
-        "result"
-    ]["sys_id"]
+    empty = emulator.json("POST", "/api/now/table/incident", {"short_description": "e"})["result"][
+        "sys_id"
+    ]
     m = mount_factory(emulator)
     emulator.reset_stats()
     assert os.listdir(m.path("incident", empty)) == []
