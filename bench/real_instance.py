@@ -98,7 +98,12 @@ def parallel_cats(work: Path) -> str:
             names = [f"f{i}.bin" for i in range(7)]
             for n in names:
                 params = {"table_name": "incident", "table_sys_id": rec, "file_name": n}
-                api.post("/api/now/attachment/file", params=params, content=os.urandom(4 * MiB))
+                api.post(
+                    "/api/now/attachment/file",
+                    params=params,
+                    content=os.urandom(4 * MiB),
+                    headers={"Content-Type": "application/octet-stream"},
+                ).raise_for_status()
             api.post("/__emulator__/reset", json={})
         m = Mount(emu.url, work / "m1").wait()
         try:
@@ -109,6 +114,9 @@ def parallel_cats(work: Path) -> str:
                 six = timed(lambda: list(pool.map(cat, paths)))
             with admin(emu) as api:
                 sessions = api.get("/__emulator__/stats").json()["sessions"]
+        except subprocess.CalledProcessError:
+            print(m.log_text()[-3000:], file=sys.stderr)
+            raise
         finally:
             m.stop()
     finally:

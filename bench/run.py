@@ -141,8 +141,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "of rclone serve webdav (rclone); WAN sizes; curl and the wire case are not run",
     )
     a = p.parse_args(argv)
-    default_cases = [c for c in DEFAULT_CASES if not (a.latency and c == "wire")]
+    default_cases = [c for c in DEFAULT_CASES if not (a.latency and c == "wire")] + [LARGE]
     a.case_list = [c.strip() for c in (a.cases or ",".join(default_cases)).split(",") if c.strip()]
+    # The large-table case has its own emulator, data and report (bench/large.py).
+    a.large = LARGE in a.case_list
+    a.case_list = [c for c in a.case_list if c != LARGE]
     for c in a.case_list:
         if c not in CASES:
             p.error(f"unknown case {c!r}; known: {', '.join(CASES)}")
@@ -159,6 +162,20 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return a
 
 
+LARGE = "large-table"
+
+
+def run_large(a: argparse.Namespace) -> str:
+    """bench/large.py at the run's --latency (100 ms, the issue's WAN, when none is given)."""
+    from bench import large
+
+    args = ["--latency", f"{a.latency or 100:g}", "--out", str(a.out)]
+    if a.quick:
+        args += ["--attachments", "25000", "--records", "8000", "--dir-cache-time", "5"]
+    large.main(args)
+    return (a.out / "large.md").read_text()
+
+
 def ensure_py_spy() -> None:
     """py-spy is a benchmark-only tool: installed into this venv on demand, never a dependency."""
     spy = Path(sys.executable).parent / "py-spy"
@@ -171,6 +188,9 @@ def ensure_py_spy() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     a = parse_args(argv)
+    if a.large and not a.case_list:
+        run_large(a)
+        return 0
     if a.render:
         md = report.markdown(json.loads(a.render.read_text()))
         a.out.mkdir(parents=True, exist_ok=True)
@@ -368,6 +388,8 @@ def main(argv: list[str] | None = None) -> int:
     results = {"meta": results["meta"], "cases": results["cases"]}
     a.out.mkdir(parents=True, exist_ok=True)
     md = report.markdown(results)
+    if a.large:
+        md += "\n## Large table\n\n" + run_large(a)
     stem = f"latest-{a.latency:g}ms" if a.latency else "latest"  # loopback results stay
     (a.out / f"{stem}.json").write_text(json.dumps(results, indent=1, ensure_ascii=False) + "\n")
     (a.out / f"{stem}.md").write_text(md)

@@ -67,6 +67,11 @@ class Capabilities:
 FULL = Capabilities()
 
 
+class RecordIds(list[str]):
+    """A page of a table's listing that names records only, without file metadata (what a
+    large table's listing asks for): shown in `/<table>`, but fills no record directory."""
+
+
 @dataclass(frozen=True)
 class XattrKeys:
     """The names under `user.<backend>.` of a file's id, table and record (each system uses

@@ -23,6 +23,7 @@ import re
 import secrets as _secrets
 import time
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Collection
+from contextlib import aclosing
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -41,22 +42,24 @@ from snfs.errors import (
     InvalidInput,
     MfaRequired,
     NotTheContent,
+    QuotaCut,
     ServerError,
     SnfsError,
     TooLarge,
 )
 from snfs.http import (
     CHUNK,
-    DOWNLOAD_BREAKS,
     HTML_PAGE,
+    Answer,
+    Fetch,
     HttpCore,
     HttpSettings,
     HttpStats,
-    Resume,
     SendState,
     Skip,
     http_error,
     is_html,
+    upload_once,
 )
 
 log = logging.getLogger("snfs.client")
@@ -71,6 +74,7 @@ __all__ = [
 ]
 
 API_PATH = "/api/now"
+QUOTA_MEMORY = 10.0  # s: a download the quota cut is not asked for again sooner
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 REQUEST_KINDS = ("list", "get", "file", "upload", "delete", "rename", "stats", "table", "auth")
 
@@ -409,6 +413,7 @@ class AttachmentClient:
         self._supports_range: bool | None = None
         self._rename_supported: bool | None = None
         self._clock_offset = 0.0  # instance clock minus ours, from Date headers
+        self._quota_cuts: dict[str, float] = {}  # sys_id -> when its download was given up
         self._core = HttpCore(
             _settings(config),
             config.auth,
@@ -572,6 +577,39 @@ class AttachmentClient:
                 return
             offset = nxt
 
+    async def list_rows(
+        self,
+        table: str,
+        query: str,
+        *,
+        offset: int,
+        limit: int,
+        fields: tuple[str, ...],
+        count: bool,
+    ) -> tuple[list[dict[str, Any]], int | None]:
+        """One page of raw rows of `table` (`sys_attachment`: the Attachment API, else the
+        Table API) with only `fields`; `count=False` sends `sysparm_no_count=true`.
+        Returns the rows and X-Total-Count (None when absent). For `snfs.pager`."""
+        _q.validate_table(table)
+        params = {
+            "sysparm_query": query,
+            "sysparm_limit": str(limit),
+            "sysparm_offset": str(offset),
+            "sysparm_fields": ",".join(_q.validate_field(f) for f in fields),
+            "sysparm_suppress_pagination_header": "true",
+        }
+        if not count:
+            params["sysparm_no_count"] = "true"
+        attachments = table == "sys_attachment"
+        path = "/attachment" if attachments else f"/table/{_base_table(table)}"
+        resp = await self._send("list" if attachments else "table", "GET", path, params=params)
+        rows = [r for r in _result(resp, list) if isinstance(r, dict)]
+        try:
+            total: int | None = int(resp.headers["x-total-count"])
+        except (KeyError, ValueError):
+            total = None
+        return rows, total
+
     async def list_all(self, query: str, *, page_size: int = 1000) -> list[Attachment]:
         out: list[Attachment] = []
         async for page in self.list_pages(query, page_size=page_size):
@@ -596,79 +634,34 @@ class AttachmentClient:
         self, sys_id: str, offset: int, expected_size: int | None, hold_slot: bool
     ) -> AsyncIterator[bytes]:
         path = f"/attachment/{sys_id}/file"
-        url = f"{self._api}{path}"
-        delivered = 0  # bytes yielded to the caller
-        total = expected_size  # the attachment's size, when known
-        resume = Resume(self._core, path, sys_id, "resuming")
-        while True:
-            pos = offset + delivered
-            if total is not None and pos >= total:
-                return
-            headers = {"Accept": "*/*", "Accept-Encoding": "gzip"}
-            ranged = pos > 0 and self._supports_range is not False
-            if ranged:
-                headers["Range"] = f"bytes={pos}-"
-                headers["Accept-Encoding"] = "identity"  # a range of the plain bytes
-            progress = False
-            resume.attempt()
-            try:
-                # A copy stream (hold_slot False) feeds an upload that holds a session itself.
-                async with self._core.session(spare=not hold_slot) as session:
-                    self.stats.requests["file"] += 1
-                    request = self._http.build_request("GET", url, headers=headers)
-                    t0 = time.monotonic()
-                    resp = await self._core.send_in(session, request, stream=True)
-                    try:
-                        log.debug(
-                            "GET %s (from %d) -> %d (%.0f ms)",
-                            path,
-                            pos,
-                            resp.status_code,
-                            (time.monotonic() - t0) * 1000,
-                        )
-                        if resp.status_code == 416:
-                            return  # offset at or past the end
-                        if resp.status_code not in (200, 206):
-                            raise await self._core.read_error(resp, "file", path)
-                        check = await _Check.of(resp, sys_id, path)
-                        if total is None:
-                            total = check.size
-                        skip, whole = self._range_start(resp, path, pos, ranged)
-                        if total is None:
-                            total = whole
-                        # As the bytes arrive: re-chunking them costs a copy per byte, and the
-                        # content cache gathers its disk writes itself. The last piece is held
-                        # back until the whole body is verified, so a wrong body never completes.
-                        held = b""
-                        async for chunk in check.body(resp):
-                            resume.reached(len(chunk))
-                            part = skip.take(chunk)
-                            if part is None:
-                                continue
-                            if held:
-                                delivered += len(held)
-                                progress = True
-                                yield held
-                            held = part
-                        check.verify(total)
-                        if held:
-                            delivered += len(held)
-                            progress = True
-                            yield held
-                        if skip.left:
-                            return  # offset past the end
-                        if total is not None and offset + delivered < total:
-                            raise httpx.RemoteProtocolError(
-                                f"body ended at {offset + delivered} of {total} bytes"
-                            )
-                        return
-                    finally:
-                        self.stats.bytes_in += resp.num_bytes_downloaded
-                        self._learn_clock(resp)
-                        await resp.aclose()
-            except (*DOWNLOAD_BREAKS, SnfsError) as e:
-                err = resume.error_of(e)
-            await resume.pause(err, progress, offset + delivered)
+        cut_at = self._quota_cuts.get(sys_id)
+        if cut_at is not None and time.monotonic() - cut_at < QUOTA_MEMORY:
+            # It was just cut by the quota again and again (and said so in the log): asking
+            # once more at once (the kernel's read-ahead does) would only repeat that.
+            raise QuotaCut(
+                f"GET {path}: cut by the instance's transaction quota less than "
+                f"{QUOTA_MEMORY:.0f} s ago",
+                instance_message="transaction quota",
+                method="GET",
+                path=path,
+            )
+        # A copy stream (hold_slot False) feeds an upload that holds a session itself.
+        chunks = self._core.stream(
+            "file",
+            path,
+            offset=offset,
+            expected_size=expected_size,
+            fetch=_AttachmentFetch(self, sys_id),
+            spare=not hold_slot,
+        )
+        try:
+            async with aclosing(chunks):  # closed with us: its session is freed at once
+                async for chunk in chunks:
+                    yield chunk
+        except QuotaCut:
+            self._quota_cuts[sys_id] = time.monotonic()
+            raise
+        self._quota_cuts.pop(sys_id, None)
 
     def _range_start(
         self, resp: httpx.Response, path: str, pos: int, ranged: bool
@@ -741,56 +734,30 @@ class AttachmentClient:
             return b.__aiter__()
 
         since = time.time() + self._clock_offset
-        deadline = time.monotonic() + self.config.retry_total_seconds
-        for round_ in range(1, 4):
-            try:
-                resp = await self._send(
-                    "upload",
-                    "POST",
-                    path,
-                    params=params,
-                    body=make_body,
-                    headers=headers,
-                    idempotent=False,
-                    log_failure=False,
-                )
-                att = _stored(resp, path, replaces)
-                log.debug("uploaded %s/%s/%s as %s", table, table_sys_id, file_name, att.sys_id)
-                return att
-            except SnfsError as err:
-                if not getattr(err, "in_doubt", False):
-                    raise self._failed(err) from None
-                last = bodies[-1] if bodies else None
-                if last is None or not last.complete:
-                    # The content never fully left: the instance cannot have stored it.
-                    log.debug(
-                        "upload of %s broke while sending (%s); sending again",
-                        file_name,
-                        err.message,
-                    )
-                    if round_ == 3 or time.monotonic() > deadline:
-                        raise self._failed(err) from None
-                    self.stats.retries += 1
-                    continue
-                log.info(
-                    "upload of %s/%s/%s in doubt (%s); looking for it before sending again",
-                    table,
-                    table_sys_id,
-                    file_name,
-                    err.message,
-                )
-                found = await self._find_uploaded(
-                    table, table_sys_id, file_name, last.sent, last.digest.hexdigest(), since
-                )
-                if found is not None and found.sys_id not in replaces:
-                    log.info(
-                        "upload of %s found as %s; not sending it again", file_name, found.sys_id
-                    )
-                    return found
-                if round_ == 3 or time.monotonic() > deadline:
-                    raise self._failed(err) from None
-                self.stats.retries += 1
-        raise AssertionError("unreachable")
+
+        async def send() -> Attachment:
+            resp = await self._send(
+                "upload",
+                "POST",
+                path,
+                params=params,
+                body=make_body,
+                headers=headers,
+                idempotent=False,
+                log_failure=False,
+            )
+            att = _stored(resp, path, replaces)
+            log.debug("uploaded %s/%s/%s as %s", table, table_sys_id, file_name, att.sys_id)
+            return att
+
+        async def look(last: _Body) -> Attachment | None:
+            found = await self._find_uploaded(
+                table, table_sys_id, file_name, last.sent, last.digest.hexdigest(), since
+            )
+            return found if found is not None and found.sys_id not in replaces else None
+
+        what = f"{table}/{table_sys_id}/{file_name}"
+        return await upload_once(self._core, send, bodies, what, look)
 
     async def _find_uploaded(
         self, table: str, table_sys_id: str, file_name: str, size: int, digest: str, since: float
@@ -1102,6 +1069,41 @@ def _metadata(resp: httpx.Response) -> dict[str, Any] | None:
     except ValueError:
         return None
     return meta if isinstance(meta, dict) else None
+
+
+class _AttachmentFetch(Fetch):
+    """`/attachment/{sys_id}/file` for `HttpCore.stream`: gzip, Range from an offset unless
+    the instance has shown it ignores Range, 416 at the end, and the answer checked against
+    `X-Attachment-Metadata` (`_Check`)."""
+
+    verb = "resuming"
+
+    def __init__(self, client: AttachmentClient, sys_id: str) -> None:
+        self.client, self.sys_id, self.what = client, sys_id, sys_id
+        self.ranged = False
+
+    def headers(self, pos: int) -> dict[str, str]:
+        self.ranged = pos > 0 and self.client.supports_range is not False
+        if self.ranged:  # a range of the plain bytes
+            return {"Accept": "*/*", "Accept-Encoding": "identity", "Range": f"bytes={pos}-"}
+        return {"Accept": "*/*", "Accept-Encoding": "gzip"}
+
+    async def answer(
+        self, core: HttpCore, resp: httpx.Response, pos: int, kind: str, path: str
+    ) -> Answer | None:
+        if resp.status_code == 416:
+            return None  # offset at or past the end
+        if resp.status_code not in (200, 206):
+            raise await core.read_error(resp, kind, path)
+        check = await _Check.of(resp, self.sys_id, path)
+        skip, whole = self.client._range_start(resp, path, pos, self.ranged)
+        total = check.size if check.size is not None else whole
+        # As the bytes arrive: re-chunking them costs a copy per byte, and the content cache
+        # gathers its disk writes itself.
+        return Answer(skip, total, check.body(resp), check.verify)
+
+    def after(self, resp: httpx.Response) -> None:
+        self.client._learn_clock(resp)
 
 
 class _Check:

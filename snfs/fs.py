@@ -24,7 +24,7 @@ from snfs.errors import NotFound
 from snfs.handlers import fail, handler
 from snfs.inodes import Kind, Node
 from snfs.prefetch import Prefetcher
-from snfs.tree import Tree
+from snfs.tree import Listing, Tree
 from snfs.writes import Writes
 
 log = logging.getLogger("snfs.fs")
@@ -36,6 +36,7 @@ BIG = 1 << 50  # statfs: plenty of room; the instance's real limit is per file
 class DirHandle:
     node: Node
     entries: list[tuple[str, Node]] | None = None  # snapshot taken on first readdir
+    listing: Listing | None = None  # a table's growing listing, kept for this open
 
 
 @dataclass
@@ -97,6 +98,10 @@ class Operations(pyfuse3.Operations):
         return attrs.entry(node, self.owner, self.timeouts)
 
     def _parent(self, node: Node) -> Node:
+        if node.kind is Kind.TABLE and node.data is not None:  # /<table>/.query/<scope>
+            return self.tree.scope_dir_node(node.table)
+        if node.kind is Kind.SCOPES:
+            return self.tree.table_node(node.table)
         if node.kind in (Kind.TABLE, Kind.ROOT, Kind.CONTROL):
             return (
                 self.control.root if node.kind is Kind.CONTROL and node.data else self.inodes.root
@@ -110,6 +115,8 @@ class Operations(pyfuse3.Operations):
             return self.control.root if name == DIR_NAME else await self.tree.lookup_table(name)
         if parent.kind is Kind.TABLE:
             return await self.tree.lookup_record(parent.table, name)
+        if parent.kind is Kind.SCOPES:
+            return self.tree.lookup_scope(parent.table, name)
         if parent.kind is Kind.RECORD:
             local = self.writes.local_entry(parent.table, parent.record, name)
             if local is not None:
@@ -132,6 +139,8 @@ class Operations(pyfuse3.Operations):
                 (r, self.tree.record_node(node.table, r))
                 for r in await self.tree.records(node.table)
             ]
+        if node.kind is Kind.SCOPES:
+            return []  # scopes are reached by name only
         if node.kind is Kind.RECORD:
             return await self._record_entries(node)
         if node.kind is Kind.CONTROL and self.control.is_dir(node):
@@ -142,9 +151,8 @@ class Operations(pyfuse3.Operations):
         local = self.writes.local_entries(node.table, node.record)
         hidden = self.writes.hidden(node.table, node.record)
         out = dict(local)
-        for name, sys_id in (await self.tree.attachments(node.table, node.record)).items():
-            att = self.tree.attachment(sys_id)
-            if att is None or name in out or sys_id in hidden:
+        for name, att in (await self.tree.record_listing(node.table, node.record)).items():
+            if name in out or att.sys_id in hidden:
                 continue
             out[name] = self.tree.file_node(att)
         return sorted(out.items())
@@ -193,7 +201,7 @@ class Operations(pyfuse3.Operations):
     @handler
     async def opendir(self, inode: int, ctx: Any = None) -> int:
         node = self._node(inode)
-        if node.kind not in (Kind.ROOT, Kind.TABLE, Kind.RECORD) and not (
+        if node.kind not in (Kind.ROOT, Kind.TABLE, Kind.RECORD, Kind.SCOPES) and not (
             node.kind is Kind.CONTROL and self.control.is_dir(node)
         ):
             raise fail(errno.ENOTDIR)
@@ -206,6 +214,9 @@ class Operations(pyfuse3.Operations):
         handle = self._dirs.get(fh)
         if handle is None:
             raise fail(errno.EBADF)
+        if handle.node.kind is Kind.TABLE and self.tree.streams(handle.node.table):
+            await self._readdir_listing(handle, start_id, token)
+            return
         if handle.entries is None or start_id == 0:
             # One snapshot per open (refreshed on rewind): offsets stay stable while we reply.
             # `.` and `..` come first; pyfuse3 says they must not count as lookups.
@@ -217,6 +228,35 @@ class Operations(pyfuse3.Operations):
                 return
             if i >= 2:
                 self.inodes.looked_up(child)  # a readdirplus entry counts as a lookup
+
+    async def _readdir_listing(self, handle: DirHandle, start_id: int, token: Any) -> None:
+        """A table: entries as the listing's pages arrive. Offset n is entry n of one
+        append-only listing generation, so offsets stay stable while it grows. A call waits
+        for at most the next page, never for the whole listing: the kernel holds the directory
+        lock during a readdir, so a lookup there waits one page at most (docs/PERFORMANCE.md)."""
+        node = handle.node
+        if handle.listing is None or start_id == 0:
+            handle.listing = self.tree.listing(node.table, node.data)
+        listing = handle.listing
+        dots = [(".", node), ("..", self._parent(node))]
+        for i in range(start_id, 2):
+            if not pyfuse3.readdir_reply(
+                token, os.fsencode(dots[i][0]), self._attr(dots[i][1]), i + 1
+            ):
+                return
+        first = max(start_id, 2) - 2
+        await listing.wait_past(first)
+        for i in range(first, len(listing.names)):
+            name = listing.names[i]
+            target = listing.aliases.get(name)
+            child = (
+                self.tree.alias_node(node.table, name, target)
+                if target is not None
+                else self.tree.record_node(node.table, name)
+            )
+            if not pyfuse3.readdir_reply(token, os.fsencode(name), self._attr(child), i + 3):
+                return
+            self.inodes.looked_up(child)  # a readdirplus entry counts as a lookup
 
     @handler
     async def releasedir(self, fh: int) -> None:

@@ -35,10 +35,17 @@ import json as _json
 import logging
 import ssl
 import time
-from collections.abc import AsyncIterable, AsyncIterator, Callable
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterable,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Sequence,
+)
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 import httpx
 import trio
@@ -82,6 +89,10 @@ __all__ = [
     "HttpSettings",
     "HttpStats",
     "HeaderToken",
+    "Answer",
+    "Fetch",
+    "SentBody",
+    "upload_once",
     "Resume",
     "SendState",
     "Session",
@@ -670,48 +681,171 @@ class HttpCore:
         offset: int = 0,
         expected_size: int | None = None,
         params: dict[str, Any] | None = None,
-    ) -> AsyncIterator[bytes]:
-        """The body of a GET from `offset` on; a broken transfer is asked for again and what
-        was already delivered is skipped (no Range). Bounded like `send`."""
+        fetch: Fetch | None = None,
+        spare: bool = False,
+    ) -> AsyncGenerator[bytes, None]:
+        """The body of a GET from `offset` on: the one download loop of every backend.
+
+        A broken transfer is asked for again from where it stopped (`fetch` decides how: Range,
+        or asking for the whole body again and skipping what was delivered) within the resume
+        budget (`Resume`). The last piece of a body is held back until `fetch` has verified
+        the whole answer, so a wrong body never completes at the caller. `spare`: the request
+        runs in the spare session (a download feeding an upload that holds a session).
+        """
+        fetch = fetch or Fetch()
         url = self.base + path
-        delivered = 0
-        resume = Resume(self, path, path, "asking again")
+        delivered = 0  # bytes yielded to the caller
+        total = expected_size  # the file's size, when known
+        resume = Resume(self, path, fetch.what or path, fetch.verb)
         while True:
-            if expected_size is not None and offset + delivered >= expected_size:
+            pos = offset + delivered
+            if total is not None and pos >= total:
                 return
             resume.attempt()
             progress = False
             try:
-                async with self.session() as session:
+                async with self.session(spare) as session:
                     self.count(kind)
-                    request = self.http.build_request(
-                        "GET", url, params=params, headers={"Accept": "*/*"}
-                    )
+                    headers = fetch.headers(pos)
+                    request = self.http.build_request("GET", url, params=params, headers=headers)
+                    started = time.monotonic()
                     resp = await self.send_in(session, request, stream=True)
                     try:
-                        if not resp.is_success:
-                            raise await self.read_error(resp, kind, path)
-                        total = _content_length(resp)
-                        skip = Skip(offset + delivered)
-                        async for chunk in resp.aiter_bytes(CHUNK):
+                        self.log.debug(
+                            "GET %s (from %d) -> %d (%.0f ms)",
+                            path,
+                            pos,
+                            resp.status_code,
+                            (time.monotonic() - started) * 1000,
+                        )
+                        answer = await fetch.answer(self, resp, pos, kind, path)
+                        if answer is None:
+                            return  # nothing left to read (e.g. 416 at the end)
+                        if total is None:
+                            total = answer.total
+                        skip, held = answer.skip, b""
+                        async for chunk in answer.body:
                             resume.reached(len(chunk))
                             part = skip.take(chunk)
                             if part is None:
                                 continue
-                            delivered += len(part)
+                            if held:
+                                delivered += len(held)
+                                progress = True
+                                yield held
+                            held = part
+                        answer.verify(total)
+                        if held:
+                            delivered += len(held)
                             progress = True
-                            yield part
-                        if total is not None and resp.num_bytes_downloaded < total:
+                            yield held
+                        if skip.left:
+                            return  # offset past the end
+                        if total is not None and offset + delivered < total:
                             raise httpx.RemoteProtocolError(
-                                f"body ended at {resp.num_bytes_downloaded} of {total} bytes"
+                                f"body ended at {offset + delivered} of {total} bytes"
                             )
                         return
                     finally:
                         self.stats.bytes_in += resp.num_bytes_downloaded
+                        fetch.after(resp)
                         await resp.aclose()
             except (*DOWNLOAD_BREAKS, SnfsError) as e:
                 err = resume.error_of(e)
             await resume.pause(err, progress, offset + delivered)
+
+
+@dataclass
+class Answer:
+    """How to read one answer of a download: what to skip of it, the file's size when the
+    answer tells, the body, and the check of the whole body (raises if it is not the file)."""
+
+    skip: Skip
+    total: int | None
+    body: AsyncIterator[bytes]
+    verify: Callable[[int | None], None] = lambda total: None
+
+
+class Fetch:
+    """What a system adds to `HttpCore.stream`. This default fits APIs without Range: every
+    attempt asks for the whole body (any 2xx), skips what was delivered, and takes an identity
+    `Content-Length` as the file's size."""
+
+    what: str | None = None  # how log lines name the file (default: its path)
+    verb = "asking again"
+
+    def headers(self, pos: int) -> dict[str, str]:
+        return {"Accept": "*/*"}
+
+    async def answer(
+        self, core: HttpCore, resp: httpx.Response, pos: int, kind: str, path: str
+    ) -> Answer | None:
+        if not resp.is_success:
+            raise await core.read_error(resp, kind, path)
+        return Answer(Skip(pos), _content_length(resp), resp.aiter_bytes(CHUNK))
+
+    def after(self, resp: httpx.Response) -> None:
+        """Sees each answer once it is done with (e.g. to learn the server's clock)."""
+
+
+class SentBody(Protocol):
+    """An upload attempt's body: `complete` once all its content was handed to the
+    connection."""
+
+    complete: bool
+
+
+T = TypeVar("T")
+B = TypeVar("B", bound=SentBody)
+
+
+async def upload_once(
+    core: HttpCore,
+    send: Callable[[], Awaitable[T]],
+    bodies: Sequence[B],
+    what: str,
+    look: Callable[[B], Awaitable[T | None]] | None,
+    *,
+    rounds: int = 3,
+) -> T:
+    """An upload (not idempotent) whose outcome may be in doubt, stored at most once: the one
+    routine of every backend.
+
+    `send` makes one attempt (through `core.send(..., idempotent=False, log_failure=False)`,
+    each attempt appending its body to `bodies`). What provably did not reach the server is
+    retried by `core.send` itself. When in doubt (the connection broke or timed out after
+    sending, 502/504, an answer that does not prove the upload stored): if the content never
+    fully left, the server cannot have stored it and it is sent again; if it did, `look` looks
+    for what the attempt may have stored, which is then the result (without `look`, nothing
+    can be proven: the upload fails). At most `rounds` attempts and `retry_total_seconds`;
+    the failure that ends it is logged once.
+    """
+    deadline = time.monotonic() + core.settings.retry_total_seconds
+    for round_ in range(1, rounds + 1):
+        try:
+            return await send()
+        except SnfsError as err:
+            if not err.in_doubt:
+                raise core.failed(err) from None
+            last = bodies[-1] if bodies else None
+            if last is not None and last.complete:
+                if look is None:
+                    raise core.failed(err) from None
+                core.log.info(
+                    "upload of %s in doubt (%s); looking for it before sending again",
+                    what,
+                    err.message,
+                )
+                found = await look(last)
+                if found is not None:
+                    core.log.info("upload of %s found; not sending it again", what)
+                    return found
+            else:
+                core.log.debug("upload of %s broke while sending (%s); sending again", what, err)
+            if round_ == rounds or time.monotonic() > deadline:
+                raise core.failed(err) from None
+            core.stats.retries += 1
+    raise AssertionError("unreachable")
 
 
 class Skip:

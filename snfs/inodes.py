@@ -1,7 +1,8 @@
 """Inode numbers: one per thing shown, stable for the life of the mount, with kernel lookup counts.
 
 Keys say what an inode stands for: `("table", name)`, `("record", table, sys_id)`,
-`("alias", table, number)`, `("file", attachment_sys_id)`, `("local", n)` for staged files.
+`("alias", table, number)`, `("file", attachment_sys_id)`, `("local", n)` for staged files,
+`("scopes", table)` for `/<table>/.query` and `("scope", table, query)` for a scoped view.
 A file inode is keyed by its attachment's sys_id, whose content never changes, which is what
 makes long kernel cache timeouts and `keep_cache` safe. Numbers are never reused.
 """
@@ -25,9 +26,10 @@ class Kind(Enum):
     FILE = "file"  # an attachment on the instance
     LOCAL = "local"  # a staged file that exists only on local disk (write side)
     CONTROL = "control"  # /.snfs and the files in it
+    SCOPES = "scopes"  # /<table>/.query: ad-hoc scopes by name (a TABLE node with data=query)
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)  # slots: one per record the kernel holds, 80,000 and more
 class Node:
     ino: int
     kind: Kind
@@ -90,16 +92,23 @@ class Inodes:
         if node is None or ino == pyfuse3.ROOT_INODE:
             return
         node.nlookup = max(0, node.nlookup - count)
-        if node.nlookup == 0 and node.kind in (Kind.FILE, Kind.ALIAS) and not self._pinned(node):
+        if node.nlookup == 0 and self._disposable(node):
             del self._by_ino[ino]
+
+    @staticmethod
+    def _disposable(node: Node) -> bool:
+        """Nodes rebuilt from a listing on the next lookup: free once the kernel forgot them,
+        so memory follows what the kernel holds, not every record ever listed."""
+        if node.kind in (Kind.FILE, Kind.ALIAS):
+            return not bool(getattr(node.data, "pinned", False))
+        if node.kind is Kind.TABLE:
+            return isinstance(node.key, tuple) and node.key[0] == "scope"
+        return node.kind in (Kind.RECORD, Kind.SCOPES)
 
     def drop(self, node: Node) -> None:
         """The thing is gone (deleted); keep the node only while the kernel still refers to it."""
         if node.nlookup == 0 and node.ino != pyfuse3.ROOT_INODE:
             self._by_ino.pop(node.ino, None)
-
-    def _pinned(self, node: Node) -> bool:
-        return bool(getattr(node.data, "pinned", False))
 
     def __len__(self) -> int:
         return len(self._by_ino)

@@ -162,7 +162,12 @@ class Mount:
 
     async def _serve(self, cache: ContentCache) -> int:
         o, backend = self.o, self.backend
-        tree = Tree(backend, dir_cache_time=o.dir_cache_time, tables=o.tables)
+        tree = Tree(
+            backend,
+            dir_cache_time=o.dir_cache_time,
+            tables=o.tables,
+            pagers=max(1, o.max_in_flight - 2),  # two requests stay free for lookups
+        )
         spool = Spool(
             instance_dir(o.spool_dir or state_home() / "spool", self.key, spool_user(o)),
             exclusive=not o.read_only,
@@ -225,9 +230,8 @@ class Mount:
     @staticmethod
     async def _siblings(tree: Tree, f: Any) -> list[Any]:
         """The files of `f`'s record in listing (readdir) order, from the cached listing."""
-        names = await tree.attachments(f.table_name, f.table_sys_id)
-        found = (tree.attachment(sys_id) for _name, sys_id in sorted(names.items()))
-        return [att for att in found if att is not None]
+        listing = await tree.record_listing(f.table_name, f.table_sys_id)
+        return [att for _name, att in sorted(listing.items())]
 
     async def _tune_read_ahead(self, ops: Operations) -> None:
         # The kernel sets the mount's read-ahead from the FUSE INIT reply (128 KiB, which

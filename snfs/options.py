@@ -158,6 +158,7 @@ class Kind:
     flag: bool = False  # a switch: `--x` on the command line, `x` / `x=yes` in mount(8)
     count: bool = False  # `-v -v`
     path: bool = False  # a path: in a config file, relative to the file
+    append: bool = False  # repeatable on the command line: the values collect into a list
     # The parsed command-line value -> the MountOptions value (tables: "a,b" -> ["a", "b"]).
     finish: Callable[[Any], Any] = _same
     # A config value -> the command line's default (the inverse of `finish`).
@@ -394,6 +395,8 @@ def _add(p: argparse.ArgumentParser | argparse._ArgumentGroup, o: Option) -> Non
     elif o.kind.flag:
         kw["action"] = "store_true"
     else:
+        if o.kind.append:
+            kw["action"], kw["default"] = "append", None
         if o.kind.parse is not None:
             kw["type"] = o.kind.parse
         if o.metavar:

@@ -24,6 +24,11 @@ __all__ = [
     "validate_field",
     "attachments_of_record",
     "attachments_of_table",
+    "attachments_of_records",
+    "records_by_sys_id",
+    "and_each_group",
+    "validate_scope",
+    "decode_scope_name",
 ]
 
 # Operators of the encoded-query grammar that snfs uses. Order matters for nothing here.
@@ -130,3 +135,82 @@ def attachments_of_record(table: str, sys_id: str) -> str:
 def attachments_of_table(table: str) -> str:
     """Every attachment of one table, in a stable order so that paging sees each once."""
     return all_of(term("table_name", "=", validate_table(table)), _stable_order())
+
+
+def attachments_of_table_by_record(table: str) -> str:
+    """A table's attachments for the keyset pager (which adds its own key terms and order)."""
+    return term("table_name", "=", validate_table(table))
+
+
+def attachments_of_records(table: str, sys_ids: list[str]) -> str:
+    """The attachments of a batch of records (`table_sys_idIN...`), grouped by record."""
+    ids = ",".join(validate_sys_id(s) for s in sys_ids)
+    return all_of(
+        term("table_name", "=", validate_table(table)),
+        term("table_sys_id", "IN", ids),
+        order_by("table_sys_id"),
+        order_by("sys_id"),
+    )
+
+
+def records_by_sys_id(sys_ids: list[str]) -> str:
+    """Records of a batch of sys_ids (for their numbers)."""
+    return term("sys_id", "IN", ",".join(validate_sys_id(s) for s in sys_ids))
+
+
+def _split(text: str, sep: str) -> list[str]:
+    """Split on `^<sep>` where that `^` is a separator, not the second half of an escaped `^^`."""
+    parts: list[str] = []
+    cur, i, n = [], 0, len(text)
+    while i < n:
+        if text[i] == "^" and text.startswith("^^", i):
+            cur.append("^^")
+            i += 2
+        elif text[i] == "^" and text.startswith(sep, i + 1):
+            parts.append("".join(cur))
+            cur, i = [], i + 1 + len(sep)
+        else:
+            cur.append(text[i])
+            i += 1
+    parts.append("".join(cur))
+    return parts
+
+
+def _without_order(group: str) -> str:
+    return "^".join(t for t in _split(group, "") if t and not t.startswith("ORDERBY"))
+
+
+def and_each_group(base: str, terms: list[str], orders: list[str]) -> str:
+    """`base AND terms`, ordered by `orders` only.
+
+    An encoded query has no parentheses: `a^NQb^c` means `a OR (b AND c)`. So the terms are
+    appended to every `^NQ` group of `base` (`(a^c)^NQ(b^c)`), and any ORDERBY of `base` is
+    dropped (the pager's order must be the only one)."""
+    groups = [_without_order(g) for g in _split(base, "NQ")] if base else [""]
+    joined = "^NQ".join(all_of(g, *terms) for g in groups)
+    return all_of(joined, *orders)
+
+
+def validate_scope(text: str) -> str:
+    """A user's encoded query used as a scope (`--scope`, a `.query` directory name).
+
+    It is a query by intent, so it is not escaped into one value; it must not carry control
+    characters, and `and_each_group` later keeps it from loosening the pager's own terms."""
+    if not isinstance(text, str) or not text.strip("^"):
+        raise InvalidInput("a scope must be a non-empty encoded query")
+    if any(c in text for c in "\n\r\x00"):
+        raise InvalidInput("a scope contains a control character")
+    if "RLQUERY" in text:
+        raise InvalidInput("a scope cannot use RLQUERY (it nests queries the pager cannot scope)")
+    return text
+
+
+def decode_scope_name(name: str) -> str:
+    """A `.query/<name>` directory name to its encoded query: percent-decoded (UTF-8), so a
+    `/`, which no file name can hold, is written `%2F` and a literal `%` is `%25`."""
+    from urllib.parse import unquote
+
+    try:
+        return validate_scope(unquote(name, errors="strict"))
+    except UnicodeDecodeError:
+        raise InvalidInput(f"{name!r} is not valid percent-encoded UTF-8") from None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 from datetime import UTC, datetime
@@ -16,9 +17,12 @@ from snfs.errors import (
     AuthError,
     ConfigError,
     ExtensionRefused,
+    FailedInBody,
     Forbidden,
     InvalidInput,
+    NotAnApi,
     NotFound,
+    NotTheContent,
     RateLimited,
     ServerError,
     SnfsError,
@@ -99,7 +103,8 @@ def _resp(status: int, body: bytes, ctype: str = "application/json") -> httpx.Re
     [
         (
             401,
-            b'{"error":{"message":"User Not Authenticated","detail":"Required to provide Auth information"},"status":"failure"}',
+            b'{"error":{"message":"User Not Authenticated",'
+            b'"detail":"Required to provide Auth information"},"status":"failure"}',
             "get",
             AuthError,
         ),
@@ -111,7 +116,8 @@ def _resp(status: int, body: bytes, ctype: str = "application/json") -> httpx.Re
         ),
         (
             404,
-            b'{"error":{"message":"No Record found","detail":"Record doesn\'t exist"},"status":"failure"}',
+            b'{"error":{"message":"No Record found","detail":"Record doesn\'t exist"},'
+            b'"status":"failure"}',
             "get",
             NotFound,
         ),
@@ -120,7 +126,8 @@ def _resp(status: int, body: bytes, ctype: str = "application/json") -> httpx.Re
         (429, b'{"error":{"message":"Rate limit exceeded","detail":null}}', "list", RateLimited),
         (
             400,
-            b'{"error":{"message":"Attachment size exceeds the maximum allowed size","detail":"x"}}',
+            b'{"error":{"message":"Attachment size exceeds the maximum allowed size",'
+            b'"detail":"x"}}',
             "upload",
             TooLarge,
         ),
@@ -158,7 +165,7 @@ def test_errno_values() -> None:
 
 def test_secret_hidden() -> None:
     s = Secret("hunter2")
-    assert "hunter2" not in repr(s) + str(s) + f"{s}" + "%s" % s
+    assert "hunter2" not in repr(s) + str(s) + f"{s}" + "%s" % (s,)  # noqa: UP031 - %-formatting must hide it too
     assert s.reveal() == "hunter2"
     for auth in (
         BasicAuth("admin", "hunter2"),
@@ -315,3 +322,89 @@ async def test_redirects_are_not_followed_with_credentials() -> None:
         with pytest.raises(SnfsError):
             await c.get(SID)
     assert hosts == ["dev1.service-now.com"]
+
+
+# -- answers a real instance gives that a kind server never does (mocks: exact sequences of
+# answers the emulator cannot be told to give one after the other) -----------------------------
+
+QUOTA = {"message": "Transaction cancelled: maximum execution time exceeded", "detail": None}
+
+
+async def test_error_in_a_200_body_is_retried_never_a_listing() -> None:
+    rows = [{"sys_id": f"{i:032x}", "file_name": f"f{i}"} for i in range(3)]
+    calls = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        calls.append(request.url.params["sysparm_offset"])
+        if len(calls) == 1:  # cut by the quota: partial result, error, failure
+            return httpx.Response(
+                200, json={"result": rows[:1], "error": QUOTA, "status": "failure"}
+            )
+        return httpx.Response(200, json={"result": rows}, headers={"X-Total-Count": "3"})
+
+    async with _mock_client(handler) as c:
+        got = await c.list_all("")
+        assert [a.file_name for a in got] == ["f0", "f1", "f2"]
+        assert calls == ["0", "0"] and c.stats.retries == 1
+
+
+async def test_error_in_a_200_body_fails_with_one_log_line(caplog) -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, json={"result": [], "error": QUOTA, "status": "failure"})
+
+    caplog.set_level(logging.WARNING)
+    async with _mock_client(handler, retry_attempts=3) as c:
+        with pytest.raises(FailedInBody) as e:
+            await c.list_all("")
+    assert e.value.errno == errno.EIO
+    lines = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(lines) == 1 and "maximum execution time exceeded" in lines[0]
+
+
+async def test_an_html_page_is_not_an_api_answer() -> None:
+    calls = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        calls.append(request.url.path)
+        return httpx.Response(
+            200, content=b"<html><body>Instance hibernating</body></html>", headers={}
+        )
+
+    async with _mock_client(handler) as c:
+        with pytest.raises(NotAnApi) as e:
+            await c.check()
+    assert "hibernating developer instance, or not the REST API?" in e.value.message
+    assert calls == ["/api/now/attachment"]  # not retried: asking again does not help
+
+
+async def test_an_upload_answer_without_a_valid_new_sys_id_is_not_stored() -> None:
+    """A 201 whose body names no valid sys_id, or one of those the upload replaces, is in
+    doubt: the attachment is looked for, and without it the upload fails (nothing deleted)."""
+    old = "a" * 32
+    methods = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        methods.append(request.method)
+        if request.method == "POST":
+            answer = {"sys_id": "not-a-sys-id"} if methods.count("POST") == 1 else {"sys_id": old}
+            return httpx.Response(201, json={"result": answer})
+        return httpx.Response(200, json={"result": []}, headers={"X-Total-Count": "0"})
+
+    async with _mock_client(handler, in_doubt_wait=0.05) as c:
+        with pytest.raises(ServerError) as e:
+            await c.upload("incident", "b" * 32, "x.txt", b"new content", replaces=[old])
+    assert "valid new sys_id" in e.value.message
+    assert "DELETE" not in methods and methods.count("POST") == 3  # three rounds, each looked for
+
+
+async def test_a_file_whose_hash_differs_is_not_the_content() -> None:
+    body = b"what the instance sent"
+    meta = f'{{"sys_id": "{SID}", "size_bytes": "{len(body)}", "hash": "{"0" * 64}"}}'
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, content=body, headers={"X-Attachment-Metadata": meta})
+
+    async with _mock_client(handler) as c:
+        with pytest.raises(NotTheContent) as e:
+            b"".join([chunk async for chunk in c.stream(SID)])
+    assert "SHA-256" in e.value.message and e.value.discard_partial

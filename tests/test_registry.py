@@ -29,6 +29,7 @@ from snfs.options import (
     MountOptions,
     add_arguments,
     apply_fuse_options,
+    backend_options,
     core_options,
     from_args,
 )
@@ -114,7 +115,7 @@ def test_a_new_system_is_one_module(toy_system: None) -> None:
     backend = next(a for a in p._actions if a.dest == "backend")
     assert backend.choices is not None and "toy" in backend.choices
     o = from_args(p.parse_args(["toy+https://h.example", "/m", "--toy-depth", "7"]))
-    assert o.backend_options == {"toy_depth": 7}
+    assert o.backend_options["toy_depth"] == 7  # other systems add their own keys
     with pytest.raises(RuntimeError, match="toy https://h.example depth=7"):
         registry.make_backend(o)
     # its option is a config key and a mount(8) option too
@@ -228,4 +229,5 @@ def test_every_option_is_one_schema_entry() -> None:
     p = argparse.ArgumentParser()
     add_arguments(p)
     dests = {a.dest for a in p._actions} - {"help", "instance", "mountpoint", "fuse_options"}
-    assert dests == {o.name for o in core_options() if not o.fuse}
+    systems = {o.name for o in backend_options()}  # a system's own options (e.g. --scope)
+    assert dests == {o.name for o in core_options() if not o.fuse} | systems

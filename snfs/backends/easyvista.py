@@ -29,7 +29,6 @@ import email.utils
 import json
 import logging
 import re
-import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -45,7 +44,7 @@ from snfs.backends.single_table import FileBody, SingleTableBackend
 from snfs.client import normalize_instance_url
 from snfs.credentials import build_auth
 from snfs.errors import ConfigError, InvalidInput, NotFound, ServerError, SnfsError, Unsupported
-from snfs.http import HttpStats, SendState
+from snfs.http import HttpStats, SendState, upload_once
 from snfs.registry import System
 
 if TYPE_CHECKING:
@@ -312,40 +311,26 @@ class EasyVistaBackend(SingleTableBackend):
             lambda: _B64Body(self.stats, Path(source), size, head, tail)
         )
 
-        deadline = time.monotonic() + self.core.settings.retry_total_seconds
-        for round_ in range(1, 4):
-            try:
-                await self.core.send(
-                    "upload",
-                    "POST",
-                    path,
-                    body=make_body,
-                    headers=headers,
-                    idempotent=False,
-                    log_failure=False,
-                )
-                break
-            except SnfsError as err:
-                last = bodies[-1] if bodies else None
-                if not err.in_doubt:
-                    raise self.core.failed(err) from None
-                if last is not None and last.complete:
-                    log.info(
-                        "upload of %s to %s in doubt (%s); looking for it",
-                        file_name,
-                        record,
-                        err.message,
-                    )
-                    found = await self._new_document(
-                        record, before, file_name, size, required=False
-                    )
-                    if found is not None:
-                        return self._remember_hash(record, found, last.sha256)
-                if round_ == 3 or time.monotonic() > deadline:
-                    raise self.core.failed(err) from None
-                self.stats.retries += 1
-        found = await self._new_document(record, before, file_name, size, required=True)
-        assert found is not None
+        async def send() -> str:
+            await self.core.send(
+                "upload",
+                "POST",
+                path,
+                body=make_body,
+                headers=headers,
+                idempotent=False,
+                log_failure=False,
+            )
+            return ""  # stored: which document it is, is found below
+
+        async def look(last: FileBody) -> str | None:
+            return await self._new_document(record, before, file_name, size, required=False)
+
+        what = f"{file_name} to {record}"
+        found: str | None = await upload_once(self.core, send, bodies, what, look)
+        if not found:
+            found = await self._new_document(record, before, file_name, size, required=True)
+            assert found is not None
         return self._remember_hash(record, found, bodies[-1].sha256)
 
     def _remember_hash(self, rfc: str, doc_id: str, sha256: str) -> RemoteFile:

@@ -30,7 +30,6 @@ import logging
 import mimetypes
 import re
 import secrets
-import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -53,7 +52,7 @@ from snfs.errors import (
     SnfsError,
     TooLarge,
 )
-from snfs.http import HeaderToken, SendState, http_error
+from snfs.http import HeaderToken, SendState, http_error, upload_once
 from snfs.registry import System
 from snfs.secrets import Secret
 
@@ -316,33 +315,20 @@ class HuaweiBackend(SingleTableBackend):
             lambda: FileBody(self.stats, Path(source), size, head, tail)
         )
 
-        deadline = time.monotonic() + self.core.settings.retry_total_seconds
-        for round_ in range(1, 4):
-            try:
-                resp = await self.core.send(
-                    "upload",
-                    "POST",
-                    path,
-                    body=make_body,
-                    headers=headers,
-                    idempotent=False,
-                    log_failure=False,
-                )
-                break
-            except SnfsError as err:
-                last = bodies[-1] if bodies else None
-                if (
-                    not err.in_doubt
-                    or last is None
-                    or last.complete
-                    or round_ == 3
-                    or time.monotonic() > deadline
-                ):
-                    raise self.core.failed(err) from None
-                log.debug(
-                    "upload of %s broke while sending (%s); sending again", file_name, err.message
-                )
-                self.stats.retries += 1
+        async def send() -> httpx.Response:
+            return await self.core.send(
+                "upload",
+                "POST",
+                path,
+                body=make_body,
+                headers=headers,
+                idempotent=False,
+                log_failure=False,
+            )
+
+        # OSM offers no way to list a ticket's accessories: an upload in doubt after its
+        # content fully left cannot be looked for, so it fails (kept in the spool).
+        resp = await upload_once(self.core, send, bodies, file_name, None)
         accessory_id = ""
         try:
             body = resp.json()

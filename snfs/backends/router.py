@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from snfs.backend import Backend, Capabilities, RemoteFile, Stats, XattrKeys
 
@@ -84,6 +85,49 @@ class Router:
     async def list_record(self, table: str, record: str) -> list[RemoteFile]:
         backend = self._for(table)
         return [self._own(backend, f) for f in await backend.list_record(table, record)]
+
+    # -- optional listing features (snfs.tree uses them where a backend has them) ----------------
+
+    def _optional(self, table: str, name: str) -> Any:
+        return getattr(self._for(table), name, None)
+
+    def groups_by_record(self, table: str) -> bool:
+        f = self._optional(table, "groups_by_record")
+        return bool(f and f(table))
+
+    def can_scope(self, table: str) -> bool:
+        f = self._optional(table, "can_scope")
+        return bool(f and f(table))
+
+    def default_scope(self, table: str) -> str | None:
+        f = self._optional(table, "default_scope")
+        return f(table) if f else None
+
+    def scope_from_name(self, table: str, name: str) -> str:
+        return str(self._for(table).scope_from_name(name))  # type: ignore[attr-defined]
+
+    @property
+    def lists_numbers(self) -> bool:
+        return bool(getattr(self.default, "lists_numbers", False))
+
+    async def list_table_parts(
+        self, table: str, **kw: Any
+    ) -> AsyncIterator[AsyncIterator[list[RemoteFile]]]:
+        f = self._optional(table, "list_table_parts")
+        if f is None:
+            yield self._for(table).list_table(table, page_size=kw.get("page_size", 1000))
+            return
+        async for part in f(table, **kw):
+            yield part
+
+    def list_scoped(
+        self, table: str, scope: str, **kw: Any
+    ) -> AsyncIterator[AsyncIterator[list[RemoteFile]]]:
+        return self._for(table).list_scoped(table, scope, **kw)  # type: ignore[attr-defined]
+
+    async def numbers(self, table: str, sys_ids: list[str]) -> dict[str, str]:
+        f = self._optional(table, "numbers")
+        return dict(await f(table, sys_ids)) if f else {}
 
     # -- content ---------------------------------------------------------------------------------
 

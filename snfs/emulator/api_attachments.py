@@ -22,7 +22,7 @@ from snfs.emulator.common import (
     require_user,
     spend,
 )
-from snfs.emulator.db import attachment_field
+from snfs.emulator.db import ATTACHMENT_FIELDS, attachment_field
 from snfs.emulator.download import file_response
 from snfs.emulator.encoded_query import CompiledQuery, compile_query
 from snfs.emulator.state import Emulator
@@ -56,6 +56,8 @@ async def list_attachments(request: Request) -> Response:
         attachment_field,
         emu.config.invalid_query_returns_no_rows,
     )
+    no_count = request.query_params.get("sysparm_no_count", "").lower() == "true"
+    fields = wanted_fields(request)
     page = emu.store.list_attachments(
         query,
         limit,
@@ -63,13 +65,33 @@ async def list_attachments(request: Request) -> Response:
         readable_tables(user.roles),
         denied_to(emu, user),
         emu.config.limit_before_acl,
+        count=not no_count,
+        fields=fields,
     )
-    result = [present(request, row) for row in page.rows]
+    if fields and "download_link" not in fields:  # no per-row link to build
+        result = [{k: v for k, v in row.items() if k in fields} for row in page.rows]
+    else:
+        result = [select_fields(request, present(request, row)) for row in page.rows]
     body: dict[str, Any] = {"result": result}
     done = await spend(emu, page.scanned)
     if done is not None:  # cancelled by the quota: the rows scanned so far, and the error
         body = {"result": result[:done], **quota_exceeded()}
+    if no_count:  # no `select count(*)`: no X-Total-Count and no Link
+        return render(request, body)
     return render(request, body, headers=list_headers(request, limit, offset, page.total))
+
+
+def wanted_fields(request: Request) -> set[str]:
+    """The known names of `sysparm_fields` (empty: every field)."""
+    raw = request.query_params.get("sysparm_fields", "")
+    return {f.strip() for f in raw.split(",") if f.strip() in (*ATTACHMENT_FIELDS, "download_link")}
+
+
+def select_fields(request: Request, row: dict[str, str]) -> dict[str, str]:
+    """`sysparm_fields`: only the named fields, in the row's order; unknown names are ignored."""
+    wanted = {f.strip() for f in request.query_params.get("sysparm_fields", "").split(",")}
+    picked = {k: v for k, v in row.items() if k in wanted}
+    return picked if picked else row
 
 
 async def get_attachment(request: Request) -> Response:

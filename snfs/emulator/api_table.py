@@ -69,8 +69,11 @@ async def list_records(request: Request) -> Response:
     if not can_access(user.roles, table):  # like ACLs: the rows are just not there
         return render(request, {"result": []}, headers={"X-Total-Count": "0"})
     query = table_query(request, emu, record_field_resolver(table), TABLES[table].fields)
-    page = emu.store.list_records(table, query, limit, offset)
+    no_count = request.query_params.get("sysparm_no_count", "").lower() == "true"
+    page = emu.store.list_records(table, query, limit, offset, count=not no_count)
     result = [select_fields(request, r) for r in page.rows]
+    if no_count:  # no `select count(*)`: no X-Total-Count and no Link
+        return render(request, {"result": result})
     return render(
         request, {"result": result}, headers=list_headers(request, limit, offset, page.total)
     )

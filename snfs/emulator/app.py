@@ -70,7 +70,8 @@ def known_path(path: str) -> bool:
 async def unknown_path(request: Request) -> Response:
     require_user(request)
     if known_path(request.url.path):
-        # Exact 405 body is undocumented (notes §1); this mirrors the instance's envelope.
+        # Exact 405 body is undocumented (REST API HTTP response codes); this mirrors the
+        # instance's envelope.
         raise ApiError(
             405, "Method not Supported", f"{request.method} method not supported for API"
         )

@@ -35,7 +35,7 @@ class BlobWriter:
         self.max_size = max_size
         self.size = 0
         self.too_large = False
-        self._file = open(path, "wb")
+        self._file = open(path, "wb")  # noqa: SIM115 - closed by close() or abort()
         self._sha = hashlib.sha256()
         # Level 1: size_compressed only has to be plausible, and uploads must stay fast.
         self._gzip: zlib._Compress | None = None  # decided on the first chunk

@@ -2,7 +2,7 @@
 
 A chat bot uploads a user's private file (multipart: `file` required, `user_id` required,
 `provider_application_id` optional); the file lands in sys_attachment and the answer carries
-`mediaUrl`, `name`, `state` and `attachmentId` (seed 002, notes §12).
+`mediaUrl`, `name`, `state` and `attachmentId` (CCCIF Media Resource API docs).
 
 Uncertain, and chosen here (docs/EMULATOR.md): the sys_attachment row's `table_name` is
 `sys_cs_media` and its `table_sys_id` a stable id derived from `user_id` (the documents do not say

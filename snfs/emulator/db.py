@@ -20,7 +20,8 @@ from typing import Any
 from snfs.emulator.encoded_query import CompiledQuery, Field
 from snfs.emulator.tables import TABLES, ZZ_YY
 
-# Field order of real sys_attachment responses (notes §10), download_link inserted by the API.
+# Field order of real sys_attachment responses (recorded from real instances), download_link
+# inserted by the API.
 ATTACHMENT_FIELDS = (
     "size_bytes",
     "file_name",
@@ -60,12 +61,20 @@ CREATE TABLE IF NOT EXISTS counters (table_name TEXT PRIMARY KEY, next INTEGER N
 CREATE TABLE IF NOT EXISTS records (
     table_name TEXT NOT NULL, sys_id TEXT NOT NULL, sys_created_on TEXT NOT NULL,
     data TEXT NOT NULL, PRIMARY KEY (table_name, sys_id));
+-- A table's records in the default order: `sysparm_limit=1` needs no sort of the table.
+CREATE INDEX IF NOT EXISTS rec_order ON records (table_name, sys_created_on, sys_id);
 CREATE TABLE IF NOT EXISTS sys_attachment (
     {", ".join(f"{f} TEXT NOT NULL DEFAULT ''" for f in ATTACHMENT_FIELDS)},
     pending_until REAL,
     PRIMARY KEY (sys_id));
 CREATE INDEX IF NOT EXISTS att_record ON sys_attachment (table_sys_id, table_name);
 CREATE INDEX IF NOT EXISTS att_order ON sys_attachment (sys_created_on, sys_id);
+-- One table's attachments in the default order (plain paging), and in record order resumed
+-- from a key (snfs's keyset pager): both a range scan of an index, never a sort.
+CREATE UNIQUE INDEX IF NOT EXISTS att_table_order
+    ON sys_attachment (table_name, sys_created_on, sys_id);
+CREATE UNIQUE INDEX IF NOT EXISTS att_table_record
+    ON sys_attachment (table_name, table_sys_id, sys_id);
 CREATE INDEX IF NOT EXISTS att_pending ON sys_attachment (pending_until)
     WHERE pending_until IS NOT NULL;
 """
@@ -195,13 +204,16 @@ class Store:
         ]
         return ids
 
-    def list_records(self, table: str, q: CompiledQuery, limit: int, offset: int) -> Page:
+    def list_records(
+        self, table: str, q: CompiledQuery, limit: int, offset: int, *, count: bool = True
+    ) -> Page:
         where = f"table_name = ? AND ({q.where})"
         params = [table, *q.params]
         order = ", ".join(q.order_by + ["sys_created_on ASC", "sys_id ASC"])
-        total = self.conn.execute(f"SELECT COUNT(*) FROM records WHERE {where}", params).fetchone()[
-            0
-        ]
+        total = -1
+        if count:
+            sql = f"SELECT COUNT(*) FROM records WHERE {where}"
+            total = self.conn.execute(sql, params).fetchone()[0]
         rows = self.conn.execute(
             f"SELECT data FROM records WHERE {where} ORDER BY {order} LIMIT ? OFFSET ?",
             [*params, limit, offset],
@@ -261,21 +273,31 @@ class Store:
         readable: list[str] | None,
         deny: Sequence[CompiledQuery] = (),
         limit_before_acl: bool = False,
+        *,
+        count: bool = True,
+        fields: set[str] | None = None,
     ) -> Page:
         """One page. With `limit_before_acl` (real instances: "sysparm_limit is applied before
         ACL evaluation") the page is cut first and the rows the user may not read are dropped
-        after, so pages come back short or empty; `total` then counts before ACLs too."""
+        after, so pages come back short or empty; `total` then counts before ACLs too.
+        `count=False` (sysparm_no_count) skips the COUNT(*) and reports total -1; `fields`
+        (sysparm_fields, already checked against ATTACHMENT_FIELDS) limits the columns read,
+        in the real field order."""
         self.promote_pending()
         order = ", ".join(q.order_by + ["sys_created_on ASC", "sys_id ASC"])
         acl, acl_args = self._acl(readable, deny)
         where, params = (q.where, list(q.params))
         if not limit_before_acl:
             where, params = f"{acl} AND ({q.where})", [*acl_args, *q.params]
-        total = self.conn.execute(
-            f"SELECT COUNT(*) FROM sys_attachment WHERE {where}", params
-        ).fetchone()[0]
+        total = -1
+        if count:
+            total = self.conn.execute(
+                f"SELECT COUNT(*) FROM sys_attachment WHERE {where}", params
+            ).fetchone()[0]
+        keep = ("sys_id", "sys_updated_by")  # what `present` and the ACL need
+        cols = [f for f in ATTACHMENT_FIELDS if not fields or f in fields or f in keep]
         rows = self.conn.execute(
-            f"SELECT {', '.join(ATTACHMENT_FIELDS)} FROM sys_attachment WHERE {where} "
+            f"SELECT {', '.join(cols)} FROM sys_attachment WHERE {where} "
             f"ORDER BY {order} LIMIT ? OFFSET ?",
             [*params, limit, offset],
         ).fetchall()

@@ -2,15 +2,18 @@
 
 Under `/api/v1/{account}/` (any account, or only `--account NAME`), HTTP Basic
 (`--user NAME:PASSWORD[:norest]`; `admin:admin` always exists). Facts from the public doc
-(seed 004, notes §13); the rest are documented choices (docs/EMULATOR.md, "EasyVista"):
+(wiki.easyvista.com, Service Manager REST API); the rest are documented choices
+(docs/EMULATOR.md, "EasyVista"):
 
-- `POST /requests` creates a ticket (any JSON body) → 201 `{"HREF": ".../requests/I<yymmdd>_<6 digits>"}`
+- `POST /requests` creates a ticket (any JSON body) → 201
+  `{"HREF": ".../requests/I<yymmdd>_<6 digits>"}`
 - `GET /requests/{rfc_number}` → 200 small JSON, 404 `{"error":"Resource not found"}`
 - `POST /requests/{rfc_number}/documents` → 201 `{"HREF": ".../requests/<rfc>"}`; JSON body
   `{"documents":[{"filedata":"<base64>","filename":"x.pdf"}], "description":"..."}` or
   multipart form-data whose field `documents` holds that list (file parts named `documents`
   are taken as raw files too)
-- `GET /requests/{rfc_number}/documents` → `{"PARENT_HREF","HREF","Documents":[{"HREF","PARENT_HREF","DOCUMENT_ID"}]}`
+- `GET /requests/{rfc_number}/documents` →
+  `{"PARENT_HREF","HREF","Documents":[{"HREF","PARENT_HREF","DOCUMENT_ID"}]}`
 - `GET /requests/{rfc_number}/documents/{document_id}[?encoding=base64]` → the file
 - `DELETE /requests/{rfc_number}/documents/{document_id}` → 204 (`--delete-status 200`; the
   path is uncertain: `--no-delete` makes it 405)
@@ -423,8 +426,12 @@ async def list_documents(request: Request) -> Response:
 
 
 def autoconnect_href(request: Request, account: str, doc_id: str) -> str:
-    # The doc's list shows links of this shape ("https://{server}/autoconnect_mail.php?...docpath=...").
-    return f"{request_base(request)}/autoconnect_mail.php?account={quote(account, safe='')}&docpath={quote(doc_id, safe='')}"
+    # The doc's list shows links of this shape
+    # ("https://{server}/autoconnect_mail.php?...docpath=...").
+    return (
+        f"{request_base(request)}/autoconnect_mail.php?account={quote(account, safe='')}"
+        f"&docpath={quote(doc_id, safe='')}"
+    )
 
 
 def file_response(request: Request, emu: EasyVistaEmulator, row: Any) -> Response:
@@ -442,7 +449,7 @@ def file_response(request: Request, emu: EasyVistaEmulator, row: Any) -> Respons
         async def encoded() -> Any:
             if head_only:
                 return
-            with open(path, "rb") as f:
+            with open(path, "rb") as f:  # noqa: ASYNC230 - a local file, read in large pieces
                 while chunk := f.read(B64_CHUNK):
                     yield base64.b64encode(chunk)
 

@@ -1,8 +1,8 @@
 """`snfs emulator --kind huawei`: Huawei Cloud OSM's service-ticket attachment API ("accessorys").
 
 Under `/v2/servicerequest/`, `X-Auth-Token` required (`--token TOKEN`, repeatable; default
-`test-token`). Facts from the public doc (seed 003, notes §13); the rest are documented
-choices (docs/EMULATOR.md, "Huawei Cloud OSM"):
+`test-token`). Facts from the public API reference (support.huaweicloud.com, api-ticket); the
+rest are documented choices (docs/EMULATOR.md, "Huawei Cloud OSM"):
 
 - `POST /accessorys` multipart: `file` + `form_data` (JSON string
   `{"fileName","accessoryFrom","uploadType"}`, ≤ 5000 chars) → 200 `{"accessory_id": ...}`
@@ -10,7 +10,8 @@ choices (docs/EMULATOR.md, "Huawei Cloud OSM"):
   enforced on upload (`--limit-size MB`, `--limit-file-type LIST`, `--limit-count N`: the number
   of stored accessories per `accessoryFrom` value; 0 = no limit)
 - `GET /accessorys/{accessory_id}` → the file stream
-- `GET /accessorys/access-urls?accessory_ids=a,b` → `{"accessory_urls":[{"accessory_id","accessory_url"}]}`
+- `GET /accessorys/access-urls?accessory_ids=a,b` →
+  `{"accessory_urls":[{"accessory_id","accessory_url"}]}`
   (signed, expiring URLs that need no token, like OBS links)
 - `DELETE /accessorys/{accessory_id}` → 200 `{"error_code":"","error_msg":""}`
 - no list endpoint.
@@ -395,8 +396,10 @@ async def access_urls(request: Request) -> Response:
         urls.append(
             {
                 "accessory_id": accessory_id,
-                "accessory_url": f"{request_base(request)}{OBS_PREFIX}{quote(accessory_id, safe='')}"
-                f"?Expires={expires}&Signature={sig}",
+                "accessory_url": (
+                    f"{request_base(request)}{OBS_PREFIX}{quote(accessory_id, safe='')}"
+                    f"?Expires={expires}&Signature={sig}"
+                ),
             }
         )
     return json_response({"accessory_urls": urls})

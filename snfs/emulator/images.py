@@ -1,4 +1,5 @@
-"""Image dimensions from the first bytes of a file (PNG, GIF, JPEG), for image_width/image_height."""
+"""Image dimensions from the first bytes of a file (PNG, GIF, JPEG), for image_width and
+image_height."""
 
 from __future__ import annotations
 

@@ -41,6 +41,7 @@ HIBERNATING_PAGE = b"""<!DOCTYPE html>
 <p>Sign in to the developer portal to wake up your instance.</p></body></html>
 """
 SESSION_COOKIE = "JSESSIONID"
+MAX_SESSIONS = 10000  # sessions kept; a client sending a forgotten cookie gets a new one
 
 
 class DropConnection(Exception):
@@ -220,6 +221,9 @@ class Sessions:
         sid = secrets.token_hex(16).upper()
         self.locks[sid] = trio.Semaphore(self.concurrency)
         self.created += 1
+        if len(self.locks) > MAX_SESSIONS:  # like session expiry: forget the oldest idle ones
+            for old in [k for k, v in self.locks.items() if v.value == self.concurrency][:1000]:
+                del self.locks[old]
         return sid, True
 
     def lock(self, sid: str) -> trio.Semaphore:

@@ -1,6 +1,7 @@
 """POST /attachment/file (raw body) and POST /attachment/upload (multipart), streamed to disk.
 
-Failure statuses (notes §4): missing parameter or Content-Type → 400; record missing → 404;
+Failure statuses (Attachment API docs, POST /attachment/file): missing parameter or
+Content-Type → 400; record missing → 404;
 unknown table → 404 (--unknown-table-upload-status 400); over --max-size → 400
 (--oversize-status); extension not in --extensions → 400 (--extension-status). On every early
 failure the request body is still read and discarded, so the client sees the answer instead of
@@ -150,7 +151,8 @@ def store_upload(
     now = time.time()
     delay = emu.config.state_delay
     sys_id = new_sys_id()
-    # `pending` at upload and `available` about a second later (real capture, notes §10);
+    # `pending` at upload and `available` about a second later (responses recorded from a real
+    # instance);
     # with --state-delay 0 the row is available at once.
     row = attachment_row(
         writer,
