@@ -362,3 +362,14 @@ def test_rate_limited_instance_is_waited_for(
     for rec in records:  # 9 records, each listing a request: over 8 per 2 s
         assert os.listdir(m.path("incident", rec)) == (["a.txt"] if rec in records[:3] else [])
     assert status_of(m)["requests"]["retries"] >= 1
+
+
+def test_table_api_list_cut_by_the_quota(emulator_factory: Callable[..., EmulatorProc]) -> None:
+    """The Table API's lists run under the same quota: 200, partial result, error, failure."""
+    emu = emulator_factory("--quota", "0.2", "--row-time", "50")
+    for _ in range(6):
+        new_record(emu)
+    status, _, raw = emu.request("GET", "/api/now/table/incident?sysparm_limit=100")
+    body = json.loads(raw)
+    assert status == 200 and body["status"] == "failure"
+    assert "maximum execution time" in body["error"]["message"] and len(body["result"]) < 6

@@ -72,11 +72,13 @@ async def list_records(request: Request) -> Response:
     no_count = request.query_params.get("sysparm_no_count", "").lower() == "true"
     page = emu.store.list_records(table, query, limit, offset, count=not no_count)
     result = [select_fields(request, r) for r in page.rows]
+    body: dict[str, Any] = {"result": result}
+    done = await spend(emu, len(page.rows))
+    if done is not None:  # cancelled by the quota: the rows scanned so far, and the error
+        body = {"result": result[:done], **quota_exceeded()}
     if no_count:  # no `select count(*)`: no X-Total-Count and no Link
-        return render(request, {"result": result})
-    return render(
-        request, {"result": result}, headers=list_headers(request, limit, offset, page.total)
-    )
+        return render(request, body)
+    return render(request, body, headers=list_headers(request, limit, offset, page.total))
 
 
 async def get_record(request: Request) -> Response:
