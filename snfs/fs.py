@@ -205,6 +205,8 @@ class Operations(pyfuse3.Operations):
             node.kind is Kind.CONTROL and self.control.is_dir(node)
         ):
             raise fail(errno.ENOTDIR)
+        if node.kind is Kind.TABLE:
+            await self.tree.verify_table(node.table)
         fh = next(self._fh)
         self._dirs[fh] = DirHandle(node)
         return fh
@@ -238,14 +240,16 @@ class Operations(pyfuse3.Operations):
         if handle.listing is None or start_id == 0:
             handle.listing = self.tree.listing(node.table, node.data)
         listing = handle.listing
+        first = max(start_id, 2) - 2
+        # Wait before replying anything: a listing that fails (no such table) must fail the
+        # call, and an error after `.` and `..` were replied would read as an empty directory.
+        await listing.wait_past(first)
         dots = [(".", node), ("..", self._parent(node))]
         for i in range(start_id, 2):
             if not pyfuse3.readdir_reply(
                 token, os.fsencode(dots[i][0]), self._attr(dots[i][1]), i + 1
             ):
                 return
-        first = max(start_id, 2) - 2
-        await listing.wait_past(first)
         for i in range(first, len(listing.names)):
             name = listing.names[i]
             target = listing.aliases.get(name)

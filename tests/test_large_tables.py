@@ -122,8 +122,10 @@ def test_first_entries_and_lookups_do_not_wait_for_the_last_page(
     m = mount(emu)
     assert os.path.isdir(m.path(TABLE))  # /incident looked up (its own request)
     path = "^/api/now/attachment$"
-    emu.fault(path=path, delay=0.001, count=1)  # the first page passes
-    emu.fault(path=path, delay=30, count=100)  # every later one is held
+    # Table listing pages (not one record's listing, which a lookup may make itself).
+    pages = r"^(?!.*table_sys_id=[0-9a-f]{32})"
+    emu.fault(path=path, query=pages, delay=0.001, count=1)  # the first page passes
+    emu.fault(path=path, query=pages, delay=30, count=100)  # every later one is held
     try:
         first: list[str] = []
 

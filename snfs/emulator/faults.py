@@ -16,9 +16,12 @@ class Fault:
     retry_after: float | None = None
     delay: float | None = None
     drop_after_bytes: int | None = None
+    query: re.Pattern[str] | None = None  # searched in the percent-decoded query string
 
-    def matches(self, method: str, path: str) -> bool:
+    def matches(self, method: str, path: str, query: str = "") -> bool:
         if self.method and self.method.upper() != method.upper():
+            return False
+        if self.query is not None and self.query.search(query) is None:
             return False
         return self.path is None or self.path.search(path) is not None
 
@@ -39,6 +42,7 @@ def parse_fault(spec: dict[str, Any]) -> Fault:
         retry_after=float(spec["retry_after"]) if spec.get("retry_after") is not None else None,
         delay=float(spec["delay"]) if spec.get("delay") is not None else None,
         drop_after_bytes=int(drop) if drop is not None else None,
+        query=re.compile(spec["query"]) if spec.get("query") else None,
     )
     if count < 1 or (
         fault.status is None and fault.delay is None and fault.drop_after_bytes is None
@@ -61,10 +65,10 @@ class FaultQueue:
     def queued(self) -> int:
         return sum(f.count for f in self.faults)
 
-    def take(self, method: str, path: str) -> Fault | None:
+    def take(self, method: str, path: str, query: str = "") -> Fault | None:
         """The first queued fault matching this request, consuming one of its uses."""
         for fault in self.faults:
-            if fault.matches(method, path):
+            if fault.matches(method, path, query):
                 fault.count -= 1
                 if fault.count <= 0:
                     self.faults.remove(fault)

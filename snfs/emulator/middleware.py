@@ -16,6 +16,7 @@ import time
 from collections.abc import Awaitable, Callable
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote_plus
 
 import trio
 
@@ -119,7 +120,8 @@ class EmulatorMiddleware:
         latency = getattr(getattr(self.emu, "config", None), "latency", 0.0)
         if latency:
             await trio.sleep(latency)
-        fault = self.emu.faults.take(scope["method"], scope["path"])
+        query = unquote_plus(scope.get("query_string", b"").decode("latin-1"))
+        fault = self.emu.faults.take(scope["method"], scope["path"], query)
         if fault is None:
             try:
                 await self.app(scope, receive, send)
