@@ -116,8 +116,10 @@ CASES: dict[str, Case] = {
             ("cpr",),
             "small",
             cold=False,
-            describe="`cp -r DIR/. RECORD/` of {cpr_n} files of 1–200 KiB into a fresh record "
-            "(curl: the same POSTs, sequential, one connection)",
+            describe="`cp -r DIR/. RECORD/` of {cpr_n} files of 1–200 KiB into a fresh record, "
+            "until stored (snfs: `cp` then `snfs sync`, which returns at once without "
+            "--write-back; rclone: until its upload queue is empty; "
+            "curl: the same POSTs, sequential, one connection)",
         ),
         Case(
             "rm",

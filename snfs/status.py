@@ -51,7 +51,12 @@ def render(s: dict[str, Any]) -> str:
         f"disk {cache.get('disk_bytes', 0)} B"
     )
     pending = s.get("pending_uploads", [])
-    lines.append(f"  pending uploads: {len(pending)}")
+    if s.get("write_back"):
+        lines.append(f"  write-back: on, {s.get('transfers')} transfers (`snfs sync` waits)")
+    blocked = sum(1 for p in pending if p["state"] == "blocked")
+    lines.append(
+        f"  pending uploads: {len(pending)}" + (f" ({blocked} blocked)" if blocked else "")
+    )
     for p in pending:
         lines.append(
             f"    {p['path']}  {p['bytes']} B  age {p['age_seconds']} s  "

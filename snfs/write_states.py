@@ -67,6 +67,7 @@ class Staged:
     blocked: str = ""  # why the file is BLOCKED
     damaged: bool = False  # a local write failed: the content is not what was written
     last_error: str = ""
+    reopened: bool = False  # journaled as REOPENED (snfs.writes): open for writing again
     alerted: str = ""  # the reason last shown in a desktop notification (once per reason)
     attempts: int = 0
     next_try: float = 0.0  # trio clock

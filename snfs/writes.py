@@ -54,6 +54,9 @@ RETRY_MIN, RETRY_MAX = 2.0, 300.0
 # never an existing attachment taken for it.
 CLOCK_SLACK = 2.0
 SHUTDOWN_OPEN = "the mount stopped while this file was open for writing; not uploaded"
+# Journaled while an owed file is open for writing again: if the daemon dies before it is
+# closed, the next mount shows it blocked (its writer may have been half way), never sends it.
+REOPENED = "the mount died while this file was open for writing again; not uploaded"
 DEFAULT_TRANSFERS = 8  # docs/PERFORMANCE.md, "Write-back": the --transfers sweep
 # A file at least this large is bandwidth-bound: at most half the transfer slots send such
 # files, so a batch of large uploads never holds every HTTP slot that listings need.
@@ -226,6 +229,7 @@ class Writes:
             elif node.kind is Kind.LOCAL:
                 if node.data.dropped:
                     raise fail(errno.ENOENT)
+                await self._journal_reopened(node.data)
                 if flags & os.O_TRUNC:
                     os.ftruncate(node.data.fd, 0)
                     self._heal(node.data)
@@ -379,6 +383,8 @@ class Writes:
             st.opens = max(0, st.opens - 1)
             if st.opens:
                 return
+            if st.reopened and not st.dropped and not st.damaged and st.state is not State.LOCAL:
+                await self._journal(st)  # closed again: owed (or blocked) as before, not REOPENED
             if st.dropped:
                 st.close()
                 await self.spool.discard(st.sid)
@@ -616,7 +622,15 @@ class Writes:
                 await self._delete_remote(old)
             st.replaces.pop(0)
 
-    async def _journal(self, st: Staged, *, durable: bool = False) -> None:
+    async def _journal_reopened(self, st: Staged) -> None:
+        """An owed file is opened for writing again (its journal entry says "send these
+        bytes"): before its bytes change, the entry says "blocked, open for writing", so a
+        crash before the next close never sends a half-written file. Close journals it again."""
+        if not st.journaled or st.opens or st.state is State.LOCAL:
+            return
+        await self._journal(st, reopened=True)
+
+    async def _journal(self, st: Staged, *, durable: bool = False, reopened: bool = False) -> None:
         """Write the file's journal entry; `durable` also fsyncs its bytes first."""
         await self.spool.journal(
             Entry(
@@ -627,9 +641,9 @@ class Writes:
                 st.replaces[0] if st.replaces else None,
                 queued_at=st.mtime.timestamp(),
                 attempts=st.attempts,
-                last_error=st.blocked or st.last_error,
+                last_error=REOPENED if reopened else st.blocked or st.last_error,
                 replaces_all=list(st.replaces),
-                blocked=st.state is State.BLOCKED,
+                blocked=reopened or st.state is State.BLOCKED,
                 attempt_started=st.attempt_started,
                 stored=st.uploaded.sys_id if st.uploaded and not st.dirty else None,
                 size=st.size(),
@@ -637,6 +651,7 @@ class Writes:
             data_fd=st.fd if durable and st.fd >= 0 else None,
         )
         st.journaled = True
+        st.reopened = reopened
 
     def _retry_later(self, st: Staged, why: str) -> None:
         st.last_error = why

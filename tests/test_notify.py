@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from snfs import notify
+from tests.waiting import eventually
 
 
 def _receive(sock: socket.socket) -> str:
@@ -87,3 +88,32 @@ def test_missing_socket_never_raises(tmp_path: Path, monkeypatch: pytest.MonkeyP
     assert notify.status("x") is False
     monkeypatch.setenv("NOTIFY_SOCKET", "vsock:2:1234")
     assert notify.status("x") is False
+
+
+def test_desktop_without_notify_send_is_a_noop(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))  # no notify-send here
+    assert notify.desktop("snfs: upload refused", "x") is False
+
+
+def test_desktop_runs_notify_send_with_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A fake notify-send on PATH records its arguments; a newline in the body (an instance's
+    message) stays on one line."""
+    out = tmp_path / "args"
+    tool = tmp_path / "notify-send"
+    tool.write_text(f'#!/bin/sh\nprintf "%s\\n" "$@" > {out}.tmp && mv {out}.tmp {out}\n')
+    tool.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}:/usr/bin:/bin")  # the fake first
+    assert notify.desktop("snfs: upload refused", "a/b/c.exe: bad\nextension") is True
+    args = eventually(lambda: out.exists() and out.read_text().splitlines(), what="notify-send")
+    assert args[-2:] == ["snfs: upload refused", "a/b/c.exe: bad extension"]
+    assert "--app-name=snfs" in args
+
+
+def test_sync_of_a_path_that_is_no_mount_exits_2(tmp_path: Path) -> None:
+    from snfs import sync
+
+    assert sync.main([str(tmp_path)]) == 2

@@ -336,3 +336,44 @@ async def test_large_files_take_at_most_half_the_transfers(
         gate.set()
         await settled(nothing_owed(core))
     assert backend.stats.uploads == 4
+
+
+async def test_an_owed_file_reopened_then_crashed_is_never_sent_half_written(
+    backend: FakeBackend, tmp_path: Path
+) -> None:
+    """v1 is owed (journaled: "send these bytes"); it is opened again with O_TRUNC and half of
+    v2 written when the daemon dies. The next mount must not send the half-written bytes: it
+    shows the file blocked, with its bytes kept."""
+    old = backend.put(T, REC, "a.txt", b"original")
+    spool = tmp_path / "spool"
+    async with write_back(backend, spool, pool=False) as (c1, _):
+        fh = await c1.open("a.txt")
+        await c1.write(fh, b"v1")
+        assert await c1.close(fh) == 0
+        fh = await c1.open("a.txt")
+        await c1.write(fh, b"half of v")
+        [entry] = c1.journal()
+        assert entry["blocked"] and "open for writing" in entry["last_error"]
+        c1.kill()
+    async with write_back(backend, spool, pool=False) as (c2, _):
+        assert await c2.writes.recover() == 1
+        await c2.writes._retry_due()
+        assert c2.staged("a.txt").state is State.BLOCKED
+    assert backend.stats.uploads == 0
+    assert backend.on_instance(REC) == {"a.txt": [b"original"]} and old.sys_id in backend.files
+
+
+async def test_an_owed_file_reopened_and_closed_is_owed_again(
+    backend: FakeBackend, tmp_path: Path
+) -> None:
+    async with write_back(backend, tmp_path / "spool", pool=False) as (core, _):
+        fh = await core.create("a.txt")
+        await core.write(fh, b"v1")
+        assert await core.close(fh) == 0
+        fh = await core.open("a.txt", os.O_WRONLY)  # opened, nothing written
+        assert core.journal()[0]["blocked"]
+        assert await core.close(fh) == 0
+        [entry] = core.journal()
+        assert not entry["blocked"] and entry["last_error"] == ""
+        await core.writes._retry_due()
+    assert backend.on_instance(REC) == {"a.txt": [b"v1"]}
