@@ -7,7 +7,9 @@ What is independent of the system talked to lives here, once:
 - a pool of `max_in_flight` sessions bounds the requests in flight: each request runs in a
   session of its own, whose cookie jar (`JSESSIONID`) is reused by the next request that takes
   it. A real instance runs one transaction at a time per session, so one shared jar would
-  queue every parallel request; no jar at all would open a server session per request;
+  queue every parallel request; no jar at all would open a server session per request.
+  Downloads and uploads may hold at most three quarters of the pool, so listings and lookups
+  never wait behind bulk transfers;
 - a 2xx answer is checked before it is used: an HTML page (hibernating instance, login page)
   is `NotAnApi`, a JSON body with `error` or `"status": "failure"` is `FailedInBody`;
 - a tenacity loop (exponential backoff with full jitter, `Retry-After` honoured, bounded in
@@ -43,7 +45,7 @@ from collections.abc import (
     Callable,
     Sequence,
 )
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
@@ -343,16 +345,27 @@ class Session:
 
 class SessionPool:
     """`size` sessions, each used by one request at a time; the one used last is taken first,
-    so an idle mount keeps one server session and a busy one at most `size`."""
+    so an idle mount keeps one server session and a busy one at most `size`.
 
-    def __init__(self, size: int) -> None:
+    Bulk transfers (downloads, uploads) may hold at most `size - reserve` of them: a slow or
+    large transfer never takes the sessions that listings and lookups need, so `ls` answers
+    while every bulk slot is busy (`reserve` is a quarter of the pool, at least 1)."""
+
+    def __init__(self, size: int, reserve: int | None = None) -> None:
         self.size = max(1, size)
+        if reserve is None:
+            reserve = max(1, self.size // 4)
+        self.reserve = min(reserve, self.size - 1)  # a pool of 1 has nothing to keep back
         self._free = [Session() for _ in range(self.size)]
         self._sem = trio.Semaphore(self.size)
+        self._bulk = trio.Semaphore(self.size - self.reserve)
 
     @asynccontextmanager
-    async def take(self) -> AsyncIterator[Session]:
-        async with self._sem:
+    async def take(self, *, bulk: bool = False) -> AsyncIterator[Session]:
+        async with AsyncExitStack() as stack:
+            if bulk:
+                await stack.enter_async_context(self._bulk)
+            await stack.enter_async_context(self._sem)
             session = self._free.pop()
             try:
                 yield session
@@ -434,9 +447,10 @@ class HttpCore:
     async def aclose(self) -> None:
         await self.http.aclose()
 
-    def session(self, spare: bool = False) -> Any:
-        """`async with core.session() as s`: a session of the pool for one request."""
-        return (self.spare if spare else self.sessions).take()
+    def session(self, spare: bool = False, *, bulk: bool = False) -> Any:
+        """`async with core.session() as s`: a session of the pool for one request; `bulk`
+        for a transfer of content (limited so that metadata requests always find one)."""
+        return (self.spare if spare else self.sessions).take(bulk=bulk)
 
     async def send_in(
         self, session: Session, request: httpx.Request, *, stream: bool = False
@@ -577,7 +591,7 @@ class HttpCore:
         )
         self.count(kind)
         started = time.monotonic()
-        async with self.session() as session:
+        async with self.session(bulk=body is not None) as session:  # a body: an upload
             try:
                 resp = await self.send_in(session, request)
             except httpx.TransportError as e:
@@ -662,7 +676,7 @@ class HttpCore:
             await resp.aclose()
             raise err
 
-        async with self.session() as session:
+        async with self.session(bulk=True) as session:
             try:
                 resp: httpx.Response = await self.retrying()(attempt)
             except SnfsError as err:
@@ -704,7 +718,7 @@ class HttpCore:
             resume.attempt()
             progress = False
             try:
-                async with self.session(spare) as session:
+                async with self.session(spare, bulk=True) as session:
                     self.count(kind)
                     headers = fetch.headers(pos)
                     request = self.http.build_request("GET", url, params=params, headers=headers)

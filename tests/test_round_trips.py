@@ -8,12 +8,18 @@ from __future__ import annotations
 
 import errno
 import os
+import threading
 from collections.abc import Callable
+from typing import Any
 
 import pytest
+import trio
+import trio.testing
 
+from snfs.http import SessionPool
 from tests.emulator_proc import EmulatorProc
 from tests.mount_proc import MountProc
+from tests.waiting import eventually
 
 
 def _record_with_file(emu: EmulatorProc, table: str = "incident") -> str:
@@ -28,6 +34,21 @@ def _record_with_file(emu: EmulatorProc, table: str = "incident") -> str:
     )
     assert status == 201, body
     return record
+
+
+def in_thread(fn: Callable[[], Any]) -> tuple[threading.Event, dict[str, Any]]:
+    done, box = threading.Event(), {}
+
+    def run() -> None:
+        try:
+            box["value"] = fn()
+        except BaseException as e:  # reported by the test
+            box["error"] = e
+        finally:
+            done.set()
+
+    threading.Thread(target=run, daemon=True).start()
+    return done, box
 
 
 def _routes(emu: EmulatorProc) -> dict[str, int]:
@@ -72,3 +93,71 @@ def test_empty_listing_asks_whether_the_record_exists(
     with pytest.raises(OSError) as e:
         os.stat(m.path("no_such_table"))  # a table no listing shows is checked
     assert e.value.errno == errno.ENOENT
+
+
+# -- no mount-wide stalls: bulk transfers never take the sessions metadata needs -----------------
+
+
+async def test_bulk_transfers_leave_sessions_for_metadata() -> None:
+    """Kernel-free: with every bulk slot of the pool held, a metadata request still gets a
+    session at once, and a further bulk transfer waits."""
+    pool = SessionPool(8)
+    assert pool.reserve == 2
+    held: list[trio.Event] = []
+    async with trio.open_nursery() as nursery:
+
+        async def hold(bulk: bool, started: trio.Event, release: trio.Event) -> None:
+            async with pool.take(bulk=bulk):
+                started.set()
+                await release.wait()
+
+        release = trio.Event()
+        for _ in range(6):
+            started = trio.Event()
+            nursery.start_soon(hold, True, started, release)
+            await started.wait()
+            held.append(started)
+        late_bulk = trio.Event()
+        nursery.start_soon(hold, True, late_bulk, release)
+        await trio.testing.wait_all_tasks_blocked()
+        assert not late_bulk.is_set()  # the 7th bulk transfer waits...
+        meta = trio.Event()
+        nursery.start_soon(hold, False, meta, release)
+        await trio.testing.wait_all_tasks_blocked()
+        assert meta.is_set()  # ...a listing does not
+        assert pool.in_use == 7
+        release.set()
+    assert pool.in_use == 0
+
+
+def test_ls_answers_while_downloads_hold_every_bulk_slot(
+    emulator: EmulatorProc, mount_factory: Callable[..., MountProc]
+) -> None:
+    """8 downloads held by the instance for 20 s (one per file of a record): an `ls -l` of
+    another record still answers, through the sessions bulk transfers may not take."""
+    record = _record_with_file(emulator)
+    for i in range(7):
+        status, _, _ = emulator.request(
+            "POST",
+            f"/api/now/attachment/file?table_name=incident&table_sys_id={record}"
+            f"&file_name=b{i}.txt",
+            b"x" * 100,
+            headers={"Content-Type": "text/plain"},
+        )
+        assert status == 201
+    other = _record_with_file(emulator, "problem")
+    m = mount_factory(emulator, "--prefetch", "0")
+    names = sorted(os.listdir(m.path("incident", record)))
+    assert len(names) == 8
+    emulator.fault(method="GET", path=r"/file$", delay=20, count=8)
+    try:
+        readers = [in_thread(lambda n=n: m.path("incident", record, n).read_bytes()) for n in names]
+        eventually(
+            lambda: emulator.stats()["by_route"].get("GET /attachment/{sys_id}/file", 0) >= 6
+        )
+        done, box = in_thread(lambda: [e.name for e in os.scandir(m.path("problem", other))])
+        assert done.wait(10), "ls waited behind the downloads"
+        assert box.get("value") == ["a.txt"], box
+        assert not any(d.is_set() for d, _ in readers)  # the downloads were still held
+    finally:
+        emulator.request("DELETE", "/__emulator__/faults")
