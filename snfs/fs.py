@@ -205,8 +205,6 @@ class Operations(pyfuse3.Operations):
             node.kind is Kind.CONTROL and self.control.is_dir(node)
         ):
             raise fail(errno.ENOTDIR)
-        if node.kind is Kind.TABLE:
-            await self.tree.verify_table(node.table)
         fh = next(self._fh)
         self._dirs[fh] = DirHandle(node)
         return fh

@@ -210,6 +210,7 @@ class Mount:
                 nursery.start_soon(self._signals, tree, nursery.cancel_scope)
                 nursery.start_soon(self._tune_read_ahead, ops)
                 nursery.start_soon(prefetch.run)
+                tree.warm_tables()  # in the background: paths below listed tables need no check
                 if not o.read_only:
                     nursery.start_soon(self._recover_then_retry, writes)
                 await pyfuse3.main()

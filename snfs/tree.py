@@ -193,9 +193,6 @@ class Tree:
         self._exists: dict[Hashable, tuple[Any, float]] = {}
         # Where the backend cannot list: records visited, and files uploaded through this mount.
         self._visited: dict[str, set[str]] = {}
-        # Tables shown without asking the instance (not in the root listing): whether they
-        # exist is asked only when something below them comes back empty (fewer round trips).
-        self._unverified: set[str] = set()
         self._uploaded: dict[tuple[str, str], dict[str, Attachment]] = {}
         self._flight = SingleFlight()
         # Names a record directory must keep free for local (staged) files: set by the write side.
@@ -280,33 +277,16 @@ class Tree:
             if self.fixed_tables is None and not self._fresh(self._tables_at):
                 self._refresh_tables_soon()  # stale while revalidate, as table listings
             return self.table_node(name)
-        if self.backend.capabilities(name).list:
-            # Not listed (no attachments, or --tables): reachable at once, without a request.
-            # A record's listing below it proves it exists; an empty one, or a listing of the
-            # table itself, asks (docs/SEMANTICS.md, "Requests").
-            known = self._exists.get(("table", name))
-            if known is not None and self._fresh(known[1]) and not known[0]:
-                return None
-            if known is None or not known[0]:
-                self._unverified.add(name)
-            return self.table_node(name)
-        if await self._table_exists(name):
+        # Not listed (no attachments, or --tables): still reachable if the table exists.
+        if await self._cached_check(("table", name), lambda: self.backend.table_exists(name)):
             return self.table_node(name)
         return None
 
-    async def verify_table(self, name: str) -> None:
-        """Before a table shown unasked is listed: NotFound if the instance has no such table
-        (opendir is where that can fail: readdir's ENOENT reads as an empty directory)."""
-        if name in self._unverified and not await self._table_exists(name):
-            raise NotFound(f"no table {name!r} on the instance")
-
-    async def _table_exists(self, name: str) -> bool:
-        exists = bool(
-            await self._cached_check(("table", name), lambda: self.backend.table_exists(name))
-        )
-        if exists:
-            self._unverified.discard(name)
-        return exists
+    def warm_tables(self) -> None:
+        """Start the root listing in the background (at mount): a path below a listed table
+        then costs no table check, and nothing waits for it (the Aggregate API may be slow)."""
+        if self.fixed_tables is None:
+            self._refresh_tables_soon()
 
     # -- tables ----------------------------------------------------------------------------
 
@@ -394,7 +374,6 @@ class Tree:
 
     async def _fill(self, table: str, scope: str | None, listing: Listing) -> None:
         backend: Any = self.backend
-        await self.verify_table(table)
         async with trio.open_nursery() as nursery:
             if scope is not None or hasattr(backend, "list_table_parts"):
                 grouped = scope is not None or bool(
@@ -500,8 +479,7 @@ class Tree:
                 return self.record_node(table, name)
             caps = self.backend.capabilities(table)
             if cached is None and caps.list and await self.record_listing(table, name):
-                # The one request a file below it needs anyway proves record and table exist.
-                self._unverified.discard(table)
+                # The one request a file below it needs anyway proves the record exists.
                 self._visited.setdefault(table, set()).add(name)
                 return self.record_node(table, name)
             # Empty: does the record exist (without attachments)? An unknown table says no too.
