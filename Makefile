@@ -38,7 +38,8 @@ $(VENV)/.installed: pyproject.toml
 
 venv: deps $(VENV)/.installed
 
-test: test-deps venv
+# The gates first (seconds), then the suite: CI runs exactly this.
+test: test-deps venv lint
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 # The tests that need no FUSE mount (seconds, not minutes).

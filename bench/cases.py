@@ -53,7 +53,8 @@ CASES: dict[str, Case] = {
             "MiB/s",
             ("big",),
             "bulk",
-            describe="`cat` of one {big} file on a fresh mount, caches dropped (curl: GET /file, gzip accepted as snfs does)",
+            describe="`cat` of one {big} file on a fresh mount, caches dropped (curl: GET /file, "
+            "gzip accepted as snfs does)",
         ),
         Case(
             "warm-read",
@@ -70,7 +71,8 @@ CASES: dict[str, Case] = {
             "s",
             ("big",),
             "bulk",
-            describe="{rand_n} `pread`s of 4 KiB at seeded 4 KiB-aligned offsets in a cold {big} file "
+            describe="{rand_n} `pread`s of 4 KiB at seeded 4 KiB-aligned offsets in a cold {big} "
+            "file "
             "(curl: the API has no Range, so: download the file, then the same preads)",
         ),
         Case(
@@ -79,7 +81,8 @@ CASES: dict[str, Case] = {
             "MiB/s",
             ("par",),
             "bulk",
-            describe="{par_n} concurrent `cat`s of distinct {par_size} files, caches dropped (curl: {par_n} concurrent curls)",
+            describe="{par_n} concurrent `cat`s of distinct {par_size} files, caches dropped "
+            "(curl: {par_n} concurrent curls)",
         ),
         Case(
             "upload",
@@ -98,7 +101,8 @@ CASES: dict[str, Case] = {
             "s",
             ("ls",),
             "listing",
-            describe="`ls -l` of a record with {ls_n} attachments on a fresh mount (curl: one GET /attachment page)",
+            describe="`ls -l` of a record with {ls_n} attachments on a fresh mount (curl: one GET "
+            "/attachment page)",
         ),
         Case(
             "find-stat",
@@ -106,7 +110,8 @@ CASES: dict[str, Case] = {
             "s",
             ("find",),
             "listing",
-            describe="`find TABLE -type f | xargs stat` over {find_records} records × {find_per} attachments on a fresh mount "
+            describe="`find TABLE -type f | xargs stat` over {find_records} records × {find_per} "
+            "attachments on a fresh mount "
             "(curl: GET /attachment pages of 1000 on one connection)",
         ),
         Case(
@@ -128,7 +133,8 @@ CASES: dict[str, Case] = {
             ("cpr",),
             "small",
             cold=False,
-            describe="`rm -f RECORD/*` of {cpr_n} attachments on a fresh mount (curl: one list GET + the DELETEs on one connection)",
+            describe="`rm -f RECORD/*` of {cpr_n} attachments on a fresh mount (curl: one list "
+            "GET + the DELETEs on one connection)",
         ),
         Case(
             "cat-small",
@@ -175,7 +181,8 @@ CASES: dict[str, Case] = {
             "wire",
             cold=False,
             systems=("emu-identity", "emu-gzip", "nginx", "rclone-serve"),
-            describe="curl GET of the {big} file, server's page cache warm: emulator /file identity and gzip, "
+            describe="curl GET of the {big} file, server's page cache warm: emulator /file "
+            "identity and gzip, "
             "nginx serving it statically, `rclone serve webdav` serving it",
         ),
     ]
@@ -254,7 +261,8 @@ class Run:
 
 
 class Profiler:
-    """py-spy attached to the snfs daemon for the measured operation (a separate, unmeasured run)."""
+    """py-spy attached to the snfs daemon for the measured operation (a separate, unmeasured "
+    "run)."""
 
     def __init__(self, pid: int, out: Path) -> None:
         spy = str(Path(sys.executable).parent / "py-spy")

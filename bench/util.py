@@ -170,6 +170,22 @@ def timed(cmd: list[str] | str, **kw) -> float:
     return time.perf_counter() - t0
 
 
+def _proc_facts() -> dict[str, object]:
+    """CPU model and memory size from /proc."""
+    facts: dict[str, object] = {}
+    with open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("model name"):
+                facts["cpu"] = line.split(":", 1)[1].strip()
+                break
+    with open("/proc/meminfo") as f:
+        for line in f:
+            if line.startswith("MemTotal"):
+                facts["mem_gib"] = round(int(line.split()[1]) / 2**20, 1)
+                break
+    return facts
+
+
 def machine_info() -> dict:
     info: dict = {
         "cpus": os.cpu_count(),
@@ -177,22 +193,16 @@ def machine_info() -> dict:
         "python": sys.version.split()[0],
     }
     try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                info["cpu"] = line.split(":", 1)[1].strip()
-                break
-        for line in open("/proc/meminfo"):
-            if line.startswith("MemTotal"):
-                info["mem_gib"] = round(int(line.split()[1]) / 2**20, 1)
-                break
+        info.update(_proc_facts())
     except OSError:
         pass
     try:
-        info["os"] = next(
-            l.split("=", 1)[1].strip().strip('"')
-            for l in open("/etc/os-release")
-            if l.startswith("PRETTY_NAME=")
-        )
+        with open("/etc/os-release") as f:
+            info["os"] = next(
+                line.split("=", 1)[1].strip().strip('"')
+                for line in f
+                if line.startswith("PRETTY_NAME=")
+            )
     except (OSError, StopIteration):
         pass
     for tool, args in (("curl", ["--version"]), ("rclone", ["version"]), ("nginx", ["-v"])):

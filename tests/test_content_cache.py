@@ -14,7 +14,7 @@ import stat
 import subprocess
 import sys
 import textwrap
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
@@ -91,9 +91,10 @@ class FakeSource:
         return sum(1 for s, _ in self.calls if s == sys_id)
 
 
-async def wait_until(cond, timeout: float = 5.0) -> None:
-    with trio.fail_after(timeout):
-        while not cond():
+async def wait_until(cond: Callable[[], bool], limit: float = 5.0) -> None:
+    """Poll a condition the cache's own tasks make true (no event to wait on from outside)."""
+    with trio.fail_after(limit):
+        while not cond():  # noqa: ASYNC110 - a condition on another object's state
             await trio.sleep(0.001)
 
 
@@ -288,7 +289,7 @@ async def test_unread_download_over_budget_is_abandoned(tmp_path: Path) -> None:
         await cache.read(sid(1), 4 * MiB, 0, 10)
         await wait_until(lambda: cache.stats()["downloads_active"] == 0)
         assert cache.stats()["disk_bytes"] == 0
-        assert [p.name for p in tmp_path.iterdir()] == [".lock"]
+        assert [p.name for p in tmp_path.iterdir()] == [".lock"]  # noqa: ASYNC240
         # and it is still readable afterwards
         assert await cache.read(sid(1), 4 * MiB, 2 * MiB, 10) == pattern(2 * MiB, 10)
 
@@ -406,7 +407,7 @@ async def test_forget_drops_memory_and_disk_and_fails_waiters(tmp_path: Path) ->
             cache.forget(sid(2))
         assert len(caught) == 1
         await wait_until(lambda: src.active == 0)
-        assert not list(tmp_path.glob("*.part"))
+        assert not list(tmp_path.glob("*.part"))  # noqa: ASYNC240
         src.gate.set()
         assert await cache.read(sid(2), 2 * MiB, MiB, 10) == pattern(MiB, 10)
 
@@ -447,7 +448,7 @@ async def test_partial_download_is_not_published(tmp_path: Path) -> None:
     async with ContentCache(src, disk_dir=tmp_path, small_file_bytes=MiB) as cache:
         with trio.move_on_after(0.05):
             await cache.read(sid(1), 3 * MiB, MiB, 10)
-    assert [p.name for p in tmp_path.iterdir()] == [".lock"]
+    assert [p.name for p in tmp_path.iterdir()] == [".lock"]  # noqa: ASYNC240
 
 
 async def test_second_live_cache_on_same_dir_falls_back_to_private_dir(tmp_path: Path) -> None:
@@ -457,7 +458,7 @@ async def test_second_live_cache_on_same_dir_falls_back_to_private_dir(tmp_path:
             assert second._dir != tmp_path
             assert await second.read(sid(1), 2 * MiB, 0, 2 * MiB) == pattern(0, 2 * MiB)
             await settled(second)
-        assert [p.name for p in tmp_path.iterdir()] == [".lock"]
+        assert [p.name for p in tmp_path.iterdir()] == [".lock"]  # noqa: ASYNC240
 
 
 async def test_invalid_sys_id_rejected() -> None:
