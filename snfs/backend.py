@@ -24,7 +24,7 @@ Which systems exist is the registry's business (`snfs.registry`): the core never
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Collection
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -133,8 +133,17 @@ class Backend(Protocol):
     def stream(self, file_id: str, *, offset: int = 0) -> AsyncIterator[bytes]: ...
 
     async def upload(
-        self, table: str, record: str, file_name: str, source: Path, *, size: int
-    ) -> RemoteFile: ...
+        self,
+        table: str,
+        record: str,
+        file_name: str,
+        source: Path,
+        *,
+        size: int,
+        replaces: Collection[str] = (),
+    ) -> RemoteFile:
+        """Store a file; `replaces`: the attachments it will replace once stored (an answer that
+        names one of them is not a new attachment, so it is never taken as stored)."""
 
     async def delete(self, file_id: str, *, missing_ok: bool = False) -> None: ...
 

@@ -35,7 +35,15 @@ from snfs import names
 from snfs.backend import Backend, Capabilities
 from snfs.backend import RemoteFile as Attachment
 from snfs.content_cache import ContentCache
-from snfs.errors import ExtensionRefused, Forbidden, InvalidInput, NotFound, SnfsError, TooLarge
+from snfs.errors import (
+    ExtensionRefused,
+    Forbidden,
+    InvalidInput,
+    NotFound,
+    ServerError,
+    SnfsError,
+    TooLarge,
+)
 from snfs.handlers import fail
 from snfs.inodes import Kind, Node
 from snfs.spool import Entry, Spool
@@ -540,13 +548,21 @@ class Writes:
         st.attempts += 1
         st.wrote = False
         await self._journal(st)
-        return await self.backend.upload(
+        stored = await self.backend.upload(
             st.table,
             st.record,
             names.decode(st.name),
             self.spool.data_path(st.sid),
             size=st.size(),
+            replaces=st.replaces,
         )
+        if stored.sys_id in st.replaces:
+            # Never taken as stored: the delete that follows would remove the only copy.
+            raise ServerError(
+                f"upload of {st.name}: the answer names {stored.sys_id}, the attachment it "
+                "replaces, not a new one; nothing deleted"
+            )
+        return stored
 
     async def _earlier_attempt(self, st: Staged) -> Attachment | None:
         """After an attempt whose outcome is unknown (cut off, killed, an unreadable answer):

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Collection
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -54,6 +54,9 @@ class FakeBackend:
         # Fault hooks, consumed in order by the next uploads.
         self.fail_uploads: list[SnfsError] = []
         self.in_doubt_uploads = 0  # store, then answer with an error
+        # Answer the next upload with this existing attachment, storing nothing (a wrong 2xx
+        # body, e.g. an answer that names the attachment being replaced).
+        self.answer_with: Attachment | None = None
         self.hold: Hold | None = None
         self.hang_uploads = 0  # never answer (until cancelled)
         self.fail_deletes: list[SnfsError] = []
@@ -151,7 +154,14 @@ class FakeBackend:
         yield self.files[file_id][1][offset:]
 
     async def upload(
-        self, table: str, record: str, file_name: str, source: Path, *, size: int
+        self,
+        table: str,
+        record: str,
+        file_name: str,
+        source: Path,
+        *,
+        size: int,
+        replaces: Collection[str] = (),
     ) -> Attachment:
         self.stats.uploads += 1
         data = await trio.Path(source).read_bytes()
@@ -177,6 +187,9 @@ class FakeBackend:
         if self.fail_uploads:
             raise self.fail_uploads.pop(0)
         await trio.lowlevel.checkpoint()
+        if self.answer_with is not None:
+            answer, self.answer_with = self.answer_with, None
+            return answer
         att = self.put(table, record, file_name, data)
         if self.in_doubt_uploads:
             self.in_doubt_uploads -= 1

@@ -275,6 +275,20 @@ async def test_row3_mv_during_upload_keeps_the_replaced_file(
 # -- row 4: a failed local write is never uploaded ----------------------------------------------
 
 
+async def test_an_answer_naming_the_replaced_attachment_is_not_stored(
+    core: Core, backend: FakeBackend
+) -> None:
+    """A 2xx answer whose sys_id is the attachment being replaced is no new attachment: taking
+    it as stored would delete the only copy. The save fails and nothing is deleted."""
+    original = backend.put(T, REC, "a.txt", b"original")
+    fh = await core.open("a.txt")
+    await core.write(fh, b"new")
+    backend.answer_with = original
+    assert await core.close(fh) != 0
+    assert backend.stats.deletes == 0
+    assert backend.on_instance(REC) == {"a.txt": [b"original"]}
+
+
 async def test_row4_failed_write_keeps_the_original(
     core: Core, backend: FakeBackend, monkeypatch: pytest.MonkeyPatch
 ) -> None:

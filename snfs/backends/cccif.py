@@ -9,7 +9,7 @@ their attachmentId. No rename, no discovery, and no look-up of an upload in doub
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Collection
 from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
@@ -83,8 +83,15 @@ class CccifBackend:
         return self.client.stream(file_id, offset=offset)
 
     async def upload(
-        self, table: str, record: str, file_name: str, source: Path, *, size: int
-    ) -> RemoteFile:
+        self,
+        table: str,
+        record: str,
+        file_name: str,
+        source: Path,
+        *,
+        size: int,
+        replaces: Collection[str] = (),
+    ) -> RemoteFile:  # `replaces`: checked by the core
         att = await self.client.cccif_upload(record, file_name, source, size=size)
         # Shown where it was written, whatever record the instance filed it under.
         return replace(att, table_name=TABLE, table_sys_id=record)

@@ -29,6 +29,7 @@ import email.utils
 import json
 import logging
 import re
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -293,8 +294,15 @@ class EasyVistaBackend(SingleTableBackend):
         return f"/requests/{rfc}/documents/{quote(doc_id, safe='')}", doc.size if doc else None
 
     async def upload(
-        self, table: str, record: str, file_name: str, source: Path, *, size: int
-    ) -> RemoteFile:
+        self,
+        table: str,
+        record: str,
+        file_name: str,
+        source: Path,
+        *,
+        size: int,
+        replaces: Collection[str] = (),
+    ) -> RemoteFile:  # `replaces`: checked by the core
         """Attach one document; streamed as Base64 inside the JSON body. Retried only when the
         server provably did not act; when in doubt the ticket's new documents are looked at
         (name and size) before sending again."""

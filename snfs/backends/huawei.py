@@ -30,6 +30,7 @@ import logging
 import mimetypes
 import re
 import secrets
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -267,8 +268,15 @@ class HuaweiBackend(SingleTableBackend):
             )
 
     async def upload(
-        self, table: str, record: str, file_name: str, source: Path, *, size: int
-    ) -> RemoteFile:
+        self,
+        table: str,
+        record: str,
+        file_name: str,
+        source: Path,
+        *,
+        size: int,
+        replaces: Collection[str] = (),
+    ) -> RemoteFile:  # `replaces`: checked by the core
         """Upload one accessory (streamed multipart). Retried only when the server provably did
         not act; an upload in doubt after the whole body was sent is not sent again (it cannot be
         looked up) and fails."""

@@ -9,7 +9,7 @@ shows itself as `default`: same name, URL, statistics and xattr names.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Collection
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -135,10 +135,20 @@ class Router:
         return self._file(file_id).stream(file_id, offset=offset)
 
     async def upload(
-        self, table: str, record: str, file_name: str, source: Path, *, size: int
+        self,
+        table: str,
+        record: str,
+        file_name: str,
+        source: Path,
+        *,
+        size: int,
+        replaces: Collection[str] = (),
     ) -> RemoteFile:
         backend = self._for(table)
-        return self._own(backend, await backend.upload(table, record, file_name, source, size=size))
+        stored = await backend.upload(
+            table, record, file_name, source, size=size, replaces=replaces
+        )
+        return self._own(backend, stored)
 
     async def delete(self, file_id: str, *, missing_ok: bool = False) -> None:
         await self._file(file_id).delete(file_id, missing_ok=missing_ok)
