@@ -137,6 +137,17 @@ CASES: dict[str, Case] = {
             "GET + the DELETEs on one connection)",
         ),
         Case(
+            "ls-busy",
+            "ls -l while 8 large downloads run",
+            "s",
+            ("par", "ls"),
+            "listing",
+            systems=("snfs", "rclone"),
+            describe="`ls -l` of a record with {ls_n} attachments, started while {par_n} "
+            "`cat`s of {par_size} files run on the same fresh mount (the time of the `ls` "
+            "alone)",
+        ),
+        Case(
             "cat-small",
             "cat of a record's small files",
             "s",
@@ -821,3 +832,39 @@ def case_cat_one(ctx: Ctx, case: Case, system: str, rep: int) -> dict[str, Any]:
             raise RuntimeError(f"cat one on {system}: {len(data)} bytes")
 
     return measure_mount(ctx, system, case, mop, before=list_root)
+
+
+def case_ls_busy(ctx: Ctx, case: Case, system: str, rep: int) -> dict[str, Any]:
+    """Does a listing wait behind bulk transfers? Eight downloads hold the connection (and on
+    snfs, sessions); the `ls -l` of another record is timed alone."""
+    ds, n = ctx.ds, ctx.sizes["par_n"]
+
+    def mop(mp: Path, run: Run) -> None:
+        files = [mp / "incident" / ds.par_rec / f"p{i}.bin" for i in range(n)]
+        cats = [
+            subprocess.Popen(["cat", str(f)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            for f in files
+        ]
+        try:
+            _until_reading(files)
+            t0 = time.perf_counter()
+            p = subprocess.run(["ls", "-l", str(mp / "problem" / ds.ls_rec)], capture_output=True)
+            run.seconds = time.perf_counter() - t0
+            lines = p.stdout.count(b"\n") - 1
+            if p.returncode or lines != ctx.sizes["ls_n"]:
+                raise RuntimeError(f"ls -l on {system}: rc {p.returncode}, {lines} entries")
+            run.extra["downloads_done_before_ls"] = sum(c.poll() is not None for c in cats)
+        finally:
+            for c in cats:
+                c.wait()
+
+    return measure_mount(ctx, system, case, mop, before=list_root)
+
+
+def _until_reading(files: list[Path], limit: float = 10.0) -> None:
+    """Until every file has been opened (its directory entry looked up) by its `cat`: a short
+    poll, since the downloads themselves are what must be running when the `ls` starts."""
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline and not all(f.exists() for f in files):
+        time.sleep(0.01)
+    time.sleep(0.2)  # the downloads' first requests go out (a bench, not a test)

@@ -57,8 +57,8 @@ QUICK = {
 WAN = {
     "big": 64 * MiB,
     "rand_n": 200,
-    "par_n": 4,
-    "par_size": 16 * MiB,
+    "par_n": 8,
+    "par_size": 64 * MiB,
     "upload": 64 * MiB,
     "ls_n": 50,
     "find_records": 100,
