@@ -101,8 +101,8 @@ def test_empty_listing_asks_whether_the_record_exists(
 async def test_bulk_transfers_leave_sessions_for_metadata() -> None:
     """Kernel-free: with every bulk slot of the pool held, a metadata request still gets a
     session at once, and a further bulk transfer waits."""
-    pool = SessionPool(8)
-    assert pool.reserve == 2
+    assert SessionPool(8).reserve == 1 and SessionPool(1).reserve == 0  # the defaults
+    pool = SessionPool(8, reserve=2)
     held: list[trio.Event] = []
     async with trio.open_nursery() as nursery:
 
