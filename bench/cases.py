@@ -855,7 +855,8 @@ def case_ls_busy(ctx: Ctx, case: Case, system: str, rep: int) -> dict[str, Any]:
                 raise RuntimeError(f"ls -l on {system}: rc {p.returncode}, {lines} entries")
             run.extra["downloads_done_before_ls"] = sum(c.poll() is not None for c in cats)
         finally:
-            for c in cats:
+            for c in cats:  # the downloads are not what is measured: stop them
+                c.kill()
                 c.wait()
 
     return measure_mount(ctx, system, case, mop, before=list_root)

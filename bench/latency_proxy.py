@@ -4,9 +4,10 @@ Loopback hides what a real instance costs: 50–500 ms per REST call. The benchm
 reverse proxy in front of every server a system under test talks to (the emulator for snfs,
 `rclone serve webdav` for rclone), so both pay the same delay per request, by the same code.
 
-Each request waits `--delay-ms` before it is forwarded; bodies stream through in both
-directions untouched (gzip stays gzip), and the `Host` header is kept, so `Link` URLs the
-upstream builds point back at the proxy. Requests run concurrently: the delay is server time
+Each request waits `--delay-ms` before it is forwarded; with `--mbit`, answers share a link of
+that bandwidth (else loopback speed). Bodies stream through in both directions untouched (gzip
+stays gzip), and the `Host` header is kept, so `Link` URLs the upstream builds point back at
+the proxy. Requests run concurrently: the delay is server time
 per request, not a shared queue. Loopback only, for the benchmark.
 """
 
@@ -34,10 +35,27 @@ HOP = {
 }
 
 
+class Link:
+    """The link's bandwidth, shared by every answer through the proxy (a token bucket of one
+    second); None: as fast as loopback."""
+
+    def __init__(self, bytes_per_s: float | None) -> None:
+        self.rate = bytes_per_s
+        self._free_at = 0.0  # when the link has sent everything handed to it so far
+
+    async def send(self, n: int) -> None:
+        if not self.rate:
+            return
+        now = trio.current_time()
+        self._free_at = max(self._free_at, now) + n / self.rate
+        await trio.sleep_until(self._free_at)
+
+
 class LatencyProxy:
-    def __init__(self, upstream: str, delay_s: float) -> None:
+    def __init__(self, upstream: str, delay_s: float, bytes_per_s: float | None = None) -> None:
         self.upstream = upstream.rstrip("/")
         self.delay = delay_s
+        self.link = Link(bytes_per_s)
         self.client = httpx.AsyncClient(
             timeout=None, limits=httpx.Limits(max_connections=64), follow_redirects=False
         )
@@ -68,6 +86,7 @@ class LatencyProxy:
                 }
             )
             async for chunk in response.aiter_raw():
+                await self.link.send(len(chunk))
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
             await send({"type": "http.response.body", "body": b"", "more_body": False})
         finally:
@@ -85,7 +104,7 @@ async def _body(receive: Any) -> AsyncIterator[bytes]:
             return
 
 
-async def _run(upstream: str, delay_ms: float, port: int) -> None:
+async def _run(upstream: str, delay_ms: float, port: int, mbps: float | None) -> None:
     config = Config()
     config.bind = [f"127.0.0.1:{port}"]
     config.accesslog = None
@@ -97,7 +116,8 @@ async def _run(upstream: str, delay_ms: float, port: int) -> None:
             async for _ in signals:
                 return
 
-        await serve(LatencyProxy(upstream, delay_ms / 1000), config, shutdown_trigger=stopped)  # type: ignore[arg-type]
+        app = LatencyProxy(upstream, delay_ms / 1000, mbps * 1e6 / 8 if mbps else None)
+        await serve(app, config, shutdown_trigger=stopped)  # type: ignore[arg-type]
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -105,8 +125,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("upstream", help="http://127.0.0.1:PORT of the server behind the proxy")
     p.add_argument("--delay-ms", type=float, required=True)
     p.add_argument("--port", type=int, required=True)
+    p.add_argument("--mbit", type=float, help="the link's bandwidth (answers), Mbit/s")
     a = p.parse_args(argv)
-    trio.run(_run, a.upstream, a.delay_ms, a.port)
+    trio.run(_run, a.upstream, a.delay_ms, a.port, a.mbit)
 
 
 if __name__ == "__main__":

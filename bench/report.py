@@ -160,7 +160,8 @@ def markdown(results: dict[str, Any]) -> str:
         f"Sizes: {meta['sizes_text']}.{' **Quick run (small sizes).**' if meta['quick'] else ''}"
         + (
             f" **{meta['latency_ms']:g} ms per request** (a proxy in front of the emulator and "
-            f"of rclone serve webdav alike)."
+            f"of rclone serve webdav alike)"
+            + (f", answers over a {meta['mbit']:g} Mbit/s link each." if meta.get("mbit") else ".")
             if meta.get("latency_ms")
             else ""
         ),

@@ -133,6 +133,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     p.add_argument("--keep", action="store_true", help="keep the scratch directory")
     p.add_argument(
+        "--mbit",
+        type=float,
+        metavar="MBIT",
+        help="with --latency: each proxy's link bandwidth for answers, Mbit/s (default: "
+        "loopback speed)",
+    )
+    p.add_argument(
         "--latency",
         type=float,
         default=0.0,
@@ -238,7 +245,7 @@ def main(argv: list[str] | None = None) -> int:
             """The URL a system under test uses: the server, or a latency proxy before it."""
             if not a.latency:
                 return upstream
-            proxies.append(LatencyProxy(upstream, a.latency, work, name))
+            proxies.append(LatencyProxy(upstream, a.latency, work, name, a.mbit))
             util.log(f"{name}: {a.latency:g} ms per request through {proxies[-1].url}")
             return proxies[-1].url
 
@@ -377,6 +384,7 @@ def main(argv: list[str] | None = None) -> int:
         "repeat": a.repeat,
         "quick": a.quick,
         "latency_ms": a.latency,
+        "mbit": a.mbit,
         "systems": systems,
         "sizes": sizes,
         "sizes_text": sizes_text(sizes),
@@ -391,6 +399,8 @@ def main(argv: list[str] | None = None) -> int:
     if a.large:
         md += "\n## Large table\n\n" + run_large(a)
     stem = f"latest-{a.latency:g}ms" if a.latency else "latest"  # loopback results stay
+    if a.mbit:
+        stem += f"-{a.mbit:g}mbit"
     (a.out / f"{stem}.json").write_text(json.dumps(results, indent=1, ensure_ascii=False) + "\n")
     (a.out / f"{stem}.md").write_text(md)
     print(md)

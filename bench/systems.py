@@ -164,7 +164,9 @@ class RcloneServer:
 class LatencyProxy:
     """bench.latency_proxy in front of one server: every request waits `delay_ms` first."""
 
-    def __init__(self, upstream: str, delay_ms: float, work: Path, name: str) -> None:
+    def __init__(
+        self, upstream: str, delay_ms: float, work: Path, name: str, mbit: float | None = None
+    ) -> None:
         self.port = util.free_port()
         self.proc = subprocess.Popen(
             [
@@ -176,6 +178,7 @@ class LatencyProxy:
                 str(delay_ms),
                 "--port",
                 str(self.port),
+                *(["--mbit", str(mbit)] if mbit else []),
             ],
             stdout=subprocess.DEVNULL,
             stderr=open(work / f"latency-proxy-{name}.log", "ab"),  # noqa: SIM115 - the child keeps it
