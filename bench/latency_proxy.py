@@ -14,6 +14,7 @@ per request, not a shared queue. Loopback only, for the benchmark.
 from __future__ import annotations
 
 import argparse
+import http.cookiejar
 import signal
 from collections.abc import AsyncIterator
 from typing import Any
@@ -33,6 +34,11 @@ HOP = {
     b"transfer-encoding",
     b"upgrade",
 }
+
+
+class _NoCookies(http.cookiejar.DefaultCookiePolicy):
+    def set_ok(self, cookie: http.cookiejar.Cookie, request: Any) -> bool:
+        return False
 
 
 class Link:
@@ -59,6 +65,9 @@ class LatencyProxy:
         self.client = httpx.AsyncClient(
             timeout=None, limits=httpx.Limits(max_connections=64), follow_redirects=False
         )
+        # The proxy keeps no cookies: a client's session cookie (JSESSIONID) must reach the
+        # server as the client sent it, or every client would share the proxy's one session.
+        self.client.cookies.jar.set_policy(_NoCookies())
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "lifespan":
