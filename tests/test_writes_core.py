@@ -93,7 +93,15 @@ class Core:
         return node.data
 
     def journal(self) -> list[dict]:
-        return [json.loads(p.read_text()) for p in sorted(self.spool_dir.glob("*.json"))]
+        # Entries are removed by worker threads (settle/discard) while a test polls: one that
+        # vanishes between the glob and the read is simply gone (writes are atomic renames).
+        entries = []
+        for p in sorted(self.spool_dir.glob("*.json")):
+            try:
+                entries.append(json.loads(p.read_text()))
+            except FileNotFoundError:
+                continue
+        return entries
 
     def kill(self) -> None:
         """The daemon dies here: the kernel would close its files and drop its spool lock."""
