@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import signal
-import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -23,7 +22,7 @@ import pytest
 from bench.large import _sys_id, generate
 from tests.emulator_proc import EmulatorProc, start_emulator
 from tests.mount_proc import MountProc, start_mount
-from tests.waiting import eventually
+from tests.waiting import eventually, in_thread
 
 TABLE = "incident"
 
@@ -74,21 +73,6 @@ def record_id(i: int) -> str:
 
 def clear_faults(emu: EmulatorProc) -> None:
     emu.json("DELETE", "/__emulator__/faults")
-
-
-def in_thread(fn: Callable[[], Any]) -> tuple[threading.Event, dict[str, Any]]:
-    done, box = threading.Event(), {}
-
-    def run() -> None:
-        try:
-            box["value"] = fn()
-        except BaseException as e:  # reported by the test
-            box["error"] = e
-        finally:
-            done.set()
-
-    threading.Thread(target=run, daemon=True).start()
-    return done, box
 
 
 def test_every_record_listed_once_across_parallel_pagers(

@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import errno
 import os
-import threading
 from collections.abc import Callable
-from typing import Any
 
 import pytest
 import trio
@@ -19,7 +17,7 @@ import trio.testing
 from snfs.http import SessionPool
 from tests.emulator_proc import EmulatorProc
 from tests.mount_proc import MountProc
-from tests.waiting import eventually
+from tests.waiting import eventually, in_thread
 
 
 def _record_with_file(emu: EmulatorProc, table: str = "incident") -> str:
@@ -34,21 +32,6 @@ def _record_with_file(emu: EmulatorProc, table: str = "incident") -> str:
     )
     assert status == 201, body
     return record
-
-
-def in_thread(fn: Callable[[], Any]) -> tuple[threading.Event, dict[str, Any]]:
-    done, box = threading.Event(), {}
-
-    def run() -> None:
-        try:
-            box["value"] = fn()
-        except BaseException as e:  # reported by the test
-            box["error"] = e
-        finally:
-            done.set()
-
-    threading.Thread(target=run, daemon=True).start()
-    return done, box
 
 
 def _routes(emu: EmulatorProc) -> dict[str, int]:

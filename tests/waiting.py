@@ -8,6 +8,7 @@ raised again, or an AssertionError naming what was awaited.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -65,3 +66,20 @@ async def eventually_async(
         return await AsyncRetrying(sleep=trio.sleep, **_policy(timeout, interval))(check)
     except RetryError as e:
         raise _failed(e, what, timeout) from None
+
+
+def in_thread(fn: Callable[[], Any]) -> tuple[threading.Event, dict[str, Any]]:
+    """Run a blocking call (a syscall on a mount) in a daemon thread: the Event is set when it
+    returns, the dict holds its `value` or its `error`, for the test to check with a deadline."""
+    done, box = threading.Event(), {}
+
+    def run() -> None:
+        try:
+            box["value"] = fn()
+        except BaseException as e:  # reported by the test
+            box["error"] = e
+        finally:
+            done.set()
+
+    threading.Thread(target=run, daemon=True).start()
+    return done, box
