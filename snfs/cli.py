@@ -18,7 +18,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
 
 
 def usage() -> str:
-    lines = ["usage: snfs COMMAND [options]", "", "commands:"]
+    lines = ["usage: snfs COMMAND [options]  |  snfs --version", "", "commands:"]
     lines += [f"  {name:<10} {help_}" for name, (_, help_) in COMMANDS.items()]
     return "\n".join(lines)
 
@@ -28,6 +28,11 @@ def main(argv: list[str] | None = None) -> int:
     if not argv or argv[0] in ("-h", "--help"):
         print(usage())
         return 0 if argv else 2
+    if argv[0] in ("--version", "-V"):
+        from snfs import __version__
+
+        print(f"snfs {__version__}")
+        return 0
     name, rest = argv[0], argv[1:]
     if name not in COMMANDS:
         print(f"snfs: unknown command {name!r}\n\n{usage()}", file=sys.stderr)

@@ -82,7 +82,8 @@ UploadSource = Path | bytes | Callable[[], AsyncIterable[bytes]]
 
 MFA_MESSAGE = (
     "the user has multi-factor authentication (401 with X-MFA_TOKEN): the REST API refuses "
-    "its password alone; use OAuth (--auth oauth) or an integration user without MFA"
+    "its password alone; use OAuth (--oauth-client-id ID with --oauth-secret-file FILE) or an "
+    "integration user without MFA"
 )
 
 

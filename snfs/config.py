@@ -209,6 +209,13 @@ def load_profile(name: str, path: Path | None = None) -> Profile | None:
     return profiles.get(name)
 
 
+def profile_names(path: Path | None = None) -> list[str]:
+    """The profiles of the config file (none when there is no file)."""
+    path = path if path is not None else config_path()
+    doc = read_config(path)
+    return sorted(doc.get("instance", {})) if doc else []
+
+
 def looks_like_profile_name(instance: str) -> bool:
     """A URL or anything with a slash or colon is never looked up as a profile."""
     return bool(_PROFILE_NAME.match(instance))

@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
@@ -18,6 +19,17 @@ from typing import Any
 from snfs.inodes import Inodes, Kind, Node
 
 DIR_NAME = ".snfs"
+
+# What GLib (GNOME Files, `gio trash`) looks up at the top of a mount before it offers "Move to
+# Trash": `.Trash-<uid>` must be a directory of that user, or (when missing) the top must be
+# writable, for `access::can-trash` to be TRUE. The instance has no trash, so the mount
+# answers that name with a small read-only file that says so: can-trash is then FALSE and the
+# file manager offers to delete permanently instead of failing half way.
+TRASH_NAME = re.compile(r"\.Trash-\d+")
+TRASH_NOTE = (
+    b"snfs keeps no trash: a file deleted here is deleted on the instance at once.\n"
+    b"This file tells file managers so (they then offer a permanent delete).\n"
+)
 
 Action = Callable[[], Awaitable[dict[str, Any]]]
 
@@ -39,6 +51,7 @@ class Control:
         # Files whose answer is computed by waiting for something (at offset 0 of a read).
         self._actions: dict[str, Action] = {"sync": sync} if sync is not None else {}
         self._answers: dict[str, bytes] = {}
+        self._unlisted: dict[str, Callable[[], bytes]] = {"trash": lambda: TRASH_NOTE}
         self._cached: dict[str, tuple[float, bytes]] = {}
         self.root = inodes.ensure(("control",), Kind.CONTROL, data=None)
 
@@ -50,6 +63,10 @@ class Control:
             return None
         return self.inodes.ensure(("control", name), Kind.CONTROL, data=name)
 
+    def trash_marker(self) -> Node:
+        """The node shown for `/.Trash-<uid>` (see TRASH_NAME); never listed."""
+        return self.inodes.ensure(("control", "trash"), Kind.CONTROL, data="trash")
+
     def entries(self) -> list[tuple[str, Node]]:
         return [(name, self.child(name)) for name in self._names()]  # type: ignore[misc]
 
@@ -58,6 +75,8 @@ class Control:
         name = node.data
         if name in self._actions:
             return b""  # computed by `read`
+        if name in self._unlisted:
+            return self._unlisted[name]()
         at, data = self._cached.get(name, (0.0, b""))
         if time.monotonic() - at > 1.0:
             data = self._renderers[name]()

@@ -6,12 +6,11 @@ import argparse
 import os
 import signal
 import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
 # The emulator runs as its own process (the filesystem never imports it).
-from snfs.emulator.launch import launch
+from snfs.emulator.launch import launch, snfs_command
 
 STARTUP_SECONDS = 30.0
 
@@ -48,10 +47,7 @@ def main(argv: list[str]) -> int:
             print(TRY.format(url=url, mp=mp), flush=True)
             env = dict(os.environ, SNFS_PASSWORD="admin")
             mount = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "snfs",
+                snfs_command(
                     "mount",
                     url,
                     str(mp),
@@ -62,7 +58,7 @@ def main(argv: list[str]) -> int:
                     "--cache-dir",
                     str(Path(tmp) / "cache"),
                     *(["-" + "v" * a.verbose] if a.verbose else []),
-                ],
+                ),
                 env=env,
             )
             try:

@@ -142,3 +142,25 @@ class Unsupported(SnfsError):
     """405: the instance does not offer this operation (e.g. PATCH rename on older releases)."""
 
     errno = _errno.EOPNOTSUPP
+
+
+class CertificateError(ConnectionFailed):
+    """The instance's TLS certificate is not trusted (self-signed, a TLS-inspecting proxy's
+    own CA, a name that does not match). Asking again gives the same answer: never retried."""
+
+    errno = _errno.EIO
+
+
+def leaves(exc: BaseException) -> list[BaseException]:
+    """The exceptions inside `exc` with exception groups flattened (trio wraps what fails in a
+    nursery in one), or `exc` itself."""
+    if isinstance(exc, BaseExceptionGroup):
+        return [leaf for inner in exc.exceptions for leaf in leaves(inner)]
+    return [exc]
+
+
+def unwrap(exc: BaseException) -> BaseException:
+    """The error to act on in `exc`: its first `SnfsError` when it holds one, else its first
+    leaf. A group of one is that one."""
+    found = leaves(exc)
+    return next((e for e in found if isinstance(e, SnfsError)), found[0])

@@ -16,10 +16,10 @@ from typing import Any
 import pyfuse3
 import trio
 
-from snfs import attrs
+from snfs import attrs, names
 from snfs.attrs import Owner, Timeouts
 from snfs.content_cache import ContentCache
-from snfs.control import DIR_NAME, Control
+from snfs.control import DIR_NAME, TRASH_NAME, Control
 from snfs.errors import NotFound
 from snfs.handlers import fail, handler
 from snfs.inodes import Kind, Node
@@ -112,7 +112,11 @@ class Operations(pyfuse3.Operations):
 
     async def _child(self, parent: Node, name: str) -> Node | None:
         if parent.kind is Kind.ROOT:
-            return self.control.root if name == DIR_NAME else await self.tree.lookup_table(name)
+            if name == DIR_NAME:
+                return self.control.root
+            if TRASH_NAME.fullmatch(name):
+                return self.control.trash_marker()
+            return await self.tree.lookup_table(name)
         if parent.kind is Kind.TABLE:
             return await self.tree.lookup_record(parent.table, name)
         if parent.kind is Kind.SCOPES:
@@ -157,7 +161,11 @@ class Operations(pyfuse3.Operations):
             out[name] = self.tree.file_node(att)
         return sorted(out.items())
 
-    def _name(self, raw: bytes) -> str:
+    def _name(self, raw: bytes, *, limit: bool = True) -> str:
+        """A name from the kernel. Over NAME_MAX bytes is ENAMETOOLONG (as statfs's namemax
+        says): no file can have such a name, here or on a disk a tool copies it from."""
+        if limit and len(raw) > names.NAME_MAX:
+            raise fail(errno.ENAMETOOLONG)
         try:
             return os.fsdecode(raw)
         except UnicodeDecodeError:
@@ -170,7 +178,7 @@ class Operations(pyfuse3.Operations):
         self, parent_inode: int, name: bytes, ctx: Any = None
     ) -> pyfuse3.EntryAttributes:
         parent = self._node(parent_inode)
-        text = self._name(name)
+        text = self._name(name, limit=parent.kind is not Kind.SCOPES)  # a query may be long
         if text == ".":
             child: Node | None = parent
         elif text == "..":
@@ -272,7 +280,7 @@ class Operations(pyfuse3.Operations):
         s.f_bfree = s.f_bavail = s.f_blocks
         s.f_files = len(self.inodes) + (1 << 20)
         s.f_ffree = s.f_favail = 1 << 20
-        s.f_namemax = 255
+        s.f_namemax = names.NAME_MAX
         return s
 
     # -- reading ----------------------------------------------------------------------------------

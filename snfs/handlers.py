@@ -1,8 +1,12 @@
-"""The one wrapper every FUSE handler goes through.
+"""The one wrapper every FUSE handler goes through, and the one place an exception becomes an
+errno.
 
 pyfuse3 lets only `FUSEError` out of a handler: any other exception ends `pyfuse3.main()` and
-with it the mount. So every handler maps the client's errors to their errno, logs anything
-unexpected once with its traceback, and answers EIO for it.
+with it the mount. trio wraps what fails inside a nursery in an exception group (a listing that
+runs its pages in parallel, a shared download), so the error a handler sees may be a group of
+one `SnfsError` several levels deep. `errno_of` unwraps it and picks the errno; `handler` logs
+what the user needs once (the client has already logged a failed request) and answers it.
+Anything that is not an error snfs knows is a bug: logged once with its traceback, EIO.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ from typing import Any, TypeVar
 
 import pyfuse3
 
-from snfs.errors import SnfsError
+from snfs.errors import SnfsError, leaves
 
 log = logging.getLogger("snfs.fs")
 
@@ -36,6 +40,53 @@ def _injected_bug(name: str) -> Callable[..., Awaitable[Any]]:
     return bug
 
 
+def _rank(exc: BaseException) -> int:
+    """Which of several errors a handler answers with: the kernel's own answer first, then
+    what the instance said, then local I/O, then a bug."""
+    if isinstance(exc, pyfuse3.FUSEError):
+        return 0
+    if isinstance(exc, SnfsError):
+        return 1
+    if isinstance(exc, OSError):
+        return 2
+    return 3
+
+
+def primary(exc: BaseException) -> BaseException:
+    """The one error of `exc` (grouped or not) that a handler answers with."""
+    return min(leaves(exc), key=_rank)
+
+
+def errno_of(exc: BaseException) -> int:
+    """The errno for any exception, grouped or not."""
+    e = primary(exc)
+    if isinstance(e, pyfuse3.FUSEError):
+        return e.errno
+    if isinstance(e, SnfsError):
+        return e.errno
+    if isinstance(e, OSError):
+        return e.errno or errno.EIO
+    return errno.EIO
+
+
+def answer(name: str, exc: Exception) -> pyfuse3.FUSEError:
+    """The FUSEError for `exc`, after one log line: nothing for a refusal or an instance's
+    error (already logged where the request failed), one line for local disk trouble, the
+    traceback once for a bug."""
+    e = primary(exc)
+    code = errno_of(e)
+    if isinstance(e, pyfuse3.FUSEError):
+        pass
+    elif isinstance(e, SnfsError):
+        log.debug("%s: %s -> %s", name, e.message, errno.errorcode.get(code, code))
+    elif isinstance(e, OSError):
+        # Local disk trouble (spool, cache): the errno is meaningful to the caller.
+        log.error("%s: local I/O error: %s", name, e)
+    else:
+        log.error("unexpected error in %s; answering EIO", name, exc_info=e)
+    return pyfuse3.FUSEError(code)
+
+
 def handler(fn: F) -> F:
     name = fn.__name__
     call: Callable[..., Awaitable[Any]] = fn
@@ -48,17 +99,8 @@ def handler(fn: F) -> F:
             return await call(*args, **kwargs)
         except pyfuse3.FUSEError:
             raise
-        except SnfsError as e:
-            # The client has already logged the failed request once; don't log it again.
-            log.debug("%s: %s -> %s", name, e.message, errno.errorcode.get(e.errno, e.errno))
-            raise pyfuse3.FUSEError(e.errno) from None
-        except OSError as e:
-            # Local disk trouble (spool, cache): the errno is meaningful to the caller.
-            log.error("%s: local I/O error: %s", name, e)
-            raise pyfuse3.FUSEError(e.errno or errno.EIO) from None
-        except Exception:
-            log.exception("unexpected error in %s; answering EIO", name)
-            raise pyfuse3.FUSEError(errno.EIO) from None
+        except Exception as e:  # grouped or not: one errno, one log line
+            raise answer(name, e) from None
 
     return wrapper  # type: ignore[return-value]
 

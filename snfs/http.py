@@ -60,9 +60,10 @@ from tenacity import (
     wait_random_exponential,
 )
 
-from snfs import __version__
+from snfs import __version__, progress
 from snfs.errors import (
     AuthError,
+    CertificateError,
     ConnectionFailed,
     FailedInBody,
     Forbidden,
@@ -259,7 +260,32 @@ def body_error(resp: httpx.Response, method: str, path: str) -> SnfsError | None
     )
 
 
+CA_HINT = "give the CA that signed it with --ca-bundle FILE"
+
+
+def certificate_failure(exc: BaseException) -> ssl.SSLCertVerificationError | None:
+    """The certificate verification failure behind a transport error, if that is what it is
+    (httpx wraps the ssl module's error, under trio in a BrokenResourceError)."""
+    seen: set[int] = set()
+    cur: BaseException | None = exc
+    while cur is not None and id(cur) not in seen:
+        if isinstance(cur, ssl.SSLCertVerificationError):
+            return cur
+        seen.add(id(cur))
+        cur = cur.__cause__ or cur.__context__
+    return None
+
+
 def transport_error(exc: Exception, method: str, path: str) -> SnfsError:
+    bad_cert = certificate_failure(exc)
+    if bad_cert is not None:
+        why = bad_cert.verify_message or bad_cert.reason or str(bad_cert)
+        return CertificateError(
+            f"{method} {path}: TLS certificate not trusted "
+            f"(CERTIFICATE_VERIFY_FAILED: {why}): {CA_HINT}",
+            method=method,
+            path=path,
+        )
     cls = Timeout if isinstance(exc, httpx.TimeoutException) else ConnectionFailed
     reason = str(exc).strip()
     what = f"{type(exc).__name__}: {reason}" if reason else type(exc).__name__
@@ -267,7 +293,9 @@ def transport_error(exc: Exception, method: str, path: str) -> SnfsError:
 
 
 def retryable(exc: BaseException) -> bool:
-    return isinstance(exc, SnfsError) and exc.retryable
+    """Whether asking again may help. A certificate that is not trusted never becomes
+    trusted by asking again, whatever the caller marked."""
+    return isinstance(exc, SnfsError) and exc.retryable and not isinstance(exc, CertificateError)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -583,7 +611,8 @@ class HttpCore:
         """One attempt: the response (any status), or the mapped transport error."""
         hdrs = {"Accept": "application/json"}
         hdrs.update(headers or {})
-        content: Any = body() if body is not None else None
+        # An upload's body is counted into its transfer, for `snfs status`.
+        content: Any = progress.counted(body()) if body is not None else None
         if json is not None:
             content = _json.dumps(json).encode()
             hdrs["Content-Type"] = "application/json"
@@ -913,6 +942,8 @@ class Resume:
             return exc
         err = transport_error(exc, "GET", self.path)
         err.retryable = True
+        if not retryable(err):
+            raise self.core.failed(err) from None
         return err
 
     async def pause(self, err: SnfsError, progress: bool, at: int) -> None:

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import argparse
 import errno
+import itertools
+import json
 import logging
 import os
 import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import AsyncIterator, Collection
 from pathlib import Path
 from typing import Any
 
@@ -22,15 +26,18 @@ from snfs.attrs import Owner, Timeouts, effective_umask, umask_given
 from snfs.backend import Backend
 from snfs.content_cache import ContentCache
 from snfs.control import Control
+from snfs.emulator.launch import snfs_command
 from snfs.errors import ConfigError, SnfsError
 from snfs.fs import Operations
-from snfs.logs import prepare_log_file, setup_logging
+from snfs.logs import open_log_file, prepare_log_file, setup_logging
 from snfs.options import MountOptions, add_arguments, cache_home, from_args, state_home
 from snfs.prefetch import Prefetcher
+from snfs.progress import Transfers
 from snfs.registry import make_backend, systems
 from snfs.spool import Spool, instance_dir
 from snfs.status import unescape_mount_field
 from snfs.tree import Tree
+from snfs.write_states import State
 from snfs.writes import Writes
 
 log = logging.getLogger("snfs")
@@ -38,8 +45,14 @@ log = logging.getLogger("snfs")
 SHUTDOWN_UPLOAD_SECONDS = 30.0
 
 
-def fuse_options(o: MountOptions) -> set[str]:
-    opts = set(pyfuse3.default_options) | {"fsname=snfs", "subtype=snfs"}
+def fsname(source: str) -> str:
+    """The mount's source as `df`, `mount` and /proc/mounts show it: the instance. libfuse
+    splits options at `,` and unescapes `\\`, so both are escaped."""
+    return source.replace("\\", "\\\\").replace(",", "\\,")
+
+
+def fuse_options(o: MountOptions, source: str = "snfs") -> set[str]:
+    opts = set(pyfuse3.default_options) | {f"fsname={fsname(source)}", "subtype=snfs"}
     if o.read_only:
         opts.add("ro")
     if o.allow_other:
@@ -48,9 +61,11 @@ def fuse_options(o: MountOptions) -> set[str]:
     return opts
 
 
-def prepare_mountpoint(path: Path) -> None:
-    """Refuse a live mount; clear a dead one left by a crash ("Transport endpoint is not
-    connected")."""
+def prepare_mountpoint(path: Path, *, allow_non_empty: bool = False) -> None:
+    """Refuse a live mount, a missing directory and (unless allowed) one with files in it, whose
+    files the mount would hide; clear a dead mount left by a crash ("Transport endpoint is not
+    connected"). Checked first, before anything else can fail for a reason that is not the
+    user's mistake."""
     try:
         os.statvfs(path)  # unlike stat, never answered from the kernel's attribute cache
     except OSError as e:
@@ -63,6 +78,83 @@ def prepare_mountpoint(path: Path) -> None:
         raise ConfigError(f"{path} is already a mount point; unmount it first")
     if not path.is_dir():
         raise ConfigError(f"mount point {path} is not a directory")
+    if not allow_non_empty:
+        with os.scandir(path) as entries:
+            names = sorted(e.name for e in itertools.islice(entries, 4))
+        if names:
+            shown = ", ".join(names[:3]) + (", ..." if len(names) > 3 else "")
+            raise ConfigError(
+                f"mount point {path} is not empty ({shown}): the mount would hide its files; "
+                "use an empty directory, or give --allow-non-empty to mount over them"
+            )
+
+
+def fuse_init(ops: Operations, mountpoint: Path, options: set[str]) -> None:
+    """`pyfuse3.init`, with libfuse's own complaint (it writes to fd 2, e.g. "fuse: unknown
+    option(s): `-o bogus'") turned into one ConfigError instead of a RuntimeError traceback."""
+    with tempfile.TemporaryFile() as said:
+        saved = os.dup(2)
+        sys.stderr.flush()
+        os.dup2(said.fileno(), 2)
+        try:
+            pyfuse3.init(ops, str(mountpoint), options)
+            failed: RuntimeError | None = None
+        except RuntimeError as e:
+            failed = e
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+        said.seek(0)
+        text = " ".join(said.read().decode(errors="replace").split())
+    if failed is not None:
+        raise ConfigError(
+            f"cannot mount on {mountpoint}: FUSE refused: {text or failed} "
+            "(snfs's own -o options: ro, rw, allow_other, uid=N, gid=N, umask=NNN; "
+            "every other option is a long option: snfs mount --help)"
+        )
+    if text:
+        log.warning("FUSE: %s", text)
+
+
+class TrackedUploads:
+    """The backend, with each upload counted for `snfs status` (what `Writes` is given)."""
+
+    def __init__(self, backend: Backend, transfers: Transfers) -> None:
+        self._backend = backend
+        self._transfers = transfers
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._backend, name)
+
+    async def upload(
+        self,
+        table: str,
+        record: str,
+        file_name: str,
+        source: Path,
+        *,
+        size: int,
+        replaces: Collection[str] = (),
+    ) -> Any:
+        with self._transfers.upload(f"{table}/{record}/{file_name}", size):
+            return await self._backend.upload(
+                table, record, file_name, source, size=size, replaces=replaces
+            )
+
+
+def unmount_report_path(pid: int) -> Path:
+    """Where a daemon leaves the files it could not send, for the `snfs unmount` that asked."""
+    return state_home() / "unmount" / f"{pid}.json"
+
+
+def write_unmount_report(path: Path, unsent: list[dict[str, Any]]) -> None:
+    """Only when `snfs unmount` created the file (it asks by creating it, empty, 0600)."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return  # nobody asked
+    with open(fd, "w") as f:
+        json.dump({"unsent": unsent}, f)
 
 
 def set_read_ahead(mountpoint: Path, kb: int) -> None:
@@ -111,6 +203,10 @@ class Mount:
         # Spool and cache are per system and URL: file ids are unique only there.
         self.key = backend.instance_key
         self.started = time.time()
+        self.transfers = Transfers()
+        self.tree: Tree | None = None
+        # Where the shutdown's list of unsent files goes, if `snfs unmount` asks for it.
+        self.report = unmount_report_path(os.getpid())
 
     def status(self) -> dict[str, Any]:
         now = time.time()
@@ -126,7 +222,41 @@ class Mount:
             "requests": self.backend.stats.as_dict(),
             "cache": self.cache.stats(),
             "pending_uploads": [self.writes.describe(st, now) for st in self.writes.pending()],
+            "transfers_in_flight": self.transfers.as_list(),
+            "unmount_report": str(self.report),
         }
+
+    def _download(self, sys_id: str, offset: int) -> AsyncIterator[bytes]:
+        """The backend's download of a file, counted for `snfs status`."""
+        att = self.tree.attachment(sys_id) if self.tree is not None else None
+        path = f"{att.table_name}/{att.table_sys_id}/{att.file_name}" if att else sys_id
+        total = att.size_bytes if att else None
+        return self.transfers.download(
+            self.backend.stream(sys_id, offset=offset), path, total, offset
+        )
+
+    def unsent(self) -> list[dict[str, Any]]:
+        """What is not on the instance (owed, blocked), each with why."""
+        now = time.time()
+        return [
+            self.writes.describe(st, now)
+            for st in self.writes.pending()
+            if st.state is not State.STORED
+        ]
+
+    def _say_unsent(self) -> None:
+        """At shutdown: one line per file the instance does not have, in the log and, when
+        `snfs unmount` asked for it, in its report."""
+        left = self.unsent()
+        for f in left:
+            log.warning(
+                "not sent: %s (%s: %s); kept in the spool, the next mount of this instance "
+                "sends it",
+                f["path"],
+                f["state"],
+                f["last_error"] or "not stored yet",
+            )
+        write_unmount_report(self.report, left)
 
     async def sync(self) -> dict[str, Any]:
         """What `/.snfs/sync` answers once nothing is in flight (`snfs sync`)."""
@@ -148,7 +278,7 @@ class Mount:
             # One cache per instance: sys_ids are unique only within an instance (and clones).
             disk_dir = instance_dir(o.cache_dir or cache_home() / "content", self.key)
             async with ContentCache(
-                lambda sid, off: backend.stream(sid, offset=off),
+                self._download,
                 memory_bytes=o.cache_size,
                 disk_dir=disk_dir,
                 disk_bytes=o.disk_cache_size,
@@ -162,7 +292,7 @@ class Mount:
 
     async def _serve(self, cache: ContentCache) -> int:
         o, backend = self.o, self.backend
-        tree = Tree(
+        self.tree = tree = Tree(
             backend,
             dir_cache_time=o.dir_cache_time,
             tables=o.tables,
@@ -174,7 +304,7 @@ class Mount:
         )
         self.writes = writes = Writes(
             tree,
-            backend,
+            TrackedUploads(backend, self.transfers),
             cache,
             spool,
             read_only=o.read_only,
@@ -195,8 +325,8 @@ class Mount:
             Timeouts(entry=min(o.dir_cache_time, 60.0)),
             prefetch,
         )
-        prepare_mountpoint(o.mountpoint)
-        pyfuse3.init(ops, str(o.mountpoint), fuse_options(o))
+        prepare_mountpoint(o.mountpoint, allow_non_empty=o.allow_non_empty)
+        fuse_init(ops, o.mountpoint, fuse_options(o, backend.base_url))
         log.info(
             "mounted %s on %s%s",
             backend.base_url,
@@ -226,6 +356,7 @@ class Mount:
                 notify.status(f"unmounted; finishing {owed} pending upload(s)")
             with trio.CancelScope(shield=True):
                 await writes.finish(SHUTDOWN_UPLOAD_SECONDS)
+            self._say_unsent()
         return 0
 
     @staticmethod
@@ -276,23 +407,27 @@ def notify_ready(fd: int | None) -> None:
 
 
 def daemonize(argv: list[str], o: MountOptions) -> int:
-    """Run the mount in a detached child; return once it is mounted (or failed)."""
+    """Run the mount in a detached child; return once it is mounted (or failed). The child's
+    stderr goes to the log too, so whatever stops it (even before logging is set up) is
+    there, and a failure's reason is also printed here."""
     read_fd, write_fd = os.pipe()
     log_file = o.log_file or state_home() / "snfs.log"
     prepare_log_file(log_file)  # never chmods an existing directory; the file is 0600
+    start = log_file.stat().st_size
     args = [a for a in argv if a != "--daemon"] + ["--ready-fd", str(write_fd)]
     if not o.log_file:
         args += ["--log-file", str(log_file)]
     env = {k: v for k, v in os.environ.items() if k != "NOTIFY_SOCKET"}  # not a service's main
-    child = subprocess.Popen(
-        [sys.executable, "-m", "snfs", "mount", *args],
-        pass_fds=(write_fd,),
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-        env=env,
-    )
+    with open_log_file(log_file) as err:
+        child = subprocess.Popen(
+            snfs_command("mount", *args),
+            pass_fds=(write_fd,),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+            start_new_session=True,
+            env=env,
+        )
     os.close(write_fd)
     with os.fdopen(read_fd, "rb") as pipe:
         ready = pipe.read() == b"ready\n"
@@ -300,8 +435,28 @@ def daemonize(argv: list[str], o: MountOptions) -> int:
         print(f"snfs: mounted on {o.mountpoint} (pid {child.pid}, log {log_file})")
         return 0
     code = child.wait()
-    print(f"snfs: mount failed (exit {code}); see {log_file}", file=sys.stderr)
+    reason = failure_reason(log_file, start)
+    print(
+        f"snfs: mount failed (exit {code}){': ' + reason if reason else ''}; see {log_file}",
+        file=sys.stderr,
+    )
     return code or 1
+
+
+def failure_reason(log_file: Path, start: int) -> str:
+    """The last error the child wrote to its log after `start` (else its last line)."""
+    try:
+        with open(log_file, "rb") as f:
+            f.seek(start)
+            text = f.read().decode(errors="replace")
+    except OSError:
+        return ""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    errors = [line for line in lines if " ERROR " in line or line.startswith("ERROR")]
+    last = (errors or lines or [""])[-1]
+    # "2026-01-05 09:07:00,123 ERROR   snfs: message" -> "message"
+    head, sep, message = last.partition(": ")
+    return message if sep and ("ERROR" in head or "WARNING" in head) else last
 
 
 def parser() -> argparse.ArgumentParser:
@@ -316,38 +471,138 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def profile_hint(o: MountOptions) -> str:
+    """When INSTANCE looked like a profile name but no profile has it: say so, since it was
+    then taken as an instance name (`prodd` -> https://prodd.service-now.com)."""
+    if o.profile is not None or not config.looks_like_profile_name(o.instance):
+        return ""
+    path = config.config_path()
+    try:
+        names = config.profile_names(path)
+    except SnfsError:
+        names = []
+    known = f" (profiles: {', '.join(names)})" if names else ""
+    where = f"in {path}" if path.exists() else f"({path} does not exist)"
+    return f"; no profile {o.instance!r} {where}{known}, so it was taken as an instance name"
+
+
 def main_mount(argv: list[str]) -> int:
     args, profile = config.apply_profile(parser(), argv)
+    hint = ""
     try:
         o = from_args(args, profile)
+        hint = profile_hint(o)
         setup_logging(o.verbose, o.log_file)
         o.umask, warning = effective_umask(o.allow_other, o.umask, umask_given(args.fuse_options))
         if warning and not o.daemon:  # a daemon's child says it once, in its log
             log.warning("%s", warning)
+        # The mount point first: its problem is the user's to fix, whatever else fails.
+        prepare_mountpoint(o.mountpoint, allow_non_empty=o.allow_non_empty)
         if o.daemon:
             return daemonize(argv, o)
         backend = make_backend(o)
     except SnfsError as e:
-        print(f"snfs: {e.message}", file=sys.stderr)
+        print(f"snfs: {e.message}{hint}", file=sys.stderr)
         return 2
     try:
-        return trio.run(Mount(o, backend).run)
+        code = trio.run(Mount(o, backend).run)
     except SnfsError as e:
         log.error("%s", e.message)
         return 1
+    if code and hint:
+        log.error("%s", hint.lstrip("; "))
+    return code
 
 
 def main_unmount(argv: list[str]) -> int:
+    """Unmount; then name each file the instance does not have, and why. The daemon tries
+    what is owed for up to SHUTDOWN_UPLOAD_SECONDS after the unmount; what is left stays in
+    the spool for the next mount."""
     p = argparse.ArgumentParser(prog="snfs unmount")
     p.add_argument("mountpoint", type=Path)
     p.add_argument("-z", "--lazy", action="store_true", help="detach even if busy")
     a = p.parse_args(argv)
+    status = read_status(a.mountpoint)
+    report = ask_for_report(status)
     try:
         unmount(a.mountpoint, lazy=a.lazy)
     except subprocess.CalledProcessError as e:
+        if report is not None:
+            report.unlink(missing_ok=True)
         print(f"snfs: cannot unmount {a.mountpoint}: {e.stderr.decode().strip()}", file=sys.stderr)
         return 1
+    if status is None:
+        return 0
+    owed = status.get("pending_uploads", [])
+    unsent = owed
+    if owed:
+        print(
+            f"snfs: {len(owed)} file(s) not stored yet; the daemon tries for up to "
+            f"{SHUTDOWN_UPLOAD_SECONDS:.0f} s more...",
+            file=sys.stderr,
+        )
+    if report is not None:
+        final = read_report(report, int(status["pid"]), wait=bool(owed))
+        if final is not None:
+            unsent = final
+    for f in unsent:
+        print(
+            f"snfs: not sent: {f['path']}: {f['state']}: {f.get('last_error') or 'not stored yet'}",
+            file=sys.stderr,
+        )
+    if unsent:
+        print(
+            f"snfs: {len(unsent)} file(s) kept in the spool; the next mount of this "
+            "instance sends them (`snfs status` shows them)",
+            file=sys.stderr,
+        )
     return 0
+
+
+def read_status(mountpoint: Path) -> dict[str, Any] | None:
+    """A live snfs mount's `/.snfs/status`, or None (not snfs, or not answering)."""
+    try:
+        data = json.loads((mountpoint / ".snfs" / "status").read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) and "pid" in data else None
+
+
+def ask_for_report(status: dict[str, Any] | None) -> Path | None:
+    """Create the daemon's report file (empty, 0600): the daemon fills it at shutdown."""
+    if status is None or not status.get("unmount_report"):
+        return None
+    path = Path(status["unmount_report"])
+    try:
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
+        os.close(os.open(path, flags, 0o600))
+    except OSError:
+        return None
+    return path
+
+
+def alive(pid: int) -> bool:
+    """Whether process `pid` still runs (a zombie waiting for its parent does not)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rpartition(b")")[2].split()[0] != b"Z"
+    except (OSError, IndexError):
+        return False
+
+
+def read_report(path: Path, pid: int, *, wait: bool) -> list[dict[str, Any]] | None:
+    """The daemon's list of unsent files, once it has exited (None if it did not say)."""
+    deadline = time.monotonic() + (SHUTDOWN_UPLOAD_SECONDS + 15 if wait else 15)
+    try:
+        while time.monotonic() < deadline and alive(pid):
+            time.sleep(0.1)
+        text = path.read_text()
+        return list(json.loads(text)["unsent"]) if text else None
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    finally:
+        path.unlink(missing_ok=True)
 
 
 main = main_mount

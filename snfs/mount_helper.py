@@ -29,6 +29,7 @@ import os
 import sys
 from dataclasses import dataclass, field
 
+from snfs.emulator.launch import snfs_command
 from snfs.options import Kind, all_options, mount8_only
 
 __all__ = ["translate", "main", "UsageError"]
@@ -174,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as e:
         print(f"{PROG}: {e}", file=sys.stderr)
         return 1
-    cmd = [sys.executable, "-m", "snfs", *args]
+    cmd = snfs_command(*args)
     if inv.verbose:
         print(f"{PROG}: running {' '.join(cmd)}", file=sys.stderr)
     if inv.fake:

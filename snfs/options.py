@@ -300,6 +300,12 @@ class MountOptions:
     uid: int = opt(os.getuid, kind=INT, fuse=True)
     gid: int = opt(os.getgid, kind=INT, fuse=True)
     umask: int = opt(0o022, kind=UMASK, fuse=True)
+    allow_non_empty: bool = opt(
+        False,
+        "mount over a directory that holds files (hidden while mounted; refused by default)",
+        kind=BOOL,
+        aliases=("nonempty",),
+    )
     tables: list[str] | None = opt(None, "comma-separated tables to show at the root", kind=TABLES)
     dir_cache_time: float = opt(
         60.0, "seconds a directory listing is reused (default 60)", kind=SECONDS
@@ -518,6 +524,9 @@ def apply_fuse_options(o: MountOptions, text: str) -> None:
                 switches[opt_.fuse_off] = (opt_.name, False)
         elif opt_.fuse:
             valued[opt_.name] = opt_
+        elif opt_.kind.flag and opt_.mount8:  # `-o nonempty`: a switch of snfs's own
+            for word in (opt_.name, *opt_.aliases):
+                switches[word] = (opt_.name, True)
     for word in filter(None, (s.strip() for s in text.split(","))):
         key, _, value = word.partition("=")
         if word in switches:

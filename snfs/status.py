@@ -29,6 +29,21 @@ def snfs_mounts() -> list[Path]:
     return out
 
 
+def size_text(n: int) -> str:
+    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if n >= scale:
+            return f"{n / scale:.1f} {unit}"
+    return f"{n} B"
+
+
+def progress_text(t: dict[str, Any]) -> str:
+    """`12.0 MiB of 64.0 MiB (18%)`, or `12.0 MiB` when the total is not known."""
+    done, total = t.get("bytes_done", 0), t.get("bytes_total")
+    if not total:
+        return size_text(done)
+    return f"{size_text(done)} of {size_text(total)} ({100 * done // total}%)"
+
+
 def render(s: dict[str, Any]) -> str:
     lines = [
         f"{s['mountpoint']}: {s['instance']}  pid {s['pid']}  up {s['uptime_seconds']} s"
@@ -50,6 +65,10 @@ def render(s: dict[str, Any]) -> str:
         f"  cache: hit rate {rate}, memory {cache.get('memory_bytes', 0)} B, "
         f"disk {cache.get('disk_bytes', 0)} B"
     )
+    moving = s.get("transfers_in_flight", [])
+    lines.append(f"  transfers in flight: {len(moving)}")
+    for t in moving:
+        lines.append(f"    {t['kind']:<8} {t['path']}  {progress_text(t)}")
     pending = s.get("pending_uploads", [])
     if s.get("write_back"):
         lines.append(f"  write-back: on, {s.get('transfers')} transfers (`snfs sync` waits)")

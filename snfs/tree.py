@@ -30,7 +30,7 @@ from cachetools import LRUCache
 from snfs import names
 from snfs.backend import Backend, RecordIds
 from snfs.backend import RemoteFile as Attachment
-from snfs.errors import ConfigError, InvalidInput, NotFound
+from snfs.errors import ConfigError, InvalidInput, NotFound, SnfsError, unwrap
 from snfs.inodes import Inodes, Kind, Node
 
 log = logging.getLogger("snfs.tree")
@@ -355,8 +355,12 @@ class Tree:
             with listing.cancel:
                 await self._fill(table, scope, listing)
         except Exception as e:  # shown to the readers waiting on it, logged once
-            log.warning("listing %s%s failed: %s", table, f" ({scope})" if scope else "", e)
-            error = e
+            error = unwrap(e)  # the nursery's group: readers get the error itself
+            where = f"{table}{f' ({scope})' if scope else ''}"
+            if isinstance(error, SnfsError):  # the failed request was logged where it failed
+                log.debug("listing %s failed: %s", where, error.message)
+            else:
+                log.warning("listing %s failed: %s", where, error)
         finally:
             listing.finish(self._clock(), error)
             if swap and self._refreshing.get(key) is listing:

@@ -885,8 +885,12 @@ class Writes:
                 del entries[name]
             if child.kind is Kind.LOCAL:
                 await self._drop(child)
+            where = f"{parent.table}/{parent.record}/{name}"
             for sys_id in doomed:
                 await self._delete_remote(sys_id)
+                log.info("deleted %s (sys_id %s)", where, sys_id)  # the act a user may trace
+            if not doomed:
+                log.info("deleted %s (never uploaded: nothing to delete on the instance)", where)
 
     async def _delete_remote(self, sys_id: str) -> None:
         await self.backend.delete(sys_id, missing_ok=True)

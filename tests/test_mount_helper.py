@@ -178,14 +178,26 @@ def test_output_parses_as_snfs_mount() -> None:
     assert o.max_in_flight == 3 and o.extra_fuse_options == []
 
 
-def test_main_execs_python_m_snfs(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_main_execs_python_safe_path_m_snfs(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`-P`: a folder named snfs in the current directory is never imported instead."""
     calls = []
     monkeypatch.setattr(mount_helper.os, "execv", lambda path, args: calls.append((path, args)))
     mount_helper.main(["prod", "/mnt/prod", "-o", "ro"])
     assert calls == [
         (
             sys.executable,
-            [sys.executable, "-m", "snfs", "mount", "prod", "/mnt/prod", "--daemon", "-o", "ro"],
+            [
+                sys.executable,
+                "-P",
+                "-m",
+                "snfs",
+                "mount",
+                "prod",
+                "/mnt/prod",
+                "--daemon",
+                "-o",
+                "ro",
+            ],
         )
     ]
 

@@ -22,6 +22,13 @@ from typing import IO
 READY = "listening on "
 
 
+def snfs_command(*args: str) -> list[str]:
+    """`snfs ARGS` as a child process of this Python: `python -P -m snfs`. `-P` keeps the
+    current directory off `sys.path`, so a folder named `snfs` there (a clone's parent, a home
+    directory) is never imported instead of the installed package."""
+    return [sys.executable, "-P", "-m", "snfs", *args]
+
+
 def announce(address: str) -> None:
     """What the emulator prints once it accepts connections (read by `launch`)."""
     print(f"{READY}{address}", flush=True)
@@ -62,7 +69,7 @@ def launch(
     """Run `snfs emulator --host HOST --port 0 --data DIR ARGS...`; return once it has
     announced its address. Its stderr goes to `log` (else it is inherited)."""
     data_dir.mkdir(parents=True, exist_ok=True)
-    cmd = [sys.executable, "-m", "snfs", "emulator", "--host", host, "--port", "0"]
+    cmd = snfs_command("emulator", "--host", host, "--port", "0")
     cmd += ["--data", str(data_dir), *args]
     err: IO[bytes] | None = open(log, "ab") if log else None  # noqa: SIM115 - the child keeps it
     try:

@@ -28,6 +28,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="snfs emulator", description=__doc__)
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8080, help="0 picks a free port")
+    p.add_argument("--certfile", type=Path, help="serve HTTPS with this certificate (PEM)")
+    p.add_argument("--keyfile", type=Path, help="the certificate's private key (PEM)")
     p.add_argument(
         "--data", type=Path, help="data directory (default: a temporary one, removed at exit)"
     )
@@ -260,8 +262,10 @@ def build_config(args: argparse.Namespace, data_dir: Path) -> Config:
     )
 
 
-async def run(emu: Any, app: Any = None) -> None:
+async def run(emu: Any, app: Any = None, tls: tuple[Path, Path] | None = None) -> None:
     hc = HypercornConfig()
+    if tls is not None:
+        hc.certfile, hc.keyfile = str(tls[0]), str(tls[1])
     host = emu.config.host
     hc.bind = [f"[{host}]:{emu.config.port}" if ":" in host else f"{host}:{emu.config.port}"]
     hc.graceful_timeout = 1.0
@@ -290,6 +294,9 @@ async def wait_for_signal(stop: trio.Event) -> None:
 
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
+    if bool(args.certfile) != bool(args.keyfile):
+        raise SystemExit("snfs emulator: --certfile and --keyfile go together")
+    tls = (args.certfile, args.keyfile) if args.certfile else None
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     temp = None if args.data else Path(tempfile.mkdtemp(prefix="snfs-emulator-"))
     data_dir = args.data or temp
@@ -301,7 +308,7 @@ def main(argv: list[str]) -> int:
         else:
             emu, app = build_other(args, data_dir)
         try:
-            trio.run(run, emu, app)
+            trio.run(run, emu, app, tls)
         finally:
             emu.store.close()
     except KeyboardInterrupt:
