@@ -528,9 +528,9 @@ class HttpCore:
     def failed(self, err: SnfsError) -> SnfsError:
         """Count and log a failure that reaches the caller: exactly one line, no secrets."""
         self.stats.errors += 1
-        if err.status:
-            what = f"{err.status} {err.instance_message or ''}".rstrip()
-        else:  # transport error: the message is "METHOD PATH: Kind: reason"
+        if err.status and err.instance_message:
+            what = f"{err.status} {err.instance_message}"
+        else:  # the message is "METHOD PATH: what" (a transport error, an HTML page)
             prefix = f"{err.method} {err.path}: "
             what = err.message[len(prefix) :] if err.message.startswith(prefix) else err.message
         self.log.warning("%s %s failed: %s", err.method, err.path, what)

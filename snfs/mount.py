@@ -27,7 +27,7 @@ from snfs.backend import Backend
 from snfs.content_cache import ContentCache
 from snfs.control import Control
 from snfs.emulator.launch import snfs_command
-from snfs.errors import ConfigError, SnfsError
+from snfs.errors import ConfigError, SnfsError, unwrap
 from snfs.fs import Operations
 from snfs.logs import open_log_file, prepare_log_file, setup_logging
 from snfs.options import MountOptions, add_arguments, cache_home, from_args, state_home
@@ -506,8 +506,11 @@ def main_mount(argv: list[str]) -> int:
         return 2
     try:
         code = trio.run(Mount(o, backend).run)
-    except SnfsError as e:
-        log.error("%s", e.message)
+    except Exception as e:  # grouped by a nursery or not: one line for what snfs knows
+        err = unwrap(e)
+        if not isinstance(err, SnfsError):
+            raise
+        log.error("%s", err.message)
         return 1
     if code and hint:
         log.error("%s", hint.lstrip("; "))
