@@ -4,8 +4,9 @@ PYTHON  ?= $(shell command -v python3.11 || command -v python3)
 VENV    ?= .venv
 PY      := $(VENV)/bin/python
 APT_PKGS := fuse3 libfuse3-dev pkg-config
-# The tests run the real tools users run on a mount.
-TEST_APT_PKGS := rsync vim-tiny attr systemd
+# The tests run the real tools users run on a mount (gio: GNOME's file operations; openssl:
+# a self-signed certificate for the TLS test).
+TEST_APT_PKGS := rsync vim-tiny attr systemd libglib2.0-bin openssl
 SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PYTEST_ARGS ?=
 
