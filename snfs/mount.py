@@ -14,7 +14,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Collection
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -126,20 +126,9 @@ class TrackedUploads:
     def __getattr__(self, name: str) -> Any:
         return getattr(self._backend, name)
 
-    async def upload(
-        self,
-        table: str,
-        record: str,
-        file_name: str,
-        source: Path,
-        *,
-        size: int,
-        replaces: Collection[str] = (),
-    ) -> Any:
-        with self._transfers.upload(f"{table}/{record}/{file_name}", size):
-            return await self._backend.upload(
-                table, record, file_name, source, size=size, replaces=replaces
-            )
+    async def upload(self, table: str, record: str, file_name: str, *a: Any, **kw: Any) -> Any:
+        with self._transfers.upload(f"{table}/{record}/{file_name}", kw.get("size")):
+            return await self._backend.upload(table, record, file_name, *a, **kw)
 
 
 def unmount_report_path(pid: int) -> Path:

@@ -30,14 +30,6 @@ INC1 = demo_id("inc1")
 BIN = Path(sys.executable).parent  # the installed `snfs` and `mount.snfs` scripts
 
 
-@pytest.fixture(scope="module")
-def mnt(emu: EmulatorProc, tmp_path_factory: pytest.TempPathFactory) -> Iterator[MountProc]:
-    tmp = tmp_path_factory.mktemp("failures")
-    m = start_mount(emu.url, tmp / "mnt", tmp / "work")
-    yield m
-    m.stop()
-
-
 @pytest.fixture(autouse=True)
 def _clean_faults(emu: EmulatorProc) -> Iterator[None]:
     yield

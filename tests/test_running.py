@@ -172,15 +172,21 @@ def test_mount_8_with_fuse_snfs_type(demo_emulator: EmulatorProc, tmp_path: Path
 
 
 def test_snfs_demo(tmp_path: Path) -> None:
-    """`snfs demo MP`: emulator + mount in one command; Ctrl-C unmounts and stops both."""
+    """`snfs demo MP`: emulator + mount in one command; Ctrl-C unmounts and stops both. Run
+    from a directory holding a folder named `snfs` (a clone's parent): its children must not
+    import that folder."""
     require_fuse()
     mp = tmp_path / "demo"
+    home = tmp_path / "home"
+    (home / "snfs").mkdir(parents=True)
+    (home / "snfs" / "__init__.py").write_text("raise ImportError('the wrong snfs')\n")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "snfs", "demo", str(mp)],
+        [str(Path(sys.executable).parent / "snfs"), "demo", str(mp)],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
         start_new_session=True,
+        cwd=home,
     )
     try:
 
