@@ -75,15 +75,15 @@ def answer(name: str, exc: Exception) -> pyfuse3.FUSEError:
     traceback once for a bug."""
     e = primary(exc)
     code = errno_of(e)
-    if isinstance(e, pyfuse3.FUSEError):
-        pass
-    elif isinstance(e, SnfsError):
-        log.debug("%s: %s -> %s", name, e.message, errno.errorcode.get(code, code))
-    elif isinstance(e, OSError):
+    label = errno.errorcode.get(code, str(code))
+    if isinstance(e, SnfsError):
+        log.debug("%s: %s -> %s", name, e.message, label)
+    elif isinstance(e, OSError) and not isinstance(e, pyfuse3.FUSEError):
         # Local disk trouble (spool, cache): the errno is meaningful to the caller.
         log.error("%s: local I/O error: %s", name, e)
-    else:
-        log.error("unexpected error in %s; answering EIO", name, exc_info=e)
+    bug = next((leaf for leaf in leaves(exc) if _rank(leaf) == 3), None)
+    if bug is not None:  # a bug is never silent, even next to an error that has an errno
+        log.error("unexpected error in %s; answering %s", name, label, exc_info=bug)
     return pyfuse3.FUSEError(code)
 
 

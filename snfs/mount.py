@@ -515,7 +515,8 @@ def main_unmount(argv: list[str]) -> int:
     p.add_argument("-z", "--lazy", action="store_true", help="detach even if busy")
     a = p.parse_args(argv)
     status = read_status(a.mountpoint)
-    report = ask_for_report(status)
+    # A lazy unmount returns while the mount is busy: the daemon's end is not waited for.
+    report = None if a.lazy else ask_for_report(status)
     try:
         unmount(a.mountpoint, lazy=a.lazy)
     except subprocess.CalledProcessError as e:
