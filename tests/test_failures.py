@@ -394,3 +394,16 @@ def test_status_shows_each_transfer_growing(emulator_factory, tmp_path: Path) ->
             assert cp.wait(timeout=60) == 0
     finally:
         m.stop()
+
+
+def test_nonempty_is_the_mount8_and_fuse_word_for_allow_non_empty() -> None:
+    import argparse
+
+    from snfs.mount_helper import translate
+    from snfs.options import add_arguments, from_args
+
+    assert translate(["p", "/m", "-o", "nonempty"])[-1] == "--allow-non-empty"
+    p = argparse.ArgumentParser()
+    add_arguments(p)
+    o = from_args(p.parse_args(["i", "/m", "-o", "nonempty,ro"]))
+    assert o.allow_non_empty and o.read_only and o.extra_fuse_options == []
