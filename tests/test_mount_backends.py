@@ -121,7 +121,7 @@ def test_huawei_mount_write_only_listing_and_limits(huawei: EmulatorProc, tmp_pa
         with pytest.raises(OSError) as e:
             (d / "tool.exe").write_bytes(b"MZ")
         assert e.value.errno == errno.EPERM
-        assert huawei.stats()["by_route"].get("POST /v2/servicerequest/accessorys", 0) == 0
+        assert huawei.stats()["by_route"]["POST /accessorys"] == 0  # refused before sending
         assert "refused" in m.log_text()
         os.unlink(d / "log.txt")
         status, _, _ = huawei.request(
@@ -146,3 +146,28 @@ def test_huawei_wrong_token_fails_at_start(huawei: EmulatorProc, tmp_path: Path)
     assert m.proc.wait(timeout=30) != 0
     assert "wrong-token" not in m.log_text()
     assert not os.path.ismount(tmp_path / "m")
+
+
+def test_huawei_mount_without_the_limits_call(emulator_factory, tmp_path: Path) -> None:
+    """A server without GET /accessorys/limits (not in document 003) mounts; the upload's own
+    answer refuses, with the same errno the pre-check gives."""
+    huawei = emulator_factory("--kind", "huawei", "--no-limits", "--limit-size", "1")
+    m = start_mount(
+        f"huawei+{huawei.url}", tmp_path / "m", tmp_path / "w", env={"SNFS_TOKEN": "test-token"}
+    )
+    try:
+        d = m.path("accessorys", "incident")
+        (d / "ok.txt").write_bytes(b"fine")
+        assert os.listdir(d) == ["ok.txt"]
+        big = tmp_path / "big.txt"
+        big.write_bytes(b"x" * (2 * 2**20))
+        with pytest.raises(OSError) as e:
+            shutil.copyfile(big, d / "big.txt")
+        assert e.value.errno == errno.EFBIG
+        with pytest.raises(OSError) as e:
+            (d / "tool.exe").write_bytes(b"MZ")
+        assert e.value.errno == errno.EPERM
+        routes = huawei.stats()["by_route"]
+        assert routes["POST /accessorys"] == 3 and routes["GET /accessorys/limits"] == 1
+    finally:
+        m.stop()

@@ -140,6 +140,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         help="huawei: answer limit/parameter errors with HTTP 200 + error_code",
     )
     p.add_argument(
+        "--no-limits",
+        action="store_true",
+        help="huawei: no GET /accessorys/limits (not in the upload document): 404",
+    )
+    p.add_argument(
         "--not-found-status",
         type=int,
         default=404,
@@ -188,6 +193,7 @@ def build_other(args: argparse.Namespace, data_dir: Path) -> tuple[Any, Any]:
         business_errors_200=args.business_errors_200,
         not_found_status=args.not_found_status,
         chunk_size=chunk,
+        limits_api=not args.no_limits,
     )
     if args.limit_file_type is not None:
         config.limit_file_type = args.limit_file_type
