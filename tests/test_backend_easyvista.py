@@ -79,6 +79,8 @@ def test_protocol_and_capabilities(emu) -> None:
     assert b.valid_record_name("requests", "I161026_000005")
     assert b.valid_record_name("requests", "S180511_000001")
     assert not b.valid_record_name("requests", "../x")
+    assert b.valid_record_name("requests", "any ticket #7 é")
+    assert not b.valid_record_name("requests", "..")
     assert not b.valid_record_name("other", "I161026_000005")
     assert b.supports_range is False
     assert "admin" not in repr(b.core.http.auth) or "***" in repr(b.core.http.auth)
@@ -97,8 +99,10 @@ async def test_check_namespace_and_auth(emu) -> None:
         assert await b.list_record("requests", rfc) == []
         with pytest.raises(NotFound):
             await b.list_record("requests", "I991231_999999")
-        with pytest.raises(InvalidInput):
+        with pytest.raises(NotFound):  # any string is a ticket id; this one does not exist
             await b.list_record("requests", "nope")
+        with pytest.raises(InvalidInput):
+            await b.list_record("requests", "a/b")
     finally:
         await b.aclose()
     bad = backend(emu, password="wrong")
@@ -249,6 +253,18 @@ async def test_lost_answer_is_found_not_sent_twice(emu, tmp_path: Path) -> None:
         assert att.file_name == "a.txt" and att.hash == sha256(b"abc")
         assert routes(emu)["POST /requests/{rfc_number}/documents"] == 2
         assert [a.file_name for a in await b.list_record("requests", rfc)] == ["other.txt", "a.txt"]
+
+
+async def test_check_learns_a_server_without_delete(emu, emu_nodelete) -> None:
+    """DELETE is assumed (not in document 004): check() asks once, with a document that
+    cannot exist, so the capability is known before any overwrite relies on it."""
+    async with _closing(backend(emu)) as b:
+        await b.check()
+        assert b.capabilities("requests").delete is True
+    async with _closing(backend(emu_nodelete)) as b:
+        await b.check()
+        assert b.capabilities("requests").delete is False
+    assert routes(emu_nodelete)["DELETE /requests/{rfc_number}/documents/{document_id}"] == 1
 
 
 async def test_no_delete_switch(emu_nodelete, tmp_path: Path, caplog) -> None:

@@ -112,6 +112,16 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         help="easyvista: no DELETE of a document (the path is uncertain): 405",
     )
     p.add_argument(
+        "--no-list",
+        action="store_true",
+        help="easyvista: no GET of a ticket's documents (not in the upload document): 405",
+    )
+    p.add_argument(
+        "--any-body-form",
+        action="store_true",
+        help="easyvista: also take a JSON body and raw file parts (document 004: form-data)",
+    )
+    p.add_argument(
         "--delete-status",
         type=int,
         default=204,
@@ -177,6 +187,8 @@ def build_other(args: argparse.Namespace, data_dir: Path) -> tuple[Any, Any]:
                 max_body_mb=args.max_body,
                 delete=not args.no_delete,
                 delete_status=args.delete_status,
+                list_documents=not args.no_list,
+                any_body_form=args.any_body_form,
                 chunk_size=chunk,
             )
         )
