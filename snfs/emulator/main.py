@@ -36,7 +36,18 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--oauth-client", action="append", default=[], metavar="ID:SECRET")
     p.add_argument("--client-credentials-user", default="admin")
     p.add_argument("--token-lifetime", type=int, default=1799, metavar="SECONDS")
-    p.add_argument("--max-size", type=float, metavar="MB", help="com.glide.attachment.max_size")
+    p.add_argument(
+        "--max-size",
+        type=float,
+        default=1024.0,
+        metavar="MB",
+        help="com.glide.attachment.max_size (default 1024, as documented; 0: no limit)",
+    )
+    p.add_argument(
+        "--no-by-name-fields",
+        action="store_true",
+        help="no created_by_name/updated_by_name in upload answers (releases before them)",
+    )
     p.add_argument("--extensions", default="", metavar="LIST", help="glide.attachment.extensions")
     p.add_argument("--oversize-status", type=int, default=400)
     p.add_argument("--extension-status", type=int, default=400)
@@ -244,7 +255,8 @@ def build_config(args: argparse.Namespace, data_dir: Path) -> Config:
         demo=args.demo,
         users=[parse_user(u) for u in args.user],
         oauth_clients=clients,
-        max_size_mb=args.max_size,
+        max_size_mb=args.max_size if args.max_size > 0 else None,
+        by_name_fields=not args.no_by_name_fields,
         extensions=frozenset(
             e.strip().lstrip(".").lower() for e in args.extensions.split(",") if e.strip()
         ),
