@@ -342,3 +342,26 @@ class _closing:
 
     async def __aexit__(self, *exc) -> None:
         await self.b.aclose()
+
+
+async def test_server_with_only_the_documented_upload_and_a_list(
+    emulator_factory, tmp_path: Path
+) -> None:
+    """No ticket GET, no download (both assumed): check() and record_exists still work (by
+    the documents list), an upload is named without a download, and reading gives
+    EOPNOTSUPP, never a wrong answer."""
+    e = emulator_factory("--kind", "easyvista", "--no-download", "--no-ticket")
+    rfc = new_ticket(e)
+    async with _closing(backend(e)) as b:
+        await b.check()
+        assert await b.record_exists("requests", rfc)
+        assert not await b.record_exists("requests", "I991231_999999")
+        att = await b.upload("requests", rfc, "a.txt", write(tmp_path, "a", b"abc"), size=3)
+        assert (att.file_name, att.size_bytes) == ("a.txt", 3)
+        assert [a.sys_id for a in await b.list_record("requests", rfc)] == [att.sys_id]
+        with pytest.raises(Unsupported) as err:
+            await read_all(b, att.sys_id)
+        assert err.value.errno == errno.EOPNOTSUPP
+        r = routes(e)
+        assert r["POST /requests/{rfc_number}/documents"] == 1
+        assert r["GET /requests/{rfc_number}/documents/{document_id}"] == 1  # the read only

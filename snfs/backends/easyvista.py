@@ -38,6 +38,7 @@ import base64
 import email.utils
 import json
 import logging
+import mimetypes
 import re
 import secrets
 from collections.abc import Collection
@@ -178,6 +179,7 @@ class EasyVistaBackend(SingleTableBackend):
         self.description = description
         self._docs: dict[tuple[str, str], _Doc] = {}
         self._delete_supported: bool | None = None
+        self._ticket_get: bool | None = None  # GET /requests/{rfc} (assumed) offered
 
     def __repr__(self) -> str:
         return f"EasyVistaBackend({self.base_url!r}, account={self.account!r})"
@@ -196,9 +198,20 @@ class EasyVistaBackend(SingleTableBackend):
         """GET of a ticket that cannot exist: 404 proves the credentials and the REST right.
         Then a DELETE of a document that cannot exist: whether this server deletes at all
         (the endpoint is assumed), known before any overwrite relies on it."""
-        await self.core.send(
-            "table", "GET", f"/requests/{PROBE_RFC}", allow=(404,), attempts=3, log_failure=False
+        resp = await self.core.send(
+            "table",
+            "GET",
+            f"/requests/{PROBE_RFC}",
+            allow=(404, *NOT_OFFERED),
+            attempts=3,
+            log_failure=False,
         )  # the caller reports it
+        if resp.status_code in NOT_OFFERED:
+            self._ticket_get = False
+            log.info(
+                "GET /requests/{rfc}: %s: tickets are checked by their documents list",
+                resp.status_code,
+            )
         path = f"/requests/{PROBE_RFC}/documents/{PROBE_DOC}"
         resp = await self.core.send(
             "delete", "DELETE", path, allow=(404, *NOT_OFFERED), attempts=3, log_failure=False
@@ -217,8 +230,19 @@ class EasyVistaBackend(SingleTableBackend):
     async def record_exists(self, table: str, record: str) -> bool:
         if not self.valid_record_name(table, record):
             return False
-        resp = await self.core.send("table", "GET", f"/requests/{_q(_rfc(record))}", allow=(404,))
-        return resp.is_success
+        rfc = _rfc(record)
+        if self._ticket_get is not False:
+            resp = await self.core.send(
+                "table", "GET", f"/requests/{_q(rfc)}", allow=(404, *NOT_OFFERED)
+            )
+            if resp.status_code not in NOT_OFFERED:
+                return resp.is_success
+            self._ticket_get = False
+        try:  # a server without the ticket call: its documents list says whether it exists
+            await self._document_ids(rfc)
+        except NotFound:
+            return False
+        return True
 
     async def _document_ids(self, rfc: str) -> list[tuple[str, str]]:
         """[(DOCUMENT_ID, HREF)] of a ticket, in the server's order; NotFound for no ticket,
@@ -405,9 +429,17 @@ class EasyVistaBackend(SingleTableBackend):
     async def _new_document(
         self, rfc: str, before: set[str], file_name: str, size: int, *, required: bool
     ) -> str | None:
-        """The DOCUMENT_ID an upload just created: the one new id, or the new one with this
-        name and size (the last, if several)."""
+        """The DOCUMENT_ID an upload just created: the one new id (its name, size and type are
+        what was sent: nothing more to ask, so this works on a server without downloads), or
+        the new one with this name and size (the last, if several)."""
         ids = [(d, h) for d, h in await self._document_ids(rfc) if d not in before]
+        if len(ids) == 1 and required:
+            doc_id, href = ids[0]
+            ctype = mimetypes.guess_type(file_name)[0] or "application/octet-stream"
+            self._docs.setdefault(
+                (rfc, doc_id), _Doc(file_name, size, ctype, datetime.now(UTC), href)
+            )
+            return doc_id
         await self._learn_all(rfc, ids)
         hits = [
             d

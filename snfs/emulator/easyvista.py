@@ -8,14 +8,16 @@ Under `/api/v1/{account}/` (any account, or only `--account NAME`), HTTP Basic
 - `POST /requests` creates a ticket (any JSON body; a test may choose its identifier with
   `"rfc_number"`, any string, as the document types it) → 201
   `{"HREF": ".../requests/I<yymmdd>_<6 digits>"}`
-- `GET /requests/{rfc_number}` → 200 small JSON, 404 `{"error":"Resource not found"}`
+- `GET /requests/{rfc_number}` → 200 small JSON, 404 `{"error":"Resource not found"}` (not in
+  document 004; `--no-ticket` makes it 405)
 - `POST /requests/{rfc_number}/documents` → 201 `{"HREF": ".../requests/<rfc>"}`; as document
   004 says, form-data: key `documents` holding `[{"filedata":"<base64>","filename":"x.pdf"}]`,
   optional key `description`. Other body forms (a JSON body, raw file parts named `documents`)
   are refused (400) unless `--any-body-form`.
 - `GET /requests/{rfc_number}/documents` (not in document 004; `--no-list` makes it 405) →
   `{"PARENT_HREF","HREF","Documents":[{"HREF","PARENT_HREF","DOCUMENT_ID"}]}`
-- `GET /requests/{rfc_number}/documents/{document_id}[?encoding=base64]` → the file
+- `GET /requests/{rfc_number}/documents/{document_id}[?encoding=base64]` → the file (not in
+  document 004; `--no-download` makes it 405)
 - `DELETE /requests/{rfc_number}/documents/{document_id}` → 204 (`--delete-status 200`; the
   path is uncertain: `--no-delete` makes it 405)
 """
@@ -99,6 +101,8 @@ class EVConfig:
     delete: bool = True
     delete_status: int = 204
     list_documents: bool = True  # GET /requests/{rfc}/documents (not in document 004)
+    download: bool = True  # GET /requests/{rfc}/documents/{id} (not in document 004)
+    ticket_get: bool = True  # GET /requests/{rfc} (not in document 004)
     any_body_form: bool = False  # also a JSON body and raw file parts (not in document 004)
     chunk_size: int = 1024 * 1024
 
@@ -547,15 +551,27 @@ def build_app(emu: EasyVistaEmulator) -> Any:
     p = "/api/v1/{account}"
     routes = [
         Route(f"{p}/requests", create_request, methods=["POST"]),
-        Route(f"{p}/requests/{{rfc_number}}", get_request, methods=["GET"]),
+        *(
+            [Route(f"{p}/requests/{{rfc_number}}", get_request, methods=["GET"])]
+            if emu.config.ticket_get
+            else []
+        ),
         Route(f"{p}/requests/{{rfc_number}}/documents", post_documents, methods=["POST"]),
         *(
             [Route(f"{p}/requests/{{rfc_number}}/documents", list_documents, methods=["GET"])]
             if emu.config.list_documents
             else []
         ),
-        Route(
-            f"{p}/requests/{{rfc_number}}/documents/{{document_id}}", get_document, methods=["GET"]
+        *(
+            [
+                Route(
+                    f"{p}/requests/{{rfc_number}}/documents/{{document_id}}",
+                    get_document,
+                    methods=["GET"],
+                )
+            ]
+            if emu.config.download
+            else []
         ),
         Route("/autoconnect_mail.php", autoconnect, methods=["GET"]),
     ]

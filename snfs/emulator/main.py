@@ -128,6 +128,16 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         help="easyvista: no GET of a ticket's documents (not in the upload document): 405",
     )
     p.add_argument(
+        "--no-download",
+        action="store_true",
+        help="easyvista: no GET of a document (not in the upload document): 405",
+    )
+    p.add_argument(
+        "--no-ticket",
+        action="store_true",
+        help="easyvista: no GET of a ticket (not in the upload document): 405",
+    )
+    p.add_argument(
         "--any-body-form",
         action="store_true",
         help="easyvista: also take a JSON body and raw file parts (document 004: form-data)",
@@ -199,6 +209,8 @@ def build_other(args: argparse.Namespace, data_dir: Path) -> tuple[Any, Any]:
                 delete=not args.no_delete,
                 delete_status=args.delete_status,
                 list_documents=not args.no_list,
+                download=not args.no_download,
+                ticket_get=not args.no_ticket,
                 any_body_form=args.any_body_form,
                 chunk_size=chunk,
             )
