@@ -629,6 +629,18 @@ class AttachmentClient:
             raise InvalidInput("offset must not be negative")
         return self._stream(sys_id, offset, expected_size, hold_slot=True)
 
+    def stream_media(
+        self, media_url: str, *, offset: int = 0, expected_size: int | None = None
+    ) -> AsyncIterator[bytes]:
+        """The content of a CCCIF `mediaUrl` (the CCCIF answer's link to the stored file),
+        readable by its uploader where the attachment's ACL hides it from the Attachment API.
+        Only a URL of this instance's API: the credentials never go to another host."""
+        base = self._core.base + "/"
+        if not media_url.startswith(base) or offset < 0:
+            raise InvalidInput(f"not a media URL of this instance: {media_url!r}")
+        path = "/" + media_url[len(base) :]
+        return self._core.stream("file", path, offset=offset, expected_size=expected_size)
+
     async def _stream(
         self, sys_id: str, offset: int, expected_size: int | None, hold_slot: bool
     ) -> AsyncIterator[bytes]:

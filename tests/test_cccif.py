@@ -175,6 +175,8 @@ def test_mount_cccif_non_admin_201_is_proof(emulator_factory, mount_factory) -> 
     assert [(r["sys_id"], r["file_name"]) for r in rows] == [(attachment_id, "chat.txt")]
     assert rows[0]["hash"] == os.getxattr(d / "chat.txt", "user.servicenow.hash").decode()
     assert os.stat(d / "chat.txt").st_size == 5 and os.listdir(d) == ["chat.txt"]
+    assert (d / "chat.txt").read_bytes() == b"hello"  # through the mediaUrl, not the denied API
+    assert emulator.stats()["by_route"]["GET /cs/media/{token}"] >= 1
     assert json.loads(m.path(".snfs", "status").read_text())["pending_uploads"] == []
     assert uploads(emulator)["POST /cccif/media/upload"] == 1
 

@@ -7,10 +7,12 @@ is the `user_id` (any string, as the API allows), escaped as file names are (`sn
 `/` shows as `／`). The API's 201 answer (`attachmentId`) is the proof of storage; the API
 cannot list, so the directory shows the files uploaded through this mount (write-only listing),
 and their `state` (pending at upload) is refreshed from the attachment's record each time the
-directory is listed again, where the attachment's ACL lets the user read it. They are read and
-deleted through the Attachment API by their attachmentId. No rename, no discovery, and no
-look-up of an upload in doubt. `provider_application_id` is sent when the mount option
-`cccif_provider_application_id` gives one (the API's default: the VA Bot to Bot application).
+directory is listed again, where the attachment's ACL lets the user read it. They are read
+through the upload's `mediaUrl` (readable by the uploader; after a restart, through the
+Attachment API by attachmentId) and deleted through the Attachment API. No rename, no
+discovery, and no look-up of an upload in doubt. `provider_application_id` is sent when the
+mount option `cccif_provider_application_id` gives one (the API's default: the VA Bot to Bot
+application).
 """
 
 from __future__ import annotations
@@ -120,6 +122,12 @@ class CccifBackend:
         return list(mine.values())
 
     def stream(self, file_id: str, *, offset: int = 0) -> AsyncIterator[bytes]:
+        """Through the `mediaUrl` the upload answered, where this process knows it (the
+        uploader may not read `sys_cs_media` through the Attachment API); else by sys_id."""
+        mine = next((m[file_id] for m in self._mine.values() if file_id in m), None)
+        media_url = mine.extra.get("media_url", "") if mine else ""
+        if mine is not None and media_url:
+            return self.client.stream_media(media_url, offset=offset, expected_size=mine.size_bytes)
         return self.client.stream(file_id, offset=offset)
 
     async def upload(
