@@ -177,8 +177,17 @@ def test_mount_cccif_non_admin_201_is_proof(emulator_factory, mount_factory) -> 
     assert os.stat(d / "chat.txt").st_size == 5 and os.listdir(d) == ["chat.txt"]
     assert (d / "chat.txt").read_bytes() == b"hello"  # through the mediaUrl, not the denied API
     assert emulator.stats()["by_route"]["GET /cs/media/{token}"] >= 1
+    # This user cannot delete what the ACL hides from it: EPERM at once, never a 404 taken for
+    # "already gone" that would leave the old version on the instance as an orphan.
+    with pytest.raises(PermissionError):
+        os.unlink(d / "chat.txt")
+    with pytest.raises(PermissionError):
+        (d / "chat.txt").write_bytes(b"again")
+    (d / "second.txt").write_bytes(b"new files are fine")
+    rows = emulator.attachments(f"table_sys_id={media_record('lincoln')}")
+    assert sorted(r["file_name"] for r in rows) == ["chat.txt", "second.txt"]
     assert json.loads(m.path(".snfs", "status").read_text())["pending_uploads"] == []
-    assert uploads(emulator)["POST /cccif/media/upload"] == 1
+    assert uploads(emulator)["POST /cccif/media/upload"] == 2  # chat.txt, second.txt
 
 
 def test_mount_cccif_state_refreshed(emulator_factory, mount_factory) -> None:

@@ -26,12 +26,15 @@ from pathlib import Path
 from snfs import names
 from snfs.backend import Capabilities, RemoteFile, Stats, XattrKeys
 from snfs.client import AttachmentClient
-from snfs.errors import SnfsError, Unsupported
+from snfs.errors import Forbidden, NotFound, SnfsError, Unsupported
 
 log = logging.getLogger("snfs.backends.cccif")
 
 TABLE = ".cccif"
 CAPS = Capabilities(list=False, read=True, create=True, delete=True, rename=False, discover=False)
+READ_ONLY_TO_US = Capabilities(
+    list=False, read=True, create=True, delete=False, rename=False, discover=False
+)
 FINAL_STATES = frozenset({"available", "not available"})  # the documented values that stay
 
 
@@ -55,7 +58,11 @@ class CccifBackend:
         self.instance_key = self.base_url
         # What this process uploaded, per directory: the files whose `state` can be refreshed.
         self._mine: dict[str, dict[str, RemoteFile]] = {}
-        self._unreadable: set[str] = set()  # attachments whose record the user may not read
+        # Whether this user may read (and so delete) CCCIF media through the Attachment API:
+        # learnt at the first upload. A chat bot's user often may not (sys_cs_media ACL); then
+        # unlink and overwrite give EPERM at once, instead of a 404 taken for "already gone"
+        # that would leave the old file on the instance.
+        self.manageable: bool | None = None
 
     @property
     def stats(self) -> Stats:
@@ -66,7 +73,7 @@ class CccifBackend:
         return self.client.supports_range
 
     def capabilities(self, table: str) -> Capabilities:
-        return CAPS
+        return READ_ONLY_TO_US if self.manageable is False else CAPS
 
     async def check(self) -> None:
         await self.client.check()
@@ -107,19 +114,33 @@ class CccifBackend:
         """Not a listing (capability `list` is off): the files uploaded here in this process,
         their `state` refreshed from the Attachment API while it is not final."""
         mine = self._mine.get(record, {})
-        for sys_id, f in list(mine.items()):
-            if f.state in FINAL_STATES or sys_id in self._unreadable:
-                continue
-            try:
-                row = await self.client.get(sys_id)
-            except SnfsError as e:
-                # An ACL may hide sys_cs_media from a chat bot's user: the 201 stays the truth.
-                log.info("state of CCCIF media %s cannot be read (%s); kept", sys_id, e.message)
-                self._unreadable.add(sys_id)
-                continue
-            if sys_id in mine and row.state:
-                mine[sys_id] = replace(f, state=row.state, extra={**f.extra, "state": row.state})
+        for f in list(mine.values()):
+            if f.state not in FINAL_STATES and self.manageable is not False:
+                await self._refresh(record, f)
         return list(mine.values())
+
+    async def _refresh(self, record: str, f: RemoteFile) -> None:
+        """The file's `state` from its attachment record; learns whether this user may read
+        (and so delete) CCCIF media at all."""
+        try:
+            row = await self.client.get(f.sys_id)
+        except (NotFound, Forbidden) as e:
+            # An ACL may hide sys_cs_media from a chat bot's user: the 201 stays the truth.
+            if self.manageable is None:
+                log.info(
+                    "CCCIF media cannot be read back through the Attachment API (%s): files "
+                    "under /%s/ can be written and read, not deleted or replaced (EPERM)",
+                    e.message,
+                    TABLE,
+                )
+            self.manageable = False
+            return
+        except SnfsError:
+            return  # not an answer about this user's rights: the next listing asks again
+        self.manageable = True
+        mine = self._mine.get(record, {})
+        if f.sys_id in mine and row.state:
+            mine[f.sys_id] = replace(f, state=row.state, extra={**f.extra, "state": row.state})
 
     def stream(self, file_id: str, *, offset: int = 0) -> AsyncIterator[bytes]:
         """Through the `mediaUrl` the upload answered, where this process knows it (the
@@ -150,7 +171,9 @@ class CccifBackend:
         # Shown where it was written, whatever record the instance filed it under.
         shown = replace(att, table_name=TABLE, table_sys_id=record)
         self._mine.setdefault(record, {})[shown.sys_id] = shown
-        return shown
+        if self.manageable is None:  # once: may this user delete what it uploads?
+            await self._refresh(record, shown)
+        return self._mine[record].get(shown.sys_id, shown)
 
     async def delete(self, file_id: str, *, missing_ok: bool = False) -> None:
         await self.client.delete(file_id, missing_ok=missing_ok)
