@@ -250,3 +250,23 @@ def test_easyvista_without_list_sends_nothing(emulator_factory, tmp_path: Path) 
         assert "does not list" in m.log_text()
     finally:
         m.stop()
+
+
+def test_easyvista_without_download_and_ticket_get(emulator_factory, tmp_path: Path) -> None:
+    """A server with only the documented upload and the documents list: the mount starts,
+    writes work (the new document named without a download), reads give EOPNOTSUPP."""
+    emu = emulator_factory("--kind", "easyvista", "--no-download", "--no-ticket")
+    rfc = new_ticket(emu)
+    m = ev_mount(emu, tmp_path)
+    try:
+        d = m.path("requests", rfc)
+        (d / "a.txt").write_bytes(b"written")
+        assert os.listdir(d) == ["a.txt"] and os.stat(d / "a.txt").st_size == 7
+        with pytest.raises(OSError) as e:
+            (d / "a.txt").read_bytes()
+        assert e.value.errno == errno.EOPNOTSUPP
+        routes = emu.stats()["by_route"]
+        assert routes["POST /requests/{rfc_number}/documents"] == 1
+        assert json.loads(m.path(".snfs", "status").read_text())["pending_uploads"] == []
+    finally:
+        m.stop()
