@@ -12,7 +12,6 @@ size and SHA-256). Uploads are not idempotent: see `upload`.
 
 from __future__ import annotations
 
-import dataclasses
 import email.utils
 import hashlib
 import ipaddress
@@ -631,6 +630,18 @@ class AttachmentClient:
             raise InvalidInput("offset must not be negative")
         return self._stream(sys_id, offset, expected_size, hold_slot=True)
 
+    def stream_media(
+        self, media_url: str, *, offset: int = 0, expected_size: int | None = None
+    ) -> AsyncIterator[bytes]:
+        """The content of a CCCIF `mediaUrl` (the CCCIF answer's link to the stored file),
+        readable by its uploader where the attachment's ACL hides it from the Attachment API.
+        Only a URL of this instance's API: the credentials never go to another host."""
+        base = self._core.base + "/"
+        if not media_url.startswith(base) or offset < 0:
+            raise InvalidInput(f"not a media URL of this instance: {media_url!r}")
+        path = "/" + media_url[len(base) :]
+        return self._core.stream("file", path, offset=offset, expected_size=expected_size)
+
     async def _stream(
         self, sys_id: str, offset: int, expected_size: int | None, hold_slot: bool
     ) -> AsyncIterator[bytes]:
@@ -808,12 +819,16 @@ class AttachmentClient:
 
         Multipart with `user_id` (and `provider_application_id`) first, the `file` part last,
         streamed. Retried only where the instance provably did not act: the API offers no way
-        to look for an upload in doubt. The stored attachment's metadata is fetched after, and
-        the API's own answer kept in `extra` (`media_url`, `attachment_id`, `state`).
+        to look for an upload in doubt. The documented 201 answer is the proof of storage: its
+        `attachmentId` is the new attachment (no read-back, which the attachment's ACL may deny
+        to the uploader); size, type and SHA-256 are those of what was sent, and the answer is
+        kept in `extra` (`media_url`, `attachment_id`, `state`).
         """
         _validate_file_name(file_name)
-        if not user_id or len(user_id) > 255 or any(c in user_id for c in "\r\n\0"):
+        if not user_id or "\0" in user_id:
             raise InvalidInput(f"invalid CCCIF user_id {user_id!r}")
+        if provider_application_id is not None:
+            _q.validate_sys_id(provider_application_id)
         ctype = content_type or mimetypes.guess_type(file_name)[0] or "application/octet-stream"
         opener, size = _opener(source, size)
         boundary = "snfs-" + _secrets.token_hex(16)
@@ -827,23 +842,47 @@ class AttachmentClient:
         }
         if size is not None:
             headers["Content-Length"] = str(len(head) + size + len(tail))
+        bodies: list[_Body] = []
+
+        def make_body() -> AsyncIterable[bytes]:
+            b = _Body(self, opener, size, head, tail)
+            bodies.append(b)
+            return b.__aiter__()
+
+        path = "/cccif/media/upload"
         resp = await self._send(
-            "upload",
-            "POST",
-            "/cccif/media/upload",
-            body=lambda: _Body(self, opener, size, head, tail).__aiter__(),
-            headers=headers,
-            idempotent=False,
+            "upload", "POST", path, body=make_body, headers=headers, idempotent=False
         )
         answer = _result(resp, dict)
         sys_id = _str(answer.get("attachmentId"))
-        att = await self.get(sys_id)
-        return dataclasses.replace(
-            att,
+        if resp.status_code not in (200, 201) or not _q.is_sys_id(sys_id):
+            err = ServerError(
+                f"POST {path}: {resp.status_code} without a valid attachmentId ({sys_id!r})",
+                status=resp.status_code,
+                method="POST",
+                path=path,
+            )
+            err.in_doubt = True
+            raise self._failed(err)
+        now = datetime.now(UTC)
+        state = _str(answer.get("state"))
+        return Attachment(
+            sys_id=sys_id,
+            table_name="",  # the instance does not say which record it filed the media under
+            table_sys_id="",
+            file_name=_str(answer.get("name")) or file_name,
+            size_bytes=bodies[-1].sent,
+            content_type=ctype,
+            created_on=now,
+            updated_on=now,
+            created_by="",
+            hash=bodies[-1].digest.hexdigest(),
+            download_link=f"{self.config.base_url}/api/now/attachment/{sys_id}/file",
+            state=state,
             extra={
                 "media_url": _str(answer.get("mediaUrl")),
                 "attachment_id": sys_id,
-                "state": _str(answer.get("state")),
+                "state": state,
             },
         )
 

@@ -1,10 +1,13 @@
 """Inode numbers: one per thing shown, stable for the life of the mount, with kernel lookup counts.
 
 Keys say what an inode stands for: `("table", name)`, `("record", table, sys_id)`,
-`("alias", table, number)`, `("file", attachment_sys_id)`, `("local", n)` for staged files,
+`("alias", table, number)`, `file_key(table, attachment_sys_id)`, `("local", n)` for staged files,
 `("scopes", table)` for `/<table>/.query` and `("scope", table, query)` for a scoped view.
 A file inode is keyed by its attachment's sys_id, whose content never changes, which is what
-makes long kernel cache timeouts and `keep_cache` safe. Numbers are never reused.
+makes long kernel cache timeouts and `keep_cache` safe; and by the table it is shown under,
+because one file can be shown under two tables by two APIs of one system (a chat media upload
+under its user's directory and under the record the instance filed it under): each path is its
+own inode, so a write goes through the API of the path it was opened by. Numbers are never reused.
 """
 
 from __future__ import annotations
@@ -16,6 +19,11 @@ from enum import Enum
 from typing import Any
 
 import pyfuse3
+
+
+def file_key(table: str, sys_id: str) -> tuple[str, str, str]:
+    """The key of the inode of attachment `sys_id` shown under `table`."""
+    return ("file", table, sys_id)
 
 
 class Kind(Enum):

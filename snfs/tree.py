@@ -31,7 +31,7 @@ from snfs import names
 from snfs.backend import Backend, RecordIds
 from snfs.backend import RemoteFile as Attachment
 from snfs.errors import ConfigError, InvalidInput, NotFound, SnfsError, unwrap
-from snfs.inodes import Inodes, Kind, Node
+from snfs.inodes import Inodes, Kind, Node, file_key
 
 log = logging.getLogger("snfs.tree")
 
@@ -233,7 +233,11 @@ class Tree:
 
     def file_node(self, att: Attachment) -> Node:
         return self.inodes.ensure(
-            ("file", att.sys_id), Kind.FILE, table=att.table_name, record=att.table_sys_id, data=att
+            file_key(att.table_name, att.sys_id),
+            Kind.FILE,
+            table=att.table_name,
+            record=att.table_sys_id,
+            data=att,
         )
 
     def alias_node(self, table: str, number: str, target: str) -> Node:
@@ -542,12 +546,17 @@ class Tree:
         if self.backend.capabilities(table).list:
             atts = await self.backend.list_record(table, record)
         else:
-            atts = list(self._uploaded.get((table, record), {}).values())
+            uploaded = self._uploaded.get((table, record), {})
+            # A write-only system may know newer details of what it stored (its `state`).
+            for fresh in await self.backend.list_record(table, record) if uploaded else ():
+                if fresh.sys_id in uploaded:
+                    uploaded[fresh.sys_id] = fresh
+            atts = list(uploaded.values())
         self._store_record(table, record, atts, self._clock())
 
     def _store_record(self, table: str, record: str, atts: list[Attachment], at: float) -> None:
         for att in atts:
-            node = self.inodes.by_key(("file", att.sys_id))
+            node = self.inodes.by_key(file_key(att.table_name, att.sys_id))
             if node is not None and node.kind is Kind.FILE:
                 node.data = att
         reserved = self.reserved_names(table, record)
@@ -579,9 +588,6 @@ class Tree:
             self._store_record(table, record, atts, at)
 
     def attachment(self, sys_id: str) -> Attachment | None:
-        node = self.inodes.by_key(("file", sys_id))
-        if node is not None and node.kind is Kind.FILE:
-            return cast(Attachment, node.data)
         for listing in [*self._records.values(), *self._oversize.values()]:
             for att in listing.names.values():
                 if att.sys_id == sys_id:
@@ -620,7 +626,7 @@ class Tree:
             current, at = self._current(att.table_name, att.table_sys_id)
             rest = [a for a in current if a.sys_id != sys_id]
             self._store_record(att.table_name, att.table_sys_id, rest, at)
-        node = self.inodes.by_key(("file", sys_id))
+        node = self.inodes.by_key(file_key(att.table_name, sys_id))
         if node is not None:
             self.inodes.drop(node)
 

@@ -45,7 +45,7 @@ from snfs.errors import (
     TooLarge,
 )
 from snfs.handlers import fail
-from snfs.inodes import Kind, Node
+from snfs.inodes import Kind, Node, file_key
 from snfs.spool import Entry, Spool
 from snfs.temp_names import is_temp
 from snfs.tree import Tree
@@ -699,7 +699,9 @@ class Writes:
         # The directory changes in one step (no await), so a readdir never sees it half done.
         self._unregister(node, st)
         st.close()
-        self.inodes.rekey(node, ("file", st.uploaded.sys_id), Kind.FILE, st.uploaded)
+        self.inodes.rekey(
+            node, file_key(st.uploaded.table_name, st.uploaded.sys_id), Kind.FILE, st.uploaded
+        )
         node.table, node.record = st.uploaded.table_name, st.uploaded.table_sys_id
         self.tree.renumber(st.table, st.record)  # the name it held locally is free again
         await self.spool.discard(st.sid)
@@ -709,7 +711,9 @@ class Writes:
         self._unregister(node, st)
         st.close()
         assert st.origin is not None
-        self.inodes.rekey(node, ("file", st.origin.sys_id), Kind.FILE, st.origin)
+        self.inodes.rekey(
+            node, file_key(st.origin.table_name, st.origin.sys_id), Kind.FILE, st.origin
+        )
         self.tree.renumber(st.table, st.record)
         await self.spool.discard(st.sid)
 
@@ -1045,7 +1049,9 @@ class Writes:
             self.tree.renamed(att.sys_id, renamed)
             if renamed.sys_id != att.sys_id:  # copy-then-delete fallback: a new attachment
                 self.cache.forget(att.sys_id)
-            self.inodes.rekey(source, ("file", renamed.sys_id), Kind.FILE, renamed)
+            self.inodes.rekey(
+                source, file_key(renamed.table_name, renamed.sys_id), Kind.FILE, renamed
+            )
         for sys_id in doomed:
             await self._delete_remote(sys_id)
 

@@ -79,6 +79,8 @@ def test_protocol_and_capabilities(emu) -> None:
     assert b.valid_record_name("requests", "I161026_000005")
     assert b.valid_record_name("requests", "S180511_000001")
     assert not b.valid_record_name("requests", "../x")
+    assert b.valid_record_name("requests", "any ticket #7 é")
+    assert not b.valid_record_name("requests", "..")
     assert not b.valid_record_name("other", "I161026_000005")
     assert b.supports_range is False
     assert "admin" not in repr(b.core.http.auth) or "***" in repr(b.core.http.auth)
@@ -97,8 +99,10 @@ async def test_check_namespace_and_auth(emu) -> None:
         assert await b.list_record("requests", rfc) == []
         with pytest.raises(NotFound):
             await b.list_record("requests", "I991231_999999")
-        with pytest.raises(InvalidInput):
+        with pytest.raises(NotFound):  # any string is a ticket id; this one does not exist
             await b.list_record("requests", "nope")
+        with pytest.raises(InvalidInput):
+            await b.list_record("requests", "a/b")
     finally:
         await b.aclose()
     bad = backend(emu, password="wrong")
@@ -251,6 +255,18 @@ async def test_lost_answer_is_found_not_sent_twice(emu, tmp_path: Path) -> None:
         assert [a.file_name for a in await b.list_record("requests", rfc)] == ["other.txt", "a.txt"]
 
 
+async def test_check_learns_a_server_without_delete(emu, emu_nodelete) -> None:
+    """DELETE is assumed (not in document 004): check() asks once, with a document that
+    cannot exist, so the capability is known before any overwrite relies on it."""
+    async with _closing(backend(emu)) as b:
+        await b.check()
+        assert b.capabilities("requests").delete is True
+    async with _closing(backend(emu_nodelete)) as b:
+        await b.check()
+        assert b.capabilities("requests").delete is False
+    assert routes(emu_nodelete)["DELETE /requests/{rfc_number}/documents/{document_id}"] == 1
+
+
 async def test_no_delete_switch(emu_nodelete, tmp_path: Path, caplog) -> None:
     rfc = new_ticket(emu_nodelete)
     async with _closing(backend(emu_nodelete)) as b:
@@ -326,3 +342,26 @@ class _closing:
 
     async def __aexit__(self, *exc) -> None:
         await self.b.aclose()
+
+
+async def test_server_with_only_the_documented_upload_and_a_list(
+    emulator_factory, tmp_path: Path
+) -> None:
+    """No ticket GET, no download (both assumed): check() and record_exists still work (by
+    the documents list), an upload is named without a download, and reading gives
+    EOPNOTSUPP, never a wrong answer."""
+    e = emulator_factory("--kind", "easyvista", "--no-download", "--no-ticket")
+    rfc = new_ticket(e)
+    async with _closing(backend(e)) as b:
+        await b.check()
+        assert await b.record_exists("requests", rfc)
+        assert not await b.record_exists("requests", "I991231_999999")
+        att = await b.upload("requests", rfc, "a.txt", write(tmp_path, "a", b"abc"), size=3)
+        assert (att.file_name, att.size_bytes) == ("a.txt", 3)
+        assert [a.sys_id for a in await b.list_record("requests", rfc)] == [att.sys_id]
+        with pytest.raises(Unsupported) as err:
+            await read_all(b, att.sys_id)
+        assert err.value.errno == errno.EOPNOTSUPP
+        r = routes(e)
+        assert r["POST /requests/{rfc_number}/documents"] == 1
+        assert r["GET /requests/{rfc_number}/documents/{document_id}"] == 1  # the read only

@@ -11,13 +11,16 @@ from pathlib import Path
 import httpx
 import pytest
 
-from snfs.backends.huawei import HuaweiBackend, LimitReached, Limits
+from snfs.backends.huawei import HuaweiBackend, LimitReached, Limits, _classify
 from snfs.errors import AuthError, ExtensionRefused, InvalidInput, NotFound, TooLarge, Unsupported
 from tests.client_support import payload, sha256, shared_emulator
 from tests.emulator_proc import EmulatorProc
 
 SECRET = "secret-token-4711"
 emu = shared_emulator("--kind", "huawei", "--token", SECRET, "--limit-size", "25")
+emu_nolimits = shared_emulator(
+    "--kind", "huawei", "--token", SECRET, "--no-limits", "--limit-size", "1"
+)
 emu_b = shared_emulator(
     "--kind",
     "huawei",
@@ -39,7 +42,7 @@ POST = "POST /accessorys"
 
 @pytest.fixture(autouse=True)
 def fresh(request: pytest.FixtureRequest):
-    for name in ("emu", "emu_b"):
+    for name in ("emu", "emu_b", "emu_nolimits"):
         if name in request.fixturenames:
             request.getfixturevalue(name).reset_stats()
     yield
@@ -265,3 +268,45 @@ def test_token_header_sent(emu) -> None:
         f"{emu.url}/v2/servicerequest/accessorys/limits", headers={"X-Auth-Token": SECRET}
     )
     assert r.status_code == 200
+
+
+def test_codes_before_words() -> None:
+    """The error code decides; words only where the code is none we know."""
+    assert _classify("OSM.01010101", "file type not allowed", "upload", InvalidInput) is TooLarge
+    assert _classify("OSM.01010102", "附件大小超过限制", "upload", InvalidInput) is ExtensionRefused
+    assert _classify("OSM.01010104", "size", "delete", InvalidInput) is NotFound
+    assert _classify("OSM.09999999", "The accessory size is too large", "upload", InvalidInput) is (
+        TooLarge
+    )
+    assert _classify("OSM.09999999", "附件大小超过限制", "upload", InvalidInput) is InvalidInput
+    assert _classify("OSM.01010103", "", "delete", InvalidInput) is InvalidInput  # upload only
+
+
+async def test_mounts_without_the_limits_call(emu_nolimits, tmp_path: Path) -> None:
+    """GET /accessorys/limits is not in document 003: without it check() passes, nothing is
+    pre-checked, and the upload's own answer refuses (by its code, in the language we ask)."""
+    async with _closing(backend(emu_nolimits)) as b:
+        await b.check()
+        assert b.limits is None and b.limits_offered is False
+        with pytest.raises(TooLarge) as e:
+            await b.upload(
+                "accessorys",
+                "incident",
+                "a.zip",
+                write(tmp_path, "x", payload(1024 * 1024 + 1)),
+                size=1024 * 1024 + 1,
+            )
+        assert e.value.errno == errno.EFBIG
+        assert "size" in str(e.value.instance_message)  # English: X-Language en-us was sent
+        att = await b.upload("accessorys", "incident", "a.txt", write(tmp_path, "a", b"a"), size=1)
+        assert await read_all(b, att.sys_id) == b"a"
+        r = routes(emu_nolimits)
+        assert r["GET /accessorys/limits"] == 1 and r[POST] == 2  # asked once, not per upload
+    async with _closing(backend(emu_nolimits, language="zh-cn")) as b:
+        b.limits = Limits(None, None, frozenset())
+        with pytest.raises(ExtensionRefused) as e2:  # a Chinese message: the code decides
+            await b.upload("accessorys", "incident", "t.exe", write(tmp_path, "x", b"MZ"), size=2)
+        assert e2.value.instance_message == "附件文件类型不允许"
+    with pytest.raises(AuthError):
+        async with _closing(backend(emu_nolimits, token="wrong")) as b:
+            await b.check()

@@ -29,6 +29,7 @@ emu_b = shared_emulator(
 )
 
 TOKEN = {"X-Auth-Token": "test-token"}
+EN = {**TOKEN, "X-Language": "en-us"}  # the messages asserted on below are English
 
 
 @pytest.fixture(autouse=True)
@@ -48,7 +49,7 @@ def upload(
     name: str | None,
     data: bytes,
     source: str = "incident",
-    headers: dict[str, str] = TOKEN,
+    headers: dict[str, str] = EN,
     form_data: str | None = None,
 ) -> httpx.Response:
     fd = (
@@ -160,21 +161,21 @@ def test_upload_refusals(emu) -> None:
     assert r.status_code == 400
     r = httpx.post(
         f"{api(emu)}/accessorys",
-        headers=TOKEN,
+        headers=EN,
         data={"form_data": json.dumps({"fileName": "a.txt"})},
     )
     assert r.status_code == 400 and "multipart" in r.json()["error_msg"]  # urlencoded
     r = httpx.post(
         f"{api(emu)}/accessorys",
-        headers=TOKEN,
-        files={"form_data": (None, json.dumps({"fileName": "a.txt"}))},
+        headers=EN,
+        files={"form_data": (None, json.dumps({"fileName": "a.txt", "accessoryFrom": "x"}))},
     )
     assert r.status_code == 400 and "file is required" in r.json()["error_msg"]
     assert emu.stats()["by_route"]["POST /accessorys"] == 8
 
 
 def test_count_limit_business_200_and_not_found_400(emu_b) -> None:
-    tok = {"X-Auth-Token": "t2"}
+    tok = {"X-Auth-Token": "t2", "X-Language": "en-us"}
     emu_b.json("POST", "/__emulator__/reset", {"data": True})
     for i in range(2):
         assert (
@@ -204,3 +205,29 @@ def test_stats_and_faults(emu) -> None:
     r = httpx.get(f"{api(emu)}/accessorys/limits", headers=TOKEN)
     assert r.status_code == 503 and r.json()["error_code"] == "OSM.0004"
     assert emu.request("GET", "/__emulator__/stats", auth=("admin", "x"))[0] == 401
+
+
+def test_as_document_003_says(emu) -> None:
+    """accessoryFrom required; X-Language / X-Time-Zone 1 to 32 characters; messages in the
+    default language zh-cn unless X-Language asks for English."""
+    r = upload(emu, "a.txt", b"x", form_data=json.dumps({"fileName": "a.txt"}))
+    assert r.status_code == 400 and "accessoryFrom" in r.json()["error_msg"]
+    for header in ("X-Language", "X-Time-Zone"):
+        for bad in ("", "x" * 33):
+            r = upload(emu, "a.txt", b"x", headers={**TOKEN, header: bad})
+            assert r.status_code == 400, (header, bad)
+        r = upload(emu, "a.txt", b"x", headers={**TOKEN, header: "x" * 32})
+        assert r.status_code == 200 and r.json()["accessory_id"]
+    r = upload(emu, "big.zip", payload(1024 * 1024 + 1), headers=TOKEN)
+    assert r.json() == {"error_code": "OSM.01010101", "error_msg": "附件大小超过限制"}
+    r = upload(emu, "big.zip", payload(1024 * 1024 + 1), headers={**TOKEN, "X-Language": "zh-cn"})
+    assert r.json()["error_msg"] == "附件大小超过限制"
+    r = upload(emu, "big.zip", payload(1024 * 1024 + 1))
+    assert "size" in r.json()["error_msg"]
+
+
+def test_no_limits_switch(emulator_factory) -> None:
+    e = emulator_factory("--kind", "huawei", "--no-limits")
+    r = httpx.get(f"{api(e)}/accessorys/limits", headers=TOKEN)
+    assert r.status_code == 404 and r.json()["error_code"] == "APIGW.0101"
+    assert upload(e, "a.txt", b"x").json()["accessory_id"]

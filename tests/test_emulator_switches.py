@@ -235,3 +235,23 @@ def test_switched_statuses(switched: EmulatorProc) -> None:
     assert (
         httpx.get(f"{switched.url}/api/now/attachment/{README}", headers=bearer).status_code == 200
     )
+
+
+def test_documented_defaults_size_limit_and_by_name_fields(
+    emulator_factory: Callable[..., EmulatorProc],
+) -> None:
+    """As the Attachment API documents by default: com.glide.attachment.max_size 1024 MB (the
+    refusal itself is tested with --max-size 1 above); created_by_name / updated_by_name in
+    the POST answers (the GET schema has no such fields). --max-size 0 and
+    --no-by-name-fields take them away."""
+    strict = emulator_factory("--demo", "--state-delay", "0")
+    assert strict.json("GET", "/__emulator__/state")["config"]["max_size_mb"] == 1024
+    url = f"/api/now/attachment/file?table_name=incident&table_sys_id={INC3}&file_name=a.txt"
+    answer = strict.json("POST", url, b"a", headers={"Content-Type": "text/plain"})["result"]
+    assert answer["created_by_name"] == answer["updated_by_name"] == "System Administrator"
+    got = strict.json("GET", f"/api/now/attachment/{answer['sys_id']}")["result"]
+    assert "created_by_name" not in got
+    kind = emulator_factory("--demo", "--max-size", "0", "--no-by-name-fields")
+    assert kind.json("GET", "/__emulator__/state")["config"]["max_size_mb"] is None
+    answer = kind.json("POST", url, b"a", headers={"Content-Type": "text/plain"})["result"]
+    assert "created_by_name" not in answer

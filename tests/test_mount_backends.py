@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import base64
 import errno
+import json
 import os
 import shutil
+import sqlite3
 import subprocess
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 
@@ -44,6 +47,29 @@ def ev_documents(emu: EmulatorProc, rfc: str) -> dict[str, bytes]:
     return out
 
 
+def ev_attach(emu: EmulatorProc, rfc: str, name: str, data: bytes) -> None:
+    """Attach a document as document 004 says (form-data, key `documents`)."""
+    docs = [{"filename": name, "filedata": base64.b64encode(data).decode()}]
+    body = (
+        b'--b\r\nContent-Disposition: form-data; name="documents"\r\n\r\n'
+        + json.dumps(docs).encode()
+        + b"\r\n--b--\r\n"
+    )
+    status, _, raw = emu.request(
+        "POST",
+        f"{ev_api(emu)}/requests/{quote(rfc, safe='')}/documents",
+        body,
+        headers={"Content-Type": "multipart/form-data; boundary=b"},
+    )
+    assert status == 201, raw
+
+
+def ev_mount(emu: EmulatorProc, tmp_path: Path, *args: str):
+    return start_mount(
+        f"easyvista+{emu.url}/api/v1/{ACCOUNT}", tmp_path / "m", tmp_path / "w", *args
+    )
+
+
 @pytest.fixture
 def easyvista(emulator_factory) -> EmulatorProc:
     return emulator_factory("--kind", "easyvista")
@@ -59,18 +85,7 @@ def huawei(emulator_factory) -> EmulatorProc:
 def test_easyvista_mount(easyvista: EmulatorProc, tmp_path: Path) -> None:
     rfc = new_ticket(easyvista)
     # A document attached by someone else, before the mount.
-    easyvista.json(
-        "POST",
-        f"{ev_api(easyvista)}/requests/{rfc}/documents",
-        {
-            "documents": [
-                {
-                    "filename": "before.txt",
-                    "filedata": base64.b64encode(b"from the web UI").decode(),
-                }
-            ]
-        },
-    )
+    ev_attach(easyvista, rfc, "before.txt", b"from the web UI")
     m = start_mount(f"easyvista+{easyvista.url}/api/v1/{ACCOUNT}", tmp_path / "m", tmp_path / "w")
     try:
         d = m.path("requests", rfc)
@@ -121,7 +136,7 @@ def test_huawei_mount_write_only_listing_and_limits(huawei: EmulatorProc, tmp_pa
         with pytest.raises(OSError) as e:
             (d / "tool.exe").write_bytes(b"MZ")
         assert e.value.errno == errno.EPERM
-        assert huawei.stats()["by_route"].get("POST /v2/servicerequest/accessorys", 0) == 0
+        assert huawei.stats()["by_route"]["POST /accessorys"] == 0  # refused before sending
         assert "refused" in m.log_text()
         os.unlink(d / "log.txt")
         status, _, _ = huawei.request(
@@ -146,3 +161,112 @@ def test_huawei_wrong_token_fails_at_start(huawei: EmulatorProc, tmp_path: Path)
     assert m.proc.wait(timeout=30) != 0
     assert "wrong-token" not in m.log_text()
     assert not os.path.ismount(tmp_path / "m")
+
+
+def test_huawei_mount_without_the_limits_call(emulator_factory, tmp_path: Path) -> None:
+    """A server without GET /accessorys/limits (not in document 003) mounts; the upload's own
+    answer refuses, with the same errno the pre-check gives."""
+    huawei = emulator_factory("--kind", "huawei", "--no-limits", "--limit-size", "1")
+    m = start_mount(
+        f"huawei+{huawei.url}", tmp_path / "m", tmp_path / "w", env={"SNFS_TOKEN": "test-token"}
+    )
+    try:
+        d = m.path("accessorys", "incident")
+        (d / "ok.txt").write_bytes(b"fine")
+        assert os.listdir(d) == ["ok.txt"]
+        big = tmp_path / "big.txt"
+        big.write_bytes(b"x" * (2 * 2**20))
+        with pytest.raises(OSError) as e:
+            shutil.copyfile(big, d / "big.txt")
+        assert e.value.errno == errno.EFBIG
+        with pytest.raises(OSError) as e:
+            (d / "tool.exe").write_bytes(b"MZ")
+        assert e.value.errno == errno.EPERM
+        routes = huawei.stats()["by_route"]
+        assert routes["POST /accessorys"] == 3 and routes["GET /accessorys/limits"] == 1
+    finally:
+        m.stop()
+
+
+def test_easyvista_form_data_any_ticket_and_description(easyvista: EmulatorProc, tmp_path) -> None:
+    """Form-data as document 004 says (the emulator refuses other forms by default), any ticket
+    identifier, the description from the mount option; checked in the server's own store."""
+    rfc = "Ticket #7 ü?"
+    easyvista.json("POST", f"{ev_api(easyvista)}/requests", {"rfc_number": rfc})
+    m = ev_mount(easyvista, tmp_path, "--easyvista-description", "sent by snfs")
+    try:
+        d = m.path("requests", rfc)
+        assert os.listdir(d) == []
+        (d / "a.txt").write_bytes(b"form data")
+        assert os.listdir(d) == ["a.txt"] and (d / "a.txt").read_bytes() == b"form data"
+        assert ev_documents(easyvista, quote(rfc, safe="")) == {"a.txt": b"form data"}
+        db = sqlite3.connect(easyvista.data_dir / "easyvista.sqlite3")
+        rows = db.execute("SELECT rfc_number, file_name, description FROM ev_documents").fetchall()
+        db.close()
+        assert rows == [(rfc, "a.txt", "sent by snfs")]
+    finally:
+        m.stop()
+
+
+def test_easyvista_without_delete_gives_eperm(emulator_factory, tmp_path: Path) -> None:
+    """DELETE is not in document 004: on a server without it, overwrite and rm give EPERM
+    at once: no second document next to the first, nothing retried in the background."""
+    emu = emulator_factory("--kind", "easyvista", "--no-delete")
+    rfc = new_ticket(emu)
+    ev_attach(emu, rfc, "old.txt", b"old")
+    m = ev_mount(emu, tmp_path)
+    try:
+        d = m.path("requests", rfc)
+        with pytest.raises(OSError) as e:
+            (d / "old.txt").write_bytes(b"new")
+        assert e.value.errno == errno.EPERM
+        with pytest.raises(OSError) as e:
+            os.unlink(d / "old.txt")
+        assert e.value.errno == errno.EPERM
+        (d / "new.txt").write_bytes(b"a new document is fine")
+        assert ev_documents(emu, rfc) == {"old.txt": b"old", "new.txt": b"a new document is fine"}
+        routes = emu.stats()["by_route"]
+        assert routes["POST /requests/{rfc_number}/documents"] == 2  # ev_attach + new.txt
+        assert json.loads(m.path(".snfs", "status").read_text())["pending_uploads"] == []
+    finally:
+        m.stop()
+
+
+def test_easyvista_without_list_sends_nothing(emulator_factory, tmp_path: Path) -> None:
+    """GET …/documents is not in document 004: without it an upload could not name its new
+    document, so nothing is sent and the user gets EOPNOTSUPP (not a silent duplicate)."""
+    emu = emulator_factory("--kind", "easyvista", "--no-list")
+    rfc = new_ticket(emu)
+    m = ev_mount(emu, tmp_path)
+    try:
+        d = m.path("requests", rfc)
+        with pytest.raises(OSError) as e:
+            os.listdir(d)
+        assert e.value.errno == errno.EOPNOTSUPP
+        with pytest.raises(OSError) as e:
+            (d / "a.txt").write_bytes(b"a")
+        assert e.value.errno == errno.EOPNOTSUPP
+        assert emu.stats()["by_route"]["POST /requests/{rfc_number}/documents"] == 0
+        assert "does not list" in m.log_text()
+    finally:
+        m.stop()
+
+
+def test_easyvista_without_download_and_ticket_get(emulator_factory, tmp_path: Path) -> None:
+    """A server with only the documented upload and the documents list: the mount starts,
+    writes work (the new document named without a download), reads give EOPNOTSUPP."""
+    emu = emulator_factory("--kind", "easyvista", "--no-download", "--no-ticket")
+    rfc = new_ticket(emu)
+    m = ev_mount(emu, tmp_path)
+    try:
+        d = m.path("requests", rfc)
+        (d / "a.txt").write_bytes(b"written")
+        assert os.listdir(d) == ["a.txt"] and os.stat(d / "a.txt").st_size == 7
+        with pytest.raises(OSError) as e:
+            (d / "a.txt").read_bytes()
+        assert e.value.errno == errno.EOPNOTSUPP
+        routes = emu.stats()["by_route"]
+        assert routes["POST /requests/{rfc_number}/documents"] == 1
+        assert json.loads(m.path(".snfs", "status").read_text())["pending_uploads"] == []
+    finally:
+        m.stop()

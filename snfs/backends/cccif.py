@@ -1,26 +1,46 @@
 """ServiceNow CCCIF media uploads: `/.cccif/<user_id>/` (mounted behind a `Router`).
 
 A file written there is uploaded with the CCCIF Media Resource API (`POST /cccif/media/upload`)
-for that chat user. The API cannot list, so the directory shows the files uploaded through
-this mount (write-only listing); they are read and deleted through the Attachment API by
-their attachmentId. No rename, no discovery, and no look-up of an upload in doubt.
+for that chat user, whatever else the mount shows (the same attachment listed under
+`/sys_cs_media/...` is another inode, written through the Attachment API). The directory name
+is the `user_id` (any string, as the API allows), escaped as file names are (`snfs.names`: a
+`/` shows as `／`). The API's 201 answer (`attachmentId`) is the proof of storage; the API
+cannot list, so the directory shows the files uploaded through this mount (write-only listing),
+and their `state` (pending at upload) is refreshed from the attachment's record each time the
+directory is listed again, where the attachment's ACL lets the user read it. They are read
+through the upload's `mediaUrl` (readable by the uploader; after a restart, through the
+Attachment API by attachmentId) and deleted through the Attachment API. No rename, no
+discovery, and no look-up of an upload in doubt. `provider_application_id` is sent when the
+mount option `cccif_provider_application_id` gives one (the API's default: the VA Bot to Bot
+application).
 """
 
 from __future__ import annotations
 
-import re
+import logging
 from collections.abc import AsyncIterator, Collection
 from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 
+from snfs import names
 from snfs.backend import Capabilities, RemoteFile, Stats, XattrKeys
 from snfs.client import AttachmentClient
-from snfs.errors import Unsupported
+from snfs.errors import Forbidden, NotFound, SnfsError, Unsupported
+
+log = logging.getLogger("snfs.backends.cccif")
 
 TABLE = ".cccif"
 CAPS = Capabilities(list=False, read=True, create=True, delete=True, rename=False, discover=False)
-USER_ID_RE = re.compile(r"^[A-Za-z0-9_.@+-]{1,100}$")
+READ_ONLY_TO_US = Capabilities(
+    list=False, read=True, create=True, delete=False, rename=False, discover=False
+)
+FINAL_STATES = frozenset({"available", "not available"})  # the documented values that stay
+
+
+def user_id_of(record: str) -> str:
+    """The chat `user_id` a `/.cccif/<record>/` directory stands for (its escaped name)."""
+    return names.decode(record)
 
 
 class CccifBackend:
@@ -29,10 +49,20 @@ class CccifBackend:
     name = "servicenow"
     xattr_keys = XattrKeys("sys_id", "table", "table_sys_id")
 
-    def __init__(self, client: AttachmentClient) -> None:
+    def __init__(
+        self, client: AttachmentClient, *, provider_application_id: str | None = None
+    ) -> None:
         self.client = client
+        self.provider_application_id = provider_application_id or None
         self.base_url = client.config.base_url
         self.instance_key = self.base_url
+        # What this process uploaded, per directory: the files whose `state` can be refreshed.
+        self._mine: dict[str, dict[str, RemoteFile]] = {}
+        # Whether this user may read (and so delete) CCCIF media through the Attachment API:
+        # learnt at the first upload. A chat bot's user often may not (sys_cs_media ACL); then
+        # unlink and overwrite give EPERM at once, instead of a 404 taken for "already gone"
+        # that would leave the old file on the instance.
+        self.manageable: bool | None = None
 
     @property
     def stats(self) -> Stats:
@@ -43,7 +73,7 @@ class CccifBackend:
         return self.client.supports_range
 
     def capabilities(self, table: str) -> Capabilities:
-        return CAPS
+        return READ_ONLY_TO_US if self.manageable is False else CAPS
 
     async def check(self) -> None:
         await self.client.check()
@@ -61,7 +91,11 @@ class CccifBackend:
         return table == TABLE
 
     def valid_record_name(self, table: str, name: str) -> bool:
-        return bool(USER_ID_RE.match(name))
+        """Any user id (the API: "any string that is unique for each user") that a directory
+        name can hold once escaped."""
+        if not name or name in (".", "..") or "/" in name or "\0" in name:
+            return False
+        return len(name.encode("utf-8", "surrogateescape")) <= names.NAME_MAX
 
     async def record_exists(self, table: str, record: str) -> bool:
         return True  # any chat user id: the instance says at upload time
@@ -77,9 +111,44 @@ class CccifBackend:
         return none()
 
     async def list_record(self, table: str, record: str) -> list[RemoteFile]:
-        return []
+        """Not a listing (capability `list` is off): the files uploaded here in this process,
+        their `state` refreshed from the Attachment API while it is not final."""
+        mine = self._mine.get(record, {})
+        for f in list(mine.values()):
+            if f.state not in FINAL_STATES and self.manageable is not False:
+                await self._refresh(record, f)
+        return list(mine.values())
+
+    async def _refresh(self, record: str, f: RemoteFile) -> None:
+        """The file's `state` from its attachment record; learns whether this user may read
+        (and so delete) CCCIF media at all."""
+        try:
+            row = await self.client.get(f.sys_id)
+        except (NotFound, Forbidden) as e:
+            # An ACL may hide sys_cs_media from a chat bot's user: the 201 stays the truth.
+            if self.manageable is None:
+                log.info(
+                    "CCCIF media cannot be read back through the Attachment API (%s): files "
+                    "under /%s/ can be written and read, not deleted or replaced (EPERM)",
+                    e.message,
+                    TABLE,
+                )
+            self.manageable = False
+            return
+        except SnfsError:
+            return  # not an answer about this user's rights: the next listing asks again
+        self.manageable = True
+        mine = self._mine.get(record, {})
+        if f.sys_id in mine and row.state:
+            mine[f.sys_id] = replace(f, state=row.state, extra={**f.extra, "state": row.state})
 
     def stream(self, file_id: str, *, offset: int = 0) -> AsyncIterator[bytes]:
+        """Through the `mediaUrl` the upload answered, where this process knows it (the
+        uploader may not read `sys_cs_media` through the Attachment API); else by sys_id."""
+        mine = next((m[file_id] for m in self._mine.values() if file_id in m), None)
+        media_url = mine.extra.get("media_url", "") if mine else ""
+        if mine is not None and media_url:
+            return self.client.stream_media(media_url, offset=offset, expected_size=mine.size_bytes)
         return self.client.stream(file_id, offset=offset)
 
     async def upload(
@@ -92,12 +161,24 @@ class CccifBackend:
         size: int,
         replaces: Collection[str] = (),
     ) -> RemoteFile:  # `replaces`: checked by the core
-        att = await self.client.cccif_upload(record, file_name, source, size=size)
+        att = await self.client.cccif_upload(
+            user_id_of(record),
+            file_name,
+            source,
+            size=size,
+            provider_application_id=self.provider_application_id,
+        )
         # Shown where it was written, whatever record the instance filed it under.
-        return replace(att, table_name=TABLE, table_sys_id=record)
+        shown = replace(att, table_name=TABLE, table_sys_id=record)
+        self._mine.setdefault(record, {})[shown.sys_id] = shown
+        if self.manageable is None:  # once: may this user delete what it uploads?
+            await self._refresh(record, shown)
+        return self._mine[record].get(shown.sys_id, shown)
 
     async def delete(self, file_id: str, *, missing_ok: bool = False) -> None:
         await self.client.delete(file_id, missing_ok=missing_ok)
+        for mine in self._mine.values():
+            mine.pop(file_id, None)
 
     async def rename(self, file_id: str, new_name: str) -> RemoteFile:
         raise Unsupported("CCCIF media cannot be renamed")

@@ -1,25 +1,35 @@
 """EasyVista Service Manager: documents attached to tickets (REST API `/api/v1/{account}`).
 
-One table, `requests`; its records are ticket numbers (`rfc_number`, e.g. `I161026_000005`);
-its files are the ticket's documents. What the public API offers and how it is used:
+One table, `requests`; its records are ticket identifiers (`rfc_number`: any string, e.g.
+`I161026_000005`, escaped into a directory name as file names are, see `snfs.names`); its files
+are the ticket's documents. Document 004 ("Attach a document to a ticket") gives one call; the
+others are ASSUMED, from the vendor's other public pages, and a server without one gives a clear
+error, never a silent duplicate:
 
-- list:   `GET /requests/{rfc}/documents` gives only `DOCUMENT_ID`s and links. Each document
-          not seen before costs ONE more request: its download is opened to read the name
-          (Content-Disposition), size (Content-Length), type and date from the headers, then
-          closed. Documents never change, so that is cached per DOCUMENT_ID for the process.
-- read:   `GET /requests/{rfc}/documents/{document_id}` (sequential; no Range).
-- create: `POST /requests/{rfc}/documents`, JSON `{"documents":[{"filename","filedata"}]}` with
-          the Base64 produced while streaming from the file (never the whole file in memory;
-          Content-Length computed up front). The answer names only the ticket, so the new
-          DOCUMENT_ID is found by listing before and after: the one new id (or, if other clients
-          added documents to the same ticket meanwhile, the new one with this name and size;
-          two concurrent uploads of the same name and size to one ticket cannot be told apart).
-- delete: `DELETE /requests/{rfc}/documents/{document_id}` (the path is not confirmed by the
-          public doc: after a 405 the capability is switched off and `unlink` gives EPERM).
+- create: `POST /requests/{rfc}/documents` (documented): form-data, key `documents` holding
+          `[{"filename","filedata"}]` with the Base64 produced while streaming from the file
+          (never the whole file in memory; Content-Length computed up front), and key
+          `description` when the mount option `easyvista_description` gives one. The 201 answer
+          names only the ticket, so the new DOCUMENT_ID is found by listing before and after:
+          the one new id (or, if other clients added documents to the same ticket meanwhile,
+          the new one with this name and size; two concurrent uploads of the same name and size
+          to one ticket cannot be told apart). Without the list call nothing is sent
+          (Unsupported, EOPNOTSUPP): an upload whose document cannot be named is not stored.
+- list:   `GET /requests/{rfc}/documents` (assumed; "View the URLs for ticket attachments")
+          gives only `DOCUMENT_ID`s and links. Each document not seen before costs ONE more
+          request: its download is opened to read the name (Content-Disposition), size
+          (Content-Length), type and date from the headers, then closed. Documents never
+          change, so that is cached per DOCUMENT_ID for the process. 405 → Unsupported.
+- read:   `GET /requests/{rfc}/documents/{document_id}` (assumed; "Download a ticket
+          attachment"; sequential, no Range).
+- delete: `DELETE /requests/{rfc}/documents/{document_id}` (assumed; "Delete a ticket
+          attachment", 2023.1, path not shown). `check()` asks once with a document that cannot
+          exist: a 405 or 501 there switches the capability off before any write, so `unlink`
+          and overwriting a document give EPERM instead of leaving the old one next to the new.
+- `check()`, `record_exists`: `GET /requests/{rfc}` (assumed).
 - rename, discover: not offered.
 
-File ids are `<rfc>.<document_id>` (the document id made file-name safe, see
-`snfs.backends.id_part`).
+File ids are `<rfc>.<document_id>`, each made file-name safe (see `snfs.backends.id_part`).
 """
 
 from __future__ import annotations
@@ -28,7 +38,9 @@ import base64
 import email.utils
 import json
 import logging
+import mimetypes
 import re
+import secrets
 from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -39,6 +51,7 @@ from urllib.parse import quote, unquote, urlsplit
 import httpx
 import trio
 
+from snfs import names
 from snfs.backend import Backend, Capabilities, RemoteFile
 from snfs.backends import from_id_part, id_part
 from snfs.backends.single_table import FileBody, SingleTableBackend
@@ -46,6 +59,7 @@ from snfs.client import normalize_instance_url
 from snfs.credentials import build_auth
 from snfs.errors import ConfigError, InvalidInput, NotFound, ServerError, SnfsError, Unsupported
 from snfs.http import HttpStats, SendState, upload_once
+from snfs.options import STR, Option
 from snfs.registry import System
 
 if TYPE_CHECKING:
@@ -54,11 +68,18 @@ if TYPE_CHECKING:
 log = logging.getLogger("snfs.backends.easyvista")
 
 TABLE = "requests"
-RFC_RE = re.compile(r"^[A-Za-z]{0,4}\d{6}_\d{6}$")
+# Any ticket identifier (the document: "rfc_number: string"), as a directory name shows it.
+RFC_RE = re.compile(r"^(?!\.\.?$)[^/\x00]{1,255}$")
 ACCOUNT_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 RAW_CHUNK = 3 * 88 * 1024  # a multiple of 3: Base64 of each chunk joins cleanly
 KINDS = ("list", "meta", "file", "upload", "delete", "table")
 PROBE_RFC = "I000000_000000"  # check(): a ticket that does not exist (404 = authenticated)
+PROBE_DOC = "0_snfs_probe"  # check(): a document that cannot exist (DELETE: 404 = offered)
+NOT_OFFERED = (405, 501)  # a server without an (assumed) endpoint
+NO_LIST = (
+    "this server does not list a ticket's documents (a call document 004 does not give); "
+    "without it a new document cannot be named, so nothing is sent"
+)
 
 
 @dataclass
@@ -73,6 +94,15 @@ class _Doc:
 
 def _b64_len(n: int) -> int:
     return 4 * ((n + 2) // 3)
+
+
+def _q(rfc: str) -> str:
+    return quote(rfc, safe="")
+
+
+def _rfc(record: str) -> str:
+    """The ticket identifier a `/requests/<record>/` directory stands for."""
+    return names.decode(record)
 
 
 _EXT_VALUE = re.compile(r"filename\*\s*=\s*([A-Za-z0-9_-]*)'[^']*'([^;\s]+)", re.I)
@@ -123,13 +153,15 @@ class EasyVistaBackend(SingleTableBackend):
         account: str,
         auth: httpx.Auth,
         *,
+        description: str = "",
         verify: bool | str = True,
         timeout: float = 30,
         max_in_flight: int = 8,
         **retry: Any,
     ) -> None:
         """`base_url` is the server (`https://{your_server}`); `account` the EasyVista account
-        (`/api/v1/{account}`); `auth` e.g. `snfs.auth.BasicAuth`. `retry` may set
+        (`/api/v1/{account}`); `auth` e.g. `snfs.auth.BasicAuth`; `description` the
+        `description` sent with every document (none when empty). `retry` may set
         `retry_attempts`, `retry_total_seconds`, `retry_base_delay`, `retry_max_delay`."""
         if not isinstance(account, str) or not ACCOUNT_RE.match(account):
             raise InvalidInput(f"invalid EasyVista account {account!r}")
@@ -144,8 +176,10 @@ class EasyVistaBackend(SingleTableBackend):
             **retry,
         )
         self.account = account
+        self.description = description
         self._docs: dict[tuple[str, str], _Doc] = {}
         self._delete_supported: bool | None = None
+        self._ticket_get: bool | None = None  # GET /requests/{rfc} (assumed) offered
 
     def __repr__(self) -> str:
         return f"EasyVistaBackend({self.base_url!r}, account={self.account!r})"
@@ -161,23 +195,70 @@ class EasyVistaBackend(SingleTableBackend):
         )
 
     async def check(self) -> None:
-        """GET of a ticket that cannot exist: 404 proves the credentials and the REST right."""
-        await self.core.send(
-            "table", "GET", f"/requests/{PROBE_RFC}", allow=(404,), attempts=3, log_failure=False
+        """GET of a ticket that cannot exist: 404 proves the credentials and the REST right.
+        Then a DELETE of a document that cannot exist: whether this server deletes at all
+        (the endpoint is assumed), known before any overwrite relies on it."""
+        resp = await self.core.send(
+            "table",
+            "GET",
+            f"/requests/{PROBE_RFC}",
+            allow=(404, *NOT_OFFERED),
+            attempts=3,
+            log_failure=False,
         )  # the caller reports it
+        if resp.status_code in NOT_OFFERED:
+            self._ticket_get = False
+            log.info(
+                "GET /requests/{rfc}: %s: tickets are checked by their documents list",
+                resp.status_code,
+            )
+        path = f"/requests/{PROBE_RFC}/documents/{PROBE_DOC}"
+        resp = await self.core.send(
+            "delete", "DELETE", path, allow=(404, *NOT_OFFERED), attempts=3, log_failure=False
+        )
+        if resp.status_code in NOT_OFFERED:
+            self._delete_supported = False
+            log.info(
+                "DELETE %s: %s: this server cannot delete documents; unlink and overwrite "
+                "give EPERM",
+                path,
+                resp.status_code,
+            )
 
     # -- namespace -------------------------------------------------------------------------------
 
     async def record_exists(self, table: str, record: str) -> bool:
         if not self.valid_record_name(table, record):
             return False
-        resp = await self.core.send("table", "GET", f"/requests/{record}", allow=(404,))
-        return resp.is_success
+        rfc = _rfc(record)
+        if self._ticket_get is not False:
+            resp = await self.core.send(
+                "table", "GET", f"/requests/{_q(rfc)}", allow=(404, *NOT_OFFERED)
+            )
+            if resp.status_code not in NOT_OFFERED:
+                return resp.is_success
+            self._ticket_get = False
+        try:  # a server without the ticket call: its documents list says whether it exists
+            await self._document_ids(rfc)
+        except NotFound:
+            return False
+        return True
 
     async def _document_ids(self, rfc: str) -> list[tuple[str, str]]:
-        """[(DOCUMENT_ID, HREF)] of a ticket, in the server's order; NotFound for no ticket."""
-        path = f"/requests/{rfc}/documents"
-        resp = await self.core.send("list", "GET", path, allow=(404,))
+        """[(DOCUMENT_ID, HREF)] of a ticket, in the server's order; NotFound for no ticket,
+        Unsupported for a server without this (assumed) call."""
+        path = f"/requests/{_q(rfc)}/documents"
+        resp = await self.core.send("list", "GET", path, allow=(404, *NOT_OFFERED))
+        if resp.status_code in NOT_OFFERED:
+            raise self.core.failed(
+                Unsupported(
+                    f"GET {path}: {resp.status_code}: {NO_LIST}",
+                    status=resp.status_code,
+                    instance_message=NO_LIST,
+                    method="GET",
+                    path=path,
+                )
+            )
         if resp.status_code == 404:
             raise self.core.failed(self.core.map_error(resp, "list", "GET", path))
         try:
@@ -208,7 +289,7 @@ class EasyVistaBackend(SingleTableBackend):
         key = (rfc, doc_id)
         if key in self._docs:
             return self._docs[key]
-        path = f"/requests/{rfc}/documents/{quote(doc_id, safe='')}"
+        path = f"/requests/{_q(rfc)}/documents/{quote(doc_id, safe='')}"
         async with self.core.open("meta", path, allow=(404,)) as resp:
             if resp.status_code == 404:
                 return None
@@ -230,11 +311,11 @@ class EasyVistaBackend(SingleTableBackend):
         return doc
 
     def _attachment(self, rfc: str, doc_id: str, doc: _Doc) -> RemoteFile:
-        file_id = f"{rfc}.{id_part(doc_id)}"
+        file_id = f"{id_part(rfc)}.{id_part(doc_id)}"
         return RemoteFile(
             sys_id=file_id,
             table_name=TABLE,
-            table_sys_id=rfc,
+            table_sys_id=names.encode(rfc),
             file_name=doc.file_name,
             size_bytes=doc.size,
             content_type=doc.content_type,
@@ -242,7 +323,7 @@ class EasyVistaBackend(SingleTableBackend):
             updated_on=doc.created_on,
             created_by="",
             hash=doc.sha256,
-            download_link=f"{self.core.base}/requests/{rfc}/documents/{quote(doc_id, safe='')}",
+            download_link=f"{self.core.base}/requests/{_q(rfc)}/documents/{quote(doc_id, safe='')}",
             state="available",
             extra={"document_id": doc_id, "href": doc.href},
         )
@@ -250,12 +331,11 @@ class EasyVistaBackend(SingleTableBackend):
     async def list_record(self, table: str, record: str) -> list[RemoteFile]:
         """The ticket's documents: one request, plus one per document not seen before."""
         self._check(table, record)
-        ids = await self._document_ids(record)
-        await self._learn_all(record, ids)
+        rfc = _rfc(record)
+        ids = await self._document_ids(rfc)
+        await self._learn_all(rfc, ids)
         return [
-            self._attachment(record, d, self._docs[(record, d)])
-            for d, _ in ids
-            if (record, d) in self._docs
+            self._attachment(rfc, d, self._docs[(rfc, d)]) for d, _ in ids if (rfc, d) in self._docs
         ]
 
     async def _learn_all(self, rfc: str, ids: list[tuple[str, str]]) -> None:
@@ -279,19 +359,19 @@ class EasyVistaBackend(SingleTableBackend):
     # -- content ---------------------------------------------------------------------------------
 
     def _parse_file_id(self, file_id: str) -> tuple[str, str]:
-        rfc, sep, part = file_id.partition(".") if isinstance(file_id, str) else ("", "", "")
+        head, sep, part = file_id.partition(".") if isinstance(file_id, str) else ("", "", "")
         try:
-            doc_id = from_id_part(part)
+            rfc, doc_id = from_id_part(head), from_id_part(part)
         except (ValueError, UnicodeDecodeError):
-            doc_id = ""
-        if not sep or not RFC_RE.match(rfc) or not doc_id:
+            rfc = doc_id = ""
+        if not sep or not rfc or not doc_id:
             raise InvalidInput(f"invalid EasyVista file id {file_id!r}")
         return rfc, doc_id
 
     def _file_location(self, file_id: str) -> tuple[str, int | None]:
         rfc, doc_id = self._parse_file_id(file_id)
         doc = self._docs.get((rfc, doc_id))
-        return f"/requests/{rfc}/documents/{quote(doc_id, safe='')}", doc.size if doc else None
+        return f"/requests/{_q(rfc)}/documents/{quote(doc_id, safe='')}", doc.size if doc else None
 
     async def upload(
         self,
@@ -303,16 +383,16 @@ class EasyVistaBackend(SingleTableBackend):
         size: int,
         replaces: Collection[str] = (),
     ) -> RemoteFile:  # `replaces`: checked by the core
-        """Attach one document; streamed as Base64 inside the JSON body. Retried only when the
-        server provably did not act; when in doubt the ticket's new documents are looked at
-        (name and size) before sending again."""
+        """Attach one document: form-data (document 004), the Base64 streamed inside the
+        `documents` part. Retried only when the server provably did not act; when in doubt the
+        ticket's new documents are looked at (name and size) before sending again."""
         self._check_upload(table, record, file_name, size)
-        path = f"/requests/{record}/documents"
-        before = {d for d, _ in await self._document_ids(record)}
-        head = b'{"documents":[{"filename":' + json.dumps(file_name).encode() + b',"filedata":"'
-        tail = b'"}]}'
+        rfc = _rfc(record)
+        path = f"/requests/{_q(rfc)}/documents"
+        before = {d for d, _ in await self._document_ids(rfc)}  # Unsupported: nothing sent
+        head, tail, ctype = _form_frame(file_name, self.description)
         headers = {
-            "Content-Type": "application/json",
+            "Content-Type": ctype,
             "Content-Length": str(len(head) + _b64_len(size) + len(tail)),
         }
         bodies, make_body = self._attempt_bodies(
@@ -332,14 +412,14 @@ class EasyVistaBackend(SingleTableBackend):
             return ""  # stored: which document it is, is found below
 
         async def look(last: FileBody) -> str | None:
-            return await self._new_document(record, before, file_name, size, required=False)
+            return await self._new_document(rfc, before, file_name, size, required=False)
 
-        what = f"{file_name} to {record}"
+        what = f"{file_name} to {rfc}"
         found: str | None = await upload_once(self.core, send, bodies, what, look)
         if not found:
-            found = await self._new_document(record, before, file_name, size, required=True)
+            found = await self._new_document(rfc, before, file_name, size, required=True)
             assert found is not None
-        return self._remember_hash(record, found, bodies[-1].sha256)
+        return self._remember_hash(rfc, found, bodies[-1].sha256)
 
     def _remember_hash(self, rfc: str, doc_id: str, sha256: str) -> RemoteFile:
         doc = self._docs[(rfc, doc_id)]
@@ -349,9 +429,17 @@ class EasyVistaBackend(SingleTableBackend):
     async def _new_document(
         self, rfc: str, before: set[str], file_name: str, size: int, *, required: bool
     ) -> str | None:
-        """The DOCUMENT_ID an upload just created: the one new id, or the new one with this
-        name and size (the last, if several)."""
+        """The DOCUMENT_ID an upload just created: the one new id (its name, size and type are
+        what was sent: nothing more to ask, so this works on a server without downloads), or
+        the new one with this name and size (the last, if several)."""
         ids = [(d, h) for d, h in await self._document_ids(rfc) if d not in before]
+        if len(ids) == 1 and required:
+            doc_id, href = ids[0]
+            ctype = mimetypes.guess_type(file_name)[0] or "application/octet-stream"
+            self._docs.setdefault(
+                (rfc, doc_id), _Doc(file_name, size, ctype, datetime.now(UTC), href)
+            )
+            return doc_id
         await self._learn_all(rfc, ids)
         hits = [
             d
@@ -366,7 +454,7 @@ class EasyVistaBackend(SingleTableBackend):
             return ids[0][0]
         if not required:
             return None
-        path = f"/requests/{rfc}/documents"
+        path = f"/requests/{_q(rfc)}/documents"
         raise self.core.failed(
             ServerError(
                 f"POST {path}: stored, but the new document cannot be identified ({len(ids)} new)",
@@ -377,7 +465,7 @@ class EasyVistaBackend(SingleTableBackend):
 
     async def delete(self, file_id: str, *, missing_ok: bool = False) -> None:
         rfc, doc_id = self._parse_file_id(file_id)
-        path = f"/requests/{rfc}/documents/{quote(doc_id, safe='')}"
+        path = f"/requests/{_q(rfc)}/documents/{quote(doc_id, safe='')}"
         if self._delete_supported is False:
             raise Unsupported(
                 f"DELETE {path}: this EasyVista server cannot delete documents",
@@ -385,8 +473,10 @@ class EasyVistaBackend(SingleTableBackend):
                 path=path,
             )
         state = SendState()
-        resp = await self.core.send("delete", "DELETE", path, allow=(404, 405), state=state)
-        if resp.status_code == 405:
+        resp = await self.core.send(
+            "delete", "DELETE", path, allow=(404, *NOT_OFFERED), state=state
+        )
+        if resp.status_code in NOT_OFFERED:
             self._delete_supported = False
             raise self.core.failed(self.core.map_error(resp, "delete", "DELETE", path))
         self._delete_supported = True
@@ -427,6 +517,26 @@ class EasyVistaBackend(SingleTableBackend):
         return hits[-1] if hits else None
 
 
+def _form_frame(file_name: str, description: str) -> tuple[bytes, bytes, str]:
+    """(head, tail, Content-Type) of the form-data body around the Base64 of one file: the
+    `description` part when there is one, then `documents` = `[{"filename","filedata"}]`."""
+    boundary = "snfs-" + secrets.token_hex(16)
+    b = boundary.encode()
+    head = b""
+    if description:
+        head += (
+            b"--" + b + b'\r\nContent-Disposition: form-data; name="description"\r\n'
+            b"Content-Type: text/plain; charset=utf-8\r\n\r\n" + description.encode() + b"\r\n"
+        )
+    head += (
+        b"--" + b + b'\r\nContent-Disposition: form-data; name="documents"\r\n'
+        b"Content-Type: application/json\r\n\r\n"
+        b'[{"filename":' + json.dumps(file_name).encode() + b',"filedata":"'
+    )
+    tail = b'"}]\r\n--' + b + b"--\r\n"
+    return head, tail, f"multipart/form-data; boundary={boundary}"
+
+
 class _B64Body(FileBody):
     """One attempt's JSON body: head, Base64 of the file (streamed, in chunks of 3·k bytes so
     the pieces join), tail. Hashes the raw content on the way."""
@@ -463,6 +573,7 @@ def build(o: MountOptions, url: str) -> Backend:
         f"{parts.scheme}://{parts.netloc}",
         segments[-1],
         build_auth(o, base),
+        description=o.backend_options.get("easyvista_description") or "",
         verify=str(o.ca_bundle) if o.ca_bundle else True,
         timeout=o.timeout,
         max_in_flight=o.max_in_flight,
@@ -477,4 +588,13 @@ SYSTEM = System(
         list=True, read=True, create=True, delete=True, rename=False, discover=False
     ),
     build=build,
+    options=(
+        Option(
+            "easyvista_description",
+            STR,
+            "",
+            "the `description` sent with every document attached to an EasyVista ticket",
+            metavar="TEXT",
+        ),
+    ),
 )

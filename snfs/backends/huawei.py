@@ -6,15 +6,24 @@ Authentication is an IAM token in `X-Auth-Token` (a secret: never in repr, logs 
 
 - list:     not offered (the API has no "list accessories" call): a record directory shows only
             the files uploaded through this mount (write-only listing).
-- read:     `GET /accessorys/{accessory_id}` (sequential; no Range).
+- read:     `GET /accessorys/{accessory_id}` (sequential; no Range). Assumed: not in document
+            003 (the public API reference's "Downloading an attachment").
 - create:   `POST /accessorys`, multipart `form_data` (JSON `{"fileName","accessoryFrom",
-            "uploadType":0}`, at most 5000 characters) + `file`, streamed from the file. The
-            limits of `GET /accessorys/limits` (fetched once, at `check()` or the first upload)
-            are checked before anything is sent: over `limit_size` → TooLarge (EFBIG), type not
-            in `limit_file_type` → ExtensionRefused (EPERM), a name whose form_data is over 5000
-            characters → NameTooLong (ENAMETOOLONG). The server's own refusals map to the same;
-            over `limit_count` → LimitReached (EDQUOT).
-- delete:   `DELETE /accessorys/{accessory_id}`.
+            "uploadType":0}`, at most 5000 characters) + `file`, streamed from the file: the one
+            call document 003 gives. A name whose form_data is over 5000 characters →
+            NameTooLong (ENAMETOOLONG) before sending. Where the server offers the limits call
+            (`GET /accessorys/limits`, assumed: the document names "the API for querying
+            attachment restrictions" but not its path; fetched once, at `check()` or the first
+            upload), size and type are checked before sending: over `limit_size` → TooLarge
+            (EFBIG), type not in `limit_file_type` → ExtensionRefused (EPERM). Without it the
+            upload's own answer refuses; its refusals map to the same, over `limit_count` →
+            LimitReached (EDQUOT), classified by `error_code` first and by words only where the
+            code is not one we know.
+- every request sends `X-Language` (mount option `huawei_language`, default `en-us`; the
+            document's default is zh-cn), so that messages are in the language words are
+            matched in.
+- delete:   `DELETE /accessorys/{accessory_id}`. Assumed: not in document 003 (the public API
+            reference's "Deleting an attachment").
 - rename, discover: not offered. `find_uploaded` cannot look (no listing): an upload cut off
             after the whole body was sent is not sent again, and a crash mid-upload may leave a
             duplicate accessory on the server.
@@ -54,6 +63,7 @@ from snfs.errors import (
     TooLarge,
 )
 from snfs.http import HeaderToken, SendState, http_error, upload_once
+from snfs.options import STR, Option
 from snfs.registry import System
 from snfs.secrets import Secret
 
@@ -66,9 +76,13 @@ TABLE = "accessorys"
 RECORD_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 FORM_DATA_MAX = 5000
 KINDS = ("limits", "file", "upload", "delete")
+LANGUAGE = "en-us"  # what we send as X-Language: the words below are English
+HEADER_MAX = 32  # X-Language, X-Time-Zone: 1 to 32 characters (document 003)
 CAPS = Capabilities(list=False, read=True, create=True, delete=True, rename=False, discover=False)
 
-# The emulator's codes (snfs/emulator/huawei.py); real codes are not public, so messages count too.
+# The accessory codes are the emulator's (snfs/emulator/huawei.py), in the documented
+# OSM.0101xxxx family: the real ones are not public, so an unknown code falls back to the
+# (English, see X-Language) message words.
 SIZE_CODES = {"OSM.01010101", "OSM.01010005"}
 TYPE_CODES = {"OSM.01010102"}
 COUNT_CODES = {"OSM.01010103"}
@@ -123,17 +137,31 @@ def _error_fields(resp: httpx.Response) -> tuple[str, str]:
     return str(body.get("error_code") or ""), str(body.get("error_msg") or "")
 
 
+_BY_CODE: tuple[tuple[frozenset[str], type[SnfsError], bool], ...] = (
+    # codes, error, for uploads only
+    (frozenset(NOT_FOUND_CODES), NotFound, False),
+    (frozenset(COUNT_CODES), LimitReached, True),
+    (frozenset(SIZE_CODES), TooLarge, True),
+    (frozenset(TYPE_CODES), ExtensionRefused, True),
+)
+_BY_WORDS: tuple[tuple[re.Pattern[str], type[SnfsError], bool], ...] = (
+    (re.compile(r"not exist|not found"), NotFound, False),
+    (re.compile(r"\bnumber\b|\bcount\b"), LimitReached, True),
+    (re.compile(r"\bsize\b|too large"), TooLarge, True),
+    (re.compile(r"file type|extension"), ExtensionRefused, True),
+)
+
+
 def _classify(code: str, msg: str, kind: str, default: type[SnfsError]) -> type[SnfsError]:
+    """The error for an OSM answer: by `error_code` first; by the message's words only when
+    the code is none we know (the words are English: we send `X-Language: en-us`)."""
+    for codes, cls, upload_only in _BY_CODE:
+        if code in codes and (kind == "upload" or not upload_only):
+            return cls
     low = msg.lower()
-    if code in NOT_FOUND_CODES or re.search(r"not exist|not found", low):
-        return NotFound
-    if kind == "upload":
-        if code in COUNT_CODES or re.search(r"\bnumber\b|\bcount\b", low):
-            return LimitReached
-        if code in SIZE_CODES or re.search(r"\bsize\b|too large", low):
-            return TooLarge
-        if code in TYPE_CODES or re.search(r"file type|extension", low):
-            return ExtensionRefused
+    for words, cls, upload_only in _BY_WORDS:
+        if words.search(low) and (kind == "upload" or not upload_only):
+            return cls
     return default
 
 
@@ -174,14 +202,17 @@ class HuaweiBackend(SingleTableBackend):
         base_url: str,
         token: str | Secret,
         *,
+        language: str = LANGUAGE,
         verify: bool | str = True,
         timeout: float = 30,
         max_in_flight: int = 8,
         **retry: Any,
     ) -> None:
         """`base_url` is the OSM endpoint (`https://{endpoint}`); `token` an IAM token
-        (X-Subject-Token). `retry` may set `retry_attempts`, `retry_total_seconds`,
-        `retry_base_delay`, `retry_max_delay`."""
+        (X-Subject-Token); `language` the X-Language sent. `retry` may set `retry_attempts`,
+        `retry_total_seconds`, `retry_base_delay`, `retry_max_delay`."""
+        if not 1 <= len(language) <= HEADER_MAX or not language.isprintable():
+            raise InvalidInput(f"X-Language must be 1 to {HEADER_MAX} characters: {language!r}")
         super().__init__(
             base_url,
             "/v2/servicerequest",
@@ -191,9 +222,12 @@ class HuaweiBackend(SingleTableBackend):
             timeout=timeout,
             max_in_flight=max_in_flight,
             error_mapper=huawei_error,
+            default_headers={"X-Language": language},
             **retry,
         )
+        self.language = language
         self.limits: Limits | None = None
+        self.limits_offered: bool | None = None  # GET /accessorys/limits (assumed) answers
 
     def __repr__(self) -> str:
         return f"HuaweiBackend({self.base_url!r})"
@@ -202,18 +236,34 @@ class HuaweiBackend(SingleTableBackend):
         return CAPS
 
     async def check(self) -> None:
-        """GET /accessorys/limits: proves the token and learns the limits uploads are checked
-        against."""
+        """GET /accessorys/limits (assumed: not in document 003), where the server has it: it
+        proves the token and learns the limits uploads are pre-checked against. A server
+        without it mounts all the same; its uploads' answers then refuse what they refuse."""
         await self.fetch_limits(attempts=3, log_failure=False)  # the caller reports it
 
-    async def fetch_limits(self, attempts: int | None = None, log_failure: bool = True) -> Limits:
+    async def fetch_limits(
+        self, attempts: int | None = None, log_failure: bool = True
+    ) -> Limits | None:
+        """The limits, once; None (and no more asking) where the server has no such call."""
+        if self.limits_offered is False:
+            return None
+        path = "/accessorys/limits"
         resp = await self.core.send(
-            "limits", "GET", "/accessorys/limits", attempts=attempts, log_failure=log_failure
+            "limits", "GET", path, attempts=attempts, log_failure=log_failure, allow=(404, 405)
         )
+        if resp.status_code in (404, 405):
+            self.limits_offered = False
+            log.info(
+                "GET %s: %s: no limits call on this server; uploads are not pre-checked",
+                path,
+                resp.status_code,
+            )
+            return None
         try:
             body = resp.json()
         except ValueError:
             body = None
+        self.limits_offered = True
         self.limits = Limits.from_json(body)
         log.debug("limits: %s", self.limits)
         return self.limits
@@ -297,7 +347,7 @@ class HuaweiBackend(SingleTableBackend):
                 )
             )
         limits = self.limits if self.limits is not None else await self.fetch_limits()
-        self.precheck(file_name, size, limits)
+        self.precheck(file_name, size, limits)  # None: the server's answer is the check
         ctype = mimetypes.guess_type(file_name)[0] or "application/octet-stream"
         boundary = "snfs-" + secrets.token_hex(16)
         b = boundary.encode()
@@ -411,6 +461,7 @@ def build(o: MountOptions, url: str) -> Backend:
     return HuaweiBackend(
         normalize_instance_url(url, allow_insecure_http=o.allow_insecure_http),
         bearer_token(o),
+        language=o.backend_options.get("huawei_language") or LANGUAGE,
         verify=str(o.ca_bundle) if o.ca_bundle else True,
         timeout=o.timeout,
         max_in_flight=o.max_in_flight,
@@ -423,4 +474,14 @@ SYSTEM = System(
     url="huawei+https://ENDPOINT",
     capabilities=CAPS,
     build=build,
+    options=(
+        Option(
+            "huawei_language",
+            STR,
+            LANGUAGE,
+            "the X-Language sent to Huawei OSM (its default is zh-cn; error messages are "
+            "matched in English)",
+            metavar="LANG",
+        ),
+    ),
 )

@@ -28,7 +28,7 @@ from snfs.client import (
 )
 from snfs.credentials import build_auth
 from snfs.errors import ConfigError, InvalidInput, SnfsError
-from snfs.options import BOOL, Kind, Option
+from snfs.options import BOOL, STR, Kind, Option
 from snfs.registry import System
 
 if TYPE_CHECKING:
@@ -345,7 +345,11 @@ def build(o: MountOptions, url: str) -> Backend:
     backend = ServiceNowBackend(
         client, scopes=dict(mine.get("scope") or []), numbers=bool(mine.get("numbers"))
     )
-    return Router(backend, {CCCIF: CccifBackend(client)})
+    app_id = mine.get("cccif_provider_application_id") or None
+    if app_id is not None and not query.is_sys_id(app_id):
+        raise ConfigError(f"cccif_provider_application_id {app_id!r} is not a sys_id")
+    cccif = CccifBackend(client, provider_application_id=app_id)
+    return Router(backend, {CCCIF: cccif})
 
 
 def _scope_pair(text: str) -> tuple[str, str]:
@@ -385,6 +389,14 @@ SYSTEM = System(
             BOOL,
             False,
             "list each record's number (INC0012345) as a symlink next to its sys_id",
+        ),
+        Option(
+            "cccif_provider_application_id",
+            STR,
+            None,
+            "CCCIF uploads under /.cccif/: the sys_id of the sys_cs_provider_application to "
+            "send (default: the instance's VA Bot to Bot Provider Application)",
+            metavar="SYS_ID",
         ),
     ),
 )

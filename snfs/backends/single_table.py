@@ -47,10 +47,12 @@ class SingleTableBackend:
         timeout: float,
         max_in_flight: int,
         error_mapper: ErrorMapper = http_error,
+        default_headers: dict[str, str] | None = None,
         **retry: Any,
     ) -> None:
-        """`api_path` is appended to `base_url` for the core; `retry` may set
-        `retry_attempts`, `retry_total_seconds`, `retry_base_delay`, `retry_max_delay`."""
+        """`api_path` is appended to `base_url` for the core; `default_headers` go with every
+        request; `retry` may set `retry_attempts`, `retry_total_seconds`, `retry_base_delay`,
+        `retry_max_delay`."""
         self.base_url = base_url.rstrip("/")
         self.instance_key = f"{self.name}+{self.base_url}"
         self.stats = HttpStats(kinds=kinds)
@@ -61,7 +63,13 @@ class SingleTableBackend:
             verify=verify,
             **retry,
         )
-        self.core = HttpCore(settings, auth, stats=self.stats, error_mapper=error_mapper)
+        self.core = HttpCore(
+            settings,
+            auth,
+            stats=self.stats,
+            error_mapper=error_mapper,
+            default_headers=default_headers,
+        )
 
     @property
     def supports_range(self) -> bool | None:

@@ -44,6 +44,9 @@ def api_routes(rename: bool) -> list[Route]:
             routes.append(
                 Route(f"{prefix}/attachment/{{sys_id}}", att.rename_attachment, methods=["PATCH"])
             )
+    # The CCCIF document: "Versioned URL: /api/now/{api_version}/cccif/media/upload ... For
+    # example, v1 or v2".
+    routes.append(Route("/api/now/v2/cccif/media/upload", cccif.upload, methods=["POST"]))
     return routes
 
 

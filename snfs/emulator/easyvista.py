@@ -5,16 +5,19 @@ Under `/api/v1/{account}/` (any account, or only `--account NAME`), HTTP Basic
 (wiki.easyvista.com, Service Manager REST API); the rest are documented choices
 (docs/EMULATOR.md, "EasyVista"):
 
-- `POST /requests` creates a ticket (any JSON body) → 201
+- `POST /requests` creates a ticket (any JSON body; a test may choose its identifier with
+  `"rfc_number"`, any string, as the document types it) → 201
   `{"HREF": ".../requests/I<yymmdd>_<6 digits>"}`
-- `GET /requests/{rfc_number}` → 200 small JSON, 404 `{"error":"Resource not found"}`
-- `POST /requests/{rfc_number}/documents` → 201 `{"HREF": ".../requests/<rfc>"}`; JSON body
-  `{"documents":[{"filedata":"<base64>","filename":"x.pdf"}], "description":"..."}` or
-  multipart form-data whose field `documents` holds that list (file parts named `documents`
-  are taken as raw files too)
-- `GET /requests/{rfc_number}/documents` →
+- `GET /requests/{rfc_number}` → 200 small JSON, 404 `{"error":"Resource not found"}` (not in
+  document 004; `--no-ticket` makes it 405)
+- `POST /requests/{rfc_number}/documents` → 201 `{"HREF": ".../requests/<rfc>"}`; as document
+  004 says, form-data: key `documents` holding `[{"filedata":"<base64>","filename":"x.pdf"}]`,
+  optional key `description`. Other body forms (a JSON body, raw file parts named `documents`)
+  are refused (400) unless `--any-body-form`.
+- `GET /requests/{rfc_number}/documents` (not in document 004; `--no-list` makes it 405) →
   `{"PARENT_HREF","HREF","Documents":[{"HREF","PARENT_HREF","DOCUMENT_ID"}]}`
-- `GET /requests/{rfc_number}/documents/{document_id}[?encoding=base64]` → the file
+- `GET /requests/{rfc_number}/documents/{document_id}[?encoding=base64]` → the file (not in
+  document 004; `--no-download` makes it 405)
 - `DELETE /requests/{rfc_number}/documents/{document_id}` → 204 (`--delete-status 200`; the
   path is uncertain: `--no-delete` makes it 405)
 """
@@ -97,6 +100,10 @@ class EVConfig:
     max_body_mb: float = 64.0
     delete: bool = True
     delete_status: int = 204
+    list_documents: bool = True  # GET /requests/{rfc}/documents (not in document 004)
+    download: bool = True  # GET /requests/{rfc}/documents/{id} (not in document 004)
+    ticket_get: bool = True  # GET /requests/{rfc} (not in document 004)
+    any_body_form: bool = False  # also a JSON body and raw file parts (not in document 004)
     chunk_size: int = 1024 * 1024
 
     @property
@@ -148,10 +155,10 @@ class EVStore(SqliteStore):
         ).fetchone()
         return int(n)
 
-    def new_request(self, account: str, data: Any) -> dict[str, Any]:
+    def new_request(self, account: str, data: Any, rfc: str | None = None) -> dict[str, Any]:
         now = datetime.now(UTC)
         day = now.strftime("%y%m%d")
-        rfc = f"I{day}_{self.next('rfc' + day, 1):06d}"
+        rfc = rfc or f"I{day}_{self.next('rfc' + day, 1):06d}"
         request_id = self.next("request_id", 1001)
         created = now.strftime("%Y-%m-%d %H:%M:%S")
         self.conn.execute(
@@ -254,7 +261,12 @@ async def create_request(request: Request) -> Response:
         data = json.loads(raw) if raw.strip() else {}
     except ValueError:
         raise HttpError(400, {"error": "Invalid JSON body"}) from None
-    row = emu.store.new_request(account, data)
+    chosen = data.get("rfc_number") if isinstance(data, dict) else None
+    if chosen is not None and (not isinstance(chosen, str) or not chosen):
+        raise HttpError(400, {"error": "rfc_number must be a non-empty string"})
+    if chosen is not None and emu.store.get_request(account, chosen) is not None:
+        raise HttpError(400, {"error": f"request {chosen} exists"})
+    row = emu.store.new_request(account, data, chosen)
     return json_response(
         {"HREF": f"{api_base(request, account)}/requests/{row['rfc_number']}"}, 201
     )
@@ -342,8 +354,15 @@ async def post_documents(request: Request) -> Response:
             if "documents" in form.fields:
                 docs = decode_documents(form.fields["documents"])
             raw_files = [f for f in form.files if f.name == "documents"]
+            if raw_files and not emu.config.any_body_form:
+                raise HttpError(
+                    400, {"error": "documents must be Base64 filedata/filename objects"}
+                )
             if not docs and not raw_files:
                 raise HttpError(400, {"error": "Missing mandatory parameter: documents"})
+        elif not emu.config.any_body_form:
+            await drain(request)
+            raise HttpError(400, {"error": "documents must be sent as form-data"})
         else:
             raw = await read_capped(request, limit, lambda: too_large(emu))
             try:
@@ -532,11 +551,27 @@ def build_app(emu: EasyVistaEmulator) -> Any:
     p = "/api/v1/{account}"
     routes = [
         Route(f"{p}/requests", create_request, methods=["POST"]),
-        Route(f"{p}/requests/{{rfc_number}}", get_request, methods=["GET"]),
+        *(
+            [Route(f"{p}/requests/{{rfc_number}}", get_request, methods=["GET"])]
+            if emu.config.ticket_get
+            else []
+        ),
         Route(f"{p}/requests/{{rfc_number}}/documents", post_documents, methods=["POST"]),
-        Route(f"{p}/requests/{{rfc_number}}/documents", list_documents, methods=["GET"]),
-        Route(
-            f"{p}/requests/{{rfc_number}}/documents/{{document_id}}", get_document, methods=["GET"]
+        *(
+            [Route(f"{p}/requests/{{rfc_number}}/documents", list_documents, methods=["GET"])]
+            if emu.config.list_documents
+            else []
+        ),
+        *(
+            [
+                Route(
+                    f"{p}/requests/{{rfc_number}}/documents/{{document_id}}",
+                    get_document,
+                    methods=["GET"],
+                )
+            ]
+            if emu.config.download
+            else []
         ),
         Route("/autoconnect_mail.php", autoconnect, methods=["GET"]),
     ]

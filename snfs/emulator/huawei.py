@@ -16,6 +16,12 @@ rest are documented choices (docs/EMULATOR.md, "Huawei Cloud OSM"):
 - `DELETE /accessorys/{accessory_id}` → 200 `{"error_code":"","error_msg":""}`
 - no list endpoint.
 
+As document 003 says: `form_data` must name `accessoryFrom` (no default); `X-Language` and
+`X-Time-Zone` are 1 to 32 characters when sent (400 else); `X-Language` is zh-cn by default, and
+the accessory errors' `error_msg` is then in Chinese (English for an `en*` language). The limits
+call is not in document 003 (which names "the API for querying attachment restrictions" without
+its path): `--no-limits` takes it away (404 APIGW.0101, as for any unpublished API).
+
 Errors are `{"error_code": ..., "error_msg": ...}`. Business errors (limits, parameters) are 400
 by default; `--business-errors-200` answers them with HTTP 200 and the error body, as the
 doc's error-code table lists status 200 for the `OSM.0101xxxx` codes.
@@ -89,6 +95,15 @@ E_COUNT = "OSM.01010103"
 E_NOT_FOUND = "OSM.01010104"
 E_AUTH = "APIGW.0301"  # API Gateway: "Incorrect IAM authentication information"
 E_NO_API = "APIGW.0101"  # API Gateway: the API does not exist
+HEADER_MAX = 32  # X-Language, X-Time-Zone (document 003)
+# error_msg in the default language, zh-cn (the emulator's wording).
+ZH = {
+    E_SIZE: "附件大小超过限制",
+    E_TYPE: "附件文件类型不允许",
+    E_COUNT: "附件数量超过限制",
+    E_NOT_FOUND: "附件不存在",
+}
+PARAM_EN, PARAM_ZH = "Param validation fail.", "参数校验失败。"
 
 
 def err(code: str, msg: str) -> dict[str, str]:
@@ -107,6 +122,7 @@ class HWConfig:
     business_errors_200: bool = False
     not_found_status: int = 404
     chunk_size: int = 1024 * 1024
+    limits_api: bool = True  # GET /accessorys/limits (not in document 003)
 
     @property
     def limit_size(self) -> int:
@@ -190,8 +206,39 @@ def emu_of(request: Request) -> HuaweiEmulator:
     return request.app.state.emu
 
 
+def check_locale_headers(request: Request) -> None:
+    for name in ("x-language", "x-time-zone"):
+        value = request.headers.get(name)
+        if value is not None and not 1 <= len(value) <= HEADER_MAX:
+            raise HttpError(
+                400,
+                err(
+                    E_PARAM_VALIDATION, f"Param validation fail. {name} must be 1 to 32 characters"
+                ),
+            )
+
+
+def localized(handler: Any) -> Any:
+    """The handler, with its errors' `error_msg` in the request's X-Language (zh-cn default)."""
+
+    async def run(request: Request) -> Response:
+        try:
+            return await handler(request)
+        except HttpError as e:
+            language = request.headers.get("x-language", "zh-cn").lower()
+            code, msg = e.body.get("error_code", ""), e.body.get("error_msg", "")
+            if not language.startswith("en") and code in ZH:
+                e.body = err(code, ZH[code])
+            elif not language.startswith("en") and msg.startswith(PARAM_EN):
+                e.body = err(code, PARAM_ZH + msg[len(PARAM_EN) :])  # the field names stay
+            raise
+
+    return run
+
+
 def authorize(request: Request) -> HuaweiEmulator:
     emu = emu_of(request)
+    check_locale_headers(request)
     token = request.headers.get("x-auth-token")
     if token is not None and len(token) > TOKEN_MAX:
         raise HttpError(400, err(E_PARAM[0], f"X-Auth-Token is longer than {TOKEN_MAX} characters"))
@@ -247,7 +294,7 @@ def parse_form_data(emu: HuaweiEmulator, raw: str | None) -> tuple[str, str, int
     name = fd.get("fileName")
     if not isinstance(name, str) or not name.strip() or "\x00" in name:
         raise business(emu, E_PARAM_VALIDATION, "Param validation fail. fileName is required")
-    source = fd.get("accessoryFrom", "incident")
+    source = fd.get("accessoryFrom")  # required: document 003 gives no default
     if not isinstance(source, str) or not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", source):
         raise business(emu, E_PARAM_VALIDATION, "Param validation fail. accessoryFrom is invalid")
     upload_type = fd.get("uploadType", 0)
@@ -434,6 +481,13 @@ async def delete(request: Request) -> Response:
     return json_response({"error_code": "", "error_msg": ""})
 
 
+async def no_api(request: Request) -> Response:
+    authorize(request)
+    raise HttpError(
+        404, err(E_NO_API, "The API does not exist or has not been published in the environment")
+    )
+
+
 async def fallback(request: Request) -> Response:
     await drain(request)
     path = request.url.path
@@ -466,12 +520,17 @@ def fault_body(status: int) -> bytes:
 
 def build_app(emu: HuaweiEmulator) -> Any:
     p = "/v2/servicerequest"
+    limits_routes = (
+        [Route(f"{p}/accessorys/limits", localized(limits), methods=["GET"])]
+        if emu.config.limits_api
+        else [Route(f"{p}/accessorys/limits", no_api, methods=["GET"])]
+    )
     routes = [
-        Route(f"{p}/accessorys", upload, methods=["POST"]),
-        Route(f"{p}/accessorys/limits", limits, methods=["GET"]),
-        Route(f"{p}/accessorys/access-urls", access_urls, methods=["GET"]),
-        Route(f"{p}/accessorys/{{accessory_id}}", download, methods=["GET"]),
-        Route(f"{p}/accessorys/{{accessory_id}}", delete, methods=["DELETE"]),
+        Route(f"{p}/accessorys", localized(upload), methods=["POST"]),
+        *limits_routes,
+        Route(f"{p}/accessorys/access-urls", localized(access_urls), methods=["GET"]),
+        Route(f"{p}/accessorys/{{accessory_id}}", localized(download), methods=["GET"]),
+        Route(f"{p}/accessorys/{{accessory_id}}", localized(delete), methods=["DELETE"]),
         Route(f"{OBS_PREFIX}{{accessory_id}}", signed_download, methods=["GET"]),
         *control_routes(),
         Route(

@@ -38,7 +38,18 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--oauth-client", action="append", default=[], metavar="ID:SECRET")
     p.add_argument("--client-credentials-user", default="admin")
     p.add_argument("--token-lifetime", type=int, default=1799, metavar="SECONDS")
-    p.add_argument("--max-size", type=float, metavar="MB", help="com.glide.attachment.max_size")
+    p.add_argument(
+        "--max-size",
+        type=float,
+        default=1024.0,
+        metavar="MB",
+        help="com.glide.attachment.max_size (default 1024, as documented; 0: no limit)",
+    )
+    p.add_argument(
+        "--no-by-name-fields",
+        action="store_true",
+        help="no created_by_name/updated_by_name in upload answers (releases before them)",
+    )
     p.add_argument("--extensions", default="", metavar="LIST", help="glide.attachment.extensions")
     p.add_argument("--oversize-status", type=int, default=400)
     p.add_argument("--extension-status", type=int, default=400)
@@ -114,6 +125,26 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         help="easyvista: no DELETE of a document (the path is uncertain): 405",
     )
     p.add_argument(
+        "--no-list",
+        action="store_true",
+        help="easyvista: no GET of a ticket's documents (not in the upload document): 405",
+    )
+    p.add_argument(
+        "--no-download",
+        action="store_true",
+        help="easyvista: no GET of a document (not in the upload document): 405",
+    )
+    p.add_argument(
+        "--no-ticket",
+        action="store_true",
+        help="easyvista: no GET of a ticket (not in the upload document): 405",
+    )
+    p.add_argument(
+        "--any-body-form",
+        action="store_true",
+        help="easyvista: also take a JSON body and raw file parts (document 004: form-data)",
+    )
+    p.add_argument(
         "--delete-status",
         type=int,
         default=204,
@@ -140,6 +171,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         "--business-errors-200",
         action="store_true",
         help="huawei: answer limit/parameter errors with HTTP 200 + error_code",
+    )
+    p.add_argument(
+        "--no-limits",
+        action="store_true",
+        help="huawei: no GET /accessorys/limits (not in the upload document): 404",
     )
     p.add_argument(
         "--not-found-status",
@@ -174,6 +210,10 @@ def build_other(args: argparse.Namespace, data_dir: Path) -> tuple[Any, Any]:
                 max_body_mb=args.max_body,
                 delete=not args.no_delete,
                 delete_status=args.delete_status,
+                list_documents=not args.no_list,
+                download=not args.no_download,
+                ticket_get=not args.no_ticket,
+                any_body_form=args.any_body_form,
                 chunk_size=chunk,
             )
         )
@@ -190,6 +230,7 @@ def build_other(args: argparse.Namespace, data_dir: Path) -> tuple[Any, Any]:
         business_errors_200=args.business_errors_200,
         not_found_status=args.not_found_status,
         chunk_size=chunk,
+        limits_api=not args.no_limits,
     )
     if args.limit_file_type is not None:
         config.limit_file_type = args.limit_file_type
@@ -228,7 +269,8 @@ def build_config(args: argparse.Namespace, data_dir: Path) -> Config:
         demo=args.demo,
         users=[parse_user(u) for u in args.user],
         oauth_clients=clients,
-        max_size_mb=args.max_size,
+        max_size_mb=args.max_size if args.max_size > 0 else None,
+        by_name_fields=not args.no_by_name_fields,
         extensions=frozenset(
             e.strip().lstrip(".").lower() for e in args.extensions.split(",") if e.strip()
         ),

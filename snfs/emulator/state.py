@@ -29,7 +29,9 @@ class Config:
     demo: bool = False
     users: list[User] = field(default_factory=list)
     oauth_clients: dict[str, str] = field(default_factory=lambda: {"snfs": "snfs-secret"})
-    max_size_mb: float | None = None  # com.glide.attachment.max_size (MB); None = no limit
+    # com.glide.attachment.max_size (MB): "1024MB by default" (Attachment API); None = no limit
+    max_size_mb: float | None = 1024.0
+    by_name_fields: bool = True  # created_by_name/updated_by_name in POST answers (documented)
     extensions: frozenset[str] = frozenset()  # glide.attachment.extensions; empty = all allowed
     range: bool = False
     rename: bool = False  # PATCH rename: only the newest release documents it (see RELEASES)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import re
 from collections import Counter
 
-API_PREFIX = re.compile(r"^/api/now(?:/v1)?(?=/)")
+# v2 only for CCCIF, whose document names it ("For example, v1 or v2").
+API_PREFIX = re.compile(r"^/api/now(?:/v1|/v2(?=/cccif/))?(?=/)")
 _ID = r"[^/]+"
 ROUTES: list[tuple[str, str, re.Pattern[str]]] = [
     (method, f"{method} {template}", re.compile("^" + pattern + "$"))

@@ -168,7 +168,16 @@ def store_upload(
     emu.blobs.commit(writer, sys_id)
     emu.store.insert_attachment(row, now + delay if delay > 0 else None)
     location = f"{base_url(request)}{api_prefix(request)}/attachment/{sys_id}"
-    return render(request, {"result": present(request, row)}, 201, {"Location": location})
+    result = present(request, row)
+    if emu.config.by_name_fields:
+        # The POST answers' documented schema has these two (GET's has not).
+        result["created_by_name"] = result["updated_by_name"] = full_name(user.name)
+    return render(request, {"result": result}, 201, {"Location": location})
+
+
+def full_name(user: str) -> str:
+    """The user's full name as sys_user shows it (the emulator has no names: its own)."""
+    return "System Administrator" if user == "admin" else user
 
 
 async def post_file(request: Request) -> Response:
