@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from snfs.emulator.demo_data import demo_id
@@ -181,20 +182,30 @@ def huawei_count(c: Ctx) -> None:
 
 
 def easyvista_no_delete(c: Ctx) -> None:
-    """The first `rm` meets the server's 405, the next one the mount's own refusal; the
-    document stays. Run once per mount (the mount remembers the 405): both claims check it."""
-    if c.done.get("easyvista"):
-        return
+    """A server without DELETE (it answers the mount's probe with 405): every `rm` gets EPERM
+    without a request that could half-work, and the document stays on the server."""
     ev: EmulatorProc = c.request.getfixturevalue("easyvista")
     m: MountProc = c.request.getfixturevalue("easyvista_mount")
     api = "/api/v1/50004"
     rfc = ev.json("POST", f"{api}/requests", {"title": "t"})["HREF"].rsplit("/", 1)[1]
     doc = {"filename": "kept.txt", "filedata": base64.b64encode(b"kept").decode()}
-    ev.json("POST", f"{api}/requests/{rfc}/documents", {"documents": [doc]})
-    fails(errno.EOPNOTSUPP, m.path("requests", rfc, "kept.txt").unlink)
+    r = httpx.post(
+        f"{ev.url}{api}/requests/{rfc}/documents",
+        files={"documents": (None, json.dumps([doc]))},  # form-data, as document 004 says
+        auth=("admin", "admin"),
+    )
+    assert r.status_code == 201, r.text
+    fails(errno.EPERM, m.path("requests", rfc, "kept.txt").unlink)
     fails(errno.EPERM, m.path("requests", rfc, "kept.txt").unlink)
     assert len(ev.json("GET", f"{api}/requests/{rfc}/documents")["Documents"]) == 1
-    c.done["easyvista"] = True
+
+
+def easyvista_no_list(c: Ctx) -> Path:
+    """A record directory of an EasyVista server without the documents list."""
+    ev: EmulatorProc = c.request.getfixturevalue("easyvista_unlisted")
+    m: MountProc = c.request.getfixturevalue("easyvista_unlisted_mount")
+    rfc = ev.json("POST", "/api/v1/50004/requests", {"title": "t"})["HREF"].rsplit("/", 1)[1]
+    return m.path("requests", rfc)
 
 
 CHECKS: dict[Claim, Callable[[Ctx], None]] = {
@@ -296,7 +307,12 @@ CHECKS: dict[Claim, Callable[[Ctx], None]] = {
     ),
     ("Backends", "create (close)", "EDQUOT"): huawei_count,
     ("Backends", "unlink", "EPERM"): easyvista_no_delete,
-    ("Backends", "unlink", "EOPNOTSUPP"): easyvista_no_delete,
+    ("Backends", "ls a record", "EOPNOTSUPP"): lambda c: fails(
+        errno.EOPNOTSUPP, lambda: os.listdir(easyvista_no_list(c))
+    ),
+    ("Backends", "create (close)", "EOPNOTSUPP"): lambda c: fails(
+        errno.EOPNOTSUPP, lambda: (easyvista_no_list(c) / "a.txt").write_bytes(b"a")
+    ),
 }
 
 
@@ -317,6 +333,21 @@ def huawei_mount(
 @pytest.fixture(scope="module")
 def easyvista(module_emulator_factory: Callable[..., EmulatorProc]) -> EmulatorProc:
     return module_emulator_factory("--kind", "easyvista", "--no-delete")
+
+
+@pytest.fixture(scope="module")
+def easyvista_unlisted(module_emulator_factory: Callable[..., EmulatorProc]) -> EmulatorProc:
+    return module_emulator_factory("--kind", "easyvista", "--no-list")
+
+
+@pytest.fixture(scope="module")
+def easyvista_unlisted_mount(
+    easyvista_unlisted: EmulatorProc, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[MountProc]:
+    tmp = tmp_path_factory.mktemp("easyvista-unlisted")
+    m = start_mount(f"easyvista+{easyvista_unlisted.url}/api/v1/50004", tmp / "m", tmp / "w")
+    yield m
+    m.stop()
 
 
 @pytest.fixture(scope="module")
