@@ -11,7 +11,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "emulator": ("snfs.emulator.main", "run the ServiceNow Attachment API emulator"),
     "mount": ("snfs.mount", "mount an instance"),
     "demo": ("snfs.demo", "start the emulator with demo data and mount it"),
-    "unmount": ("snfs.mount", "unmount a mount point"),
+    "unmount": ("snfs.unmount", "unmount a mount point; name each file not sent"),
     "status": ("snfs.status", "show a mount's status"),
     "sync": ("snfs.sync", "wait until a mount's closed files are stored (write-back)"),
 }

@@ -5,10 +5,8 @@ from __future__ import annotations
 import argparse
 import errno
 import itertools
-import json
 import logging
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -37,12 +35,11 @@ from snfs.registry import make_backend, systems
 from snfs.spool import Spool, instance_dir
 from snfs.status import unescape_mount_field
 from snfs.tree import Tree
+from snfs.unmount import SHUTDOWN_UPLOAD_SECONDS, unmount, unmount_report_path, write_unmount_report
 from snfs.write_states import State
 from snfs.writes import Writes
 
 log = logging.getLogger("snfs")
-
-SHUTDOWN_UPLOAD_SECONDS = 30.0
 
 
 def fsname(source: str) -> str:
@@ -131,21 +128,6 @@ class TrackedUploads:
             return await self._backend.upload(table, record, file_name, *a, **kw)
 
 
-def unmount_report_path(pid: int) -> Path:
-    """Where a daemon leaves the files it could not send, for the `snfs unmount` that asked."""
-    return state_home() / "unmount" / f"{pid}.json"
-
-
-def write_unmount_report(path: Path, unsent: list[dict[str, Any]]) -> None:
-    """Only when `snfs unmount` created the file (it asks by creating it, empty, 0600)."""
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC)
-    except OSError:
-        return  # nobody asked
-    with open(fd, "w") as f:
-        json.dump({"unsent": unsent}, f)
-
-
 def set_read_ahead(mountpoint: Path, kb: int) -> None:
     """Let the kernel read ahead `kb` KiB on this mount: larger, fewer FUSE reads for sequential
     readers. Best effort (it needs root); never stat()s the mount, whose loop is not running yet."""
@@ -160,16 +142,6 @@ def set_read_ahead(mountpoint: Path, kb: int) -> None:
                     return
     except OSError as e:
         log.debug("read-ahead left at the kernel's default: %s", e)
-
-
-def unmount(path: Path, *, lazy: bool = False) -> None:
-    tool = shutil.which("fusermount3") or shutil.which("fusermount")
-    cmd = (
-        [tool, "-u"] + (["-z"] if lazy else []) + [str(path)]
-        if tool
-        else ["umount"] + (["-l"] if lazy else []) + [str(path)]
-    )
-    subprocess.run(cmd, check=True, capture_output=True)
 
 
 def spool_user(o: MountOptions) -> str:
@@ -504,98 +476,6 @@ def main_mount(argv: list[str]) -> int:
     if code and hint:
         log.error("%s", hint.lstrip("; "))
     return code
-
-
-def main_unmount(argv: list[str]) -> int:
-    """Unmount; then name each file the instance does not have, and why. The daemon tries
-    what is owed for up to SHUTDOWN_UPLOAD_SECONDS after the unmount; what is left stays in
-    the spool for the next mount."""
-    p = argparse.ArgumentParser(prog="snfs unmount")
-    p.add_argument("mountpoint", type=Path)
-    p.add_argument("-z", "--lazy", action="store_true", help="detach even if busy")
-    a = p.parse_args(argv)
-    status = read_status(a.mountpoint)
-    # A lazy unmount returns while the mount is busy: the daemon's end is not waited for.
-    report = None if a.lazy else ask_for_report(status)
-    try:
-        unmount(a.mountpoint, lazy=a.lazy)
-    except subprocess.CalledProcessError as e:
-        if report is not None:
-            report.unlink(missing_ok=True)
-        print(f"snfs: cannot unmount {a.mountpoint}: {e.stderr.decode().strip()}", file=sys.stderr)
-        return 1
-    if status is None:
-        return 0
-    owed = status.get("pending_uploads", [])
-    unsent = owed
-    if owed:
-        print(
-            f"snfs: {len(owed)} file(s) not stored yet; the daemon tries for up to "
-            f"{SHUTDOWN_UPLOAD_SECONDS:.0f} s more...",
-            file=sys.stderr,
-        )
-    if report is not None:
-        final = read_report(report, int(status["pid"]), wait=bool(owed))
-        if final is not None:
-            unsent = final
-    for f in unsent:
-        print(
-            f"snfs: not sent: {f['path']}: {f['state']}: {f.get('last_error') or 'not stored yet'}",
-            file=sys.stderr,
-        )
-    if unsent:
-        print(
-            f"snfs: {len(unsent)} file(s) kept in the spool; the next mount of this "
-            "instance sends them (`snfs status` shows them)",
-            file=sys.stderr,
-        )
-    return 0
-
-
-def read_status(mountpoint: Path) -> dict[str, Any] | None:
-    """A live snfs mount's `/.snfs/status`, or None (not snfs, or not answering)."""
-    try:
-        data = json.loads((mountpoint / ".snfs" / "status").read_text())
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) and "pid" in data else None
-
-
-def ask_for_report(status: dict[str, Any] | None) -> Path | None:
-    """Create the daemon's report file (empty, 0600): the daemon fills it at shutdown."""
-    if status is None or not status.get("unmount_report"):
-        return None
-    path = Path(status["unmount_report"])
-    try:
-        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
-        os.close(os.open(path, flags, 0o600))
-    except OSError:
-        return None
-    return path
-
-
-def alive(pid: int) -> bool:
-    """Whether process `pid` still runs (a zombie waiting for its parent does not)."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            return f.read().rpartition(b")")[2].split()[0] != b"Z"
-    except (OSError, IndexError):
-        return False
-
-
-def read_report(path: Path, pid: int, *, wait: bool) -> list[dict[str, Any]] | None:
-    """The daemon's list of unsent files, once it has exited (None if it did not say)."""
-    deadline = time.monotonic() + (SHUTDOWN_UPLOAD_SECONDS + 15 if wait else 15)
-    try:
-        while time.monotonic() < deadline and alive(pid):
-            time.sleep(0.1)
-        text = path.read_text()
-        return list(json.loads(text)["unsent"]) if text else None
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-    finally:
-        path.unlink(missing_ok=True)
 
 
 main = main_mount
