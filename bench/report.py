@@ -13,6 +13,8 @@ from bench.data import MiB
 
 GB_S_IN_MIB_S = 2e9 / MiB  # "2 GB/s" = 2·10^9 bytes/s = 1907 MiB/s
 RSS_LIMIT = 150 * MiB
+GiB = 1024 * MiB
+MOUNTS = ("snfs", "snfs-base", "rclone")  # the systems with a daemon whose CPU is measured
 
 
 def metric(case_name: str, r: dict[str, Any]) -> float | None:
@@ -55,6 +57,13 @@ def summarize(case_name: str, runs: list[dict[str, Any]]) -> dict[str, Any]:
         ]
         if cpu:
             s["daemon_cpu_per_wall"] = round(statistics.median(cpu), 2)
+        per_gib = [
+            r["daemon_cpu_s"] / (r["bytes"] / GiB)
+            for r in mine
+            if r.get("daemon_cpu_s") is not None and r.get("bytes")
+        ]
+        if per_gib and CASES[case_name].unit == "MiB/s":
+            s["cpu_s_per_gib"] = round(statistics.median(per_gib), 2)
         emu = [
             r["emulator_cpu_s"] / r["seconds"]
             for r in mine
@@ -149,6 +158,42 @@ def _ratio(v: float | None) -> str:
     return "–" if v is None else f"{v:.2f}×"
 
 
+def _cpu_table(results: dict[str, Any]) -> list[str]:
+    """Throughput cases: each daemon's CPU seconds per GiB moved, and this build against the
+    baseline (`--baseline`) when it ran."""
+    base = results["meta"].get("baseline")
+    systems = [s for s in MOUNTS if s != "snfs-base" or base]
+    rows = []
+    for name, c in results["cases"].items():
+        if CASES[name].unit != "MiB/s" or CASES[name].kind == "wire":
+            continue
+        summ = c["summary"]
+        cpu = [summ.get(s, {}).get("cpu_s_per_gib") for s in systems]
+        row = f"| {name} | " + " | ".join("–" if v is None else f"{v:.2f}" for v in cpu)
+        if base:
+            ratio = speed_ratio(name, summ, "snfs", "snfs-base")
+            mine, theirs = cpu[0], cpu[1]
+            halved = f"{theirs / mine:.2f}×" if mine and theirs else "–"
+            row += f" | {cell(summ.get('snfs-base'), 'MiB/s')} | {_ratio(ratio)} | {halved}"
+        rows.append(row + " |")
+    if not rows:
+        return []
+    head = "| case | " + " | ".join(f"{s} CPU s/GiB" for s in systems)
+    sep = "| --- " * (len(systems) + 1)
+    if base:
+        head += f" | snfs-base ({base}) MiB/s | snfs/snfs-base speed | CPU/GiB base/snfs"
+        sep += "| --- | --- | --- "
+    return [
+        "",
+        "Daemon CPU (user + system) per GiB moved, medians"
+        + (f"; `snfs-base` is snfs as of `{base}`, run side by side in this run:" if base else ":"),
+        "",
+        head + " |",
+        sep + "|",
+        *rows,
+    ]
+
+
 def markdown(results: dict[str, Any]) -> str:
     meta = results["meta"]
     lines = [
@@ -198,6 +243,7 @@ def markdown(results: dict[str, Any]) -> str:
             f"| {cell(summ.get('rclone'), unit)} | {_ratio(c['ratios'].get('snfs/curl'))} "
             f"| {_ratio(c['ratios'].get('snfs/rclone'))} | {req} | {rss} | {tg} |"
         )
+    lines += _cpu_table(results)
     if "wire" in results["cases"]:
         w = results["cases"]["wire"]["summary"]
         lines += [

@@ -22,7 +22,7 @@ import mimetypes
 import re
 import secrets as _secrets
 import time
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Collection
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Collection, Iterator
 from contextlib import aclosing
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -36,6 +36,7 @@ import trio
 from snfs import __version__
 from snfs import query as _q
 from snfs.backend import RemoteFile
+from snfs.compressible import gzip_pays
 from snfs.errors import (
     ConfigError,
     ExtensionRefused,
@@ -57,10 +58,12 @@ from snfs.http import (
     HttpStats,
     SendState,
     Skip,
+    WorkerAnswer,
     http_error,
     is_html,
     upload_once,
 )
+from snfs.transfer import Sink
 
 log = logging.getLogger("snfs.client")
 
@@ -622,17 +625,40 @@ class AttachmentClient:
         return Attachment.from_json(_result(resp, dict))
 
     def stream(
-        self, sys_id: str, *, offset: int = 0, expected_size: int | None = None
+        self,
+        sys_id: str,
+        *,
+        offset: int = 0,
+        expected_size: int | None = None,
+        like: RemoteFile | None = None,
     ) -> AsyncIterator[bytes]:
-        """The content from `offset` on, resumed across broken connections."""
+        """The content from `offset` on, resumed across broken connections. `like`: the
+        file's metadata, when known, to ask for gzip only where it pays."""
         _q.validate_sys_id(sys_id)
         if offset < 0:
             raise InvalidInput("offset must not be negative")
-        return self._stream(sys_id, offset, expected_size, hold_slot=True)
+        return self._stream(sys_id, offset, expected_size, hold_slot=True, like=like)
 
-    async def _stream(
-        self, sys_id: str, offset: int, expected_size: int | None, hold_slot: bool
-    ) -> AsyncIterator[bytes]:
+    async def stream_into(
+        self, sys_id: str, sink: Sink, *, offset: int = 0, like: RemoteFile | None = None
+    ) -> None:
+        """`stream`, with the bytes received, verified and put into `sink` by a worker
+        thread (`HttpCore.stream_into`)."""
+        _q.validate_sys_id(sys_id)
+        if offset < 0:
+            raise InvalidInput("offset must not be negative")
+        path = self._not_cut(sys_id)
+        try:
+            await self._core.stream_into(
+                "file", path, sink, offset=offset, fetch=_AttachmentFetch(self, sys_id, like)
+            )
+        except QuotaCut:
+            self._quota_cuts[sys_id] = time.monotonic()
+            raise
+        self._quota_cuts.pop(sys_id, None)
+
+    def _not_cut(self, sys_id: str) -> str:
+        """The file's path, unless the quota cut its download moments ago."""
         path = f"/attachment/{sys_id}/file"
         cut_at = self._quota_cuts.get(sys_id)
         if cut_at is not None and time.monotonic() - cut_at < QUOTA_MEMORY:
@@ -645,13 +671,24 @@ class AttachmentClient:
                 method="GET",
                 path=path,
             )
+        return path
+
+    async def _stream(
+        self,
+        sys_id: str,
+        offset: int,
+        expected_size: int | None,
+        hold_slot: bool,
+        like: RemoteFile | None = None,
+    ) -> AsyncIterator[bytes]:
+        path = self._not_cut(sys_id)
         # A copy stream (hold_slot False) feeds an upload that holds a session itself.
         chunks = self._core.stream(
             "file",
             path,
             offset=offset,
             expected_size=expected_size,
-            fetch=_AttachmentFetch(self, sys_id),
+            fetch=_AttachmentFetch(self, sys_id, like),
             spare=not hold_slot,
         )
         try:
@@ -1072,21 +1109,23 @@ def _metadata(resp: httpx.Response) -> dict[str, Any] | None:
 
 
 class _AttachmentFetch(Fetch):
-    """`/attachment/{sys_id}/file` for `HttpCore.stream`: gzip, Range from an offset unless
-    the instance has shown it ignores Range, 416 at the end, and the answer checked against
-    `X-Attachment-Metadata` (`_Check`)."""
+    """`/attachment/{sys_id}/file` for `HttpCore.stream`: gzip where it pays (text-like
+    content, `snfs.compressible`; without the file's metadata, as always), Range from an
+    offset unless the instance has shown it ignores Range, 416 at the end, and the answer
+    checked against `X-Attachment-Metadata` (`_Check`)."""
 
     verb = "resuming"
 
-    def __init__(self, client: AttachmentClient, sys_id: str) -> None:
+    def __init__(self, client: AttachmentClient, sys_id: str, like: RemoteFile | None) -> None:
         self.client, self.sys_id, self.what = client, sys_id, sys_id
         self.ranged = False
+        self.gzip = like is None or gzip_pays(like.content_type, like.file_name)
 
     def headers(self, pos: int) -> dict[str, str]:
         self.ranged = pos > 0 and self.client.supports_range is not False
         if self.ranged:  # a range of the plain bytes
             return {"Accept": "*/*", "Accept-Encoding": "identity", "Range": f"bytes={pos}-"}
-        return {"Accept": "*/*", "Accept-Encoding": "gzip"}
+        return {"Accept": "*/*", "Accept-Encoding": "gzip" if self.gzip else "identity"}
 
     async def answer(
         self, core: HttpCore, resp: httpx.Response, pos: int, kind: str, path: str
@@ -1095,12 +1134,26 @@ class _AttachmentFetch(Fetch):
             return None  # offset at or past the end
         if resp.status_code not in (200, 206):
             raise await core.read_error(resp, kind, path)
-        check = await _Check.of(resp, self.sys_id, path)
+        page = await resp.aread() if _Check.page_like(resp) else None
+        check = _Check.of(resp, self.sys_id, path, page)
         skip, whole = self.client._range_start(resp, path, pos, self.ranged)
         total = check.size if check.size is not None else whole
         # As the bytes arrive: re-chunking them costs a copy per byte, and the content cache
         # gathers its disk writes itself.
         return Answer(skip, total, check.body(resp), check.verify)
+
+    def answer_in_worker(
+        self, core: HttpCore, resp: httpx.Response, pos: int, kind: str, path: str
+    ) -> WorkerAnswer | None:
+        if resp.status_code == 416:
+            return None
+        if resp.status_code not in (200, 206):
+            resp.read()
+            raise core.refused_download(resp, kind, path)
+        check = _Check.of(resp, self.sys_id, path, resp.read() if _Check.page_like(resp) else None)
+        skip, whole = self.client._range_start(resp, path, pos, self.ranged)
+        total = check.size if check.size is not None else whole
+        return WorkerAnswer(skip, total, check.body_in_worker(resp), check.verify)
 
     def after(self, resp: httpx.Response) -> None:
         self.client._learn_clock(resp)
@@ -1118,14 +1171,21 @@ class _Check:
         self.received = 0  # bytes of this answer's body
         self.whole = False  # the body is the whole file (200, not 206)
 
+    @staticmethod
+    def page_like(resp: httpx.Response) -> bool:
+        """A JSON answer without metadata: its body is read to tell which page it is."""
+        ctype = resp.headers.get("content-type", "").lower()
+        return _metadata(resp) is None and "json" in ctype
+
     @classmethod
-    async def of(cls, resp: httpx.Response, sys_id: str, path: str) -> _Check:
+    def of(cls, resp: httpx.Response, sys_id: str, path: str, page: bytes | None) -> _Check:
+        """The check of an answer; `page`: its body when `page_like`."""
         meta = _metadata(resp)
         ctype = resp.headers.get("content-type", "").lower()
         if meta is None and ("html" in ctype or "json" in ctype):
             # No metadata and a page's type: a hibernating instance, a login page or an
             # error page answered 200 instead of the attachment. Name it; keep nothing.
-            head = (await resp.aread())[:200] if "json" in ctype else b""
+            head = (page or b"")[:200] if "json" in ctype else b""
             what = HTML_PAGE if is_html(resp, head) or "html" in ctype else "a JSON page"
             raise NotTheContent(
                 f"GET {path}: {resp.status_code} is not the attachment: {what}",
@@ -1150,6 +1210,16 @@ class _Check:
         self.whole = resp.status_code == 200
         digest = self.digest if self.whole else None
         async for chunk in resp.aiter_bytes():
+            self.received += len(chunk)
+            if digest is not None:
+                digest.update(chunk)
+            yield chunk
+
+    def body_in_worker(self, resp: httpx.Response) -> Iterator[bytes]:
+        """`body` in a download's worker thread: receive and hash leave the event loop."""
+        self.whole = resp.status_code == 200
+        digest = self.digest if self.whole else None
+        for chunk in resp.iter_bytes():
             self.received += len(chunk)
             if digest is not None:
                 digest.update(chunk)

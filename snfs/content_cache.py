@@ -46,7 +46,7 @@ import re
 import shutil
 import tempfile
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -56,10 +56,14 @@ import trio
 
 from snfs.errors import InvalidInput, NotFound
 from snfs.spool import private_dir
+from snfs.transfer import Sink, Stop, pwritev_all
 
 log = logging.getLogger("snfs.cache")
 
 Fetch = Callable[[str, int], AsyncIterator[bytes]]
+# `into(sys_id, offset, sink)`: the content from `offset` on, put into `sink` by a worker
+# thread (`snfs.transfer`): how a large file reaches the disk when the cache is given one.
+Into = Callable[[str, int, Sink], Awaitable[None]]
 
 WRITE_BATCH = 1 << 20  # bytes gathered before a disk-cache write when nobody waits
 _SYS_ID = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")  # file ids; also safe cache file names
@@ -171,6 +175,7 @@ class ContentCache:
         self,
         fetch: Fetch,
         *,
+        into: Into | None = None,
         memory_bytes: int = 256 * 2**20,
         disk_dir: Path | None = None,
         disk_bytes: int = 2 * 2**30,
@@ -181,6 +186,7 @@ class ContentCache:
         pause_after_s: float = 5.0,
     ) -> None:
         self._fetch = fetch
+        self._into = into
         self._mem = _CountingLRU(memory_bytes, lambda sys_id: self._prefetched.pop(sys_id, None))
         self._mem_max = memory_bytes
         self._mem_loads: dict[str, _MemLoad] = {}
@@ -509,6 +515,9 @@ class ContentCache:
             self._notify(entry)
 
     async def _stream_to_disk(self, entry: _Entry) -> None:
+        if self._into is not None:
+            await self._stream_in_worker(entry, self._into)
+            return
         stream = self._fetch(entry.sys_id, entry.watermark)
         # Chunks are gathered into large writes (fewer syscalls and wake-ups on the hot path),
         # except while a reader waits: then every chunk goes to disk at once.
@@ -528,6 +537,40 @@ class ContentCache:
             await _aclose(stream)
         if entry.dead is None:
             await self._finish(entry)
+
+    async def _stream_in_worker(self, entry: _Entry, into: Into) -> None:
+        """The download's bytes are received, verified and written by a worker thread; this
+        task only waits for it, and `_landed` moves the watermark as each batch lands."""
+        assert entry.fd is not None
+        sink = _DiskSink(self, entry, trio.lowlevel.current_trio_token())
+        try:
+            await into(entry.sys_id, entry.watermark, sink)
+        except Stop:
+            if sink.stop is not None:
+                raise sink.stop from None  # paused, abandoned
+            return  # dropped (forgotten, evicted): nothing to finish
+        if entry.dead is None:
+            await self._finish(entry)
+
+    def _landed(self, sink: _DiskSink, n: int) -> None:
+        """On the event loop: `n` more bytes of `sink`'s file are on disk. Never raises (it
+        runs as a callback of the loop); what stops the worker is set on the sink."""
+        entry = sink.entry
+        if entry.dead is not None:
+            return  # dropped: its worker sees that before its next write
+        entry.watermark += n
+        self._disk_used += n
+        self._counts["bytes_fetched"] += n
+        self._notify(entry)
+        try:
+            # The bytes are written before they are counted: the budget is enforced one
+            # batch (1 MiB) late, as pinned entries may exceed it anyway.
+            self._make_room(0, entry)
+            self._maybe_pause(entry)
+        except (_Abandoned, _Paused) as exc:
+            sink.stop = exc
+        except Exception as exc:  # e.g. an eviction's unlink failing: stop this download
+            sink.stop = exc
 
     def _maybe_pause(self, entry: _Entry) -> None:
         """Stop a download its readers have left (a thumbnailer's 4 KiB read of a 1 GiB file).
@@ -640,6 +683,28 @@ class ContentCache:
         self._counts["downloads_started"] += 1
         self._counts["downloads_active"] += 1  # counted now so stats() is exact before it runs
         self._nursery.start_soon(fn, *args)
+
+
+class _DiskSink:
+    """A disk entry's file as a worker's `snfs.transfer.Sink`: the worker writes each batch
+    after the last (pwritev, GIL released) and tells the event loop (`_landed`), without
+    waiting for it; the loop answers through `stop`, seen before the next write."""
+
+    def __init__(self, cache: ContentCache, entry: _Entry, token: trio.lowlevel.TrioToken):
+        assert entry.fd is not None
+        self.cache, self.entry, self.token = cache, entry, token
+        self.fd, self.pos = entry.fd, entry.watermark
+        self.stop: BaseException | None = None
+
+    def urgent(self) -> bool:
+        return self.entry.waiting > 0
+
+    def put(self, pieces: list[bytes]) -> None:
+        if self.stop is not None or self.entry.dead is not None:
+            raise Stop()
+        n = pwritev_all(self.fd, pieces, self.pos)
+        self.pos += n
+        self.token.run_sync_soon(self.cache._landed, self, n)
 
 
 def _try_lock(path: Path) -> int | None:

@@ -19,7 +19,7 @@ import trio
 
 from snfs import config, notify
 from snfs.attrs import Owner, Timeouts, effective_umask, umask_given
-from snfs.backend import Backend
+from snfs.backend import Backend, RemoteFile
 from snfs.content_cache import ContentCache
 from snfs.control import Control
 from snfs.errors import ConfigError, SnfsError
@@ -111,6 +111,13 @@ class Mount:
         # Spool and cache are per system and URL: file ids are unique only there.
         self.key = backend.instance_key
         self.started = time.time()
+        self.tree: Tree | None = None
+
+    def _known(self, file_id: str) -> RemoteFile | None:
+        """A file's metadata from the tree, for the backend to choose how to download it."""
+        node = self.tree.inodes.by_key(("file", file_id)) if self.tree is not None else None
+        data = node.data if node is not None else None
+        return data if isinstance(data, RemoteFile) else None
 
     def status(self) -> dict[str, Any]:
         now = time.time()
@@ -148,7 +155,10 @@ class Mount:
             # One cache per instance: sys_ids are unique only within an instance (and clones).
             disk_dir = instance_dir(o.cache_dir or cache_home() / "content", self.key)
             async with ContentCache(
-                lambda sid, off: backend.stream(sid, offset=off),
+                lambda sid, off: backend.stream(sid, offset=off, like=self._known(sid)),
+                into=lambda sid, off, sink: backend.stream_into(
+                    sid, sink, offset=off, like=self._known(sid)
+                ),
                 memory_bytes=o.cache_size,
                 disk_dir=disk_dir,
                 disk_bytes=o.disk_cache_size,
@@ -162,7 +172,7 @@ class Mount:
 
     async def _serve(self, cache: ContentCache) -> int:
         o, backend = self.o, self.backend
-        tree = Tree(
+        self.tree = tree = Tree(
             backend,
             dir_cache_time=o.dir_cache_time,
             tables=o.tables,

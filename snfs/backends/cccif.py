@@ -17,6 +17,7 @@ from pathlib import Path
 from snfs.backend import Capabilities, RemoteFile, Stats, XattrKeys
 from snfs.client import AttachmentClient
 from snfs.errors import Unsupported
+from snfs.transfer import Sink
 
 TABLE = ".cccif"
 CAPS = Capabilities(list=False, read=True, create=True, delete=True, rename=False, discover=False)
@@ -79,8 +80,15 @@ class CccifBackend:
     async def list_record(self, table: str, record: str) -> list[RemoteFile]:
         return []
 
-    def stream(self, file_id: str, *, offset: int = 0) -> AsyncIterator[bytes]:
-        return self.client.stream(file_id, offset=offset)
+    def stream(
+        self, file_id: str, *, offset: int = 0, like: RemoteFile | None = None
+    ) -> AsyncIterator[bytes]:
+        return self.client.stream(file_id, offset=offset, like=like)
+
+    async def stream_into(
+        self, file_id: str, sink: Sink, *, offset: int = 0, like: RemoteFile | None = None
+    ) -> None:
+        await self.client.stream_into(file_id, sink, offset=offset, like=like)
 
     async def upload(
         self,

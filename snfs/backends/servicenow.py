@@ -30,6 +30,7 @@ from snfs.credentials import build_auth
 from snfs.errors import ConfigError, InvalidInput, SnfsError
 from snfs.options import BOOL, Kind, Option
 from snfs.registry import System
+from snfs.transfer import Sink
 
 if TYPE_CHECKING:
     from snfs.options import MountOptions
@@ -272,8 +273,15 @@ class ServiceNowBackend:
 
     # -- content ---------------------------------------------------------------------------------
 
-    def stream(self, file_id: str, *, offset: int = 0) -> AsyncIterator[bytes]:
-        return self.client.stream(file_id, offset=offset)
+    def stream(
+        self, file_id: str, *, offset: int = 0, like: RemoteFile | None = None
+    ) -> AsyncIterator[bytes]:
+        return self.client.stream(file_id, offset=offset, like=like)
+
+    async def stream_into(
+        self, file_id: str, sink: Sink, *, offset: int = 0, like: RemoteFile | None = None
+    ) -> None:
+        await self.client.stream_into(file_id, sink, offset=offset, like=like)
 
     async def upload(
         self,
