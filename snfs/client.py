@@ -33,7 +33,7 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 import trio
 
-from snfs import __version__
+from snfs import __version__, transfer
 from snfs import query as _q
 from snfs.backend import RemoteFile
 from snfs.compressible import gzip_pays
@@ -353,13 +353,17 @@ class _Body:
         if self.head:
             self.client.stats.bytes_out += len(self.head)
             yield self.head
-        async for chunk in self.opener():
+        # A file is read and hashed by a worker thread while the event loop sends.
+        in_worker = isinstance(self.opener, _FileSource)
+        chunks = self.opener(self.digest) if in_worker else self.opener()  # type: ignore[call-arg]
+        async for chunk in chunks:
             if not chunk:
                 continue
             self.sent += len(chunk)
             if self.size is not None and self.sent > self.size:
                 raise InvalidInput(f"upload source is larger than the {self.size} bytes announced")
-            self.digest.update(chunk)
+            if not in_worker:
+                self.digest.update(chunk)
             self.client.stats.bytes_out += len(chunk)
             yield bytes(chunk)
         if self.size is not None and self.sent != self.size:
@@ -368,6 +372,22 @@ class _Body:
         if self.tail:
             self.client.stats.bytes_out += len(self.tail)
             yield self.tail
+
+
+class _FileSource:
+    """An upload's file, read and hashed by a worker thread (`snfs.transfer.file_chunks`)."""
+
+    def __init__(self, path: Path, want: int) -> None:
+        self.path, self.want = path, want
+
+    async def __call__(self, digest: Any = None) -> AsyncIterator[bytes]:
+        chunks = transfer.file_chunks(self.path, self.want, digest)
+        try:
+            async with aclosing(chunks):
+                async for chunk in chunks:
+                    yield chunk
+        except OSError as e:
+            raise InvalidInput(f"upload source {self.path}: {e.strerror}") from None
 
 
 def _opener(
@@ -389,17 +409,7 @@ def _opener(
             raise InvalidInput(f"upload source {path}: {e.strerror}") from None
         want = actual if size is None else size
 
-        async def from_file() -> AsyncIterator[bytes]:
-            remaining = want
-            async with await trio.open_file(path, "rb") as f:
-                while remaining > 0:
-                    chunk = await f.read(min(FILE_CHUNK, remaining))
-                    if not chunk:
-                        break
-                    remaining -= len(chunk)
-                    yield chunk
-
-        return from_file, want
+        return _FileSource(path, want), want
     if callable(source):
         return source, size
     raise InvalidInput(f"unsupported upload source {type(source).__name__}")

@@ -19,9 +19,11 @@ written): see tests/test_transfer.py.
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import AsyncIterator, Callable
-from typing import Protocol, TypeVar
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
 import trio
 
@@ -29,6 +31,9 @@ BATCH = 1 << 20  # bytes a worker gathers before one vectored write when no read
 IOV_MAX = 1024  # pieces per pwritev (Linux's UIO_MAXIOV)
 
 T = TypeVar("T")
+
+if TYPE_CHECKING:
+    from hashlib import _Hash as Hash
 
 # Test hook: called in the worker thread before each batch is written, with the sink and the
 # size of the batch. Never set in production.
@@ -145,3 +150,39 @@ async def feed(chunks: AsyncIterator[bytes], sink: Sink) -> None:
         if aclose is not None:
             with trio.CancelScope(shield=True):
                 await aclose()
+
+
+async def file_chunks(path: Path, want: int, digest: Hash | None) -> AsyncGenerator[bytes, None]:
+    """Up to `want` bytes of the file at `path`, in batches of `BATCH`, read and hashed into
+    `digest` by a worker thread of their own while the event loop sends the batch before
+    (an upload's read → hash → send). An error of the file is raised here."""
+    send, recv = trio.open_memory_channel[bytes | OSError](1)
+    token = trio.lowlevel.current_trio_token()
+
+    def work() -> None:
+        try:
+            with open(path, "rb") as f:
+                left = want
+                while left > 0:
+                    chunk = f.read(min(BATCH, left))
+                    if not chunk:
+                        break
+                    left -= len(chunk)
+                    if digest is not None:
+                        digest.update(chunk)
+                    trio.from_thread.run(send.send, chunk, trio_token=token)
+        except OSError as e:
+            with contextlib.suppress(trio.BrokenResourceError, trio.RunFinishedError):
+                trio.from_thread.run(send.send, e, trio_token=token)
+        except (trio.BrokenResourceError, trio.RunFinishedError, trio.Cancelled):
+            pass  # the consumer left (the upload failed or was cancelled)
+        finally:
+            with contextlib.suppress(trio.RunFinishedError):
+                trio.from_thread.run_sync(send.close, trio_token=token)
+
+    trio.lowlevel.start_thread_soon(work, lambda outcome: None, name="snfs upload reader")
+    with recv:  # closing it makes the worker's next send fail: it stops
+        async for item in recv:
+            if isinstance(item, OSError):
+                raise item
+            yield item
