@@ -45,6 +45,7 @@ import os
 import re
 import shutil
 import tempfile
+import threading
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -54,6 +55,7 @@ from typing import Any
 import cachetools
 import trio
 
+from snfs import transfer
 from snfs.errors import InvalidInput, NotFound
 from snfs.spool import private_dir
 from snfs.transfer import Sink, Stop, pwritev_all
@@ -224,6 +226,8 @@ class ContentCache:
     # ---- lifecycle -------------------------------------------------------------------------
 
     async def __aenter__(self) -> ContentCache:
+        if self._into is not None:
+            transfer.share_the_gil()
         self._open_dir()
         try:
             self._nursery = await self._stack.enter_async_context(trio.open_nursery())
@@ -552,10 +556,10 @@ class ContentCache:
         if entry.dead is None:
             await self._finish(entry)
 
-    def _landed(self, sink: _DiskSink, n: int) -> None:
-        """On the event loop: `n` more bytes of `sink`'s file are on disk. Never raises (it
-        runs as a callback of the loop); what stops the worker is set on the sink."""
-        entry = sink.entry
+    def _landed(self, sink: _DiskSink) -> None:
+        """On the event loop: more bytes of `sink`'s file are on disk. Never raises (it runs
+        as a callback of the loop); what stops the worker is set on the sink."""
+        entry, n = sink.entry, sink.told()
         if entry.dead is not None:
             return  # dropped: its worker sees that before its next write
         entry.watermark += n
@@ -688,13 +692,17 @@ class ContentCache:
 class _DiskSink:
     """A disk entry's file as a worker's `snfs.transfer.Sink`: the worker writes each batch
     after the last (pwritev, GIL released) and tells the event loop (`_landed`), without
-    waiting for it; the loop answers through `stop`, seen before the next write."""
+    waiting for it; the loop answers through `stop`, seen before the next write. One wake-up
+    of the loop at a time: batches that land while one is pending are told with it."""
 
     def __init__(self, cache: ContentCache, entry: _Entry, token: trio.lowlevel.TrioToken):
         assert entry.fd is not None
         self.cache, self.entry, self.token = cache, entry, token
         self.fd, self.pos = entry.fd, entry.watermark
         self.stop: BaseException | None = None
+        self._lock = threading.Lock()
+        self._untold = 0  # bytes written that the loop has not been told of
+        self._pending = False  # a `_landed` call is queued on the loop
 
     def urgent(self) -> bool:
         return self.entry.waiting > 0
@@ -704,7 +712,18 @@ class _DiskSink:
             raise Stop()
         n = pwritev_all(self.fd, pieces, self.pos)
         self.pos += n
-        self.token.run_sync_soon(self.cache._landed, self, n)
+        with self._lock:
+            self._untold += n
+            if self._pending:
+                return
+            self._pending = True
+        self.token.run_sync_soon(self.cache._landed, self)
+
+    def told(self) -> int:
+        """On the loop: the bytes written since the last call."""
+        with self._lock:
+            n, self._untold, self._pending = self._untold, 0, False
+        return n
 
 
 def _try_lock(path: Path) -> int | None:
