@@ -73,6 +73,7 @@ _PART = ".part"
 _LOCK = ".lock"
 RANGE_AHEAD = 8 * 2**20  # a read this far past the watermark may use its own range fetch
 COPY_CHUNK = 2**20
+_NO_NEED = 2**63  # `_Entry.need` while no reader waits
 
 
 class _Abandoned(Exception):
@@ -106,6 +107,8 @@ class _Entry:
     dead: BaseException | None = None  # set once forgotten/evicted: what late readers get
     progress: trio.Event = field(default_factory=trio.Event)
     waiting: int = 0  # readers blocked until the watermark moves
+    ends: list[int] = field(default_factory=list)  # the end each of them waits for
+    need: int = _NO_NEED  # the nearest of those ends (read by download workers)
     wanted: int = 0  # the furthest end any reader asked for
 
     def has(self, end: int) -> bool:
@@ -465,10 +468,14 @@ class ContentCache:
                 raise seen.error
             seen = self._ensure_download(entry)
             entry.waiting += 1
+            entry.ends.append(end)
+            entry.need = min(entry.ends)
             try:
                 await entry.progress.wait()
             finally:
                 entry.waiting -= 1
+                entry.ends.remove(end)
+                entry.need = min(entry.ends, default=_NO_NEED)
 
     def _pread(self, entry: _Entry, offset: int, end: int) -> bytes:
         if entry.dead is not None:
@@ -704,8 +711,8 @@ class _DiskSink:
         self._untold = 0  # bytes written that the loop has not been told of
         self._pending = False  # a `_landed` call is queued on the loop
 
-    def urgent(self) -> bool:
-        return self.entry.waiting > 0
+    def urgent(self, ahead: int) -> bool:
+        return self.pos + ahead >= self.entry.need
 
     def put(self, pieces: list[bytes]) -> None:
         if self.stop is not None or self.entry.dead is not None:

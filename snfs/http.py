@@ -963,7 +963,7 @@ class _WorkerAttempt:
                 if part is None:
                     continue
                 gather.add(part)
-                if gather.size >= BATCH or (gather.pieces and self.sink.urgent()):
+                if gather.size >= BATCH or (gather.pieces and self.sink.urgent(gather.size)):
                     run.delivered += put(self.sink, gather.take())
             answer.verify(run.total)
             gather.release()

@@ -47,8 +47,9 @@ class Sink(Protocol):
 
     Both methods are called in the worker thread."""
 
-    def urgent(self) -> bool:
-        """A reader waits for the next bytes: write what came at once, do not gather."""
+    def urgent(self, ahead: int) -> bool:
+        """A reader waits for bytes that the `ahead` bytes gathered reach: write them now
+        rather than gather a whole batch."""
         ...
 
     def put(self, pieces: list[bytes]) -> None:
@@ -147,7 +148,7 @@ async def feed(chunks: AsyncIterator[bytes], sink: Sink) -> None:
     try:
         async for chunk in chunks:
             gather.add(chunk)
-            if gather.size >= BATCH or (gather.pieces and sink.urgent()):
+            if gather.size >= BATCH or (gather.pieces and sink.urgent(gather.size)):
                 await trio.to_thread.run_sync(put, sink, gather.take())
         gather.release()
     finally:
