@@ -838,16 +838,20 @@ class HttpCore:
                     try:
                         if await in_worker(attempt.run, attempt.cancel):
                             return
+                        # A 401: the auth gets one chance to refresh its token.
+                        assert attempt.unauthorized is not None and attempt.refusal is not None
+                        if reauthorized or flow is None:
+                            raise attempt.refusal
+                        reauthorized = True
+                        await _reauthorize(flow, attempt.unauthorized)
+                        continue
                     finally:
                         self.stats.bytes_in += attempt.bytes_in
                         if attempt.resp is not None:
                             fetch.after(attempt.resp)
-                    if attempt.unauthorized is not None and flow is not None:
-                        if reauthorized:
-                            raise attempt.refusal or AuthError("401", status=401)
-                        reauthorized = True  # a fresh token once, then the 401 stands
-                        await _reauthorize(flow, attempt.unauthorized)
-                        continue
+                        if flow is not None:
+                            with trio.CancelScope(shield=True):
+                                await flow.aclose()
             except (*DOWNLOAD_BREAKS, SnfsError) as e:
                 err = resume.error_of(e)
             await resume.pause(err, run.delivered > before, run.at)
@@ -867,7 +871,6 @@ async def _reauthorize(flow: AsyncGenerator[Any, Any], resp: httpx.Response) -> 
     """Hand a 401 to the auth flow that authorized its request: it refreshes its token."""
     with contextlib.suppress(StopAsyncIteration):
         await flow.asend(resp)
-    await flow.aclose()
 
 
 @dataclass

@@ -21,8 +21,9 @@ from snfs import transfer
 from snfs.client import AttachmentClient
 from snfs.compressible import gzip_pays
 from snfs.content_cache import ContentCache
-from snfs.errors import NotTheContent
+from snfs.errors import AuthError, NotTheContent
 from tests.client_support import client, fresh, new_record, payload, shared_emulator
+from tests.test_client_auth import oauth
 from tests.waiting import eventually_async
 
 __all__ = ["fresh"]
@@ -176,3 +177,39 @@ async def test_gzip_is_asked_for_only_where_it_pays(emu, name, ctype, gzip) -> N
     assert got == text
     sent = emu.stats()["bytes_out"]
     assert (sent < len(text) // 4) if gzip else (sent >= len(text))
+
+
+class _Collect:
+    """A sink that keeps what the worker puts (and checks it is called off the event loop)."""
+
+    def __init__(self) -> None:
+        self.parts: list[bytes] = []
+        self.threads: set[int] = set()
+
+    def urgent(self, ahead: int) -> bool:
+        return False
+
+    def put(self, pieces: list[bytes]) -> None:
+        self.threads.add(threading.get_ident())
+        self.parts.extend(pieces)
+
+
+async def test_stream_into_runs_in_a_worker_and_refreshes_an_oauth_token_once(emu) -> None:
+    """A 401 on the worker's request: the auth flow refreshes its token on the event loop and
+    the download is asked for again; a second 401 in a row is a real one."""
+    auth = oauth(emu, grant="password")
+    data = payload(3 * MiB)
+    async with client(emu, auth=auth) as c:
+        att = await c.upload("incident", new_record(emu), "big.bin", data)
+        sink = _Collect()
+        await c.stream_into(att.sys_id, sink)
+        assert b"".join(sink.parts) == data
+        assert threading.get_ident() not in sink.threads
+        emu.fault(method="GET", path=r"/file$", count=1, status=401)
+        sink = _Collect()
+        await c.stream_into(att.sys_id, sink)
+        assert b"".join(sink.parts) == data
+        assert auth.grants == ["password", "refresh_token"]
+        emu.fault(method="GET", path=r"/file$", count=2, status=401)
+        with pytest.raises(AuthError):
+            await c.stream_into(att.sys_id, _Collect())
