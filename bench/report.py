@@ -212,8 +212,8 @@ def markdown(results: dict[str, Any]) -> str:
         ),
         "",
         "| case | unit | snfs | curl (limit) | rclone mount | snfs/curl | snfs/rclone "
-        "| snfs requests | snfs peak RSS | targets |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| snfs requests | snfs peak RSS | snfs CPU s/GiB | targets |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for name, c in results["cases"].items():
         if CASES[name].kind == "wire":
@@ -230,6 +230,7 @@ def markdown(results: dict[str, Any]) -> str:
             )
             req = f"{s['requests_median']:g}" + (f" ({routes})" if routes else "")
         rss = f"{s['peak_rss_max'] / MiB:.0f} MiB" if "peak_rss_max" in s else "–"
+        cpu = f"{s['cpu_s_per_gib']:.2f}" if "cpu_s_per_gib" in s else "–"
         tg = (
             "; ".join(
                 f"{'✅' if t['met'] else '❌' if t['met'] is False else '?'} "
@@ -241,7 +242,7 @@ def markdown(results: dict[str, Any]) -> str:
         lines.append(
             f"| {name} | {unit} | {cell(summ.get('snfs'), unit)} | {cell(summ.get('curl'), unit)} "
             f"| {cell(summ.get('rclone'), unit)} | {_ratio(c['ratios'].get('snfs/curl'))} "
-            f"| {_ratio(c['ratios'].get('snfs/rclone'))} | {req} | {rss} | {tg} |"
+            f"| {_ratio(c['ratios'].get('snfs/rclone'))} | {req} | {rss} | {cpu} | {tg} |"
         )
     lines += _cpu_table(results)
     if "wire" in results["cases"]:
@@ -256,8 +257,8 @@ def markdown(results: dict[str, Any]) -> str:
         ]
         ng = w.get("nginx", {}).get("median")
         for sysname, label in (
-            ("emu-identity", "emulator /file, identity"),
-            ("emu-gzip", "emulator /file, gzip (as snfs asks)"),
+            ("emu-identity", "emulator /file, identity (as snfs asks for a .bin)"),
+            ("emu-gzip", "emulator /file, gzip (as snfs asks for text)"),
             ("nginx", "nginx, static file"),
             ("rclone-serve", "rclone serve webdav"),
         ):
