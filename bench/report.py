@@ -158,6 +158,31 @@ def _ratio(v: float | None) -> str:
     return "–" if v is None else f"{v:.2f}×"
 
 
+def _baseline_table(results: dict[str, Any]) -> list[str]:
+    """Every case: this build against the baseline (`--baseline REF`), when it ran."""
+    base = results["meta"].get("baseline")
+    if not base:
+        return []
+    rows = []
+    for name, c in results["cases"].items():
+        summ, unit = c["summary"], CASES[name].unit
+        if CASES[name].kind == "wire" or "snfs-base" not in summ:
+            continue
+        ratio = _ratio(speed_ratio(name, summ, "snfs", "snfs-base"))
+        rows.append(
+            f"| {name} | {unit} | {cell(summ.get('snfs-base'), unit)} | "
+            f"{cell(summ.get('snfs'), unit)} | {ratio} |"
+        )
+    return [
+        "",
+        f"Before and after: snfs as of `{base}` (`snfs-base`) and this build, same run:",
+        "",
+        "| case | unit | snfs-base | snfs | snfs/snfs-base (speed) |",
+        "| --- | --- | --- | --- | --- |",
+        *rows,
+    ]
+
+
 def _cpu_table(results: dict[str, Any]) -> list[str]:
     """Throughput cases: each daemon's CPU seconds per GiB moved, and this build against the
     baseline (`--baseline`) when it ran."""
@@ -244,7 +269,7 @@ def markdown(results: dict[str, Any]) -> str:
             f"| {cell(summ.get('rclone'), unit)} | {_ratio(c['ratios'].get('snfs/curl'))} "
             f"| {_ratio(c['ratios'].get('snfs/rclone'))} | {req} | {rss} | {cpu} | {tg} |"
         )
-    lines += _cpu_table(results)
+    lines += _cpu_table(results) + _baseline_table(results)
     if "wire" in results["cases"]:
         w = results["cases"]["wire"]["summary"]
         lines += [
