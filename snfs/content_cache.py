@@ -613,7 +613,10 @@ class ContentCache:
         """Publish a complete file under its final name (after fsync when it must persist)."""
         assert self._dir is not None and entry.fd is not None
         if not self._private_dir:
-            await trio.to_thread.run_sync(os.fsync, entry.fd)
+            # Shielded: a file that is complete and verified is kept even when the cache is
+            # closing as its last bytes land (an unmount right after a read).
+            with trio.CancelScope(shield=True):
+                await trio.to_thread.run_sync(os.fsync, entry.fd)
             if entry.dead is not None:
                 return
         final = self._dir / entry.sys_id

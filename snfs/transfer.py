@@ -144,16 +144,20 @@ async def in_worker(fn: Callable[[], T], on_cancel: Callable[[], None]) -> T:
 async def feed(chunks: AsyncIterator[bytes], sink: Sink) -> None:
     """For a backend without a worker path of its own: the bytes of an async stream put
     into `sink` from a worker thread, in batches."""
-    gather = Gather()
+    gather, stopped = Gather(), False
     try:
         async for chunk in chunks:
             gather.add(chunk)
             if gather.size >= BATCH or (gather.pieces and sink.urgent(gather.size)):
                 await trio.to_thread.run_sync(put, sink, gather.take())
-        gather.release()
+    except Stop:
+        stopped = True
+        raise
     finally:
-        # What arrived stays (a resume starts after it); on success the held piece too.
-        if gather.pieces:
+        # Everything the stream gave is the file's (a stream holds back its own last piece
+        # until it has verified the body), so what arrived stays: a resume starts after it.
+        gather.release()
+        if gather.pieces and not stopped:
             with trio.CancelScope(shield=True):
                 await trio.to_thread.run_sync(put, sink, gather.take())
         aclose = getattr(chunks, "aclose", None)
