@@ -241,6 +241,7 @@ class ClientConfig:
     in_doubt_wait: float | None = (
         None  # how long an in-doubt upload is looked for (default max(timeout, 5))
     )
+    gzip_always: bool = False  # ask for gzip for every download (default: text-like only)
 
     def __repr__(self) -> str:
         return (
@@ -1129,7 +1130,11 @@ class _AttachmentFetch(Fetch):
     def __init__(self, client: AttachmentClient, sys_id: str, like: RemoteFile | None) -> None:
         self.client, self.sys_id, self.what = client, sys_id, sys_id
         self.ranged = False
-        self.gzip = like is None or gzip_pays(like.content_type, like.file_name)
+        self.gzip = (
+            like is None
+            or client.config.gzip_always
+            or gzip_pays(like.content_type, like.file_name)
+        )
 
     def headers(self, pos: int) -> dict[str, str]:
         self.ranged = pos > 0 and self.client.supports_range is not False

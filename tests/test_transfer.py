@@ -213,3 +213,16 @@ async def test_stream_into_runs_in_a_worker_and_refreshes_an_oauth_token_once(em
         emu.fault(method="GET", path=r"/file$", count=2, status=401)
         with pytest.raises(AuthError):
             await c.stream_into(att.sys_id, _Collect())
+
+
+async def test_gzip_always_asks_for_gzip_for_any_file(emu) -> None:
+    """The switch for an instance that serves its stored compressed copy cheaper: a JPEG (here
+    compressible bytes under that name) comes gzip as well."""
+    text = b"".join(b"line %06d: the quick brown fox\n" % i for i in range(40_000))
+    async with client(emu, gzip_always=True) as c:
+        att = await c.upload(
+            "incident", new_record(emu), "photo.jpg", text, content_type="image/jpeg"
+        )
+        emu.reset_stats()
+        assert b"".join([chunk async for chunk in c.stream(att.sys_id, like=att)]) == text
+    assert emu.stats()["bytes_out"] < len(text) // 4

@@ -348,8 +348,10 @@ def client_config(o: MountOptions, url: str) -> ClientConfig:
 
 def build(o: MountOptions, url: str) -> Backend:
     """The Attachment API for every table, CCCIF for `/.cccif/`, over one client."""
-    client = AttachmentClient(client_config(o, url))
     mine = o.backend_options
+    config = client_config(o, url)
+    config.gzip_always = bool(mine.get("gzip_always"))
+    client = AttachmentClient(config)
     backend = ServiceNowBackend(
         client, scopes=dict(mine.get("scope") or []), numbers=bool(mine.get("numbers"))
     )
@@ -393,6 +395,13 @@ SYSTEM = System(
             BOOL,
             False,
             "list each record's number (INC0012345) as a symlink next to its sys_id",
+        ),
+        Option(
+            "gzip_always",
+            BOOL,
+            False,
+            "ask for gzip for every download, not only text-like files (for an instance that "
+            "serves its stored compressed copy cheaper than the plain bytes)",
         ),
     ),
 )
