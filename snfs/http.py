@@ -23,7 +23,9 @@ What is independent of the system talked to lives here, once:
   `snfs.http` unless the owner gives its own), from method, path and the server's own message
   only: never a credential;
 - downloads resume after a broken connection (`Resume`, `Skip`); `HttpCore.stream` asks again
-  and skips what was already delivered (these APIs show no Range support).
+  and skips what was already delivered (these APIs show no Range support). `stream_into` is
+  the same loop with each attempt's body received, checked and put into a sink by a worker
+  thread (httpx's synchronous client; `snfs.transfer`).
 
 System-specific behaviour stays with its owner and plugs in through `HttpCore`'s hooks
 (`error_mapper`, `on_response`, `resend_on_401`, a `SendState` per call).
