@@ -13,6 +13,8 @@ from bench.data import MiB
 
 GB_S_IN_MIB_S = 2e9 / MiB  # "2 GB/s" = 2·10^9 bytes/s = 1907 MiB/s
 RSS_LIMIT = 150 * MiB
+GiB = 1024 * MiB
+MOUNTS = ("snfs", "snfs-base", "rclone")  # the systems with a daemon whose CPU is measured
 
 
 def metric(case_name: str, r: dict[str, Any]) -> float | None:
@@ -55,6 +57,13 @@ def summarize(case_name: str, runs: list[dict[str, Any]]) -> dict[str, Any]:
         ]
         if cpu:
             s["daemon_cpu_per_wall"] = round(statistics.median(cpu), 2)
+        per_gib = [
+            r["daemon_cpu_s"] / (r["bytes"] / GiB)
+            for r in mine
+            if r.get("daemon_cpu_s") is not None and r.get("bytes")
+        ]
+        if per_gib and CASES[case_name].unit == "MiB/s":
+            s["cpu_s_per_gib"] = round(statistics.median(per_gib), 2)
         emu = [
             r["emulator_cpu_s"] / r["seconds"]
             for r in mine
@@ -149,6 +158,67 @@ def _ratio(v: float | None) -> str:
     return "–" if v is None else f"{v:.2f}×"
 
 
+def _baseline_table(results: dict[str, Any]) -> list[str]:
+    """Every case: this build against the baseline (`--baseline REF`), when it ran."""
+    base = results["meta"].get("baseline")
+    if not base:
+        return []
+    rows = []
+    for name, c in results["cases"].items():
+        summ, unit = c["summary"], CASES[name].unit
+        if CASES[name].kind == "wire" or "snfs-base" not in summ:
+            continue
+        ratio = _ratio(speed_ratio(name, summ, "snfs", "snfs-base"))
+        rows.append(
+            f"| {name} | {unit} | {cell(summ.get('snfs-base'), unit)} | "
+            f"{cell(summ.get('snfs'), unit)} | {ratio} |"
+        )
+    return [
+        "",
+        f"Before and after: snfs as of `{base}` (`snfs-base`) and this build, same run:",
+        "",
+        "| case | unit | snfs-base | snfs | snfs/snfs-base (speed) |",
+        "| --- | --- | --- | --- | --- |",
+        *rows,
+    ]
+
+
+def _cpu_table(results: dict[str, Any]) -> list[str]:
+    """Throughput cases: each daemon's CPU seconds per GiB moved, and this build against the
+    baseline (`--baseline`) when it ran."""
+    base = results["meta"].get("baseline")
+    systems = [s for s in MOUNTS if s != "snfs-base" or base]
+    rows = []
+    for name, c in results["cases"].items():
+        if CASES[name].unit != "MiB/s" or CASES[name].kind == "wire":
+            continue
+        summ = c["summary"]
+        cpu = [summ.get(s, {}).get("cpu_s_per_gib") for s in systems]
+        row = f"| {name} | " + " | ".join("–" if v is None else f"{v:.2f}" for v in cpu)
+        if base:
+            ratio = speed_ratio(name, summ, "snfs", "snfs-base")
+            mine, theirs = cpu[0], cpu[1]
+            halved = f"{theirs / mine:.2f}×" if mine and theirs else "–"
+            row += f" | {cell(summ.get('snfs-base'), 'MiB/s')} | {_ratio(ratio)} | {halved}"
+        rows.append(row + " |")
+    if not rows:
+        return []
+    head = "| case | " + " | ".join(f"{s} CPU s/GiB" for s in systems)
+    sep = "| --- " * (len(systems) + 1)
+    if base:
+        head += f" | snfs-base ({base}) MiB/s | snfs/snfs-base speed | CPU/GiB base/snfs"
+        sep += "| --- | --- | --- "
+    return [
+        "",
+        "Daemon CPU (user + system) per GiB moved, medians"
+        + (f"; `snfs-base` is snfs as of `{base}`, run side by side in this run:" if base else ":"),
+        "",
+        head + " |",
+        sep + "|",
+        *rows,
+    ]
+
+
 def markdown(results: dict[str, Any]) -> str:
     meta = results["meta"]
     lines = [
@@ -167,8 +237,8 @@ def markdown(results: dict[str, Any]) -> str:
         ),
         "",
         "| case | unit | snfs | curl (limit) | rclone mount | snfs/curl | snfs/rclone "
-        "| snfs requests | snfs peak RSS | targets |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| snfs requests | snfs peak RSS | snfs CPU s/GiB | targets |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for name, c in results["cases"].items():
         if CASES[name].kind == "wire":
@@ -185,6 +255,7 @@ def markdown(results: dict[str, Any]) -> str:
             )
             req = f"{s['requests_median']:g}" + (f" ({routes})" if routes else "")
         rss = f"{s['peak_rss_max'] / MiB:.0f} MiB" if "peak_rss_max" in s else "–"
+        cpu = f"{s['cpu_s_per_gib']:.2f}" if "cpu_s_per_gib" in s else "–"
         tg = (
             "; ".join(
                 f"{'✅' if t['met'] else '❌' if t['met'] is False else '?'} "
@@ -196,8 +267,9 @@ def markdown(results: dict[str, Any]) -> str:
         lines.append(
             f"| {name} | {unit} | {cell(summ.get('snfs'), unit)} | {cell(summ.get('curl'), unit)} "
             f"| {cell(summ.get('rclone'), unit)} | {_ratio(c['ratios'].get('snfs/curl'))} "
-            f"| {_ratio(c['ratios'].get('snfs/rclone'))} | {req} | {rss} | {tg} |"
+            f"| {_ratio(c['ratios'].get('snfs/rclone'))} | {req} | {rss} | {cpu} | {tg} |"
         )
+    lines += _cpu_table(results) + _baseline_table(results)
     if "wire" in results["cases"]:
         w = results["cases"]["wire"]["summary"]
         lines += [
@@ -210,8 +282,8 @@ def markdown(results: dict[str, Any]) -> str:
         ]
         ng = w.get("nginx", {}).get("median")
         for sysname, label in (
-            ("emu-identity", "emulator /file, identity"),
-            ("emu-gzip", "emulator /file, gzip (as snfs asks)"),
+            ("emu-identity", "emulator /file, identity (as snfs asks for a .bin)"),
+            ("emu-gzip", "emulator /file, gzip (as snfs asks for text)"),
             ("nginx", "nginx, static file"),
             ("rclone-serve", "rclone serve webdav"),
         ):

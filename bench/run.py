@@ -131,6 +131,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         metavar="JSON",
         help="only re-write <out>/latest.md from a results JSON (no benchmark)",
     )
+    p.add_argument(
+        "--baseline",
+        metavar="REF",
+        help="also run snfs as of git REF (e.g. main) as system `snfs-base`, side by side with "
+        "this build in the same run (before/after)",
+    )
     p.add_argument("--keep", action="store_true", help="keep the scratch directory")
     p.add_argument(
         "--mbit",
@@ -218,6 +224,8 @@ def main(argv: list[str] | None = None) -> int:
         if not path:
             notes.append(f"`{t}` is missing and could not be installed: its columns are empty.")
     systems = [s for s in a.system_list if s == "snfs" or tools.get(s)]
+    if a.baseline:
+        systems.insert(systems.index("snfs") + 1 if "snfs" in systems else 0, "snfs-base")
     if a.profile_list:
         ensure_py_spy()
     if not os.path.exists("/dev/fuse") or not shutil.which("fusermount3"):
@@ -239,6 +247,7 @@ def main(argv: list[str] | None = None) -> int:
             RcloneMount,
             RcloneServer,
             SnfsMount,
+            baseline_checkout,
         )
 
         def served(upstream: str, name: str) -> str:
@@ -281,6 +290,15 @@ def main(argv: list[str] | None = None) -> int:
         if "rclone" in systems:
             mounts["rclone"] = RcloneMount(rserver, work, served(rserver.url, "rclone"))
         mounts["snfs"] = SnfsMount(served(emu.url, "emulator"), work, a.snfs_opt)
+        if a.baseline:
+            mounts["snfs-base"] = SnfsMount(
+                served(emu.url, "emulator-base"),
+                work,
+                a.snfs_opt,
+                name="snfs-base",
+                source=baseline_checkout(a.baseline, work),
+            )
+            util.log(f"snfs-base: snfs as of {a.baseline}")
         if wire and tools.get("nginx"):
             nginx = Nginx(root, work)
             util.log(f"nginx at {nginx.url}")
@@ -305,7 +323,11 @@ def main(argv: list[str] | None = None) -> int:
                     if (s != "nginx" or nginx) and (s != "rclone-serve" or rserver)
                 ]
             else:
-                case_systems = [s for s in systems if s in case.systems]
+                case_systems = [
+                    s
+                    for s in systems
+                    if s in case.systems or (s == "snfs-base" and "snfs" in case.systems)
+                ]
             runs: list[dict[str, Any]] = []
             for rep in range(a.repeat):
                 k = rep % len(case_systems)
@@ -386,6 +408,7 @@ def main(argv: list[str] | None = None) -> int:
         "latency_ms": a.latency,
         "mbit": a.mbit,
         "systems": systems,
+        "baseline": a.baseline,
         "sizes": sizes,
         "sizes_text": sizes_text(sizes),
         "drop_caches": drop_ok,

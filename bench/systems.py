@@ -41,12 +41,21 @@ class Emulator:
 class SnfsMount:
     """A fresh `snfs mount` per run: its own mount point, content cache and spool."""
 
-    name = "snfs"
-
-    def __init__(self, url: str, work: Path, extra: list[str] | None = None) -> None:
+    def __init__(
+        self,
+        url: str,
+        work: Path,
+        extra: list[str] | None = None,
+        *,
+        name: str = "snfs",
+        source: Path = REPO,
+    ) -> None:
+        """`source`: the checkout whose `snfs` runs (`python -m snfs` imports the package in
+        its working directory first): this one, or a baseline's (`--baseline`)."""
         self.url = url
         self.work = work
         self.extra = extra or []
+        self.name, self.source = name, source
         self.n = 0
         self.proc: subprocess.Popen | None = None
         self.mp: Path | None = None
@@ -54,7 +63,7 @@ class SnfsMount:
 
     def mount(self) -> Path:
         self.n += 1
-        run = self.work / f"snfs-{self.n}"
+        run = self.work / f"{self.name}-{self.n}"
         shutil.rmtree(run, ignore_errors=True)
         mp, state = run / "mnt", run / "state"
         mp.mkdir(parents=True)
@@ -84,7 +93,7 @@ class SnfsMount:
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             env=env,
-            cwd=REPO,
+            cwd=self.source,
         )
         self.mp, self.run_dir, self.log_file = mp, run, log_file
         util.wait_mounted(mp, self.proc, log_file=log_file)
@@ -106,9 +115,23 @@ class SnfsMount:
             except subprocess.TimeoutExpired:
                 util.stop_proc(self.proc)
         util.unmount(self.mp)
-        _keep_log(self.log_file, self.work / "logs" / f"snfs-{self.n}.log")
+        _keep_log(self.log_file, self.work / "logs" / f"{self.name}-{self.n}.log")
         shutil.rmtree(self.run_dir, ignore_errors=True)
         self.mp = self.proc = self.pid = None
+
+
+def baseline_checkout(ref: str, work: Path) -> Path:
+    """The tree of git `ref` of this repository, exported into `work` (for `--baseline`)."""
+    dest = work / "baseline"
+    shutil.rmtree(dest, ignore_errors=True)
+    dest.mkdir(parents=True)
+    archive = subprocess.run(
+        ["git", "-C", str(REPO), "archive", "--format=tar", ref, "snfs"],
+        check=True,
+        capture_output=True,
+    ).stdout
+    subprocess.run(["tar", "-x", "-C", str(dest)], input=archive, check=True)
+    return dest
 
 
 def _keep_log(src: Path, dst: Path) -> None:

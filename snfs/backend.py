@@ -28,7 +28,10 @@ from collections.abc import AsyncIterator, Collection
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from snfs.transfer import Sink
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,7 +133,17 @@ class Backend(Protocol):
     async def list_record(self, table: str, record: str) -> list[RemoteFile]: ...
 
     # -- content -------------------------------------------------------------------------------
-    def stream(self, file_id: str, *, offset: int = 0) -> AsyncIterator[bytes]: ...
+    def stream(
+        self, file_id: str, *, offset: int = 0, like: RemoteFile | None = None
+    ) -> AsyncIterator[bytes]:
+        """The content from `offset` on. `like`: the file's metadata when known (a backend may
+        choose how to ask by it, e.g. gzip only for text-like content)."""
+
+    async def stream_into(
+        self, file_id: str, sink: Sink, *, offset: int = 0, like: RemoteFile | None = None
+    ) -> None:
+        """`stream`, with the bytes put into `sink` by a worker thread (`snfs.transfer`);
+        `transfer.feed(self.stream(...), sink)` where a backend has no worker path."""
 
     async def upload(
         self,

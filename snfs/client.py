@@ -21,7 +21,7 @@ import mimetypes
 import re
 import secrets as _secrets
 import time
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Collection
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Collection, Iterator
 from contextlib import aclosing
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -32,9 +32,10 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 import trio
 
-from snfs import __version__
+from snfs import __version__, transfer
 from snfs import query as _q
 from snfs.backend import RemoteFile
+from snfs.compressible import gzip_pays
 from snfs.errors import (
     ConfigError,
     ExtensionRefused,
@@ -56,10 +57,12 @@ from snfs.http import (
     HttpStats,
     SendState,
     Skip,
+    WorkerAnswer,
     http_error,
     is_html,
     upload_once,
 )
+from snfs.transfer import Sink
 
 log = logging.getLogger("snfs.client")
 
@@ -238,6 +241,7 @@ class ClientConfig:
     in_doubt_wait: float | None = (
         None  # how long an in-doubt upload is looked for (default max(timeout, 5))
     )
+    gzip_always: bool = False  # ask for gzip for every download (default: text-like only)
 
     def __repr__(self) -> str:
         return (
@@ -350,13 +354,17 @@ class _Body:
         if self.head:
             self.client.stats.bytes_out += len(self.head)
             yield self.head
-        async for chunk in self.opener():
+        # A file is read and hashed by a worker thread while the event loop sends.
+        in_worker = isinstance(self.opener, _FileSource)
+        chunks = self.opener(self.digest) if in_worker else self.opener()  # type: ignore[call-arg]
+        async for chunk in chunks:
             if not chunk:
                 continue
             self.sent += len(chunk)
             if self.size is not None and self.sent > self.size:
                 raise InvalidInput(f"upload source is larger than the {self.size} bytes announced")
-            self.digest.update(chunk)
+            if not in_worker:
+                self.digest.update(chunk)
             self.client.stats.bytes_out += len(chunk)
             yield bytes(chunk)
         if self.size is not None and self.sent != self.size:
@@ -365,6 +373,22 @@ class _Body:
         if self.tail:
             self.client.stats.bytes_out += len(self.tail)
             yield self.tail
+
+
+class _FileSource:
+    """An upload's file, read and hashed by a worker thread (`snfs.transfer.file_chunks`)."""
+
+    def __init__(self, path: Path, want: int) -> None:
+        self.path, self.want = path, want
+
+    async def __call__(self, digest: Any = None) -> AsyncIterator[bytes]:
+        chunks = transfer.file_chunks(self.path, self.want, digest)
+        try:
+            async with aclosing(chunks):
+                async for chunk in chunks:
+                    yield chunk
+        except OSError as e:
+            raise InvalidInput(f"upload source {self.path}: {e.strerror}") from None
 
 
 def _opener(
@@ -386,17 +410,7 @@ def _opener(
             raise InvalidInput(f"upload source {path}: {e.strerror}") from None
         want = actual if size is None else size
 
-        async def from_file() -> AsyncIterator[bytes]:
-            remaining = want
-            async with await trio.open_file(path, "rb") as f:
-                while remaining > 0:
-                    chunk = await f.read(min(FILE_CHUNK, remaining))
-                    if not chunk:
-                        break
-                    remaining -= len(chunk)
-                    yield chunk
-
-        return from_file, want
+        return _FileSource(path, want), want
     if callable(source):
         return source, size
     raise InvalidInput(f"unsupported upload source {type(source).__name__}")
@@ -622,13 +636,19 @@ class AttachmentClient:
         return Attachment.from_json(_result(resp, dict))
 
     def stream(
-        self, sys_id: str, *, offset: int = 0, expected_size: int | None = None
+        self,
+        sys_id: str,
+        *,
+        offset: int = 0,
+        expected_size: int | None = None,
+        like: RemoteFile | None = None,
     ) -> AsyncIterator[bytes]:
-        """The content from `offset` on, resumed across broken connections."""
+        """The content from `offset` on, resumed across broken connections. `like`: the
+        file's metadata, when known, to ask for gzip only where it pays."""
         _q.validate_sys_id(sys_id)
         if offset < 0:
             raise InvalidInput("offset must not be negative")
-        return self._stream(sys_id, offset, expected_size, hold_slot=True)
+        return self._stream(sys_id, offset, expected_size, hold_slot=True, like=like)
 
     def stream_media(
         self, media_url: str, *, offset: int = 0, expected_size: int | None = None
@@ -642,9 +662,26 @@ class AttachmentClient:
         path = "/" + media_url[len(base) :]
         return self._core.stream("file", path, offset=offset, expected_size=expected_size)
 
-    async def _stream(
-        self, sys_id: str, offset: int, expected_size: int | None, hold_slot: bool
-    ) -> AsyncIterator[bytes]:
+    async def stream_into(
+        self, sys_id: str, sink: Sink, *, offset: int = 0, like: RemoteFile | None = None
+    ) -> None:
+        """`stream`, with the bytes received, verified and put into `sink` by a worker
+        thread (`HttpCore.stream_into`)."""
+        _q.validate_sys_id(sys_id)
+        if offset < 0:
+            raise InvalidInput("offset must not be negative")
+        path = self._not_cut(sys_id)
+        try:
+            await self._core.stream_into(
+                "file", path, sink, offset=offset, fetch=_AttachmentFetch(self, sys_id, like)
+            )
+        except QuotaCut:
+            self._quota_cuts[sys_id] = time.monotonic()
+            raise
+        self._quota_cuts.pop(sys_id, None)
+
+    def _not_cut(self, sys_id: str) -> str:
+        """The file's path, unless the quota cut its download moments ago."""
         path = f"/attachment/{sys_id}/file"
         cut_at = self._quota_cuts.get(sys_id)
         if cut_at is not None and time.monotonic() - cut_at < QUOTA_MEMORY:
@@ -657,13 +694,24 @@ class AttachmentClient:
                 method="GET",
                 path=path,
             )
+        return path
+
+    async def _stream(
+        self,
+        sys_id: str,
+        offset: int,
+        expected_size: int | None,
+        hold_slot: bool,
+        like: RemoteFile | None = None,
+    ) -> AsyncIterator[bytes]:
+        path = self._not_cut(sys_id)
         # A copy stream (hold_slot False) feeds an upload that holds a session itself.
         chunks = self._core.stream(
             "file",
             path,
             offset=offset,
             expected_size=expected_size,
-            fetch=_AttachmentFetch(self, sys_id),
+            fetch=_AttachmentFetch(self, sys_id, like),
             spare=not hold_slot,
         )
         try:
@@ -1112,21 +1160,27 @@ def _metadata(resp: httpx.Response) -> dict[str, Any] | None:
 
 
 class _AttachmentFetch(Fetch):
-    """`/attachment/{sys_id}/file` for `HttpCore.stream`: gzip, Range from an offset unless
-    the instance has shown it ignores Range, 416 at the end, and the answer checked against
-    `X-Attachment-Metadata` (`_Check`)."""
+    """`/attachment/{sys_id}/file` for `HttpCore.stream`: gzip where it pays (text-like
+    content, `snfs.compressible`; without the file's metadata, as always), Range from an
+    offset unless the instance has shown it ignores Range, 416 at the end, and the answer
+    checked against `X-Attachment-Metadata` (`_Check`)."""
 
     verb = "resuming"
 
-    def __init__(self, client: AttachmentClient, sys_id: str) -> None:
+    def __init__(self, client: AttachmentClient, sys_id: str, like: RemoteFile | None) -> None:
         self.client, self.sys_id, self.what = client, sys_id, sys_id
         self.ranged = False
+        self.gzip = (
+            like is None
+            or client.config.gzip_always
+            or gzip_pays(like.content_type, like.file_name)
+        )
 
     def headers(self, pos: int) -> dict[str, str]:
         self.ranged = pos > 0 and self.client.supports_range is not False
         if self.ranged:  # a range of the plain bytes
             return {"Accept": "*/*", "Accept-Encoding": "identity", "Range": f"bytes={pos}-"}
-        return {"Accept": "*/*", "Accept-Encoding": "gzip"}
+        return {"Accept": "*/*", "Accept-Encoding": "gzip" if self.gzip else "identity"}
 
     async def answer(
         self, core: HttpCore, resp: httpx.Response, pos: int, kind: str, path: str
@@ -1135,12 +1189,26 @@ class _AttachmentFetch(Fetch):
             return None  # offset at or past the end
         if resp.status_code not in (200, 206):
             raise await core.read_error(resp, kind, path)
-        check = await _Check.of(resp, self.sys_id, path)
+        page = await resp.aread() if _Check.page_like(resp) else None
+        check = _Check.of(resp, self.sys_id, path, page)
         skip, whole = self.client._range_start(resp, path, pos, self.ranged)
         total = check.size if check.size is not None else whole
         # As the bytes arrive: re-chunking them costs a copy per byte, and the content cache
         # gathers its disk writes itself.
         return Answer(skip, total, check.body(resp), check.verify)
+
+    def answer_in_worker(
+        self, core: HttpCore, resp: httpx.Response, pos: int, kind: str, path: str
+    ) -> WorkerAnswer | None:
+        if resp.status_code == 416:
+            return None
+        if resp.status_code not in (200, 206):
+            resp.read()
+            raise core.refused_download(resp, kind, path)
+        check = _Check.of(resp, self.sys_id, path, resp.read() if _Check.page_like(resp) else None)
+        skip, whole = self.client._range_start(resp, path, pos, self.ranged)
+        total = check.size if check.size is not None else whole
+        return WorkerAnswer(skip, total, check.body_in_worker(resp), check.verify)
 
     def after(self, resp: httpx.Response) -> None:
         self.client._learn_clock(resp)
@@ -1158,14 +1226,21 @@ class _Check:
         self.received = 0  # bytes of this answer's body
         self.whole = False  # the body is the whole file (200, not 206)
 
+    @staticmethod
+    def page_like(resp: httpx.Response) -> bool:
+        """A JSON answer without metadata: its body is read to tell which page it is."""
+        ctype = resp.headers.get("content-type", "").lower()
+        return _metadata(resp) is None and "json" in ctype
+
     @classmethod
-    async def of(cls, resp: httpx.Response, sys_id: str, path: str) -> _Check:
+    def of(cls, resp: httpx.Response, sys_id: str, path: str, page: bytes | None) -> _Check:
+        """The check of an answer; `page`: its body when `page_like`."""
         meta = _metadata(resp)
         ctype = resp.headers.get("content-type", "").lower()
         if meta is None and ("html" in ctype or "json" in ctype):
             # No metadata and a page's type: a hibernating instance, a login page or an
             # error page answered 200 instead of the attachment. Name it; keep nothing.
-            head = (await resp.aread())[:200] if "json" in ctype else b""
+            head = (page or b"")[:200] if "json" in ctype else b""
             what = HTML_PAGE if is_html(resp, head) or "html" in ctype else "a JSON page"
             raise NotTheContent(
                 f"GET {path}: {resp.status_code} is not the attachment: {what}",
@@ -1190,6 +1265,16 @@ class _Check:
         self.whole = resp.status_code == 200
         digest = self.digest if self.whole else None
         async for chunk in resp.aiter_bytes():
+            self.received += len(chunk)
+            if digest is not None:
+                digest.update(chunk)
+            yield chunk
+
+    def body_in_worker(self, resp: httpx.Response) -> Iterator[bytes]:
+        """`body` in a download's worker thread: receive and hash leave the event loop."""
+        self.whole = resp.status_code == 200
+        digest = self.digest if self.whole else None
+        for chunk in resp.iter_bytes():
             self.received += len(chunk)
             if digest is not None:
                 digest.update(chunk)

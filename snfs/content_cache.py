@@ -13,6 +13,11 @@ streams the content from ``offset`` to the end.
   fast; no thread hop on the hot path).
   A complete file is fsynced (persistent dir only) and renamed to ``<disk_dir>/<sys_id>``, so the
   next mount with the same disk_dir reuses it; ``*.part`` files are removed at start.
+* Given `into` (the mount gives `Backend.stream_into`), a large file's bytes are received,
+  verified and written by a worker thread per download (`snfs.transfer`); this module's task
+  only waits for it and moves the watermark as batches land (`_landed`). Readers, pins, the
+  budget, pauses and resumes work the same on both paths (docs/ARCHITECTURE.md, "The data
+  path").
 * The disk budget is enforced when bytes are added: least-recently-used entries that are not
   pinned (no in-flight read, no running download) are deleted. Pinned entries may push the total
   over the budget (e.g. one file bigger than the whole budget stays readable); the excess is
@@ -45,8 +50,9 @@ import os
 import re
 import shutil
 import tempfile
+import threading
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -54,12 +60,17 @@ from typing import Any
 import cachetools
 import trio
 
+from snfs import transfer
 from snfs.errors import InvalidInput, NotFound
 from snfs.spool import private_dir
+from snfs.transfer import Sink, Stop, pwritev_all
 
 log = logging.getLogger("snfs.cache")
 
 Fetch = Callable[[str, int], AsyncIterator[bytes]]
+# `into(sys_id, offset, sink)`: the content from `offset` on, put into `sink` by a worker
+# thread (`snfs.transfer`): how a large file reaches the disk when the cache is given one.
+Into = Callable[[str, int, Sink], Awaitable[None]]
 
 WRITE_BATCH = 1 << 20  # bytes gathered before a disk-cache write when nobody waits
 _SYS_ID = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")  # file ids; also safe cache file names
@@ -67,6 +78,7 @@ _PART = ".part"
 _LOCK = ".lock"
 RANGE_AHEAD = 8 * 2**20  # a read this far past the watermark may use its own range fetch
 COPY_CHUNK = 2**20
+_NO_NEED = 2**63  # `_Entry.need` while no reader waits
 
 
 class _Abandoned(Exception):
@@ -100,6 +112,8 @@ class _Entry:
     dead: BaseException | None = None  # set once forgotten/evicted: what late readers get
     progress: trio.Event = field(default_factory=trio.Event)
     waiting: int = 0  # readers blocked until the watermark moves
+    ends: list[int] = field(default_factory=list)  # the end each of them waits for
+    need: int = _NO_NEED  # the nearest of those ends (read by download workers)
     wanted: int = 0  # the furthest end any reader asked for
 
     def has(self, end: int) -> bool:
@@ -171,6 +185,7 @@ class ContentCache:
         self,
         fetch: Fetch,
         *,
+        into: Into | None = None,
         memory_bytes: int = 256 * 2**20,
         disk_dir: Path | None = None,
         disk_bytes: int = 2 * 2**30,
@@ -181,6 +196,7 @@ class ContentCache:
         pause_after_s: float = 5.0,
     ) -> None:
         self._fetch = fetch
+        self._into = into
         self._mem = _CountingLRU(memory_bytes, lambda sys_id: self._prefetched.pop(sys_id, None))
         self._mem_max = memory_bytes
         self._mem_loads: dict[str, _MemLoad] = {}
@@ -218,6 +234,8 @@ class ContentCache:
     # ---- lifecycle -------------------------------------------------------------------------
 
     async def __aenter__(self) -> ContentCache:
+        if self._into is not None:
+            transfer.share_the_gil()
         self._open_dir()
         try:
             self._nursery = await self._stack.enter_async_context(trio.open_nursery())
@@ -455,10 +473,14 @@ class ContentCache:
                 raise seen.error
             seen = self._ensure_download(entry)
             entry.waiting += 1
+            entry.ends.append(end)
+            entry.need = min(entry.ends)
             try:
                 await entry.progress.wait()
             finally:
                 entry.waiting -= 1
+                entry.ends.remove(end)
+                entry.need = min(entry.ends, default=_NO_NEED)
 
     def _pread(self, entry: _Entry, offset: int, end: int) -> bytes:
         if entry.dead is not None:
@@ -509,6 +531,9 @@ class ContentCache:
             self._notify(entry)
 
     async def _stream_to_disk(self, entry: _Entry) -> None:
+        if self._into is not None:
+            await self._stream_in_worker(entry, self._into)
+            return
         stream = self._fetch(entry.sys_id, entry.watermark)
         # Chunks are gathered into large writes (fewer syscalls and wake-ups on the hot path),
         # except while a reader waits: then every chunk goes to disk at once.
@@ -528,6 +553,40 @@ class ContentCache:
             await _aclose(stream)
         if entry.dead is None:
             await self._finish(entry)
+
+    async def _stream_in_worker(self, entry: _Entry, into: Into) -> None:
+        """The download's bytes are received, verified and written by a worker thread; this
+        task only waits for it, and `_landed` moves the watermark as each batch lands."""
+        assert entry.fd is not None
+        sink = _DiskSink(self, entry, trio.lowlevel.current_trio_token())
+        try:
+            await into(entry.sys_id, entry.watermark, sink)
+        except Stop:
+            if sink.stop is not None:
+                raise sink.stop from None  # paused, abandoned
+            return  # dropped (forgotten, evicted): nothing to finish
+        if entry.dead is None:
+            await self._finish(entry)
+
+    def _landed(self, sink: _DiskSink) -> None:
+        """On the event loop: more bytes of `sink`'s file are on disk. Never raises (it runs
+        as a callback of the loop); what stops the worker is set on the sink."""
+        entry, n = sink.entry, sink.told()
+        if entry.dead is not None:
+            return  # dropped: its worker sees that before its next write
+        entry.watermark += n
+        self._disk_used += n
+        self._counts["bytes_fetched"] += n
+        self._notify(entry)
+        try:
+            # The bytes are written before they are counted: the budget is enforced one
+            # batch (1 MiB) late, as pinned entries may exceed it anyway.
+            self._make_room(0, entry)
+            self._maybe_pause(entry)
+        except (_Abandoned, _Paused) as exc:
+            sink.stop = exc
+        except Exception as exc:  # e.g. an eviction's unlink failing: stop this download
+            sink.stop = exc
 
     def _maybe_pause(self, entry: _Entry) -> None:
         """Stop a download its readers have left (a thumbnailer's 4 KiB read of a 1 GiB file).
@@ -559,7 +618,10 @@ class ContentCache:
         """Publish a complete file under its final name (after fsync when it must persist)."""
         assert self._dir is not None and entry.fd is not None
         if not self._private_dir:
-            await trio.to_thread.run_sync(os.fsync, entry.fd)
+            # Shielded: a file that is complete and verified is kept even when the cache is
+            # closing as its last bytes land (an unmount right after a read).
+            with trio.CancelScope(shield=True):
+                await trio.to_thread.run_sync(os.fsync, entry.fd)
             if entry.dead is not None:
                 return
         final = self._dir / entry.sys_id
@@ -640,6 +702,43 @@ class ContentCache:
         self._counts["downloads_started"] += 1
         self._counts["downloads_active"] += 1  # counted now so stats() is exact before it runs
         self._nursery.start_soon(fn, *args)
+
+
+class _DiskSink:
+    """A disk entry's file as a worker's `snfs.transfer.Sink`: the worker writes each batch
+    after the last (pwritev, GIL released) and tells the event loop (`_landed`), without
+    waiting for it; the loop answers through `stop`, seen before the next write. One wake-up
+    of the loop at a time: batches that land while one is pending are told with it."""
+
+    def __init__(self, cache: ContentCache, entry: _Entry, token: trio.lowlevel.TrioToken):
+        assert entry.fd is not None
+        self.cache, self.entry, self.token = cache, entry, token
+        self.fd, self.pos = entry.fd, entry.watermark
+        self.stop: BaseException | None = None
+        self._lock = threading.Lock()
+        self._untold = 0  # bytes written that the loop has not been told of
+        self._pending = False  # a `_landed` call is queued on the loop
+
+    def urgent(self, ahead: int) -> bool:
+        return self.pos + ahead >= self.entry.need
+
+    def put(self, pieces: list[bytes]) -> None:
+        if self.stop is not None or self.entry.dead is not None:
+            raise Stop()
+        n = pwritev_all(self.fd, pieces, self.pos)
+        self.pos += n
+        with self._lock:
+            self._untold += n
+            if self._pending:
+                return
+            self._pending = True
+        self.token.run_sync_soon(self.cache._landed, self)
+
+    def told(self) -> int:
+        """On the loop: the bytes written since the last call."""
+        with self._lock:
+            n, self._untold, self._pending = self._untold, 0, False
+        return n
 
 
 def _try_lock(path: Path) -> int | None:

@@ -21,7 +21,7 @@ import trio
 
 from snfs import config, notify
 from snfs.attrs import Owner, Timeouts, effective_umask, umask_given
-from snfs.backend import Backend
+from snfs.backend import Backend, RemoteFile
 from snfs.content_cache import ContentCache
 from snfs.control import Control
 from snfs.emulator.launch import snfs_command
@@ -34,6 +34,7 @@ from snfs.progress import Transfers
 from snfs.registry import make_backend, systems
 from snfs.spool import Spool, instance_dir
 from snfs.status import unescape_mount_field
+from snfs.transfer import Sink
 from snfs.tree import Tree
 from snfs.unmount import SHUTDOWN_UPLOAD_SECONDS, unmount, unmount_report_path, write_unmount_report
 from snfs.write_states import State
@@ -187,14 +188,24 @@ class Mount:
             "unmount_report": str(self.report),
         }
 
+    def _known(self, file_id: str) -> tuple[RemoteFile | None, str]:
+        """A file's metadata from the tree (for the backend to choose how to download it) and
+        the path `snfs status` shows for its download."""
+        att = self.tree.attachment(file_id) if self.tree is not None else None
+        path = f"{att.table_name}/{att.table_sys_id}/{att.file_name}" if att else file_id
+        return att, path
+
     def _download(self, sys_id: str, offset: int) -> AsyncIterator[bytes]:
         """The backend's download of a file, counted for `snfs status`."""
-        att = self.tree.attachment(sys_id) if self.tree is not None else None
-        path = f"{att.table_name}/{att.table_sys_id}/{att.file_name}" if att else sys_id
-        total = att.size_bytes if att else None
-        return self.transfers.download(
-            self.backend.stream(sys_id, offset=offset), path, total, offset
-        )
+        att, path = self._known(sys_id)
+        chunks = self.backend.stream(sys_id, offset=offset, like=att)
+        return self.transfers.download(chunks, path, att.size_bytes if att else None, offset)
+
+    async def _download_into(self, sys_id: str, offset: int, sink: Sink) -> None:
+        """The backend's download of a file by a worker thread, counted for `snfs status`."""
+        att, path = self._known(sys_id)
+        with self.transfers.counting(sink, path, att.size_bytes if att else None, offset) as s:
+            await self.backend.stream_into(sys_id, s, offset=offset, like=att)
 
     def unsent(self) -> list[dict[str, Any]]:
         """What is not on the instance (owed, blocked), each with why."""
@@ -240,6 +251,7 @@ class Mount:
             disk_dir = instance_dir(o.cache_dir or cache_home() / "content", self.key)
             async with ContentCache(
                 self._download,
+                into=self._download_into,
                 memory_bytes=o.cache_size,
                 disk_dir=disk_dir,
                 disk_bytes=o.disk_cache_size,

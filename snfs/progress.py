@@ -18,6 +18,8 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
+from snfs.transfer import Sink
+
 
 @dataclass
 class Transfer:
@@ -58,6 +60,21 @@ async def _count(body: AsyncIterable[bytes], transfer: Transfer) -> AsyncIterato
         yield chunk
 
 
+class _CountingSink:
+    """A worker's sink that counts what it puts (in the worker thread: one int add per batch,
+    read by `snfs status` on the event loop)."""
+
+    def __init__(self, sink: Sink, transfer: Transfer) -> None:
+        self._sink, self._transfer = sink, transfer
+
+    def urgent(self, ahead: int) -> bool:
+        return self._sink.urgent(ahead)
+
+    def put(self, pieces: list[bytes]) -> None:
+        self._sink.put(pieces)
+        self._transfer.done += sum(map(len, pieces))
+
+
 class Transfers:
     def __init__(self) -> None:
         self._live: dict[int, Transfer] = {}
@@ -92,6 +109,13 @@ class Transfers:
                 async for chunk in chunks:
                     transfer.done += len(chunk)
                     yield chunk
+
+    @contextmanager
+    def counting(self, sink: Sink, path: str, total: int | None, offset: int) -> Iterator[Sink]:
+        """`sink` (a download's worker path from `offset` on), counted while it runs."""
+        with self.track("download", path, total) as transfer:
+            transfer.done = offset
+            yield _CountingSink(sink, transfer)
 
     def as_list(self) -> list[dict[str, Any]]:
         now = time.monotonic()

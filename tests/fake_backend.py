@@ -17,9 +17,11 @@ from pathlib import Path
 
 import trio
 
+from snfs import transfer
 from snfs.backend import FULL, Capabilities, XattrKeys
 from snfs.backend import RemoteFile as Attachment
 from snfs.errors import NotFound, ServerError, SnfsError
+from snfs.transfer import Sink
 
 
 @dataclass
@@ -144,7 +146,14 @@ class FakeBackend:
             a for a, _ in self.files.values() if a.table_name == table and a.table_sys_id == record
         ]
 
-    async def stream(self, file_id: str, *, offset: int = 0) -> AsyncIterator[bytes]:
+    async def stream_into(
+        self, file_id: str, sink: Sink, *, offset: int = 0, like: Attachment | None = None
+    ) -> None:
+        await transfer.feed(self.stream(file_id, offset=offset), sink)
+
+    async def stream(
+        self, file_id: str, *, offset: int = 0, like: Attachment | None = None
+    ) -> AsyncIterator[bytes]:
         if self.stream_gate is not None:
             await self.stream_gate.wait()
         if self.fail_streams:

@@ -16,11 +16,14 @@ import sys
 import textwrap
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trio
 
+from snfs import transfer
 from snfs.content_cache import ContentCache
+from snfs.content_cache import ContentCache as _ContentCache
 from snfs.errors import InvalidInput, NotFound, ServerError
 
 KiB = 2**10
@@ -89,6 +92,23 @@ class FakeSource:
 
     def fetches(self, sys_id: str) -> int:
         return sum(1 for s, _ in self.calls if s == sys_id)
+
+
+@pytest.fixture(autouse=True, params=["event-loop", "worker"])
+def data_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every test runs twice: large files written by the cache's own task from the fetch's
+    async stream, and by a worker thread (`into`, here `snfs.transfer.feed` over the same
+    fake fetch: the worker's sink, batches, stop and resume rules)."""
+    if request.param == "worker":
+
+        def with_worker(fetch: Callable[..., Any], **kw: Any) -> ContentCache:
+            async def into(sys_id: str, offset: int, sink: Any) -> None:
+                await transfer.feed(fetch(sys_id, offset), sink)
+
+            return _ContentCache(fetch, into=into, **kw)
+
+        monkeypatch.setattr(sys.modules[__name__], "ContentCache", with_worker)
+    return str(request.param)
 
 
 async def wait_until(cond: Callable[[], bool], limit: float = 5.0) -> None:

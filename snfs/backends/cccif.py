@@ -23,10 +23,11 @@ from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 
-from snfs import names
+from snfs import names, transfer
 from snfs.backend import Capabilities, RemoteFile, Stats, XattrKeys
 from snfs.client import AttachmentClient
 from snfs.errors import Forbidden, NotFound, SnfsError, Unsupported
+from snfs.transfer import Sink
 
 log = logging.getLogger("snfs.backends.cccif")
 
@@ -142,14 +143,30 @@ class CccifBackend:
         if f.sys_id in mine and row.state:
             mine[f.sys_id] = replace(f, state=row.state, extra={**f.extra, "state": row.state})
 
-    def stream(self, file_id: str, *, offset: int = 0) -> AsyncIterator[bytes]:
-        """Through the `mediaUrl` the upload answered, where this process knows it (the
-        uploader may not read `sys_cs_media` through the Attachment API); else by sys_id."""
+    def _media_url(self, file_id: str) -> tuple[str, int | None]:
+        """The `mediaUrl` the upload answered and the size, where this process knows them (the
+        uploader may not read `sys_cs_media` through the Attachment API)."""
         mine = next((m[file_id] for m in self._mine.values() if file_id in m), None)
-        media_url = mine.extra.get("media_url", "") if mine else ""
-        if mine is not None and media_url:
-            return self.client.stream_media(media_url, offset=offset, expected_size=mine.size_bytes)
-        return self.client.stream(file_id, offset=offset)
+        return (mine.extra.get("media_url", ""), mine.size_bytes) if mine else ("", None)
+
+    def stream(
+        self, file_id: str, *, offset: int = 0, like: RemoteFile | None = None
+    ) -> AsyncIterator[bytes]:
+        """Through the `mediaUrl` where known; else by sys_id."""
+        media_url, size = self._media_url(file_id)
+        if media_url:
+            return self.client.stream_media(media_url, offset=offset, expected_size=size)
+        return self.client.stream(file_id, offset=offset, like=like)
+
+    async def stream_into(
+        self, file_id: str, sink: Sink, *, offset: int = 0, like: RemoteFile | None = None
+    ) -> None:
+        media_url, size = self._media_url(file_id)
+        if media_url:
+            stream = self.client.stream_media(media_url, offset=offset, expected_size=size)
+            await transfer.feed(stream, sink)
+            return
+        await self.client.stream_into(file_id, sink, offset=offset, like=like)
 
     async def upload(
         self,

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from snfs.backend import Backend, Capabilities, RemoteFile, Stats, XattrKeys
+from snfs.transfer import Sink
 
 
 class Router:
@@ -131,8 +132,15 @@ class Router:
 
     # -- content ---------------------------------------------------------------------------------
 
-    def stream(self, file_id: str, *, offset: int = 0) -> AsyncIterator[bytes]:
-        return self._file(file_id).stream(file_id, offset=offset)
+    def stream(
+        self, file_id: str, *, offset: int = 0, like: RemoteFile | None = None
+    ) -> AsyncIterator[bytes]:
+        return self._file(file_id).stream(file_id, offset=offset, like=like)
+
+    async def stream_into(
+        self, file_id: str, sink: Sink, *, offset: int = 0, like: RemoteFile | None = None
+    ) -> None:
+        await self._file(file_id).stream_into(file_id, sink, offset=offset, like=like)
 
     async def upload(
         self,

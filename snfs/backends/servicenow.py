@@ -30,6 +30,7 @@ from snfs.credentials import build_auth
 from snfs.errors import ConfigError, InvalidInput, SnfsError
 from snfs.options import BOOL, STR, Kind, Option
 from snfs.registry import System
+from snfs.transfer import Sink
 
 if TYPE_CHECKING:
     from snfs.options import MountOptions
@@ -272,8 +273,15 @@ class ServiceNowBackend:
 
     # -- content ---------------------------------------------------------------------------------
 
-    def stream(self, file_id: str, *, offset: int = 0) -> AsyncIterator[bytes]:
-        return self.client.stream(file_id, offset=offset)
+    def stream(
+        self, file_id: str, *, offset: int = 0, like: RemoteFile | None = None
+    ) -> AsyncIterator[bytes]:
+        return self.client.stream(file_id, offset=offset, like=like)
+
+    async def stream_into(
+        self, file_id: str, sink: Sink, *, offset: int = 0, like: RemoteFile | None = None
+    ) -> None:
+        await self.client.stream_into(file_id, sink, offset=offset, like=like)
 
     async def upload(
         self,
@@ -340,8 +348,10 @@ def client_config(o: MountOptions, url: str) -> ClientConfig:
 
 def build(o: MountOptions, url: str) -> Backend:
     """The Attachment API for every table, CCCIF for `/.cccif/`, over one client."""
-    client = AttachmentClient(client_config(o, url))
     mine = o.backend_options
+    config = client_config(o, url)
+    config.gzip_always = bool(mine.get("gzip_always"))
+    client = AttachmentClient(config)
     backend = ServiceNowBackend(
         client, scopes=dict(mine.get("scope") or []), numbers=bool(mine.get("numbers"))
     )
@@ -397,6 +407,13 @@ SYSTEM = System(
             "CCCIF uploads under /.cccif/: the sys_id of the sys_cs_provider_application to "
             "send (default: the instance's VA Bot to Bot Provider Application)",
             metavar="SYS_ID",
+        ),
+        Option(
+            "gzip_always",
+            BOOL,
+            False,
+            "ask for gzip for every download, not only text-like files (for an instance that "
+            "serves its stored compressed copy cheaper than the plain bytes)",
         ),
     ),
 )

@@ -21,6 +21,7 @@ from snfs.backend import RemoteFile, XattrKeys
 from snfs.client import _validate_file_name
 from snfs.errors import InvalidInput, Unsupported
 from snfs.http import CHUNK, ErrorMapper, HttpCore, HttpSettings, HttpStats, http_error
+from snfs.transfer import Sink
 
 
 class SingleTableBackend:
@@ -136,11 +137,21 @@ class SingleTableBackend:
         that is not one of this system's."""
         raise NotImplementedError
 
-    def stream(self, file_id: str, *, offset: int = 0) -> AsyncIterator[bytes]:
+    def stream(
+        self, file_id: str, *, offset: int = 0, like: RemoteFile | None = None
+    ) -> AsyncIterator[bytes]:
         path, size = self._file_location(file_id)
         if offset < 0:
             raise InvalidInput("offset must not be negative")
         return self.core.stream("file", path, offset=offset, expected_size=size)
+
+    async def stream_into(
+        self, file_id: str, sink: Sink, *, offset: int = 0, like: RemoteFile | None = None
+    ) -> None:
+        path, size = self._file_location(file_id)
+        if offset < 0:
+            raise InvalidInput("offset must not be negative")
+        await self.core.stream_into("file", path, sink, offset=offset, expected_size=size)
 
     async def rename(self, file_id: str, new_name: str) -> RemoteFile:
         raise Unsupported(self.no_rename)

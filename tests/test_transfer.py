@@ -1,0 +1,228 @@
+"""The data path in worker threads (snfs.transfer): a download received, verified and written
+to the content cache by a thread per transfer, over real sockets to the emulator; gzip asked
+for only where it pays.
+
+A slow worker is made with `snfs.transfer.fault`, the hook the worker calls before each batch
+it writes (the emulator cannot slow a client's own thread down): held at a gate, or sleeping.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import trio
+
+from snfs import transfer
+from snfs.client import AttachmentClient
+from snfs.compressible import gzip_pays
+from snfs.content_cache import ContentCache
+from snfs.errors import AuthError, NotTheContent
+from tests.client_support import client, fresh, new_record, payload, shared_emulator
+from tests.test_client_auth import oauth
+from tests.waiting import eventually_async
+
+__all__ = ["fresh"]
+
+emu = shared_emulator("--state-delay", "0")
+pytestmark = pytest.mark.usefixtures("fresh")
+
+KiB, MiB = 2**10, 2**20
+
+
+def _cache(c: AttachmentClient, disk_dir: Path) -> ContentCache:
+    """A content cache whose large files come through the client's download workers."""
+    return ContentCache(
+        lambda sid, off: c.stream(sid, offset=off),
+        into=lambda sid, off, sink: c.stream_into(sid, sink, offset=off),
+        disk_dir=disk_dir,
+        small_file_bytes=MiB,
+    )
+
+
+async def _published(cache: ContentCache) -> None:
+    """Wait until the cache's downloads are over (a complete file is then renamed)."""
+
+    async def idle() -> bool:
+        return cache.stats()["downloads_active"] == 0
+
+    await eventually_async(idle, timeout=30)
+
+
+@pytest.fixture
+def gate(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[threading.Event, list[int]]]:
+    """The worker writes its first batch, then waits at the gate before each next one."""
+    opened, batches = threading.Event(), []
+
+    def fault(sink: object, n: int) -> None:
+        batches.append(n)
+        if len(batches) > 1:
+            opened.wait(30)
+
+    monkeypatch.setattr(transfer, "fault", fault)
+    try:
+        yield opened, batches
+    finally:
+        opened.set()  # never leave a worker thread waiting
+
+
+async def test_a_reader_gets_its_first_bytes_while_the_worker_is_held(emu, tmp_path, gate) -> None:
+    opened, batches = gate
+    data = payload(12 * MiB)
+    async with client(emu) as c:
+        att = await c.upload("incident", new_record(emu), "big.bin", data)
+        async with _cache(c, tmp_path / "cache") as cache:
+            with trio.fail_after(20):
+                first = await cache.read(att.sys_id, len(data), 0, 64 * KiB)
+            assert first == data[: 64 * KiB]
+            # The worker cannot have finished: 12 MiB take more than one batch, and it
+            # waits at the gate before its second. The file is not complete in the cache.
+            assert not opened.is_set() and batches
+            assert not (tmp_path / "cache" / att.sys_id).exists()
+            assert cache.stats()["downloads_active"] == 1
+            opened.set()
+            with trio.fail_after(30):
+                whole = await cache.read(att.sys_id, len(data), 0, len(data))
+            assert whole == data
+            assert len(batches) > 1
+            await _published(cache)
+    # Complete, verified, published under its final name.
+    assert (tmp_path / "cache" / att.sys_id).read_bytes() == data
+
+
+async def test_a_wrong_hash_keeps_the_file_out_of_the_cache_with_a_slow_worker(
+    emu, tmp_path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(transfer, "fault", lambda sink, n: time.sleep(0.01))
+    data = payload(6 * MiB)
+    async with client(emu) as c:
+        att = await c.upload("incident", new_record(emu), "big.bin", data)
+        # The instance now serves other bytes of the same length than those it hashed (what
+        # a broken proxy or a corrupted store would do): the SHA-256 cannot match.
+        blob = Path(emu.data_dir) / "blobs" / att.sys_id[:2] / att.sys_id
+        blob.write_bytes(payload(len(data), seed=2))
+        cache_dir = tmp_path / "cache"
+        async with _cache(c, cache_dir) as cache:
+            with trio.fail_after(30), pytest.raises(NotTheContent) as e:
+                await cache.read(att.sys_id, len(data), 0, len(data))
+            assert "SHA-256" in e.value.message
+            assert cache.stats()["disk_bytes"] == 0
+            assert [p.name for p in cache_dir.iterdir() if p.name != ".lock"] == []
+            # Once the instance serves the right bytes, the next read downloads them anew.
+            blob.write_bytes(data)
+            with trio.fail_after(30):
+                assert await cache.read(att.sys_id, len(data), 0, len(data)) == data
+            await _published(cache)
+    assert (cache_dir / att.sys_id).read_bytes() == data
+
+
+async def test_a_download_resumes_after_a_break_in_the_worker(emu, tmp_path) -> None:
+    """The emulator cuts the answer mid-body: the worker's bytes so far stay, the next
+    attempt (asked for again without Range, skipping what is here) completes the file."""
+    data = payload(5 * MiB)
+    async with client(emu) as c:
+        att = await c.upload("incident", new_record(emu), "big.bin", data)
+        emu.fault(method="GET", path=r"/file$", count=1, drop_after_bytes=2 * MiB)
+        async with _cache(c, tmp_path / "cache") as cache:
+            with trio.fail_after(30):
+                assert await cache.read(att.sys_id, len(data), 0, len(data)) == data
+            await _published(cache)
+        assert c.stats.retries >= 1
+    assert hashlib.sha256((tmp_path / "cache" / att.sys_id).read_bytes()).digest() == (
+        hashlib.sha256(data).digest()
+    )
+
+
+async def test_cancelling_a_download_stops_its_worker(emu, tmp_path, gate) -> None:
+    """Closing the cache while a worker is held: the worker is told to stop, the close waits
+    for it, and no part file is left behind."""
+    opened, batches = gate
+    data = payload(8 * MiB)
+    async with client(emu) as c:
+        att = await c.upload("incident", new_record(emu), "big.bin", data)
+        async with _cache(c, tmp_path / "cache") as cache:
+            with trio.fail_after(20):
+                await cache.read(att.sys_id, len(data), 0, 4 * KiB)
+            trio.lowlevel.current_trio_token().run_sync_soon(opened.set)  # once the close began
+        assert list((tmp_path / "cache").glob("*.part")) == []
+
+
+@pytest.mark.parametrize(
+    ("name", "ctype", "gzip"),
+    [
+        ("notes.txt", "text/plain", True),
+        ("dump.json", "application/json", True),
+        ("app.log", "application/octet-stream", True),
+        ("photo.jpg", "image/jpeg", False),
+        ("report.pdf", "application/pdf", False),
+        ("sheet.xlsx", "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet", False),
+        ("bundle.zip", "application/zip", False),
+        ("big.bin", "application/octet-stream", False),
+    ],
+)
+async def test_gzip_is_asked_for_only_where_it_pays(emu, name, ctype, gzip) -> None:
+    """What travels is the emulator's count of body bytes sent: text-like content compresses
+    (gzip asked for), the rest comes as it is stored (identity)."""
+    assert gzip_pays(ctype, name) is gzip
+    text = b"".join(b"line %06d: the quick brown fox\n" % i for i in range(40_000))
+    async with client(emu) as c:
+        att = await c.upload("incident", new_record(emu), name, text, content_type=ctype)
+        assert att.content_type.split(";")[0] == ctype
+        emu.reset_stats()
+        got = b"".join([chunk async for chunk in c.stream(att.sys_id, like=att)])
+    assert got == text
+    sent = emu.stats()["bytes_out"]
+    assert (sent < len(text) // 4) if gzip else (sent >= len(text))
+
+
+class _Collect:
+    """A sink that keeps what the worker puts (and checks it is called off the event loop)."""
+
+    def __init__(self) -> None:
+        self.parts: list[bytes] = []
+        self.threads: set[int] = set()
+
+    def urgent(self, ahead: int) -> bool:
+        return False
+
+    def put(self, pieces: list[bytes]) -> None:
+        self.threads.add(threading.get_ident())
+        self.parts.extend(pieces)
+
+
+async def test_stream_into_runs_in_a_worker_and_refreshes_an_oauth_token_once(emu) -> None:
+    """A 401 on the worker's request: the auth flow refreshes its token on the event loop and
+    the download is asked for again; a second 401 in a row is a real one."""
+    auth = oauth(emu, grant="password")
+    data = payload(3 * MiB)
+    async with client(emu, auth=auth) as c:
+        att = await c.upload("incident", new_record(emu), "big.bin", data)
+        sink = _Collect()
+        await c.stream_into(att.sys_id, sink)
+        assert b"".join(sink.parts) == data
+        assert threading.get_ident() not in sink.threads
+        emu.fault(method="GET", path=r"/file$", count=1, status=401)
+        sink = _Collect()
+        await c.stream_into(att.sys_id, sink)
+        assert b"".join(sink.parts) == data
+        assert auth.grants == ["password", "refresh_token"]
+        emu.fault(method="GET", path=r"/file$", count=2, status=401)
+        with pytest.raises(AuthError):
+            await c.stream_into(att.sys_id, _Collect())
+
+
+async def test_gzip_always_asks_for_gzip_for_any_file(emu) -> None:
+    """The switch for an instance that serves its stored compressed copy cheaper: a JPEG (here
+    compressible bytes under that name) comes gzip as well."""
+    text = b"".join(b"line %06d: the quick brown fox\n" % i for i in range(40_000))
+    async with client(emu, gzip_always=True) as c:
+        att = await c.upload(
+            "incident", new_record(emu), "photo.jpg", text, content_type="image/jpeg"
+        )
+        emu.reset_stats()
+        assert b"".join([chunk async for chunk in c.stream(att.sys_id, like=att)]) == text
+    assert emu.stats()["bytes_out"] < len(text) // 4
