@@ -88,10 +88,19 @@ class Operations(pyfuse3.Operations):
 
     def _attr(self, node: Node) -> pyfuse3.EntryAttributes:
         if node.kind is Kind.FILE:
-            return attrs.attachment_entry(node, node.data, self.owner, self.timeouts)
+            return attrs.attachment_entry(
+                node, node.data, self.owner, self.timeouts, self.tree.kept_times(node)
+            )
         if node.kind is Kind.LOCAL:
             size, mtime = self.writes.size_and_mtime(node)
-            return attrs.entry(node, self.owner, self.timeouts, size=size, mtime=mtime)
+            return attrs.entry(
+                node,
+                self.owner,
+                self.timeouts,
+                size=size,
+                mtime=mtime,
+                times=self.tree.kept_times(node),
+            )
         if node.kind is Kind.CONTROL and not self.control.is_dir(node):
             size, mtime = self.control.size_and_mtime(node)
             return attrs.entry(node, self.owner, self.timeouts, size=size, mtime=mtime)
@@ -407,7 +416,16 @@ class Operations(pyfuse3.Operations):
             fields.update_mode or fields.update_uid or fields.update_gid or fields.update_mtime
         ):
             raise fail(errno.EROFS)
-        # mode, owner and times: accepted without effect, so cp -a, rsync -a and tar x work.
+        if (fields.update_mtime or fields.update_atime) and node.kind in (Kind.FILE, Kind.LOCAL):
+            # Kept for this attachment (in the index), so rsync -a finds it unchanged next
+            # time; the instance has no field for them (docs/SEMANTICS.md, "Times").
+            shown = self._attr(node)
+            self.tree.keep_times(
+                node,
+                attr.st_mtime_ns if fields.update_mtime else shown.st_mtime_ns,
+                attr.st_atime_ns if fields.update_atime else shown.st_atime_ns,
+            )
+        # mode and owner: accepted without effect, so cp -a, rsync -a and tar x work.
         return self._attr(node)
 
     @handler

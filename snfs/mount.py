@@ -24,6 +24,7 @@ from snfs.content_cache import ContentCache
 from snfs.control import Control
 from snfs.errors import ConfigError, SnfsError
 from snfs.fs import Operations
+from snfs.index import open_index
 from snfs.logs import prepare_log_file, setup_logging
 from snfs.options import MountOptions, add_arguments, cache_home, from_args, state_home
 from snfs.prefetch import Prefetcher
@@ -162,11 +163,14 @@ class Mount:
 
     async def _serve(self, cache: ContentCache) -> int:
         o, backend = self.o, self.backend
+        # The metadata index: per instance and user (what a listing shows depends on ACLs).
+        index_dir = instance_dir((o.cache_dir or cache_home()) / "index", self.key, spool_user(o))
         tree = Tree(
             backend,
             dir_cache_time=o.dir_cache_time,
             tables=o.tables,
             pagers=max(1, o.max_in_flight - 2),  # two requests stay free for lookups
+            index=await open_index(index_dir),
         )
         spool = Spool(
             instance_dir(o.spool_dir or state_home() / "spool", self.key, spool_user(o)),
@@ -226,6 +230,7 @@ class Mount:
                 notify.status(f"unmounted; finishing {owed} pending upload(s)")
             with trio.CancelScope(shield=True):
                 await writes.finish(SHUTDOWN_UPLOAD_SECONDS)
+                await tree.aclose()
         return 0
 
     @staticmethod
