@@ -215,12 +215,13 @@ def measure(a: argparse.Namespace, work: Path) -> dict[str, Any]:
         "attachments": a.attachments,
         "records": a.records,
         "latency_ms": a.latency,
+        "snfs_opt": a.snfs_opt,
         "generate_s": round(gen_s, 1),
     }
     try:
         unit = page_round_trip(emu.url)
         out["page_round_trip_s"] = round(unit, 3)
-        opts = ["--dir-cache-time", str(a.dir_cache_time)]
+        opts = ["--dir-cache-time", str(a.dir_cache_time), *a.snfs_opt]
         m = SnfsMount(emu.url, work, opts)
         mp = m.mount()
         try:
@@ -397,7 +398,8 @@ def _mib(n: int) -> str:
 def markdown(r: dict[str, Any]) -> str:
     lines = [
         f"Large table: {r['attachments']:,} attachments over {r['records']:,} `{TABLE}` records "
-        f"(plus {r['records'] // 8:,} without attachments), {r['latency_ms']} ms per request. "
+        f"(plus {r['records'] // 8:,} without attachments), {r['latency_ms']} ms per request"
+        f"{', snfs ' + ' '.join(r['snfs_opt']) if r.get('snfs_opt') else ''}. "
         f"One page round trip (1,000 full rows through the same delay): "
         f"{r['page_round_trip_s'] * 1000:.0f} ms.",
         "",
@@ -447,6 +449,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--dir-cache-time", type=float, default=20.0)
     p.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results")
     p.add_argument("--workdir", type=Path)
+    p.add_argument(
+        "--snfs-opt",
+        action="append",
+        default=[],
+        metavar="OPT",
+        help="an extra `snfs mount` option (e.g. --snfs-opt=--no-index); repeatable",
+    )
     return p.parse_args(argv)
 
 

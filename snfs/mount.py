@@ -170,7 +170,7 @@ class Mount:
             dir_cache_time=o.dir_cache_time,
             tables=o.tables,
             pagers=max(1, o.max_in_flight - 2),  # two requests stay free for lookups
-            index=await open_index(index_dir),
+            index=None if o.no_index else await open_index(index_dir),
         )
         spool = Spool(
             instance_dir(o.spool_dir or state_home() / "spool", self.key, spool_user(o)),
