@@ -216,6 +216,7 @@ class Operations(pyfuse3.Operations):
             raise fail(errno.ENOTDIR)
         fh = next(self._fh)
         self._dirs[fh] = DirHandle(node)
+        node.busy += 1  # an open directory's inode stays whole (snfs.inodes, parking)
         return fh
 
     @handler
@@ -271,7 +272,9 @@ class Operations(pyfuse3.Operations):
 
     @handler
     async def releasedir(self, fh: int) -> None:
-        self._dirs.pop(fh, None)
+        handle = self._dirs.pop(fh, None)
+        if handle is not None:
+            handle.node.busy -= 1
 
     @handler
     async def statfs(self, ctx: Any = None) -> pyfuse3.StatvfsData:
@@ -300,6 +303,7 @@ class Operations(pyfuse3.Operations):
             await self.writes.open_for_write(node, flags)
         fh = next(self._fh)
         self._files[fh] = FileHandle(node, writable)
+        node.busy += 1  # an open file's inode stays whole (snfs.inodes, parking)
         if self.prefetch is not None and node.kind is Kind.FILE and not writable:
             self.prefetch.opened(node.data)  # a hint: never blocks, never fails the open
         # Content under a FILE inode never changes: let the kernel keep its page cache.
@@ -375,6 +379,7 @@ class Operations(pyfuse3.Operations):
         node = await self.writes.create(parent, self._name(name))
         fh = next(self._fh)
         self._files[fh] = FileHandle(node, True)
+        node.busy += 1
         self.inodes.looked_up(node)
         return pyfuse3.FileInfo(fh=fh), self._attr(node)
 
@@ -397,6 +402,8 @@ class Operations(pyfuse3.Operations):
     @handler
     async def release(self, fh: int) -> None:
         handle = self._files.pop(fh, None)
+        if handle is not None:
+            handle.node.busy -= 1
         if handle is not None and handle.writable:
             await self.writes.release(handle.node)
 

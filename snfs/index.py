@@ -470,6 +470,19 @@ class MetadataIndex:
             return None
         return [_file(r) for r in rows]
 
+    def attachment(self, sys_id: str) -> RemoteFile | None:
+        """One attachment by its id (a parked inode built again), or None."""
+        if self.broken:
+            return None
+        try:
+            row = self._reader.execute(
+                f"SELECT {COLUMNS} FROM attachments WHERE sys_id = ?", (sys_id,)
+            ).fetchone()
+        except sqlite3.Error as e:
+            self._break(e)
+            return None
+        return None if row is None else _file(row)
+
     def complete(self, table: str, records: list[str]) -> set[str]:
         """Which of `records` have all their rows here (one query per call)."""
         if self.broken or not records:

@@ -43,6 +43,8 @@ log = logging.getLogger("snfs.tree")
 
 # Per-record listings kept in memory, in estimated bytes (an LRU: the least recently used go).
 RECORD_CACHE_BYTES = 24 * 2**20
+# With a metadata index the memory LRU is only the hot layer: the index holds the rest.
+INDEXED_RECORD_CACHE_BYTES = 8 * 2**20
 # What one attachment's metadata costs in memory beyond the strings counted in
 # `RecordListing.of`: the object, its other strings (ids, table, user, state, link), two
 # datetimes, the `extra` dict, the name's dict slot. tracemalloc on 20,000 listed attachments
@@ -206,6 +208,8 @@ class Tree:
     ) -> None:
         self.backend = backend
         self.index = index
+        if index is not None:
+            record_cache_bytes = min(record_cache_bytes, INDEXED_RECORD_CACHE_BYTES)
         self._wall = wall
         self.full_relist_every = FULL_RELIST_FACTOR * dir_cache_time
         self.inodes = Inodes()
@@ -245,6 +249,8 @@ class Tree:
         # kept in the index; and those set on staged files not yet stored, by inode, with the
         # staged file's own mtime then (a later write makes them void).
         self._times: dict[str, tuple[int, int]] = index.times() if index else {}
+        self.inodes.resolve = self._resolve
+        self.inodes.park_files = index is not None
         self._local_times: dict[int, tuple[int, int, object]] = {}
 
     # -- freshness -------------------------------------------------------------------------
@@ -791,7 +797,7 @@ class Tree:
 
     def _store_record(self, table: str, record: str, atts: list[Attachment], at: float) -> None:
         for att in atts:
-            node = self.inodes.by_key(("file", att.sys_id))
+            node = self.inodes.whole(("file", att.sys_id))  # a parked one is built anew
             if node is not None and node.kind is Kind.FILE:
                 node.data = att
         reserved = self.reserved_names(table, record)
@@ -826,6 +832,31 @@ class Tree:
         node = self.inodes.by_key(("file", sys_id))
         if node is not None and node.kind is Kind.FILE:
             return cast(Attachment, node.data)
+        return self._known_attachment(sys_id)
+
+    def _resolve(self, key: Hashable) -> Node | None:
+        """A parked node built again from its key (`Inodes`): a record from its key, a file
+        from the metadata index or the record cache; None if neither knows it any more."""
+        if not isinstance(key, tuple):
+            return None
+        if key[0] == "record":
+            return Node(0, Kind.RECORD, key, table=key[1], record=key[2])
+        if key[0] == "file":
+            att = self._known_attachment(key[1])
+            if att is not None:
+                return Node(
+                    0, Kind.FILE, key, table=att.table_name, record=att.table_sys_id, data=att
+                )
+        return None
+
+    def _known_attachment(self, sys_id: str) -> Attachment | None:
+        if self.index is not None:
+            found = self.index.attachment(sys_id)
+            if found is not None:
+                return found
+        for uploaded in self._uploaded.values():
+            if sys_id in uploaded:
+                return uploaded[sys_id]
         for listing in [*self._records.values(), *self._oversize.values()]:
             for att in listing.names.values():
                 if att.sys_id == sys_id:

@@ -331,3 +331,40 @@ def test_rsync_twice_uploads_nothing_the_second_time(
     m.stop()
     m = mount(emu)
     assert rsync() == {"uploads": 0, "deletes": 0}
+
+
+# -- inodes: only the most recent file and record nodes kept whole ------------------------------
+
+
+def test_old_inodes_the_kernel_holds_are_parked_and_built_again() -> None:
+    from snfs.inodes import Inodes, Kind, Node
+
+    known = {f"a{i}": att(f"a{i}", "r1") for i in range(4)}
+
+    def resolve(key: Any) -> Node | None:
+        a = known.get(key[1])
+        return None if a is None else Node(0, Kind.FILE, key, table=TABLE, record="r1", data=a)
+
+    inodes = Inodes(keep=2)
+    inodes.park_files = True
+    inodes.resolve = resolve
+    nodes = [inodes.ensure(("file", s), Kind.FILE, data=a) for s, a in known.items()]
+    nodes[1].busy = 1  # open: never parked
+    for n in nodes:  # as a readdirplus: entries made first, then replied (looked up)
+        inodes.looked_up(n)
+    inodes.ensure(("file", "a3"), Kind.FILE, data=known["a3"])  # used again
+    first = nodes[0]
+    assert inodes.whole(("file", "a0")) is None  # parked: only its number and key stay
+    again = inodes.get(first.ino)
+    assert again is not None and again is not first
+    assert again.ino == first.ino and again.data == known["a0"] and again.nlookup == 1
+    assert inodes.whole(("file", "a1")) is nodes[1]
+    # The same key keeps its number; a forget of a parked inode drops it for good.
+    assert inodes.ensure(("file", "a0"), Kind.FILE, data=known["a0"]).ino == first.ino
+    for n in nodes[2:]:
+        inodes.ensure(n.key, Kind.FILE, data=n.data)
+    parked = nodes[0].ino if inodes.whole(("file", "a0")) is None else None
+    assert parked is not None
+    inodes.forget(parked, 1)
+    del known["a0"]
+    assert inodes.get(parked) is None
