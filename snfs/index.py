@@ -47,22 +47,23 @@ log = logging.getLogger("snfs.index")
 
 # Bump when the schema or the meaning of a column changes: an index of another format is
 # dropped and rebuilt (it is only a cache).
-FORMAT = 1
+FORMAT = 2
 FILE_NAME = "metadata.sqlite3"
 # Ids of attachments deleted through this mount, kept so that a page read before the delete
 # never writes them back (sys_ids are never reused; the oldest are forgotten first).
 DELETED_MAX = 10_000
 
+# Rows are a rowid table with sys_id UNIQUE, and no index on `gen` (a full relist's delete
+# scans the table once): a page of 1,000 rows then commits in ~15 ms instead of ~50.
 SCHEMA = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
 CREATE TABLE attachments (
-    sys_id TEXT PRIMARY KEY, tbl TEXT NOT NULL, record TEXT NOT NULL, gen INTEGER NOT NULL,
+    sys_id TEXT NOT NULL UNIQUE, tbl TEXT NOT NULL, record TEXT NOT NULL, gen INTEGER NOT NULL,
     file_name TEXT NOT NULL, size INTEGER NOT NULL, content_type TEXT NOT NULL,
     created_on REAL NOT NULL, updated_on REAL NOT NULL, created_by TEXT NOT NULL,
     hash TEXT NOT NULL, download_link TEXT NOT NULL, state TEXT NOT NULL, extra TEXT
-) WITHOUT ROWID;
+);
 CREATE INDEX attachments_by_record ON attachments (tbl, record);
-CREATE INDEX attachments_by_gen ON attachments (tbl, gen);
 CREATE TABLE records (
     tbl TEXT NOT NULL, record TEXT NOT NULL, gen INTEGER NOT NULL, PRIMARY KEY (tbl, record)
 ) WITHOUT ROWID;
