@@ -299,6 +299,12 @@ class Operations(pyfuse3.Operations):
         writable = (flags & os.O_ACCMODE) != os.O_RDONLY or bool(flags & os.O_TRUNC)
         if writable and node.kind is Kind.CONTROL:
             raise fail(errno.EACCES)
+        if writable and node.kind is Kind.FILE:
+            await self.tree.verify_record(node.table, node.record)
+            if not self.tree.still_listed(node.data):
+                # Replaced or deleted on the instance since this name was looked up: the
+                # kernel looks the name up again and retries the open once (ESTALE).
+                raise fail(errno.ESTALE)
         if writable:
             await self.writes.open_for_write(node, flags)
         fh = next(self._fh)
@@ -376,6 +382,8 @@ class Operations(pyfuse3.Operations):
         self, parent_inode: int, name: bytes, mode: int, flags: int, ctx: Any = None
     ) -> tuple[pyfuse3.FileInfo, pyfuse3.EntryAttributes]:
         parent = self._node(parent_inode)
+        if parent.kind is Kind.RECORD:
+            await self.tree.verify_record(parent.table, parent.record)
         node = await self.writes.create(parent, self._name(name))
         fh = next(self._fh)
         self._files[fh] = FileHandle(node, True)
@@ -458,6 +466,11 @@ class Operations(pyfuse3.Operations):
         old_name, new_name = self._name(name_old), self._name(name_new)
         if old_parent.kind is not Kind.RECORD or new_parent.kind is not Kind.RECORD:
             raise fail(errno.EPERM)
+        for record in {
+            (old_parent.table, old_parent.record),
+            (new_parent.table, new_parent.record),
+        }:
+            await self.tree.verify_record(*record)
         source = await self._child(old_parent, old_name)
         if source is None:
             raise fail(errno.ENOENT)

@@ -448,19 +448,17 @@ class MetadataIndex:
 
     # -- records ---------------------------------------------------------------------------------
 
-    def record(self, table: str, record: str) -> list[RemoteFile] | None:
-        """A record's attachments, if the index holds all of them and no write to them is
-        still queued; None when it does not know."""
+    def record(self, table: str, record: str) -> tuple[list[RemoteFile], int] | None:
+        """A record's attachments and the generation that wrote them whole, if the index
+        holds all of them and no write to them is still queued; None when it does not know."""
         if self.broken or (table, record) in self._dirty:
             return None
         try:
             c = self._reader
-            if (
-                c.execute(
-                    "SELECT 1 FROM records WHERE tbl = ? AND record = ?", (table, record)
-                ).fetchone()
-                is None
-            ):
+            known = c.execute(
+                "SELECT gen FROM records WHERE tbl = ? AND record = ?", (table, record)
+            ).fetchone()
+            if known is None:
                 return None
             rows = c.execute(
                 f"SELECT {COLUMNS} FROM attachments WHERE tbl = ? AND record = ?",
@@ -469,7 +467,7 @@ class MetadataIndex:
         except sqlite3.Error as e:
             self._break(e)
             return None
-        return [_file(r) for r in rows]
+        return [_file(r) for r in rows], int(known[0])
 
     def attachment(self, sys_id: str) -> RemoteFile | None:
         """One attachment by its id (a parked inode built again), or None."""

@@ -113,6 +113,7 @@ class Listing:
         self.newest: datetime | None = None
         self.held: set[str] = set()
         self.changes_only = base is not None  # a check for changes on top of `base`
+        self.filled_here = False  # listed in full by this mount (not loaded from the index)
         if base is not None:
             self.names, self.records = list(base.names), dict(base.records)
             self.aliases = dict(base.aliases)
@@ -411,6 +412,7 @@ class Tree:
     def _start(self, key: ListingKey, *, swap: bool) -> Listing:
         base = self._listings.get(key) if swap else None
         listing = Listing(self._clock(), base if self._changes_will_do(key, base) else None)
+        listing.filled_here = not listing.changes_only
         if self.index is not None and not listing.changes_only:
             listing.gen = self.index.new_generation(key[0])
         trio.lowlevel.spawn_system_task(self._run, key, listing, swap, name=f"list {key[0]}")
@@ -729,12 +731,14 @@ class Tree:
         cached = self._cached_record(table, record)
         if cached is not None:
             return cached.names
-        if self.index is not None:
-            atts = self.index.record(table, record)
-            if atts is not None:
-                at = cover.fetched_at if cover.done else cover.started_at
-                self._store_record(table, record, atts, at)
-                return self._cached_record(table, record).names  # type: ignore[union-attr]
+        known = self.index.record(table, record) if self.index is not None else None
+        if known is not None:
+            atts, gen = known
+            # Fresh only if this mount's own listing wrote them; else (an earlier mount, a
+            # listing being refreshed) served stale: a write fetches the record first.
+            fresh = cover.filled_here and gen == cover.gen
+            self._store_record(table, record, atts, cover.started_at if fresh else float("-inf"))
+            return self._cached_record(table, record).names  # type: ignore[union-attr]
         if hasattr(self.backend, "list_records") and self.backend.capabilities(table).list:
             await self._fill_batch(table, record, cover)
             cached = self._cached_record(table, record)
@@ -781,6 +785,24 @@ class Tree:
             known = self.index.complete(table, ahead)
             ahead = [n for n in ahead if n not in known]
         return [record, *ahead[: FILL_BATCH - 1]]
+
+    async def verify_record(self, table: str, record: str) -> None:
+        """Before a write decides what it replaces or renames: the record's attachments as
+        the instance has them, unless they were fetched within `dir_cache_time`. A listing
+        served stale (an expired one, or the metadata index after a remount) never decides
+        what a write deletes."""
+        cached = self._cached_record(table, record)
+        if cached is not None and self._fresh(cached.fetched_at):
+            return
+        if self.backend.capabilities(table).list:
+            await self._flight.run(
+                ("record", table, record), lambda: self._fetch_record(table, record)
+            )
+
+    def still_listed(self, att: Attachment) -> bool:
+        """Whether the record's cached listing still shows `att` (True when none is cached)."""
+        listing = self._cached_record(att.table_name, att.table_sys_id)
+        return listing is None or any(a.sys_id == att.sys_id for a in listing.names.values())
 
     async def attachments(self, table: str, record: str) -> dict[str, str]:
         """POSIX name -> attachment sys_id for one record, fresh within dir_cache_time."""

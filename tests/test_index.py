@@ -42,6 +42,11 @@ def att(sys_id: str, record: str, name: str = "a.txt", table: str = TABLE) -> Re
     return RemoteFile(sys_id, table, record, name, 3, "text/plain", T0, T0, "admin", "", "", "")
 
 
+def rows(ix: MetadataIndex, record: str) -> list[RemoteFile]:
+    known = ix.record(TABLE, record)
+    return known[0] if known is not None else []
+
+
 # -- the file ------------------------------------------------------------------------------------
 
 
@@ -59,7 +64,7 @@ def test_rows_listings_and_times_survive_a_reopen(tmp_path: Path) -> None:
             state = ix.listing(TABLE, None)
             assert state is not None and state.gen == gen and state.newest == T0
             assert sorted(await ix.members(TABLE, None, gen)) == ["r1", "r2"]
-            assert sorted(a.sys_id for a in ix.record(TABLE, "r1") or []) == ["a1", "a2"]
+            assert sorted(a.sys_id for a in rows(ix, "r1")) == ["a1", "a2"]
             assert ix.record(TABLE, "r2") is None  # its rows were never known whole
             assert ix.times() == {"a1": (5 * 10**9, 6 * 10**9)}
             assert ix.new_generation(TABLE) > gen  # generations never go back
@@ -81,14 +86,14 @@ def test_a_full_listing_drops_what_it_did_not_see_but_not_local_changes(tmp_path
             ix.added(att("a9", "r9"))  # uploaded through the mount while g2 lists
             await ix.put_page(TABLE, None, g2, [att("a1", "r1")], ["r1"], ["r1"])
             await ix.finish_listing(TABLE, None, g2, at=2.0, full=True, newest=T0)
-            assert [a.sys_id for a in ix.record(TABLE, "r1") or []] == ["a1"]
+            assert [a.sys_id for a in rows(ix, "r1")] == ["a1"]
             assert ix.record(TABLE, "r2") is None  # gone from the instance: gone here
             ix.record_fetched(TABLE, "r9", [att("a9", "r9")])
             ix.removed("a1", TABLE, "r1")
             # A page read before the delete does not bring it back.
             await ix.put_page(TABLE, None, g2, [att("a1", "r1")], ["r1"])
-            assert ix.record(TABLE, "r1") == []
-            assert [a.sys_id for a in ix.record(TABLE, "r9") or []] == ["a9"]
+            assert ix.record(TABLE, "r1") == ([], g2)
+            assert [a.sys_id for a in rows(ix, "r9")] == ["a9"]
         finally:
             await ix.aclose()
 
@@ -145,7 +150,7 @@ def test_a_crash_mid_write_leaves_the_last_committed_index(tmp_path: Path) -> No
     async def main() -> None:
         ix = MetadataIndex.open(tmp_path)
         try:
-            assert [a.sys_id for a in ix.record(TABLE, "r1") or []] == ["k0", "k1", "k2"]
+            assert [a.sys_id for a in rows(ix, "r1")] == ["k0", "k1", "k2"]
             assert ix.record(TABLE, "r2") is None  # the cut transaction left nothing
             state = ix.listing(TABLE, None)
             assert state is not None and sorted(await ix.members(TABLE, None, state.gen)) == ["r1"]
@@ -169,7 +174,7 @@ def test_an_old_format_index_is_dropped_and_rebuilt(tmp_path: Path) -> None:
             assert ix.listing(TABLE, None) is None
             gen = ix.new_generation(TABLE)
             await ix.put_page(TABLE, None, gen, [att("a1", "r1")], ["r1"])
-            assert [a.sys_id for a in ix.record(TABLE, "r1") or []] == ["a1"]
+            assert [a.sys_id for a in rows(ix, "r1")] == ["a1"]
         finally:
             await ix.aclose()
 
@@ -368,3 +373,42 @@ def test_old_inodes_the_kernel_holds_are_parked_and_built_again() -> None:
     inodes.forget(parked, 1)
     del known["a0"]
     assert inodes.get(parked) is None
+
+
+def test_a_write_after_a_remount_replaces_what_the_instance_has_not_what_the_index_says(
+    big: tuple[EmulatorProc, dict[str, Any]], mount: Callable[..., MountProc]
+) -> None:
+    """The index said `x.txt` was attachment A; on the instance A was replaced by B meanwhile.
+    Writing `x.txt` through the new mount replaces B: one `x.txt` is left, the new one."""
+    emu, _ = big
+    record = _sys_id("rec", 2002)  # no attachments yet
+
+    def upload(name: str, body: bytes) -> str:
+        return str(
+            emu.json(
+                "POST",
+                f"/api/now/attachment/file?table_name={TABLE}&table_sys_id={record}"
+                f"&file_name={name}",
+                body,
+                headers={"Content-Type": "text/plain"},
+            )["result"]["sys_id"]
+        )
+
+    a = upload("x.txt", b"a")
+    m = mount(emu, "--dir-cache-time", "600")
+    assert record in os.listdir(m.path(TABLE))  # the table's listing, into the index
+    assert os.listdir(m.path(TABLE, record)) == ["x.txt"]
+    m.stop()
+    emu.json("DELETE", f"/api/now/attachment/{a}")
+    b = upload("x.txt", b"b")
+    # The remount's check for changes is held: only the index speaks for the table.
+    emu.fault(path="^/api/now/attachment$", query="sys_updated_on", delay=30, count=10)
+    try:
+        m = mount(emu, "--dir-cache-time", "600")
+        assert record in os.listdir(m.path(TABLE))  # from the index, at once
+        m.path(TABLE, record, "x.txt").write_bytes(b"new")
+    finally:
+        emu.json("DELETE", "/__emulator__/faults")
+    stored = emu.attachments(f"table_name={TABLE}^table_sys_id={record}")
+    assert [s["file_name"] for s in stored] == ["x.txt"]
+    assert stored[0]["sys_id"] not in (a, b)
