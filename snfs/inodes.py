@@ -51,7 +51,7 @@ class Node:
 
 
 # File and record nodes kept whole; the rest the kernel holds are parked (see above).
-KEEP = 10_000
+KEEP = 5_000
 Resolve = Callable[[Hashable], Node | None]
 
 

@@ -268,6 +268,7 @@ def list_requests(emu: EmulatorProc) -> int:
     return int(emu.stats()["by_route"].get("GET /attachment", 0))
 
 
+@pytest.mark.timeout(300)  # two walks, then the full relist 20 s after the first listing
 def test_find_walks_a_large_table_in_pages_and_a_remount_catches_up(
     big: tuple[EmulatorProc, dict[str, Any]], mount: Callable[..., MountProc]
 ) -> None:
