@@ -270,7 +270,7 @@ class MetadataIndex:
                 ops = [op for op, _, _ in batch]
                 try:
                     await trio.to_thread.run_sync(self._commit, ops)
-                except sqlite3.Error as e:
+                except Exception as e:  # a system task must never raise: the index goes
                     self._break(e)
                 for _, done, keys in batch:
                     self._unmark(keys)

@@ -450,6 +450,8 @@ class Tree:
             try:
                 for record in await index.members(key[0], key[1], state.gen):
                     listing.add_record(record)
+            except Exception as e:  # a system task must never raise; the refresh lists all
+                log.warning("loading the listing of %s from the index failed: %s", key[0], e)
             finally:
                 listing.finish(float("-inf"))  # expired: a refresh starts now
             if self._listings.get(key) is listing and key not in self._refreshing:
