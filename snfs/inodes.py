@@ -55,6 +55,18 @@ KEEP = 5_000
 Resolve = Callable[[Hashable], Node | None]
 
 
+def _short(key: Hashable) -> Hashable:
+    """How a key is stored: a file's `("file", sys_id)` as its sys_id alone (no other key is
+    a bare string), which saves a tuple for each of the 250,000 files a walk may leave."""
+    if type(key) is tuple and len(key) == 2 and key[0] == "file":
+        return key[1]
+    return key
+
+
+def _long(stored: Hashable) -> Hashable:
+    return ("file", stored) if type(stored) is str else stored
+
+
 class Inodes:
     def __init__(self, keep: int = KEEP) -> None:
         self._next = itertools.count(pyfuse3.ROOT_INODE + 1)
@@ -62,12 +74,12 @@ class Inodes:
         self._by_key: dict[Hashable, int] = {}
         self.root = Node(pyfuse3.ROOT_INODE, Kind.ROOT, ("root",))
         self._by_ino[self.root.ino] = self.root
-        self._by_key[self.root.key] = self.root.ino
+        self._by_key[_short(self.root.key)] = self.root.ino
         self.keep = keep
         # Files are parked only where they can be built again from an id (a metadata index).
         self.park_files = False
         self._recent: OrderedDict[int, None] = OrderedDict()  # parkable nodes, oldest first
-        self._parked: dict[int, Hashable] = {}  # ino -> key, held by the kernel
+        self._parked: dict[int, Hashable] = {}  # ino -> short key, held by the kernel
         # Builds a parked node again from its key (with nlookup 0), or None if it is gone.
         self.resolve: Resolve = lambda key: None
 
@@ -78,17 +90,17 @@ class Inodes:
         return node
 
     def by_key(self, key: Hashable) -> Node | None:
-        ino = self._by_key.get(key)
+        ino = self._by_key.get(_short(key))
         return None if ino is None else self.get(ino)
 
     def whole(self, key: Hashable) -> Node | None:
         """The node for `key` if it is kept whole (not parked): never builds one."""
-        ino = self._by_key.get(key)
+        ino = self._by_key.get(_short(key))
         return None if ino is None else self._by_ino.get(ino)
 
     def ensure(self, key: Hashable, kind: Kind, **fields: Any) -> Node:
         """The node for `key`, created on first sight; `fields` refresh its data."""
-        ino = self._by_key.get(key)
+        ino = self._by_key.get(_short(key))
         node = None if ino is None else self._by_ino.get(ino)
         if node is None:
             held = ino is not None and self._parked.pop(ino, None) is not None
@@ -96,7 +108,7 @@ class Inodes:
             node = Node(ino, kind, key, **fields)
             node.nlookup = 1 if held else 0
             self._by_ino[ino] = node
-            self._by_key[key] = ino
+            self._by_key[_short(key)] = ino
         else:
             for name, value in fields.items():
                 setattr(node, name, value)
@@ -124,10 +136,10 @@ class Inodes:
                 continue
             del self._by_ino[ino]
             if old.nlookup > 0:
-                self._parked[ino] = old.key
+                self._parked[ino] = _short(old.key)
 
     def _unpark(self, ino: int) -> Node | None:
-        key = self._parked.pop(ino)
+        key = _long(self._parked.pop(ino))
         node = self.resolve(key)
         if node is None:  # gone meanwhile: the kernel gets ENOENT and drops it
             return None
@@ -139,14 +151,14 @@ class Inodes:
     def rekey(self, node: Node, key: Hashable, kind: Kind, data: Any) -> None:
         """The same inode now stands for something else (a staged file became an attachment,
         an attachment is being replaced); its number stays, the old key gets a new one."""
-        if self._by_key.get(node.key) == node.ino:
-            del self._by_key[node.key]
+        if self._by_key.get(_short(node.key)) == node.ino:
+            del self._by_key[_short(node.key)]
         self._parked.pop(node.ino, None)
-        stale = self._by_key.get(key)
+        stale = self._by_key.get(_short(key))
         if stale is not None and stale != node.ino:
             self._by_ino.pop(stale, None)
         node.key, node.kind, node.data = key, kind, data
-        self._by_key[key] = node.ino
+        self._by_key[_short(key)] = node.ino
         self._by_ino[node.ino] = node
 
     def looked_up(self, node: Node) -> None:
