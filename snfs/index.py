@@ -173,6 +173,7 @@ class MetadataIndex:
         self._deleted: dict[str, None] = {}
         self._send: trio.MemorySendChannel[tuple[Op, trio.Event | None, Keys]] | None = None
         self._writer_done = trio.Event()
+        self._closed = False
         self.broken = False
 
     # -- opening ---------------------------------------------------------------------------------
@@ -203,6 +204,8 @@ class MetadataIndex:
                 return cls(path, lock_fd=fd if fd >= 0 else None)
             except (sqlite3.DatabaseError, IndexBroken) as e:
                 if attempt == 2:
+                    if fd >= 0:
+                        os.close(fd)
                     raise
                 log.warning("the metadata index %s is unusable (%s): rebuilding it", path, e)
                 _remove(path)
@@ -233,7 +236,7 @@ class MetadataIndex:
     ) -> None:
         """Queue a write. Until it is committed, reads of the records in `keys` answer "not
         known" (the caller asks the instance), so no read sees the index behind the tree."""
-        if self.broken:
+        if self.broken or self._closed:
             if done is not None:
                 done.set()
             return
@@ -310,6 +313,7 @@ class MetadataIndex:
 
     async def aclose(self) -> None:
         """Write what is queued and close (at unmount)."""
+        self._closed = True
         if self._send is not None:
             self._send.close()
             with trio.move_on_after(30):
