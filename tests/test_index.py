@@ -305,6 +305,20 @@ def test_find_walks_a_large_table_in_pages_and_a_remount_catches_up(
     assert loses not in os.listdir(m.path(TABLE))
 
 
+def test_without_an_index_a_walk_fills_record_directories_in_batches(
+    big: tuple[EmulatorProc, dict[str, Any]], mount: Callable[..., MountProc]
+) -> None:
+    """--no-index: the listing keeps ids only (13,000 attachments), so record directories are
+    filled 200 records a request (`table_sys_idIN`), not one request each (2,000)."""
+    emu, _ = big
+    m = mount(emu, "--no-index", "--dir-cache-time", "600")
+    emu.reset_stats()
+    assert find_files(m.path(TABLE)) == api_files(emu)
+    # The listing's pages, and two pages (1,000 rows each) per batch of 200 records.
+    assert list_requests(emu) <= 13000 // 1000 + 2 * 2000 // 200 + 15, list_requests(emu)
+    assert not list((m.cache / "index").glob("*/metadata.sqlite3"))  # none written
+
+
 def test_rsync_twice_uploads_nothing_the_second_time(
     big: tuple[EmulatorProc, dict[str, Any]], mount: Callable[..., MountProc], tmp_path: Path
 ) -> None:
