@@ -573,6 +573,7 @@ class Tree:
             done: list[str] = []
             if isinstance(page, RecordIds):  # ids only: nothing to fill record directories
                 if held and page and page[0] in held:
+                    listing.held.difference_update(held)  # nobody waits for them now
                     held.clear()  # that record continues here, unseen: its rows are partial
                 done += self._store_held(table, held, listing)
                 new = [r for r in page if listing.add_record(r)]
