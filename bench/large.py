@@ -13,7 +13,9 @@ on a fresh snfs mount:
 - `stat /incident/<a record no page has reached yet>` issued right after the first entry;
 - the daemon's RSS after the listing;
 - the same listing again after the directory cache expired: time to the first entry;
-- a scoped mount (`--scope incident=active=true`): its listing compared with the database.
+- a scoped mount (`--scope incident=active=true`): its listing compared with the database;
+- `find /incident -type f` on a fresh mount (empty metadata index), then again after a
+  remount that keeps its cache directory (the index): time, requests, files found, RSS.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import os
 import random
 import sqlite3
 import statistics
+import subprocess
 import sys
 import threading
 import time
@@ -39,7 +42,15 @@ from snfs.emulator.db import ATTACHMENT_FIELDS, Store
 from snfs.emulator.tables import TABLES
 
 TABLE = "incident"
-TARGETS = {"first": 5, "whole": 100, "lookup": 5, "rss": 150 * MiB, "revisit": 5}
+TARGETS = {
+    "first": 5,
+    "whole": 100,
+    "lookup": 5,
+    "rss": 150 * MiB,
+    "revisit": 5,
+    "find": 150,
+    "find_requests": 400,
+}
 
 
 def _sys_id(kind: str, i: int) -> str:
@@ -204,12 +215,13 @@ def measure(a: argparse.Namespace, work: Path) -> dict[str, Any]:
         "attachments": a.attachments,
         "records": a.records,
         "latency_ms": a.latency,
+        "snfs_opt": a.snfs_opt,
         "generate_s": round(gen_s, 1),
     }
     try:
         unit = page_round_trip(emu.url)
         out["page_round_trip_s"] = round(unit, 3)
-        opts = ["--dir-cache-time", str(a.dir_cache_time)]
+        opts = ["--dir-cache-time", str(a.dir_cache_time), *a.snfs_opt]
         m = SnfsMount(emu.url, work, opts)
         mp = m.mount()
         try:
@@ -220,6 +232,7 @@ def measure(a: argparse.Namespace, work: Path) -> dict[str, Any]:
             out["emulator_cpu_s"] = round((cpu1[1] or 0) - (cpu0[1] or 0), 1)
         finally:
             m.unmount()
+        out.update(_find_twice(emu.url, work, opts, unit, a.attachments))
         ms = SnfsMount(emu.url, work, [*opts, "--scope", f"{TABLE}=active=true"])
         mp = ms.mount()
         try:
@@ -282,6 +295,71 @@ def _listing(
     return out
 
 
+def requests_made(url: str) -> int:
+    """API requests the emulator answered since its last reset (its own counters)."""
+    with httpx.Client(auth=AUTH, timeout=60) as c:
+        stats = c.get(f"{url}/__emulator__/stats").raise_for_status().json()
+    return int(sum(stats["by_route"].values()))
+
+
+def reset_requests(url: str) -> None:
+    with httpx.Client(auth=AUTH, timeout=60) as c:
+        c.post(f"{url}/__emulator__/reset", json={}).raise_for_status()
+
+
+def _find(m: Any, mp: Path, url: str, unit: float) -> dict[str, Any]:
+    """`find /<table> -type f` as a user runs it: seconds, files, requests, RSS (the peak is
+    sampled while it runs)."""
+    reset_requests(url)
+    peak = {"rss": 0}
+    stop = threading.Event()
+
+    def sample() -> None:
+        while not stop.wait(0.2):
+            peak["rss"] = max(peak["rss"], rss(m.pid))
+
+    th = threading.Thread(target=sample)
+    th.start()
+    t0 = time.perf_counter()
+    try:
+        found = subprocess.run(
+            ["find", str(mp / TABLE), "-type", "f"], capture_output=True, check=True
+        ).stdout.count(b"\n")
+    finally:
+        stop.set()
+        th.join()
+    seconds = time.perf_counter() - t0
+    return {
+        "s": round(seconds, 2),
+        "pages": round(seconds / unit, 1),
+        "files": found,
+        "requests": requests_made(url),
+        "rss_peak": max(peak["rss"], rss(m.pid)),
+        "rss_after": rss(m.pid),
+    }
+
+
+def _find_twice(
+    url: str, work: Path, opts: list[str], unit: float, attachments: int
+) -> dict[str, Any]:
+    from bench.systems import SnfsMount
+
+    m = SnfsMount(url, work, opts)
+    mp = m.mount()
+    out: dict[str, Any] = {}
+    try:
+        out["find"] = _find(m, mp, url, unit)
+        m.unmount(keep=True)
+        t0 = time.perf_counter()
+        mp = m.mount(again=True)
+        out["remount_s"] = round(time.perf_counter() - t0, 2)
+        out["find_remount"] = _find(m, mp, url, unit)
+    finally:
+        m.unmount()
+    out["find_expected"] = attachments
+    return out
+
+
 def verdicts(r: dict[str, Any]) -> list[tuple[str, bool, str]]:
     rounds = r["rounds"]
     return [
@@ -292,6 +370,24 @@ def verdicts(r: dict[str, Any]) -> list[tuple[str, bool, str]]:
         ("revisit after expiry: first ≤ 5", rounds["revisit"] <= 5, f"{rounds['revisit']}"),
         ("every record exactly once", r["exactly_once"], f"{r['entries']} entries"),
         ("scoped listing = API", r["scoped_exact"], f"{r['scoped_records']} records"),
+        *_find_verdicts(r, "find", "find"),
+        *_find_verdicts(r, "find_remount", "find after a remount"),
+    ]
+
+
+def _find_verdicts(r: dict[str, Any], key: str, what: str) -> list[tuple[str, bool, str]]:
+    f = r.get(key)
+    if not f:
+        return []
+    return [
+        (f"{what}: every file", f["files"] == r["find_expected"], f"{f['files']:,} files"),
+        (f"{what} ≤ {TARGETS['find']} PAGE", f["pages"] <= TARGETS["find"], f"{f['pages']}"),
+        (
+            f"{what} ≤ {TARGETS['find_requests']} requests",
+            f["requests"] <= TARGETS["find_requests"],
+            f"{f['requests']}",
+        ),
+        (f"{what}: RSS ≤ 150 MiB", f["rss_peak"] <= TARGETS["rss"], _mib(f["rss_peak"])),
     ]
 
 
@@ -302,7 +398,8 @@ def _mib(n: int) -> str:
 def markdown(r: dict[str, Any]) -> str:
     lines = [
         f"Large table: {r['attachments']:,} attachments over {r['records']:,} `{TABLE}` records "
-        f"(plus {r['records'] // 8:,} without attachments), {r['latency_ms']} ms per request. "
+        f"(plus {r['records'] // 8:,} without attachments), {r['latency_ms']} ms per request"
+        f"{', snfs ' + ' '.join(r['snfs_opt']) if r.get('snfs_opt') else ''}. "
         f"One page round trip (1,000 full rows through the same delay): "
         f"{r['page_round_trip_s'] * 1000:.0f} ms.",
         "",
@@ -320,6 +417,7 @@ def markdown(r: dict[str, Any]) -> str:
         f"{r['rounds']['revisit']} | ≤ 5 |",
         f"| scoped `/incident` (active=true): whole | {r['scoped_s']} s | "
         f"{r['scoped_round_trips']} | |",
+        *_find_rows(r),
         "",
         f"CPU over the listing and the revisit: daemon {r.get('daemon_cpu_s')} s, "
         f"emulator {r.get('emulator_cpu_s')} s.",
@@ -330,6 +428,19 @@ def markdown(r: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _find_rows(r: dict[str, Any]) -> list[str]:
+    rows = []
+    for key, what in (("find", "fresh mount"), ("find_remount", "after a remount")):
+        f = r.get(key)
+        if f:
+            rows.append(
+                f"| `find /incident -type f`, {what} ({f['files']:,} files, {f['requests']} "
+                f"requests, RSS peak {_mib(f['rss_peak'])}) | {f['s']} s | {f['pages']} "
+                f"| ≤ {TARGETS['find']}, ≤ {TARGETS['find_requests']} requests |"
+            )
+    return rows
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m bench.large", description=__doc__)
     p.add_argument("--latency", type=float, default=100.0, metavar="MS")
@@ -338,6 +449,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--dir-cache-time", type=float, default=20.0)
     p.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results")
     p.add_argument("--workdir", type=Path)
+    p.add_argument(
+        "--snfs-opt",
+        action="append",
+        default=[],
+        metavar="OPT",
+        help="an extra `snfs mount` option (e.g. --snfs-opt=--no-index); repeatable",
+    )
     return p.parse_args(argv)
 
 

@@ -61,13 +61,17 @@ class SnfsMount:
         self.mp: Path | None = None
         self.pid: int | None = None
 
-    def mount(self) -> Path:
-        self.n += 1
+    def mount(self, *, again: bool = False) -> Path:
+        """`again`: remount on the last run's directory (its cache and metadata index kept,
+        as a user's remount finds them); it must have been unmounted with `keep=True`."""
+        if not again:
+            self.n += 1
         run = self.work / f"{self.name}-{self.n}"
-        shutil.rmtree(run, ignore_errors=True)
+        if not again:
+            shutil.rmtree(run, ignore_errors=True)
         mp, state = run / "mnt", run / "state"
-        mp.mkdir(parents=True)
-        state.mkdir()
+        mp.mkdir(parents=True, exist_ok=again)
+        state.mkdir(exist_ok=again)
         log_file = run / "mount.log"
         cmd = [
             sys.executable,
@@ -105,7 +109,7 @@ class SnfsMount:
         assert self.mp is not None
         return json.loads((self.mp / ".snfs" / "status").read_text())
 
-    def unmount(self) -> None:
+    def unmount(self, *, keep: bool = False) -> None:
         if self.mp is None:
             return
         util.unmount(self.mp)
@@ -116,7 +120,8 @@ class SnfsMount:
                 util.stop_proc(self.proc)
         util.unmount(self.mp)
         _keep_log(self.log_file, self.work / "logs" / f"{self.name}-{self.n}.log")
-        shutil.rmtree(self.run_dir, ignore_errors=True)
+        if not keep:
+            shutil.rmtree(self.run_dir, ignore_errors=True)
         self.mp = self.proc = self.pid = None
 
 
@@ -294,7 +299,7 @@ class RcloneMount:
             time.sleep(0.01)
         raise RuntimeError("rclone uploads did not finish")
 
-    def unmount(self) -> None:
+    def unmount(self, *, keep: bool = False) -> None:
         if self.mp is None:
             return
         util.unmount(self.mp)

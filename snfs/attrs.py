@@ -78,7 +78,9 @@ def entry(
     size: int | None = None,
     mtime: datetime | None = None,
     ctime: datetime | None = None,
+    times: tuple[int, int] | None = None,
 ) -> pyfuse3.EntryAttributes:
+    """`times`: (mtime_ns, atime_ns) a user set (`Tree.kept_times`), shown instead."""
     a = pyfuse3.EntryAttributes()
     a.st_ino = node.ino
     a.generation = 0
@@ -105,14 +107,26 @@ def entry(
     a.st_blocks = (a.st_size + 511) // 512
     a.st_mtime_ns = a.st_atime_ns = _ns(mtime)
     a.st_ctime_ns = _ns(ctime or mtime)
+    if times is not None:
+        a.st_mtime_ns, a.st_atime_ns = times
     return a
 
 
 def attachment_entry(
-    node: Node, att: RemoteFile, owner: Owner, timeouts: Timeouts
+    node: Node,
+    att: RemoteFile,
+    owner: Owner,
+    timeouts: Timeouts,
+    times: tuple[int, int] | None = None,
 ) -> pyfuse3.EntryAttributes:
     return entry(
-        node, owner, timeouts, size=att.size_bytes, mtime=att.updated_on, ctime=att.created_on
+        node,
+        owner,
+        timeouts,
+        size=att.size_bytes,
+        mtime=att.updated_on,
+        ctime=att.created_on,
+        times=times,
     )
 
 

@@ -19,6 +19,14 @@ Files are described by `RemoteFile`; a backend fills what it knows and puts syst
 values (ids, URLs) in `extra`, which the mount shows as extended attributes
 `user.<backend>.<key>`.
 
+Optional features, looked up by name (a backend without them is listed as a whole, one
+record at a time): `list_table_parts` / `groups_by_record` (parallel keyset pagers grouped by
+record), `can_scope` / `list_scoped` / `default_scope` / `scope_from_name` (scoped views),
+`lists_numbers` / `numbers` / `find_record` aliases, `list_records(table, records)` (the
+attachments of a batch of records in few requests), and `lists_changes(table)` /
+`list_changed(table, since)` (rows created or changed since a time: what lets a metadata
+index catch up without listing a table again).
+
 Which systems exist is the registry's business (`snfs.registry`): the core never names one.
 """
 

@@ -88,10 +88,19 @@ class Operations(pyfuse3.Operations):
 
     def _attr(self, node: Node) -> pyfuse3.EntryAttributes:
         if node.kind is Kind.FILE:
-            return attrs.attachment_entry(node, node.data, self.owner, self.timeouts)
+            return attrs.attachment_entry(
+                node, node.data, self.owner, self.timeouts, self.tree.kept_times(node)
+            )
         if node.kind is Kind.LOCAL:
             size, mtime = self.writes.size_and_mtime(node)
-            return attrs.entry(node, self.owner, self.timeouts, size=size, mtime=mtime)
+            return attrs.entry(
+                node,
+                self.owner,
+                self.timeouts,
+                size=size,
+                mtime=mtime,
+                times=self.tree.kept_times(node),
+            )
         if node.kind is Kind.CONTROL and not self.control.is_dir(node):
             size, mtime = self.control.size_and_mtime(node)
             return attrs.entry(node, self.owner, self.timeouts, size=size, mtime=mtime)
@@ -215,6 +224,7 @@ class Operations(pyfuse3.Operations):
             raise fail(errno.ENOTDIR)
         fh = next(self._fh)
         self._dirs[fh] = DirHandle(node)
+        node.busy += 1  # an open directory's inode stays whole (snfs.inodes, parking)
         return fh
 
     @handler
@@ -270,7 +280,9 @@ class Operations(pyfuse3.Operations):
 
     @handler
     async def releasedir(self, fh: int) -> None:
-        self._dirs.pop(fh, None)
+        handle = self._dirs.pop(fh, None)
+        if handle is not None:
+            handle.node.busy -= 1
 
     @handler
     async def statfs(self, ctx: Any = None) -> pyfuse3.StatvfsData:
@@ -295,10 +307,17 @@ class Operations(pyfuse3.Operations):
         writable = (flags & os.O_ACCMODE) != os.O_RDONLY or bool(flags & os.O_TRUNC)
         if writable and node.kind is Kind.CONTROL:
             raise fail(errno.EACCES)
+        if writable and node.kind is Kind.FILE:
+            await self.tree.verify_record(node.table, node.record)
+            if not self.tree.still_listed(node.data):
+                # Replaced or deleted on the instance since this name was looked up: the
+                # kernel looks the name up again and retries the open once (ESTALE).
+                raise fail(errno.ESTALE)
         if writable:
             await self.writes.open_for_write(node, flags)
         fh = next(self._fh)
         self._files[fh] = FileHandle(node, writable)
+        node.busy += 1  # an open file's inode stays whole (snfs.inodes, parking)
         if self.prefetch is not None and node.kind is Kind.FILE and not writable:
             self.prefetch.opened(node.data)  # a hint: never blocks, never fails the open
         # Content under a FILE inode never changes: let the kernel keep its page cache.
@@ -371,9 +390,12 @@ class Operations(pyfuse3.Operations):
         self, parent_inode: int, name: bytes, mode: int, flags: int, ctx: Any = None
     ) -> tuple[pyfuse3.FileInfo, pyfuse3.EntryAttributes]:
         parent = self._node(parent_inode)
+        if parent.kind is Kind.RECORD:
+            await self.tree.verify_record(parent.table, parent.record)
         node = await self.writes.create(parent, self._name(name))
         fh = next(self._fh)
         self._files[fh] = FileHandle(node, True)
+        node.busy += 1
         self.inodes.looked_up(node)
         return pyfuse3.FileInfo(fh=fh), self._attr(node)
 
@@ -396,6 +418,8 @@ class Operations(pyfuse3.Operations):
     @handler
     async def release(self, fh: int) -> None:
         handle = self._files.pop(fh, None)
+        if handle is not None:
+            handle.node.busy -= 1
         if handle is not None and handle.writable:
             await self.writes.release(handle.node)
 
@@ -415,7 +439,16 @@ class Operations(pyfuse3.Operations):
             fields.update_mode or fields.update_uid or fields.update_gid or fields.update_mtime
         ):
             raise fail(errno.EROFS)
-        # mode, owner and times: accepted without effect, so cp -a, rsync -a and tar x work.
+        if (fields.update_mtime or fields.update_atime) and node.kind in (Kind.FILE, Kind.LOCAL):
+            # Kept for this attachment (in the index), so rsync -a finds it unchanged next
+            # time; the instance has no field for them (docs/SEMANTICS.md, "Times").
+            shown = self._attr(node)
+            self.tree.keep_times(
+                node,
+                attr.st_mtime_ns if fields.update_mtime else shown.st_mtime_ns,
+                attr.st_atime_ns if fields.update_atime else shown.st_atime_ns,
+            )
+        # mode and owner: accepted without effect, so cp -a, rsync -a and tar x work.
         return self._attr(node)
 
     @handler
@@ -441,6 +474,11 @@ class Operations(pyfuse3.Operations):
         old_name, new_name = self._name(name_old), self._name(name_new)
         if old_parent.kind is not Kind.RECORD or new_parent.kind is not Kind.RECORD:
             raise fail(errno.EPERM)
+        for record in {
+            (old_parent.table, old_parent.record),
+            (new_parent.table, new_parent.record),
+        }:
+            await self.tree.verify_record(*record)
         source = await self._child(old_parent, old_name)
         if source is None:
             raise fail(errno.ENOENT)

@@ -27,6 +27,7 @@ from snfs.control import Control
 from snfs.emulator.launch import snfs_command
 from snfs.errors import ConfigError, SnfsError, unwrap
 from snfs.fs import Operations
+from snfs.index import open_index
 from snfs.logs import open_log_file, prepare_log_file, setup_logging
 from snfs.options import MountOptions, add_arguments, cache_home, from_args, state_home
 from snfs.prefetch import Prefetcher
@@ -265,11 +266,14 @@ class Mount:
 
     async def _serve(self, cache: ContentCache) -> int:
         o, backend = self.o, self.backend
+        # The metadata index: per instance and user (what a listing shows depends on ACLs).
+        index_dir = instance_dir((o.cache_dir or cache_home()) / "index", self.key, spool_user(o))
         self.tree = tree = Tree(
             backend,
             dir_cache_time=o.dir_cache_time,
             tables=o.tables,
             pagers=max(1, o.max_in_flight - 2),  # two requests stay free for lookups
+            index=None if o.no_index else await open_index(index_dir),
         )
         spool = Spool(
             instance_dir(o.spool_dir or state_home() / "spool", self.key, spool_user(o)),
@@ -329,6 +333,7 @@ class Mount:
                 notify.status(f"unmounted; finishing {owed} pending upload(s)")
             with trio.CancelScope(shield=True):
                 await writes.finish(SHUTDOWN_UPLOAD_SECONDS)
+                await tree.aclose()
             self._say_unsent()
         return 0
 

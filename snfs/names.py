@@ -19,6 +19,7 @@ Two problems, two rules (documented in docs/SEMANTICS.md, "Names"):
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -39,8 +40,11 @@ SURROGATES = range(0xD800, 0xE000)
 SURROGATE_SHOWN = 0xF0000
 
 
-def _needs_escape(c: str) -> bool:
-    return c in _ENCODE or c in _LOOKALIKES or ord(c) in SURROGATES
+# A character to escape: one POSIX names cannot hold, one of the marks, or a lone surrogate.
+# One C scan of the whole name (a walk encodes every name it shows).
+_NEEDS_ESCAPE = re.compile(
+    "[" + re.escape("".join(sorted(set(_ENCODE) | _LOOKALIKES))) + "\ud800-\udfff]"
+)
 
 
 def encode(name: str) -> str:
@@ -50,7 +54,7 @@ def encode(name: str) -> str:
         return DOT * len(name)
     if not name:
         return ESCAPE  # an empty file name: a lone escape mark, which no other name becomes
-    if not any(_needs_escape(c) for c in name):
+    if _NEEDS_ESCAPE.search(name) is None:
         return name  # the common case costs one scan
     out = []
     for c in name:

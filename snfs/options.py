@@ -313,6 +313,12 @@ class MountOptions:
     cache_size: int = opt(256 * 2**20, "memory for small files' content (default 256M)", kind=SIZE)
     cache_dir: Path | None = opt(None, "on-disk cache for large files (mode 0700)", kind=PATH)
     disk_cache_size: int = opt(2 * 2**30, "on-disk cache size (default 2G)", kind=SIZE)
+    no_index: bool = opt(
+        False,
+        "keep listings in memory only, without the on-disk metadata index in the cache"
+        " directory (a walk of a large table then costs a request per 200 records)",
+        kind=BOOL,
+    )
     spool_dir: Path | None = opt(
         None,
         "where written files wait for upload (default $XDG_STATE_HOME/snfs/spool)",

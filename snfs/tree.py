@@ -9,10 +9,13 @@
 
 A table's listing (`Listing`) is filled by a background task, page by page, and read while it
 grows (streaming readdir); it keeps record ids only. Records whose attachments the pages
-carried whole go into a byte-bounded LRU of per-record listings, so walking a small table
+carried whole go into a byte-bounded LRU of per-record listings (the hot layer) and, with a
+metadata index (`snfs.index`), onto disk as the pages arrive, so walking a table of any size
 costs about one request per 1000 attachments. Listings live for `dir_cache_time` seconds;
-an expired one is still served while a new one is built behind it; `invalidate()` (SIGHUP)
-drops them all. docs/PERFORMANCE.md, "Large tables".
+an expired one is still served while a new one is built behind it, and so are the record
+directories it shows; `invalidate()` (SIGHUP) drops them all. A remount starts from the
+index's listings, served as expired ones. docs/PERFORMANCE.md, "Large tables";
+docs/ARCHITECTURE.md, "The metadata index".
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Iterable
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import Any, cast
 
 import trio
@@ -31,6 +35,7 @@ from snfs import names
 from snfs.backend import Backend, RecordIds
 from snfs.backend import RemoteFile as Attachment
 from snfs.errors import ConfigError, InvalidInput, NotFound, SnfsError, unwrap
+from snfs.index import MetadataIndex
 from snfs.inodes import Inodes, Kind, Node, file_key
 
 log = logging.getLogger("snfs.tree")
@@ -38,6 +43,8 @@ log = logging.getLogger("snfs.tree")
 
 # Per-record listings kept in memory, in estimated bytes (an LRU: the least recently used go).
 RECORD_CACHE_BYTES = 24 * 2**20
+# With a metadata index the memory LRU is only the hot layer: the index holds the rest.
+INDEXED_RECORD_CACHE_BYTES = 8 * 2**20
 # What one attachment's metadata costs in memory beyond the strings counted in
 # `RecordListing.of`: the object, its other strings (ids, table, user, state, link), two
 # datetimes, the `extra` dict, the name's dict slot. tracemalloc on 20,000 listed attachments
@@ -48,6 +55,17 @@ TABLE_PAGERS = 4
 SCOPE_DIR = ".query"
 SCOPES = 16  # scoped listings kept (the configured ones and ad-hoc `.query` ones)
 EXISTS_MAX = 10_000  # existence checks kept before the expired ones are dropped
+# With an index, a refresh asks only for rows changed since the last listing (`list_changed`);
+# deletions show only in a full listing, made when the last one is this many times
+# `dir_cache_time` old (10 minutes at the default 60 s). docs/SEMANTICS.md, "Freshness".
+FULL_RELIST_FACTOR = 10
+# How far before the newest `updated_on` a listing showed a check for changes starts: rows
+# committed out of order, and an instance reading the value in the user's time zone (at most
+# 14 hours off UTC), are still caught; rows seen twice are simply written again.
+CHANGES_SLACK = timedelta(hours=24)
+# Records of a listing filled in one request (`table_sys_idIN...`) when their rows are not
+# known (ids-only pages, records new since the index was written).
+FILL_BATCH = 200
 
 
 @dataclass
@@ -77,9 +95,9 @@ class Listing:
     of the generation; a refresh builds a new generation and swaps it in when complete. Only
     ids are kept: the records' sys_ids, and numbers (aliases) when asked for."""
 
-    def __init__(self, started_at: float) -> None:
+    def __init__(self, started_at: float, base: Listing | None = None) -> None:
         self.names: list[str] = []  # readdir order: record sys_ids and numbers
-        self.records: set[str] = set()
+        self.records: dict[str, int] = {}  # sys_id -> its position in `names`
         self.aliases: dict[str, str] = {}  # number -> sys_id
         self.started_at = started_at
         self.fetched_at = float("-inf")  # when complete
@@ -87,13 +105,30 @@ class Listing:
         self.error: BaseException | None = None
         self.cancel = trio.CancelScope()
         self._grew = trio.Event()
+        # With an index: the generation its rows are written under, when the table was last
+        # listed in full (wall clock), the newest `updated_on` seen, and the records whose
+        # rows a pager holds half-read (the last of a page may go on in the next).
+        self.gen = 0
+        self.full_at = float("-inf")
+        self.newest: datetime | None = None
+        self.held: set[str] = set()
+        self.changes_only = base is not None  # a check for changes on top of `base`
+        self.filled_here = False  # listed in full by this mount (not loaded from the index)
+        if base is not None:
+            self.names, self.records = list(base.names), dict(base.records)
+            self.aliases = dict(base.aliases)
+            self.gen, self.full_at, self.newest = base.gen, base.full_at, base.newest
 
     def add_record(self, sys_id: str) -> bool:
         if sys_id in self.records:
             return False
-        self.records.add(sys_id)
+        self.records[sys_id] = len(self.names)
         self.names.append(sys_id)
         return True
+
+    def saw(self, att: Attachment) -> None:
+        if self.newest is None or att.updated_on > self.newest:
+            self.newest = att.updated_on
 
     def add_alias(self, number: str, sys_id: str) -> None:
         if number not in self.aliases:
@@ -121,6 +156,11 @@ class Listing:
             await self._grew.wait()
         if self.error is not None:
             raise self.error
+
+    async def passed(self, record: str) -> None:
+        """Until no pager holds `record` half-read (at most the next page of its pager)."""
+        while record in self.held and not self.done:
+            await self._grew.wait()
 
 
 class SingleFlight:
@@ -164,8 +204,15 @@ class Tree:
         clock: Callable[[], float] = time.monotonic,
         record_cache_bytes: int = RECORD_CACHE_BYTES,
         pagers: int = TABLE_PAGERS,
+        index: MetadataIndex | None = None,
+        wall: Callable[[], float] = time.time,
     ) -> None:
         self.backend = backend
+        self.index = index
+        if index is not None:
+            record_cache_bytes = min(record_cache_bytes, INDEXED_RECORD_CACHE_BYTES)
+        self._wall = wall
+        self.full_relist_every = FULL_RELIST_FACTOR * dir_cache_time
         self.inodes = Inodes()
         self.dir_cache_time = dir_cache_time
         self.fixed_tables = list(tables) if tables else None
@@ -197,6 +244,15 @@ class Tree:
         self._flight = SingleFlight()
         # Names a record directory must keep free for local (staged) files: set by the write side.
         self.reserved_names: Callable[[str, str], Iterable[str]] = lambda table, record: ()
+        # Records being filled by a batch request: wait for it rather than ask again.
+        self._batching: dict[tuple[str, str], trio.Event] = {}
+        # Times users set (rsync -a, touch, cp -p): attachment sys_id -> (mtime_ns, atime_ns),
+        # kept in the index; and those set on staged files not yet stored, by inode, with the
+        # staged file's own mtime then (a later write makes them void).
+        self._times: dict[str, tuple[int, int]] = index.times() if index else {}
+        self.inodes.resolve = self._resolve
+        self.inodes.park_files = index is not None
+        self._local_times: dict[int, tuple[int, int, object]] = {}
 
     # -- freshness -------------------------------------------------------------------------
 
@@ -214,6 +270,13 @@ class Tree:
         self._records.clear()
         self._oversize.clear()
         self._exists.clear()
+        if self.index is not None:
+            self.index.forget_listings()
+
+    async def aclose(self) -> None:
+        """At unmount: write what the index has queued, and close it."""
+        if self.index is not None:
+            await self.index.aclose()
 
     # -- nodes -----------------------------------------------------------------------------
 
@@ -316,7 +379,11 @@ class Tree:
             self._scope_use.move_to_end(key)
         current = self._listings.get(key)
         if current is None or (current.done and current.error is not None):
-            current = self._listings[key] = self._start(key, swap=False)
+            known = self._indexed(key) if current is None else None
+            if known is not None:
+                current = self._listings[key] = known
+            else:
+                current = self._listings[key] = self._start(key, swap=False)
             if scope is not None:
                 self._forget_old_scopes(key)
         elif current.done and not self._fresh(current.fetched_at) and key not in self._refreshing:
@@ -347,8 +414,54 @@ class Tree:
         return sorted(listing.records)
 
     def _start(self, key: ListingKey, *, swap: bool) -> Listing:
-        listing = Listing(self._clock())
+        base = self._listings.get(key) if swap else None
+        listing = Listing(self._clock(), base if self._changes_will_do(key, base) else None)
+        listing.filled_here = not listing.changes_only
+        if self.index is not None and not listing.changes_only:
+            listing.gen = self.index.new_generation(key[0])
         trio.lowlevel.spawn_system_task(self._run, key, listing, swap, name=f"list {key[0]}")
+        return listing
+
+    def _changes_will_do(self, key: ListingKey, base: Listing | None) -> bool:
+        """Whether a refresh of `base` may ask only for the rows changed since it: with an
+        index (the unchanged rows are there), for a whole table (a scope's records may change
+        without their attachments), without numbers (not kept in the index), and while its
+        last full listing is younger than `full_relist_every` (deletions show only then)."""
+        return (
+            base is not None
+            and base.done
+            and base.error is None
+            and base.newest is not None
+            and self.index is not None
+            and key[1] is None
+            and not self.numbers
+            and bool(getattr(self.backend, "lists_changes", lambda t: False)(key[0]))
+            and self._wall() - base.full_at < self.full_relist_every
+        )
+
+    def _indexed(self, key: ListingKey) -> Listing | None:
+        """A listing the index kept (from an earlier mount, or before its scope was forgotten):
+        shown at once as an expired one, its records loaded in the background, then refreshed
+        (stale while revalidate)."""
+        state = self.index.listing(*key) if self.index is not None else None
+        if state is None or self.index is None:
+            return None
+        listing = Listing(self._clock())
+        listing.gen, listing.full_at, listing.newest = state.gen, state.full_at, state.newest
+        index = self.index
+
+        async def load() -> None:
+            try:
+                for record in await index.members(key[0], key[1], state.gen):
+                    listing.add_record(record)
+            except Exception as e:  # a system task must never raise; the refresh lists all
+                log.warning("loading the listing of %s from the index failed: %s", key[0], e)
+            finally:
+                listing.finish(float("-inf"))  # expired: a refresh starts now
+            if self._listings.get(key) is listing and key not in self._refreshing:
+                self._refreshing[key] = self._start(key, swap=True)
+
+        trio.lowlevel.spawn_system_task(load, name=f"load {key[0]}")
         return listing
 
     async def _run(self, key: ListingKey, listing: Listing, swap: bool) -> None:
@@ -358,6 +471,7 @@ class Tree:
         try:
             with listing.cancel:
                 await self._fill(table, scope, listing)
+                await self._finish_in_index(key, listing)
         except Exception as e:  # shown to the readers waiting on it, logged once
             error = unwrap(e)  # the nursery's group: readers get the error itself
             where = f"{table}{f' ({scope})' if scope else ''}"
@@ -372,16 +486,42 @@ class Tree:
                 if error is None and not listing.cancel.cancelled_caught:
                     self._swap(key, listing)
 
+    async def _finish_in_index(self, key: ListingKey, listing: Listing) -> None:
+        if self.index is None or not listing.gen:
+            return
+        now = self._wall()
+        if not listing.changes_only:
+            listing.full_at = now
+        await self.index.finish_listing(
+            key[0],
+            key[1],
+            listing.gen,
+            at=now,
+            full=not listing.changes_only,
+            newest=listing.newest,
+        )
+
     def _swap(self, key: ListingKey, listing: Listing) -> None:
         old = self._listings.get(key)
         self._listings[key] = listing
         if old is not None and key[1] is None:
-            for gone in old.records - listing.records:
+            for gone in old.records.keys() - listing.records.keys():
                 # Listed before, not now: its attachments are gone, forget the cached ones.
                 self._records.pop((key[0], gone), None)
 
     async def _fill(self, table: str, scope: str | None, listing: Listing) -> None:
         backend: Any = self.backend
+        if listing.changes_only:
+            assert listing.newest is not None
+            pages = backend.list_changed(
+                table, listing.newest - CHANGES_SLACK, page_size=self.page_size
+            )
+            await self._consume_changes(table, pages, listing)
+            return
+        # With an index every page carries full rows: they go to disk, not to memory.
+        full_rows = (
+            None if self.index else self._records.maxsize // 2 // (ATTACHMENT_OVERHEAD + 200)
+        )
         async with trio.open_nursery() as nursery:
             if scope is not None or hasattr(backend, "list_table_parts"):
                 grouped = scope is not None or bool(
@@ -394,21 +534,21 @@ class Tree:
                         table,
                         page_size=self.page_size,
                         parts=self.pagers,
-                        full_rows=self._records.maxsize // 2 // (ATTACHMENT_OVERHEAD + 200),
+                        full_rows=full_rows,
                     )
                 )
                 limiter = trio.CapacityLimiter(self.pagers)
                 async for pages in parts:
                     nursery.start_soon(
-                        self._consume, table, pages, listing, grouped, nursery, limiter
+                        self._consume, (table, scope), pages, listing, grouped, nursery, limiter
                     )
             else:
                 pages = backend.list_table(table, page_size=self.page_size)
-                nursery.start_soon(self._consume, table, pages, listing, False, nursery)
+                nursery.start_soon(self._consume, (table, scope), pages, listing, False, nursery)
 
     async def _consume(
         self,
-        table: str,
+        key: ListingKey,
         pages: AsyncIterator[list[Attachment]],
         listing: Listing,
         grouped: bool,
@@ -416,14 +556,14 @@ class Tree:
         limiter: trio.CapacityLimiter | None = None,
     ) -> None:
         if limiter is None:
-            await self._consume_pages(table, pages, listing, grouped, nursery)
+            await self._consume_pages(key, pages, listing, grouped, nursery)
         else:
             async with limiter:  # at most `pagers` requests of one listing in flight
-                await self._consume_pages(table, pages, listing, grouped, nursery)
+                await self._consume_pages(key, pages, listing, grouped, nursery)
 
     async def _consume_pages(
         self,
-        table: str,
+        key: ListingKey,
         pages: AsyncIterator[list[Attachment]],
         listing: Listing,
         grouped: bool,
@@ -431,33 +571,71 @@ class Tree:
     ) -> None:
         """Show each page's records as it arrives. With `grouped` pages (rows ordered by
         record) a record's attachments are complete when the next record starts, and go into
-        the record cache then; otherwise they are stored when the listing ends."""
+        the record cache then; otherwise they are stored when the listing ends. With an index,
+        each page's rows, the records it completed and the ones it added are written before
+        the next page is asked for."""
+        table = key[0]
         held: dict[str, list[Attachment]] = {}
         async for page in pages:
             new: list[str] = []
+            done: list[str] = []
             if isinstance(page, RecordIds):  # ids only: nothing to fill record directories
                 if held and page and page[0] in held:
+                    listing.held.difference_update(held)  # nobody waits for them now
                     held.clear()  # that record continues here, unseen: its rows are partial
-                self._store_held(table, held)
+                done += self._store_held(table, held, listing)
                 new = [r for r in page if listing.add_record(r)]
                 page = []
             for att in page:
                 record = att.table_sys_id
                 if grouped and record not in held and held:
-                    self._store_held(table, held)
+                    done += self._store_held(table, held, listing)
                 held.setdefault(record, []).append(att)
+                listing.saw(att)
                 if listing.add_record(record):
                     new.append(record)
+            if grouped:
+                listing.held.update(held)
             listing.wake()
             if self.numbers and new:
                 nursery.start_soon(self._add_numbers, table, new, listing)
-        self._store_held(table, held)
+            if self.index is not None and listing.gen:
+                await self.index.put_page(table, key[1], listing.gen, page, done, new)
+        done = self._store_held(table, held, listing)
+        listing.wake()
+        if self.index is not None and listing.gen and done:
+            await self.index.put_page(table, key[1], listing.gen, [], done)
 
-    def _store_held(self, table: str, held: dict[str, list[Attachment]]) -> None:
+    async def _consume_changes(
+        self, table: str, pages: AsyncIterator[list[Attachment]], listing: Listing
+    ) -> None:
+        """A check for changes: rows new or changed since the listing it refreshes. They go to
+        the index (a record that had all its rows there still has); the records they touch
+        are dropped from memory, so they are read again from the index; new records join the
+        listing (their other rows, if any, are filled on first visit, in batches)."""
+        assert self.index is not None
+        async for page in pages:
+            touched = list(dict.fromkeys(a.table_sys_id for a in page))
+            new = [r for r in touched if listing.add_record(r)]
+            for att in page:
+                listing.saw(att)
+            await self.index.put_page(table, None, listing.gen, page, (), new)
+            for record in touched:
+                self._records.pop((table, record), None)
+                self._oversize.pop((table, record), None)
+            listing.wake()
+
+    def _store_held(
+        self, table: str, held: dict[str, list[Attachment]], listing: Listing | None = None
+    ) -> list[str]:
         now = self._clock()
+        stored = list(held)
         for record, atts in held.items():
             self._store_record(table, record, atts, now)
         held.clear()
+        if listing is not None and listing.held:
+            listing.held.difference_update(stored)
+        return stored
 
     async def _add_numbers(self, table: str, records: list[str], listing: Listing) -> None:
         numbers = await cast(Any, self.backend).numbers(table, records)
@@ -529,14 +707,113 @@ class Tree:
             self._oversize[key] = listing
 
     async def record_listing(self, table: str, record: str) -> dict[str, Attachment]:
-        """POSIX name -> attachment for one record, fresh within dir_cache_time."""
+        """POSIX name -> attachment for one record: fresh within dir_cache_time, or, for a
+        record a table listing shows, as fresh as that listing (stale while it refreshes)."""
         listing = self._cached_record(table, record)
-        if listing is None or not self._fresh(listing.fetched_at):
+        if listing is not None and self._fresh(listing.fetched_at):
+            return listing.names
+        cover = self._covering(table, record)
+        if cover is not None:
+            served = await self._from_listing(table, record, *cover)
+            if served is not None:
+                return served
+        await self._flight.run(("record", table, record), lambda: self._fetch_record(table, record))
+        listing = self._cached_record(table, record)
+        return listing.names if listing else {}
+
+    def _covering(self, table: str, record: str) -> tuple[ListingKey, Listing] | None:
+        """A listing of `table` that shows `record`: the one being built first (its rows are
+        the newest), else the one shown."""
+        for held in (self._refreshing, self._listings):
+            for key, listing in held.items():
+                if key[0] == table and record in listing.records:
+                    return key, listing
+        return None
+
+    async def _from_listing(
+        self, table: str, record: str, key: ListingKey, cover: Listing
+    ) -> dict[str, Attachment] | None:
+        """The record's attachments as its table listing brought them (memory, then index),
+        without a request; an expired listing is refreshed behind them. None when neither
+        has its rows: then they are fetched, in a batch with the records listed after it."""
+        if cover.done and not self._fresh(cover.fetched_at):
+            self.listing(*key)  # starts the refresh, if none runs (stale while revalidate)
+        await cover.passed(record)  # a pager holds it half-read: at most one page
+        cached = self._cached_record(table, record)
+        if cached is not None:
+            return cached.names
+        known = self.index.record(table, record) if self.index is not None else None
+        if known is not None:
+            atts, gen = known
+            # Fresh only if this mount's own listing wrote them; else (an earlier mount, a
+            # listing being refreshed) served stale: a write fetches the record first.
+            fresh = cover.filled_here and gen == cover.gen
+            self._store_record(table, record, atts, cover.started_at if fresh else float("-inf"))
+            return self._cached_record(table, record).names  # type: ignore[union-attr]
+        if hasattr(self.backend, "list_records") and self.backend.capabilities(table).list:
+            await self._fill_batch(table, record, cover)
+            cached = self._cached_record(table, record)
+            return cached.names if cached is not None else None
+        return None
+
+    async def _fill_batch(self, table: str, record: str, cover: Listing) -> None:
+        """One request (`table_sys_idIN...`) for `record` and the next records of its listing
+        whose rows are known nowhere: a walk (find, du, rsync) visits them next."""
+        waiting = self._batching.get((table, record))
+        if waiting is not None:
+            await waiting.wait()
+            return
+        ids = self._batch_ids(table, record, cover)
+        event = trio.Event()
+        for r in ids:
+            self._batching[(table, r)] = event
+        try:
+            atts = await cast(Any, self.backend).list_records(table, ids)
+            by_record: dict[str, list[Attachment]] = {r: [] for r in ids}
+            for att in atts:
+                if att.table_sys_id in by_record:
+                    by_record[att.table_sys_id].append(att)
+            now = self._clock()
+            for r, rows in by_record.items():
+                self._store_record(table, r, rows, now)
+                if self.index is not None:
+                    self.index.record_fetched(table, r, rows)
+        finally:
+            for r in ids:
+                self._batching.pop((table, r), None)
+            event.set()
+
+    def _batch_ids(self, table: str, record: str, cover: Listing) -> list[str]:
+        start = cover.records.get(record, 0)
+        ahead = [
+            n
+            for n in cover.names[start + 1 : start + 1 + 2 * FILL_BATCH]
+            if n in cover.records
+            and (table, n) not in self._batching
+            and self._cached_record(table, n) is None
+        ]
+        if self.index is not None:
+            known = self.index.complete(table, ahead)
+            ahead = [n for n in ahead if n not in known]
+        return [record, *ahead[: FILL_BATCH - 1]]
+
+    async def verify_record(self, table: str, record: str) -> None:
+        """Before a write decides what it replaces or renames: the record's attachments as
+        the instance has them, unless they were fetched within `dir_cache_time`. A listing
+        served stale (an expired one, or the metadata index after a remount) never decides
+        what a write deletes."""
+        cached = self._cached_record(table, record)
+        if cached is not None and self._fresh(cached.fetched_at):
+            return
+        if self.backend.capabilities(table).list:
             await self._flight.run(
                 ("record", table, record), lambda: self._fetch_record(table, record)
             )
-            listing = self._cached_record(table, record)
-        return listing.names if listing else {}
+
+    def still_listed(self, att: Attachment) -> bool:
+        """Whether the record's cached listing still shows `att` (True when none is cached)."""
+        listing = self._cached_record(att.table_name, att.table_sys_id)
+        return listing is None or any(a.sys_id == att.sys_id for a in listing.names.values())
 
     async def attachments(self, table: str, record: str) -> dict[str, str]:
         """POSIX name -> attachment sys_id for one record, fresh within dir_cache_time."""
@@ -545,6 +822,8 @@ class Tree:
     async def _fetch_record(self, table: str, record: str) -> None:
         if self.backend.capabilities(table).list:
             atts = await self.backend.list_record(table, record)
+            if self.index is not None and self.streams(table):
+                self.index.record_fetched(table, record, atts)
         else:
             uploaded = self._uploaded.get((table, record), {})
             # A write-only system may know newer details of what it stored (its `state`).
@@ -556,7 +835,8 @@ class Tree:
 
     def _store_record(self, table: str, record: str, atts: list[Attachment], at: float) -> None:
         for att in atts:
-            node = self.inodes.by_key(file_key(att.table_name, att.sys_id))
+            # a parked one is built anew
+            node = self.inodes.whole(file_key(att.table_name, att.sys_id))
             if node is not None and node.kind is Kind.FILE:
                 node.data = att
         reserved = self.reserved_names(table, record)
@@ -588,6 +868,39 @@ class Tree:
             self._store_record(table, record, atts, at)
 
     def attachment(self, sys_id: str) -> Attachment | None:
+        node = self.inodes.by_key(file_key("", sys_id))
+        if node is not None and node.kind is Kind.FILE:
+            return cast(Attachment, node.data)
+        return self._known_attachment(sys_id)
+
+    def _resolve(self, key: Hashable) -> Node | None:
+        """A parked node built again from its key (`Inodes`): a record from its key, a file
+        from the metadata index or the record cache; None if neither knows it any more."""
+        if not isinstance(key, tuple):
+            return None
+        if key[0] == "record":
+            return Node(0, Kind.RECORD, key, table=key[1], record=key[2])
+        if key[0] == "file":
+            # Under a pseudo-table (`file_key`) only what was uploaded there is that file.
+            att = (
+                self._known_attachment(key[-1])
+                if len(key) == 2
+                else next((u[key[2]] for u in self._uploaded.values() if key[2] in u), None)
+            )
+            if att is not None:
+                return Node(
+                    0, Kind.FILE, key, table=att.table_name, record=att.table_sys_id, data=att
+                )
+        return None
+
+    def _known_attachment(self, sys_id: str) -> Attachment | None:
+        if self.index is not None:
+            found = self.index.attachment(sys_id)
+            if found is not None:
+                return found
+        for uploaded in self._uploaded.values():
+            if sys_id in uploaded:
+                return uploaded[sys_id]
         for listing in [*self._records.values(), *self._oversize.values()]:
             for att in listing.names.values():
                 if att.sys_id == sys_id:
@@ -614,11 +927,18 @@ class Tree:
             if listing is not None and listing.add_record(att.table_sys_id):
                 listing.wake()
         self._exists.pop(("record", att.table_name, att.table_sys_id), None)
+        if self.index is not None and self.streams(att.table_name):
+            self.index.added(att)
+        self._adopt_times(att)
         return self.file_node(att)
 
     def removed(self, sys_id: str) -> None:
         """An attachment is gone (deleted here, or found missing): drop it from its listing."""
         att = self.attachment(sys_id)
+        self._times.pop(sys_id, None)
+        if self.index is not None:
+            where = (att.table_name, att.table_sys_id) if att is not None else ("", "")
+            self.index.removed(sys_id, *where)
         if att is None:
             return
         self._uploaded.get((att.table_name, att.table_sys_id), {}).pop(sys_id, None)
@@ -633,6 +953,52 @@ class Tree:
     def renamed(self, old_sys_id: str, att: Attachment) -> Node:
         self.removed(old_sys_id)
         return self.added(att)
+
+    # -- times users set (rsync -a, cp -p, touch): kept per attachment ---------------------
+
+    def kept_times(self, node: Node) -> tuple[int, int] | None:
+        """(mtime_ns, atime_ns) a user set on this file, if any: the instance has no field
+        for them, so they live in the index, per attachment (docs/SEMANTICS.md, "Times")."""
+        if node.kind is Kind.FILE:
+            kept = self._times.get(node.data.sys_id)
+            if kept is None and node.ino in self._local_times:
+                self._adopt_times(node.data)  # a staged file settled into this attachment
+                kept = self._times.get(node.data.sys_id)
+            return kept
+        local = self._local_times.get(node.ino)
+        if local is None:
+            return None
+        if node.kind is not Kind.LOCAL or getattr(node.data, "mtime", None) is not local[2]:
+            del self._local_times[node.ino]  # written since, or gone
+            return None
+        return local[0], local[1]
+
+    def keep_times(self, node: Node, mtime_ns: int, atime_ns: int) -> None:
+        if node.kind is Kind.FILE:
+            self.keep_times_of(node.data.sys_id, mtime_ns, atime_ns)
+        elif node.kind is Kind.LOCAL:
+            # A staged file: its bytes' own mtime tells whether a write came after.
+            self._local_times[node.ino] = (mtime_ns, atime_ns, getattr(node.data, "mtime", None))
+
+    def _adopt_times(self, att: Attachment) -> None:
+        """A staged file is stored as `att`: the times set on it become the attachment's."""
+        for ino, (mtime_ns, atime_ns, stamp) in list(self._local_times.items()):
+            node = self.inodes.get(ino)
+            if node is None:
+                del self._local_times[ino]
+                continue
+            uploaded = getattr(node.data, "uploaded", None) if node.kind is Kind.LOCAL else None
+            stored = node.data if node.kind is Kind.FILE else uploaded
+            if stored is None or stored.sys_id != att.sys_id:
+                continue
+            del self._local_times[ino]
+            if node.kind is Kind.FILE or getattr(node.data, "mtime", None) is stamp:
+                self.keep_times_of(att.sys_id, mtime_ns, atime_ns)
+
+    def keep_times_of(self, sys_id: str, mtime_ns: int, atime_ns: int) -> None:
+        self._times[sys_id] = (mtime_ns, atime_ns)
+        if self.index is not None:
+            self.index.set_times(sys_id, mtime_ns, atime_ns)
 
     # -- helpers -----------------------------------------------------------------------------
 

@@ -197,7 +197,18 @@ def test_xattr_names_come_from_the_backend(monkeypatch: pytest.MonkeyPatch) -> N
     assert attrs.xattrs(_file(), ev)["user.easyvista.record"] == b"R1"
 
 
-CORE = ("tree", "attrs", "fs", "writes", "mount", "content_cache", "spool", "names", "inodes")
+CORE = (
+    "tree",
+    "index",
+    "attrs",
+    "fs",
+    "writes",
+    "mount",
+    "content_cache",
+    "spool",
+    "names",
+    "inodes",
+)
 
 
 @pytest.mark.parametrize("module", CORE)

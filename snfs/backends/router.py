@@ -126,6 +126,19 @@ class Router:
     ) -> AsyncIterator[AsyncIterator[list[RemoteFile]]]:
         return self._for(table).list_scoped(table, scope, **kw)  # type: ignore[attr-defined]
 
+    def lists_changes(self, table: str) -> bool:
+        f = self._optional(table, "lists_changes")
+        return bool(f and f(table))
+
+    def list_changed(self, table: str, since: datetime, **kw: Any) -> Any:
+        return self._for(table).list_changed(table, since, **kw)  # type: ignore[attr-defined]
+
+    async def list_records(self, table: str, records: list[str]) -> list[RemoteFile]:
+        f = self._optional(table, "list_records")
+        if f is None:  # a system without batches: one record at a time
+            return [a for r in records for a in await self.list_record(table, r)]
+        return list(await f(table, records))
+
     async def numbers(self, table: str, sys_ids: list[str]) -> dict[str, str]:
         f = self._optional(table, "numbers")
         return dict(await f(table, sys_ids)) if f else {}

@@ -247,6 +247,35 @@ class ServiceNowBackend:
         if atts:
             yield [*atts]
 
+    def lists_changes(self, table: str) -> bool:
+        """`list_changed` works for `table` (every table has `sys_updated_on`)."""
+        return True
+
+    async def list_changed(
+        self, table: str, since: datetime, *, page_size: int = 1000
+    ) -> AsyncIterator[list[RemoteFile]]:
+        """Attachments of `table` created or changed at or after `since` (`sys_updated_on>=`),
+        by keyset pages grouped by record: what a metadata index needs to catch up."""
+        base = query.all_of(
+            query.attachments_of_table_by_record(table),
+            query.term("sys_updated_on", ">=", since.strftime("%Y-%m-%d %H:%M:%S")),
+        )
+        fetch = self._fetcher("sys_attachment", page_size, ATTACHMENT_FIELDS)
+        pages = pager.keyset_pages(fetch, base, "table_sys_id", page_size=page_size)
+        async for rows in pages:
+            yield [a for a in map(Attachment.from_json, rows) if a.sys_id]
+
+    async def list_records(self, table: str, records: list[str]) -> list[RemoteFile]:
+        """Every attachment of a batch of records (`table_sys_idIN...`, ID_BATCH ids a
+        request): fills record directories a listing showed without their rows."""
+        out: list[RemoteFile] = []
+        ids = [r for r in records if query.is_sys_id(r)]
+        for i in range(0, len(ids), ID_BATCH):
+            out += await self.client.list_all(
+                query.attachments_of_records(table, ids[i : i + ID_BATCH])
+            )
+        return out
+
     async def numbers(self, table: str, sys_ids: list[str]) -> dict[str, str]:
         """sys_id -> number for records of `table` (Table API, `sys_idIN`, one request per
         ID_BATCH ids); records without a number are left out."""
