@@ -939,16 +939,17 @@ class Tree:
         if self.index is not None:
             where = (att.table_name, att.table_sys_id) if att is not None else ("", "")
             self.index.removed(sys_id, *where)
-        if att is None:
-            return
-        self._uploaded.get((att.table_name, att.table_sys_id), {}).pop(sys_id, None)
-        if self._cached_record(att.table_name, att.table_sys_id) is not None:
-            current, at = self._current(att.table_name, att.table_sys_id)
-            rest = [a for a in current if a.sys_id != sys_id]
-            self._store_record(att.table_name, att.table_sys_id, rest, at)
-        node = self.inodes.by_key(file_key(att.table_name, sys_id))
-        if node is not None:
-            self.inodes.drop(node)
+        # Every place it is shown: its own table's listing, and a pseudo-table's uploads (one
+        # attachment can show under both, `file_key`).
+        shown = [a for u in self._uploaded.values() if (a := u.pop(sys_id, None)) is not None]
+        shown += [att] if att is not None else []
+        for where in {(a.table_name, a.table_sys_id) for a in shown}:
+            if self._cached_record(*where) is not None:
+                current, at = self._current(*where)
+                self._store_record(*where, [a for a in current if a.sys_id != sys_id], at)
+            node = self.inodes.by_key(file_key(where[0], sys_id))
+            if node is not None:
+                self.inodes.drop(node)
 
     def renamed(self, old_sys_id: str, att: Attachment) -> Node:
         self.removed(old_sys_id)
