@@ -474,8 +474,7 @@ class HttpCore:
         pool = max(1, settings.max_in_flight) + 2  # + room for token requests / copy streams
         headers = {"User-Agent": settings.user_agent}
         headers.update(default_headers or {})
-        self.http = httpx.AsyncClient(
-            auth=auth,
+        common: dict[str, Any] = dict(
             verify=verify,
             http2=False,
             timeout=httpx.Timeout(settings.timeout),
@@ -485,20 +484,12 @@ class HttpCore:
             headers=headers,
             follow_redirects=False,
         )
-        self.http.cookies.jar.set_policy(_NoCookies())
+        self.http = httpx.AsyncClient(auth=auth, **common)
         # The client of the download workers (`stream_into`): one thread per transfer
         # receives with it. No auth of its own: the event loop authorizes each request.
-        self.worker_http = httpx.Client(
-            verify=verify,
-            http2=False,
-            timeout=httpx.Timeout(settings.timeout),
-            limits=httpx.Limits(
-                max_connections=pool, max_keepalive_connections=pool, keepalive_expiry=30.0
-            ),
-            headers=headers,
-            follow_redirects=False,
-        )
-        self.worker_http.cookies.jar.set_policy(_NoCookies())
+        self.worker_http = httpx.Client(**common)
+        for client in (self.http, self.worker_http):
+            client.cookies.jar.set_policy(_NoCookies())
         self.auth = auth
 
     def __repr__(self) -> str:
