@@ -279,8 +279,11 @@ CHECKS: dict[Claim, Callable[[Ctx], None]] = {
     ("Operations", "rmdir", "EPERM"): lambda c: fails(
         errno.EPERM, lambda: os.rmdir(c.p("problem"))
     ),
-    ("Operations", "setattr: mode, uid, gid, times", "EROFS"): lambda c: fails(
+    ("Operations", "setattr: mode, uid, gid", "EROFS"): lambda c: fails(
         errno.EROFS, lambda: os.chmod(c.ro.path("incident", INC1, "readme.txt"), 0o600)
+    ),
+    ("Operations", "setattr: times", "EROFS"): lambda c: fails(
+        errno.EROFS, lambda: os.utime(c.ro.path("incident", INC1, "readme.txt"), (1, 1))
     ),
     ("Operations", "link, symlink, mknod", "EPERM"): lambda c: (
         fails(
