@@ -22,13 +22,14 @@ from snfs.attrs import Owner, Timeouts, effective_umask, umask_given
 from snfs.backend import Backend
 from snfs.content_cache import ContentCache
 from snfs.control import Control
+from snfs.credentials import spool_identity
 from snfs.errors import ConfigError, SnfsError
 from snfs.fs import Operations
 from snfs.logs import prepare_log_file, setup_logging
 from snfs.options import MountOptions, add_arguments, cache_home, from_args, state_home
 from snfs.prefetch import Prefetcher
 from snfs.registry import make_backend, systems
-from snfs.spool import Spool, instance_dir
+from snfs.spool import Spool, instance_dir, shared_token_spool
 from snfs.status import unescape_mount_field
 from snfs.tree import Tree
 from snfs.writes import Writes
@@ -89,17 +90,6 @@ def unmount(path: Path, *, lazy: bool = False) -> None:
         else ["umount"] + (["-l"] if lazy else []) + [str(path)]
     )
     subprocess.run(cmd, check=True, capture_output=True)
-
-
-def spool_user(o: MountOptions) -> str:
-    """Whose rights owed uploads are sent with: the spool is kept per instance and user, so a
-    pending upload is never resumed under another user's credentials. Bearer tokens name no
-    user: token mounts of one instance share a spool (give each its own --spool-dir)."""
-    if o.user:
-        return f"user:{o.user}"
-    if o.oauth_client_id:
-        return f"oauth:{o.oauth_client_id}"
-    return "token"
 
 
 class Mount:
@@ -168,10 +158,14 @@ class Mount:
             tables=o.tables,
             pagers=max(1, o.max_in_flight - 2),  # two requests stay free for lookups
         )
-        spool = Spool(
-            instance_dir(o.spool_dir or state_home() / "spool", self.key, spool_user(o)),
-            exclusive=not o.read_only,
-        )
+        spool_base, owner = o.spool_dir or state_home() / "spool", spool_identity(o)
+        spool = Spool(instance_dir(spool_base, self.key, owner), exclusive=not o.read_only)
+        if owner.startswith("token:") and (old := shared_token_spool(spool_base, self.key)):
+            log.warning(
+                "%s still holds uploads owed by token mounts of an older snfs; they are not "
+                'sent with this token (docs/RUNNING.md, "Spool")',
+                old,
+            )
         self.writes = writes = Writes(
             tree,
             backend,
