@@ -21,6 +21,7 @@ exactly one attachment with that digest, or none for None.
 
 from __future__ import annotations
 
+import time
 from collections import deque
 from collections.abc import Iterable
 from collections.abc import Set as AbstractSet
@@ -67,8 +68,11 @@ class Group:
         return ABSENT not in self.possible(name)
 
     def note(self, name: str, text: str) -> None:
-        self.history[name].append(text)
-        self.log.append(f"{name}: {text}")
+        """What was done to `name`, stamped with the wall clock (to find it in the mount log)."""
+        now = time.time()
+        stamp = time.strftime("%H:%M:%S", time.gmtime(now)) + f".{int(now % 1 * 1000):03d}"
+        self.history[name].append(f"{stamp} {text}")
+        self.log.append(f"{stamp} {name}: {text}")
 
     def _with(self, states: Iterable[State], name: str, outcome: Outcome) -> set[State]:
         i = self.index[name]

@@ -619,7 +619,9 @@ class Soak:
 
     def run(self) -> None:
         self.counter = itertools.count(1)
-        self.emu = start_emulator(self.work / "emu", log=self.work / "emulator.log")
+        self.emu = start_emulator(
+            self.work / "emu", *self.args.emulator_arg, log=self.work / "emulator.log"
+        )
         try:
             self.records = [
                 self.emu.json("POST", f"/api/now/table/{TABLE}", {"short_description": "soak"})[
@@ -754,6 +756,14 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--fault-every", type=float, default=1.5, metavar="S", help="0: no faults")
     p.add_argument("--max-ops", type=int, default=100000, help="per worker and mode")
     p.add_argument("--pause", type=float, default=0.02, metavar="S", help="max between calls")
+    p.add_argument(
+        "--emulator-arg",
+        action="append",
+        default=[],
+        metavar="ARG",
+        help="passed to `snfs emulator` (repeat; e.g. --emulator-arg=--release=australia for "
+        "PATCH renames instead of copy-then-delete)",
+    )
     p.add_argument("--json", type=Path, help="write the summaries here")
     p.add_argument("--workdir", type=Path, help="default: a new directory under $TMPDIR")
     p.add_argument("--keep", action="store_true", help="keep the work directory (logs, spool)")
