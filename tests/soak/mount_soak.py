@@ -124,6 +124,7 @@ class Soak:
         self.emu: EmulatorProc | None = None
         self.mnt: MountProc | None = None
         self.records: list[str] = []
+        self.threads: list[threading.Thread] = []
 
     # -- the mount ------------------------------------------------------------------------------
 
@@ -636,7 +637,7 @@ class Soak:
             self.idle = [threading.Event() for _ in range(self.args.workers)]
             for ev in self.idle:
                 ev.set()
-            threads = [
+            self.threads = threads = [
                 threading.Thread(target=self.worker, args=(k,), daemon=True, name=f"w{k}")
                 for k in range(self.args.workers)
             ]
@@ -667,6 +668,8 @@ class Soak:
             self.compare_view()
         finally:
             self.stop.set()
+            for t in self.threads:  # out of the mount before unmounting it (else EBUSY)
+                t.join(timeout=15)
             if self.mnt is not None:
                 stop_mount(self.mnt.mountpoint, self.mnt.proc, grace=60.0)
             self.emu.stop()
@@ -785,8 +788,23 @@ def parse(argv: list[str]) -> argparse.Namespace:
     return a
 
 
+class Stopped(Exception):
+    """SIGTERM or SIGINT: end the run, still unmounting and stopping what it started."""
+
+
+def _stop(signum: int, frame: Any) -> None:
+    # Once: a second signal must not cut the clean-up (unmount, emulator) short.
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    raise Stopped(signal.Signals(signum).name)
+
+
 def main(argv: list[str]) -> int:
     a = parse(argv)
+    # Installed even where the shell ignores SIGINT (a background job): the run is always left
+    # through its `finally`, which unmounts and stops the emulator by pid.
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
     print(f"soak: seed {a.seed}, {a.minutes:g} min per mode, modes {a.modes}", flush=True)
     # Children (`python -m snfs`) import this tree's package, whatever the venv points at.
     os.environ["PYTHONPATH"] = os.pathsep.join(
@@ -799,6 +817,9 @@ def main(argv: list[str]) -> int:
         soak = Soak(a, mode, a.seed, base / mode)
         try:
             soak.run()
+        except Stopped as e:
+            print(f"soak {mode}: stopped by {e}; work directory kept: {base}", file=sys.stderr)
+            return 2
         except Exception as e:
             print(f"soak {mode}: could not run: {e!r}", file=sys.stderr)
             broken = True
