@@ -827,8 +827,10 @@ def main(argv: list[str]) -> int:
         summaries.append(s)
         report(s, a.seed)
         failed |= bool(s["violations"])
+    text = json.dumps({"seed": a.seed, "modes": summaries}, indent=2)
+    (base / "soak.json").write_text(text)  # kept with the logs when a run fails
     if a.json:
-        a.json.write_text(json.dumps({"seed": a.seed, "modes": summaries}, indent=2))
+        a.json.write_text(text)
     if broken:
         print(f"soak: could not run to the end (seed {a.seed}); work directory kept: {base}")
         return 2
