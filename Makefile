@@ -10,7 +10,7 @@ TEST_APT_PKGS := rsync vim-tiny attr systemd libglib2.0-bin openssl
 SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PYTEST_ARGS ?=
 
-.PHONY: all deps test-deps apt venv test test-fast lint demo bench clean
+.PHONY: all deps test-deps apt venv test test-fast lint soak demo bench clean
 
 all: test
 
@@ -52,6 +52,20 @@ lint: venv
 	$(VENV)/bin/ruff check snfs tests bench
 	$(VENV)/bin/ruff format --check snfs tests bench
 	$(VENV)/bin/mypy
+
+# Long runs of the write path (docs/WRITES.md, "Tests"): the model test (if this branch has it)
+# for MINUTES, then random workers through a real mount with faults and daemon kills, MINUTES
+# per mode (default and --write-back). Prints the seed; non-zero on any violation.
+SEED    ?= $(shell od -An -N4 -tu4 /dev/urandom | tr -d ' ')
+MINUTES ?= 5
+soak: test-deps venv
+	@echo "soak: seed $(SEED), $(MINUTES) min"; rc=0; \
+	if [ -f tests/test_writes_model.py ]; then \
+	  SNFS_SOAK_SEED=$(SEED) SNFS_SOAK_MINUTES=$(MINUTES) \
+	    $(PY) -m pytest tests/test_writes_model.py --timeout=0 -q -p no:cacheprovider || rc=1; \
+	else echo "soak: no tests/test_writes_model.py on this branch; the model half is skipped"; fi; \
+	$(PY) tests/soak/mount_soak.py --seed $(SEED) --minutes $(MINUTES) || rc=1; \
+	exit $$rc
 
 demo: venv
 	$(VENV)/bin/snfs demo

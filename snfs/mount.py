@@ -24,6 +24,7 @@ from snfs.attrs import Owner, Timeouts, effective_umask, umask_given
 from snfs.backend import Backend, RemoteFile
 from snfs.content_cache import ContentCache
 from snfs.control import Control
+from snfs.credentials import spool_identity
 from snfs.emulator.launch import snfs_command
 from snfs.errors import ConfigError, SnfsError, unwrap
 from snfs.fs import Operations
@@ -33,7 +34,7 @@ from snfs.options import MountOptions, add_arguments, cache_home, from_args, sta
 from snfs.prefetch import Prefetcher
 from snfs.progress import Transfers
 from snfs.registry import make_backend, systems
-from snfs.spool import Spool, instance_dir
+from snfs.spool import Spool, instance_dir, shared_token_spool
 from snfs.status import unescape_mount_field
 from snfs.transfer import Sink
 from snfs.tree import Tree
@@ -146,17 +147,6 @@ def set_read_ahead(mountpoint: Path, kb: int) -> None:
         log.debug("read-ahead left at the kernel's default: %s", e)
 
 
-def spool_user(o: MountOptions) -> str:
-    """Whose rights owed uploads are sent with: the spool is kept per instance and user, so a
-    pending upload is never resumed under another user's credentials. Bearer tokens name no
-    user: token mounts of one instance share a spool (give each its own --spool-dir)."""
-    if o.user:
-        return f"user:{o.user}"
-    if o.oauth_client_id:
-        return f"oauth:{o.oauth_client_id}"
-    return "token"
-
-
 class Mount:
     """Everything one mount owns, built inside the trio run."""
 
@@ -267,7 +257,9 @@ class Mount:
     async def _serve(self, cache: ContentCache) -> int:
         o, backend = self.o, self.backend
         # The metadata index: per instance and user (what a listing shows depends on ACLs).
-        index_dir = instance_dir((o.cache_dir or cache_home()) / "index", self.key, spool_user(o))
+        index_dir = instance_dir(
+            (o.cache_dir or cache_home()) / "index", self.key, spool_identity(o)
+        )
         self.tree = tree = Tree(
             backend,
             dir_cache_time=o.dir_cache_time,
@@ -275,10 +267,14 @@ class Mount:
             pagers=max(1, o.max_in_flight - 2),  # two requests stay free for lookups
             index=None if o.no_index else await open_index(index_dir),
         )
-        spool = Spool(
-            instance_dir(o.spool_dir or state_home() / "spool", self.key, spool_user(o)),
-            exclusive=not o.read_only,
-        )
+        spool_base, owner = o.spool_dir or state_home() / "spool", spool_identity(o)
+        spool = Spool(instance_dir(spool_base, self.key, owner), exclusive=not o.read_only)
+        if owner.startswith("token:") and (old := shared_token_spool(spool_base, self.key)):
+            log.warning(
+                "%s still holds uploads owed by token mounts of an older snfs; they are not "
+                'sent with this token (docs/RUNNING.md, "Spool")',
+                old,
+            )
         self.writes = writes = Writes(
             tree,
             TrackedUploads(backend, self.transfers),

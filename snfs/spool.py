@@ -89,9 +89,23 @@ def private_dir(path: Path) -> Path:
 def instance_dir(base: Path, instance_url: str, user: str = "") -> Path:
     """One spool per instance and user, so a remount of the same instance by the same user finds
     its owed uploads, and never another user's (they would be sent with the wrong rights)."""
+    return private_dir(base / _tag(instance_url, user))
+
+
+def _tag(instance_url: str, user: str) -> str:
     key = instance_url.rstrip("/") + (f"\0{user}" if user else "")
-    tag = hashlib.sha256(key.encode()).hexdigest()[:16]
-    return private_dir(base / tag)
+    return hashlib.sha256(key.encode()).hexdigest()[:16]
+
+
+def shared_token_spool(base: Path, instance_url: str) -> Path | None:
+    """The spool that every bearer-token mount of this instance shared before the key named the
+    token (`snfs.credentials.spool_identity`), if it still holds owed uploads. No mount sends
+    them any more (they may be another token's): the mount says so once (docs/RUNNING.md)."""
+    old = base / _tag(instance_url, "token")
+    try:
+        return old if any(old.glob("*.json")) else None
+    except OSError:
+        return None
 
 
 class SpoolBusy(ConfigError):

@@ -14,7 +14,7 @@ import pytest
 from snfs import logs
 from snfs.attrs import ALLOW_OTHER_UMASK, effective_umask, umask_given
 from snfs.content_cache import ContentCache
-from snfs.mount import spool_user
+from snfs.credentials import spool_identity as spool_user
 from snfs.options import MountOptions
 from snfs.spool import Spool, UnsafeDirectory, instance_dir, private_dir
 from snfs.status import unescape_mount_field
@@ -116,3 +116,26 @@ def test_row17_spool_is_per_user(tmp_path: Path) -> None:
     db = instance_dir(tmp_path, url, spool_user(b))
     assert da != db and da.parent == db.parent == tmp_path
     assert instance_dir(tmp_path, url, spool_user(a)) == da  # stable across mounts
+
+
+def test_issue18_each_bearer_token_has_its_own_spool(tmp_path: Path, monkeypatch) -> None:
+    """Two tokens never share a spool (they may be two users, or one token and its successor);
+    the key is a hash: the token is in neither the key nor the path. User and OAuth mounts keep
+    their keys (no migration for them)."""
+    url = "https://example.service-now.com"
+    monkeypatch.delenv("SNFS_TOKEN", raising=False)
+    one, two = "tok-" + "a" * 60, "tok-" + "b" * 60
+    monkeypatch.setenv("SNFS_TOKEN", one)
+    a = spool_user(MountOptions(instance=url, mountpoint=tmp_path))
+    token_file = tmp_path / "token"
+    token_file.write_text(one + "\n")
+    token_file.chmod(0o600)
+    a_file = spool_user(MountOptions(instance=url, mountpoint=tmp_path, token_file=token_file))
+    monkeypatch.setenv("SNFS_TOKEN", two)
+    b = spool_user(MountOptions(instance=url, mountpoint=tmp_path))
+    assert a == a_file and a != b  # the same token from two sources: the same spool
+    assert a.startswith("token:") and one not in a and two not in b
+    da, db = instance_dir(tmp_path, url, a), instance_dir(tmp_path, url, b)
+    assert da != db and one not in str(da) and two not in str(db)
+    assert instance_dir(tmp_path, url, "token") not in (da, db)  # not the old shared spool
+    assert spool_user(MountOptions(instance=url, mountpoint=tmp_path, user="alice")) == "user:alice"

@@ -274,3 +274,68 @@ def test_two_mounts_never_share_a_spool(demo_emulator: EmulatorProc, tmp_path: P
         assert "incident" in os.listdir(first.mountpoint)
     finally:
         first.stop()
+
+
+def password_grant(emu: EmulatorProc, user: str, password: str) -> str:
+    import json
+    import urllib.parse
+    import urllib.request
+
+    form = urllib.parse.urlencode(
+        {
+            "grant_type": "password",
+            "client_id": "snfs",
+            "client_secret": "snfs-secret",
+            "username": user,
+            "password": password,
+        }
+    ).encode()
+    with urllib.request.urlopen(emu.url + "/oauth_token.do", form, timeout=30) as r:
+        return json.loads(r.read())["access_token"]
+
+
+def test_two_tokens_never_share_a_spool(emulator_factory, tmp_path: Path) -> None:
+    """Issue 18: bearer-token mounts of one instance were all keyed `token`, so one token's
+    owed uploads were sent with another's rights. Now the key names the token (a hash of it):
+    two tokens mount side by side with the same --spool-dir, each with its own spool; one
+    token twice is still refused; the token is in no path and no log line; and an old shared
+    spool that still owes uploads is named once, never adopted."""
+    require_fuse()
+    emu = emulator_factory("--user", "bob:bob-pw:admin")
+    tokens = {
+        "alice": password_grant(emu, "admin", "admin"),
+        "bob": password_grant(emu, "bob", "bob-pw"),
+    }
+    assert tokens["alice"] != tokens["bob"]
+    # What an older snfs left: the spool all token mounts of this instance shared, still owing.
+    from snfs.spool import instance_dir
+
+    old = instance_dir(tmp_path / "spool", emu.url, "token")
+    (old / "0123456789abcdef.json").write_text("{}")
+    env = {k: v for k, v in os.environ.items() if k != "SNFS_PASSWORD"}
+    procs: dict[str, subprocess.Popen] = {}
+    try:
+        for who, token in tokens.items():
+            (tmp_path / who).mkdir()
+            env_who = dict(env, SNFS_TOKEN=token)
+            procs[who] = snfs_mount([emu.url, str(tmp_path / who), "-v"], env_who, tmp_path)
+            wait_mounted(tmp_path / who, procs[who])
+        spools = {p for p in (tmp_path / "spool").iterdir() if p != old}
+        assert len(spools) == 2  # one per token, both beside the old shared one
+        (tmp_path / "again").mkdir()
+        again = snfs_mount(
+            [emu.url, str(tmp_path / "again")], dict(env, SNFS_TOKEN=tokens["alice"]), tmp_path
+        )
+        assert again.wait(timeout=30) == 1
+        assert again.stdout is not None and "is using the spool" in again.stdout.read()
+    finally:
+        for who in procs:
+            stop_mount(tmp_path / who, procs[who])
+    for who, proc in procs.items():
+        assert proc.stdout is not None
+        out = proc.stdout.read()
+        assert f"{old} still holds uploads owed by token mounts" in out, out
+        assert tokens[who] not in out
+        for p in (tmp_path / "spool").rglob("*"):
+            assert tokens[who] not in str(p)
+    assert (old / "0123456789abcdef.json").exists()  # never adopted, never deleted
