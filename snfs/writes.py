@@ -168,10 +168,14 @@ class Writes:
         for node in self._local.get((table, record), {}).values():
             if node.kind is Kind.FILE:
                 out.add(node.data.sys_id)
-            else:
-                out.update(node.data.replaces)
-                if node.data.uploaded:
-                    out.add(node.data.uploaded.sys_id)
+            elif node.data.uploaded:
+                out.add(node.data.uploaded.sys_id)
+        # What any staged file replaces, in any record: a file moved to another record leaves
+        # its source behind until its copy is stored, and must not show in both places.
+        for entries in self._local.values():
+            for node in entries.values():
+                if node.kind is Kind.LOCAL:
+                    out.update(node.data.replaces)
         return out
 
     def size_and_mtime(self, node: Node) -> tuple[int, datetime]:
@@ -373,6 +377,8 @@ class Writes:
         if st.dropped:
             return  # an unlinked file can still be written through its handles; never sent
         st.dirty = st.wrote = True
+        if st.state is State.LOCAL and not st.damaged and st.blocked in (REOPENED, SHUTDOWN_OPEN):
+            st.blocked = ""  # written again: its bytes are the writer's now
         if st.state is State.LOCAL or st.damaged:
             return
         st.blocked = ""
@@ -963,10 +969,15 @@ class Writes:
         now = time.time()
         for entry in self.spool.owed():
             kind = entry.kind()
+            crashed_open = kind == "open"
+            if self._local_only(names.encode(entry.name)) and kind != "damaged":
+                kind = "local"  # desktop metadata, whatever it was doing: never sent
             state = {"owed": State.OWED, "local": State.LOCAL}.get(kind, State.BLOCKED)
             blocked = ""
             if state is State.BLOCKED:
                 blocked = entry.last_error or (REOPENED if kind == "open" else "blocked")
+            elif crashed_open:
+                blocked = REOPENED  # renamed to a real name later, still never sent
             st = Staged(
                 entry.id,
                 entry.table,
@@ -1071,13 +1082,18 @@ class Writes:
                 doomed = [child.data.sys_id]
             if doomed and not self._caps(parent.table).delete:
                 raise fail(errno.EPERM)
+            # The instance first: a delete that fails fails rm and leaves the file shown as it
+            # was, never gone locally while its attachment stays, to come back at the next
+            # listing.
+            for sys_id in doomed:
+                await self._delete_remote(sys_id)
+                if child.kind is Kind.LOCAL and sys_id in child.data.replaces:
+                    child.data.replaces.remove(sys_id)
             entries = self._local.get((parent.table, parent.record), {})
             if entries.get(name) is child:
                 del entries[name]
             if child.kind is Kind.LOCAL:
                 await self._drop(child)
-            for sys_id in doomed:
-                await self._delete_remote(sys_id)
 
     async def _delete_remote(self, sys_id: str) -> None:
         await self.backend.delete(sys_id, missing_ok=True)
@@ -1137,10 +1153,13 @@ class Writes:
         old_entries = self._local.get((old_parent.table, old_parent.record), {})
         new_entries = self._local.setdefault((new_parent.table, new_parent.record), {})
         same_record = (old_parent.table, old_parent.record) == (new_parent.table, new_parent.record)
+        held = is_temp(new_name) or self._local_only(new_name)
         if source.kind is Kind.FILE and not (
-            same_record and (is_temp(new_name) or self._caps(old_parent.table).rename)
+            same_record and self._caps(old_parent.table).rename and not held
         ):
-            # Another record, or a system that cannot rename: copy, then delete the source.
+            # Another record, a system that cannot rename, or a scratch name (held for the
+            # grace like any file with such a name; renamed back within it, nothing is
+            # renamed on the instance): a staged copy that replaces the source once stored.
             caps = self._caps(old_parent.table)
             if not (caps.read and caps.delete and self._caps(new_parent.table).create):
                 raise fail(errno.EPERM)
@@ -1165,12 +1184,17 @@ class Writes:
             # Stored under the old name or record: store it again there, then delete this one.
             st.replaces.append(st.uploaded.sys_id)
             st.uploaded, st.dirty = None, True
+        elif not st.dirty and st.uploaded is None:
+            st.dirty = True  # an unchanged copy of the attachment it replaces: store it anew
+        await self._doubt_of(st)  # an attempt in doubt was made under the old name
         before = (st.name, st.table, st.record, list(st.replaces), list(st.doubts))
+        fields = (st.state, st.local_only, st.blocked)
         if target is not None:
             await self._inherit(st, target)
         if old_entries.get(old_name) is source:
             del old_entries[old_name]
         st.name, st.table, st.record = new_name, new_parent.table, new_parent.record
+        then = self._renamed_state(st)
         if st.jkind or st.dirty or st.replaces:
             # The entry moves with the file, in one atomic rename of the entry, before the
             # target's entry goes: a crash leaves one or the other, never neither (row 2).
@@ -1178,6 +1202,7 @@ class Writes:
                 await self._journal(st, durable=st.jkind in SENDABLE)
             except OSError:  # nothing changed: the old entry still says what is true
                 st.name, st.table, st.record, st.replaces, st.doubts = before
+                st.state, st.local_only, st.blocked = fields
                 old_entries[old_name] = source
                 raise
         source.table, source.record = st.table, st.record
@@ -1185,33 +1210,38 @@ class Writes:
         if target is not None and target.kind is Kind.LOCAL and not target.data.dropped:
             await self._drop(target)
         self.tree.renumber(old_parent.table, old_parent.record)
-        await self._after_rename(source)
+        if then == "send":
+            if self.write_back or is_temp(st.name):
+                await self._owe(source, "renamed")  # journaled under its new name (held: grace)
+            else:
+                await self._upload_locked(source)  # e.g. a scratch file renamed to its real name
+        elif then == "settle":
+            await self._settle_if_done(source)
 
-    async def _after_rename(self, node: Node) -> None:
-        """A staged file got a new name: the name decides what it is owed."""
-        st: Staged = node.data
+    def _renamed_state(self, st: Staged) -> str:
+        """A staged file got a new name: the name decides what it is owed. Returns what is
+        left to do once the move is journaled: "send", "settle" or ""."""
         if self._local_only(st.name):
-            st.blocked, st.local_only = "", LOCAL_ONLY
+            st.local_only = LOCAL_ONLY
+            if st.blocked not in (REOPENED, SHUTDOWN_OPEN):
+                st.blocked = ""
             st.move(State.LOCAL, "desktop metadata")
-            await self._journal(st)
-            return
+            return ""
         st.local_only = ""
-        if st.damaged:
-            st.move(State.BLOCKED, "damaged")
-            return
+        if st.damaged or st.blocked in (REOPENED, SHUTDOWN_OPEN):
+            # Its bytes are no close's (damaged, or open when the mount died): kept, never
+            # sent because of a new name. Written and closed again, it is sent.
+            st.move(State.BLOCKED, "damaged" if st.damaged else "open when the mount died")
+            return ""
         st.blocked = ""  # a new name is a new chance: the refusal may have been the name's
         if st.dirty and st.opens:
             st.move(State.WRITING, "renamed while open")  # uploaded at close
-            return
+            return ""
         if st.dirty or st.replaces:
-            if self.write_back or is_temp(st.name):
-                await self._owe(node, "renamed")  # journaled under its new name (held: grace)
-                return
             st.move(State.OWED, "renamed")
-            await self._upload_locked(node)  # e.g. a scratch file renamed to its real name
-        else:
-            st.move(State.STORED)
-            await self._settle_if_done(node)
+            return "send"
+        st.move(State.STORED)
+        return "settle"
 
     async def _rename_attachment(
         self,
@@ -1224,11 +1254,7 @@ class Writes:
     ) -> None:
         """An attachment renamed within its record."""
         att: Attachment = source.data
-        if is_temp(new_name) or self._local_only(new_name):
-            # Renamed to a scratch name (an editor's backup): a local view only; the instance
-            # keeps the attachment under its name until the user deletes or renames it back.
-            pass
-        elif names.decode(new_name) != att.file_name:
+        if names.decode(new_name) != att.file_name:
             # First the rename, confirmed; only then does the target go (row 4 of issue 18:
             # a failed rename must leave the target, and its unsent bytes, where they were).
             renamed = await self.backend.rename(att.sys_id, names.decode(new_name))
@@ -1246,8 +1272,6 @@ class Writes:
                 doomed += tst.replaces + ([tst.uploaded.sys_id] if tst.uploaded else [])
                 await self._drop(target)
         doomed = [s for s in doomed if s != att.sys_id]
-        if is_temp(new_name) or self._local_only(new_name):
-            new_entries[new_name] = source
         for sys_id in doomed:
             await self._delete_remote(sys_id)
 
