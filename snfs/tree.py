@@ -194,6 +194,10 @@ class Tree:
         # Where the backend cannot list: records visited, and files uploaded through this mount.
         self._visited: dict[str, set[str]] = {}
         self._uploaded: dict[tuple[str, str], dict[str, Attachment]] = {}
+        # When a record last changed through this mount (`added`, `removed`): a listing
+        # fetched before that never overwrites the listing that has the change (issue 18,
+        # row 9: the name would point at a deleted attachment, and the next save leave two).
+        self._changed_at: dict[tuple[str, str], float] = {}
         self._flight = SingleFlight()
         # Names a record directory must keep free for local (staged) files: set by the write side.
         self.reserved_names: Callable[[str, str], Iterable[str]] = lambda table, record: ()
@@ -430,25 +434,26 @@ class Tree:
             if isinstance(page, RecordIds):  # ids only: nothing to fill record directories
                 if held and page and page[0] in held:
                     held.clear()  # that record continues here, unseen: its rows are partial
-                self._store_held(table, held)
+                self._store_held(table, held, listing.started_at)
                 new = [r for r in page if listing.add_record(r)]
                 page = []
             for att in page:
                 record = att.table_sys_id
                 if grouped and record not in held and held:
-                    self._store_held(table, held)
+                    self._store_held(table, held, listing.started_at)
                 held.setdefault(record, []).append(att)
                 if listing.add_record(record):
                     new.append(record)
             listing.wake()
             if self.numbers and new:
                 nursery.start_soon(self._add_numbers, table, new, listing)
-        self._store_held(table, held)
+        self._store_held(table, held, listing.started_at)
 
-    def _store_held(self, table: str, held: dict[str, list[Attachment]]) -> None:
+    def _store_held(self, table: str, held: dict[str, list[Attachment]], started: float) -> None:
         now = self._clock()
         for record, atts in held.items():
-            self._store_record(table, record, atts, now)
+            if not self._older_than_a_change(table, record, started):
+                self._store_record(table, record, atts, now)
         held.clear()
 
     async def _add_numbers(self, table: str, records: list[str], listing: Listing) -> None:
@@ -535,11 +540,21 @@ class Tree:
         return {n: a.sys_id for n, a in (await self.record_listing(table, record)).items()}
 
     async def _fetch_record(self, table: str, record: str) -> None:
+        started = self._clock()
         if self.backend.capabilities(table).list:
             atts = await self.backend.list_record(table, record)
         else:
             atts = list(self._uploaded.get((table, record), {}).values())
-        self._store_record(table, record, atts, self._clock())
+        if not self._older_than_a_change(table, record, started):
+            self._store_record(table, record, atts, self._clock())
+
+    def _older_than_a_change(self, table: str, record: str, started: float) -> bool:
+        """A listing started at `started` predates a change made here since: keep the one
+        that has the change (the next look lists again: it is not marked fresh)."""
+        key = (table, record)
+        return self._changed_at.get(key, float("-inf")) >= started and (
+            self._cached_record(table, record) is not None
+        )
 
     def _store_record(self, table: str, record: str, atts: list[Attachment], at: float) -> None:
         for att in atts:
@@ -593,6 +608,7 @@ class Tree:
     def added(self, att: Attachment) -> Node:
         """An upload through this mount is stored: show it without waiting for a refresh."""
         key = (att.table_name, att.table_sys_id)
+        self._changed_at[key] = self._clock()
         if not self.backend.capabilities(att.table_name).list:
             self._uploaded.setdefault(key, {})[att.sys_id] = att
         current, at = self._current(*key)
@@ -611,6 +627,7 @@ class Tree:
         att = self.attachment(sys_id)
         if att is None:
             return
+        self._changed_at[(att.table_name, att.table_sys_id)] = self._clock()
         self._uploaded.get((att.table_name, att.table_sys_id), {}).pop(sys_id, None)
         if self._cached_record(att.table_name, att.table_sys_id) is not None:
             current, at = self._current(att.table_name, att.table_sys_id)

@@ -513,6 +513,12 @@ class WritesModel(RuleBasedStateMachine):
             if obj.doubtful:
                 obj.current = self._read(r, name)
                 obj.wrote = False
+                node = self.loop.run(
+                    self.m.ops._child, self.m.tree.record_node(T, RECORDS[r]), name
+                )
+                if node is not None and node.kind is Kind.FILE:
+                    obj.accept()  # nothing was kept: the name shows its attachment again
+                    self.allowed[(r, name)].add(obj.current)
 
     # -- what the user and the instance see --
 
