@@ -415,7 +415,7 @@ class Writes:
             self._touch(st)
             if not has_handle and st.opens == 0 and st.state is State.WRITING:
                 # truncate(2) has no close to upload at
-                if self.write_back:
+                if self.write_back or is_temp(st.name):
                     await self._owe(node, "truncated")
                 else:
                     await self._upload_locked(node)
@@ -533,7 +533,7 @@ class Writes:
     async def _send_or_owe(self, node: Node, why: str) -> None:
         """Where no caller can be told of an error (release): owe the file (write-back) or
         upload it now; a failure is logged, journaled, retried and reported."""
-        if self.write_back:
+        if self.write_back or is_temp(node.data.name):  # a scratch name: held, both modes
             try:
                 await self._owe(node, why)
                 return

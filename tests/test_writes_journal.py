@@ -342,3 +342,17 @@ async def test_local_only_is_extendable_by_option(backend: FakeBackend, tmp_path
         assert await c.close(fh) == 0
         assert c.staged("x.bak").local_only
     assert backend.stats.uploads == 0
+
+
+@BOTH
+async def test_vim_probes_created_closed_and_removed_within_the_grace_are_never_sent(
+    backend: FakeBackend, tmp_path: Path, write_back: bool
+) -> None:
+    """vim's `.name.swx` and `4913` probes: created, closed unwritten, removed at once."""
+    async with running(backend, tmp_path / "spool", write_back=write_back) as c:
+        for probe in (".ex.txt.swx", "4913"):
+            fh = await c.create(probe)
+            assert await c.close(fh) == 0  # release of a never-written file: held too
+            await c.unlink(probe)
+        await c.writes.sync()
+    assert backend.stats.uploads == 0
