@@ -38,7 +38,8 @@ TRANSITIONS: dict[State, frozenset[State]] = {
     _U: frozenset({_S, _O, _B}),  # never D: unlink and rename wait for the upload (the lock)
     _S: frozenset({_W, _O, _U, _L, _D}),  # U: renamed or moved, so stored again
     _B: frozenset({_W, _O, _U, _S, _L, _D}),  # S: a damaged replace-open, given up at close
-    _L: frozenset({_W, _O, _U, _S, _D}),  # renamed from a scratch name to a real one
+    # renamed to a real name; B: one that was open when the mount died stays blocked
+    _L: frozenset({_W, _O, _U, _S, _B, _D}),
     _D: frozenset(),
 }
 

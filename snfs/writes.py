@@ -10,8 +10,11 @@ so no two of them interleave on one file. docs/WRITES.md is the design; the prom
   once the bytes and the journal entry are durable, and a bounded pool of background uploaders
   (`--transfers`) sends what is owed, each file under its lock; `fsync` and `sync` wait for it.
 - A replaced attachment is deleted only after its replacement's new sys_id is confirmed.
-- Scratch names (snfs.temp_names) never become attachments; a dropped file is never uploaded;
-  shutdown never uploads a file that is open for writing.
+- Scratch names (snfs.temp_names) are held for a grace, then sent if they still exist; desktop
+  metadata never becomes an attachment; a dropped file is never uploaded; shutdown never
+  uploads a file that is open for writing.
+- The journal is the state: every move recovery needs is journaled before its effects, and
+  recovery never sends a file whose entry says it was open or damaged.
 - An upload is journaled before it is sent; a failed one stays visible and is retried in the
   background, first looking for what an attempt in doubt may have stored.
 """
@@ -69,8 +72,8 @@ REOPENED = "the mount died while this file was open for writing; not uploaded"
 DAMAGED = "a local write failed ({}); the file was not uploaded"
 LOCAL_ONLY = "local only: desktop metadata, never uploaded (docs/WRITES.md)"
 # A closed file with a scratch name (snfs.temp_names) waits this long before it is uploaded:
-# editors, rsync and downloaders rename their temp files well within it. `snfs sync`,
-# `snfs sync` and unmount end it at once (docs/WRITES.md).
+# editors, rsync and downloaders rename their temp files well within it. `snfs sync` and
+# unmount end it at once (docs/WRITES.md, "Held and local-only names").
 HOLD_SECONDS = 10.0
 HELD = "held {:.0f} s more: a scratch name (uploaded if it still has this name then)"
 # Journal kinds (spool.Entry.state) that tell recovery to send the file.

@@ -662,7 +662,7 @@ def test_writes_against_the_model() -> None:
         print(f"writes model: seed {this} (SNFS_SOAK_SEED={this} reproduces it)", flush=True)
         try:
             run_state_machine_as_test(
-                seed(this)(WritesModel), settings=_settings(200 if minutes else 40)
+                seed(this)(WritesModel), settings=_settings(200 if minutes else 100)
             )
         except BaseException:
             print(f"writes model: FAILED with seed {this}", flush=True)
