@@ -301,7 +301,7 @@ class Writes:
             elif node.kind is Kind.LOCAL:
                 if node.data.dropped:
                     raise fail(errno.ENOENT)
-                await self._before_change(node.data)
+                await self._before_change(node.data, changes=bool(flags & os.O_TRUNC))
                 if flags & os.O_TRUNC:
                     os.ftruncate(node.data.fd, 0)
                     self._heal(node.data)
@@ -598,6 +598,8 @@ class Writes:
             raise fail(errno.EIO)
         if st.state in (State.LOCAL, State.DROPPED):
             return
+        if not st.dirty and st.uploaded is None:
+            st.dirty = True  # nothing holds this content on the instance: store it
         st.move(State.UPLOADING)
         try:
             if st.dirty:
@@ -717,15 +719,17 @@ class Writes:
         )
         st.attempt_started = None
 
-    async def _before_change(self, st: Staged) -> None:
-        """Before the bytes of a staged file change (write, truncate, open for writing again):
-        the journal says "open" (never send these bytes: they are no close's) before they do,
-        durably when it said "send" (issue 18, rows 1 and 3). Caller holds the file's lock."""
+    async def _before_change(self, st: Staged, *, changes: bool = True) -> None:
+        """Before the bytes of a staged file change (write, truncate, open for writing again;
+        `changes`: they do now): the journal says "open" (never send these bytes: they are no
+        close's) before they do, durably when it said "send" (issue 18, rows 1 and 3). Caller
+        holds the file's lock."""
         if st.dropped:
             return
-        changed = st.attempt_started is not None or st.uploaded is not None
-        await self._doubt_of(st)
-        if st.uploaded is not None:
+        changed = changes and (st.attempt_started is not None or st.uploaded is not None)
+        if changes:
+            await self._doubt_of(st)
+        if changes and st.uploaded is not None:
             # Stored while open (fsync, a dup'd descriptor's close): the next content replaces
             # that attachment too, and the journal must say so before it is sent.
             st.replaces.append(st.uploaded.sys_id)
@@ -1255,28 +1259,55 @@ class Writes:
         new_name: str,
         target: Node | None,
     ) -> None:
-        """An attachment renamed within its record."""
+        """An attachment renamed within its record. First the rename, confirmed; then what
+        the target stood for on the instance is deleted; only then does the target go (row 4
+        of issue 18: a failed rename leaves the target, and its unsent bytes, where they were).
+        A delete that fails undoes the rename (back to the old name) and fails it: the old
+        target is never left on the instance beside the renamed file, unknown to the mount."""
         att: Attachment = source.data
-        if names.decode(new_name) != att.file_name:
-            # First the rename, confirmed; only then does the target go (row 4 of issue 18:
-            # a failed rename must leave the target, and its unsent bytes, where they were).
-            renamed = await self.backend.rename(att.sys_id, names.decode(new_name))
-            self.tree.renamed(att.sys_id, renamed)
-            self.inodes.rekey(source, ("file", renamed.sys_id), Kind.FILE, renamed)
-        if old_entries.get(old_name) is source:
-            del old_entries[old_name]
         doomed: list[str] = []
         if target is not None:
-            new_entries.pop(new_name, None)
             if target.kind is Kind.FILE:
                 doomed.append(target.data.sys_id)
             else:
                 tst: Staged = target.data
                 doomed += tst.replaces + ([tst.uploaded.sys_id] if tst.uploaded else [])
-                await self._drop(target)
         doomed = [s for s in doomed if s != att.sys_id]
+        if names.decode(new_name) != att.file_name:
+            renamed = await self.backend.rename(att.sys_id, names.decode(new_name))
+            try:
+                for sys_id in doomed:
+                    await self._delete_remote(sys_id)
+            except SnfsError:
+                await self._rename_back(att, renamed)
+                raise
+            self.tree.renamed(att.sys_id, renamed)
+            self.inodes.rekey(source, ("file", renamed.sys_id), Kind.FILE, renamed)
+            doomed = []
+        if old_entries.get(old_name) is source:
+            del old_entries[old_name]
+        if target is not None:
+            new_entries.pop(new_name, None)
+            if target.kind is Kind.LOCAL:
+                await self._drop(target)
         for sys_id in doomed:
             await self._delete_remote(sys_id)
+
+    async def _rename_back(self, att: Attachment, renamed: Attachment) -> None:
+        try:
+            back = await self.backend.rename(renamed.sys_id, att.file_name)
+        except SnfsError as e:  # the instance now has both: say so once, clearly
+            log.error(
+                "%s/%s: renamed to %s, but a replaced attachment could not be deleted and the"
+                " rename could not be undone (%s)",
+                att.table_name,
+                att.table_sys_id,
+                renamed.file_name,
+                e.message,
+            )
+            self.tree.renamed(att.sys_id, renamed)
+            return
+        self.tree.renamed(att.sys_id, back)
 
     async def _copy_for_move(
         self, source: Node, old_entries: dict[str, Node], old_name: str, new_parent: Node
