@@ -46,6 +46,7 @@ from snfs.errors import (
     ServerError,
     SnfsError,
     TooLarge,
+    Unsupported,
 )
 from snfs.http import (
     CHUNK,
@@ -943,52 +944,33 @@ class AttachmentClient:
             raise self._failed(http_error(resp, "delete", "DELETE", path))
 
     async def rename(self, sys_id: str, new_name: str) -> Attachment:
-        """PATCH the file name; where the instance cannot, copy to the new name and delete the
-        old attachment once the copy is stored (the result then has a new sys_id)."""
+        """PATCH the file name. Where the instance cannot (405, or 404/400 for an attachment
+        that exists), raise Unsupported: the file system core then renames by a journaled
+        copy-then-delete that it owns (docs/WRITES.md), never this client on its own."""
         _q.validate_sys_id(sys_id)
         _validate_file_name(new_name)
         path = f"/attachment/{sys_id}"
-        if self._rename_supported is not False:
-            resp = await self._send(
-                "rename", "PATCH", path, json={"file_name": new_name}, allow=(400, 404, 405)
-            )
-            if resp.is_success:
-                self._rename_supported = True
-                try:
-                    row = _result(resp, dict)
-                    if row.get("sys_id"):
-                        return Attachment.from_json(row)
-                except SnfsError:
-                    pass
-                return await self.get(sys_id)
-            err = http_error(resp, "rename", "PATCH", path)
-            if resp.status_code == 404 or resp.status_code == 400:
-                await self.get(sys_id)  # NotFound when the attachment itself is missing
-            if resp.status_code in (404, 405):
-                self._rename_supported = False
-            log.info(
-                "rename by PATCH not available (%s); copying to the new name instead", err.message
-            )
-        old = await self.get(sys_id)
-        new = await self.upload(
-            old.table_name,
-            old.table_sys_id,
-            new_name,
-            lambda: self._stream(sys_id, 0, old.size_bytes, hold_slot=False),
-            size=old.size_bytes,
-            content_type=old.content_type or None,
+        if self._rename_supported is False:
+            raise Unsupported(f"PATCH {path}: rename is not offered by this instance")
+        resp = await self._send(
+            "rename", "PATCH", path, json={"file_name": new_name}, allow=(400, 404, 405)
         )
-        if old.hash and new.hash and old.hash != new.hash:
-            await self.delete(new.sys_id, missing_ok=True)
-            raise self._failed(
-                ServerError(
-                    f"PATCH {path}: copy for rename has different content; original kept",
-                    method="PATCH",
-                    path=path,
-                )
-            )
-        await self.delete(sys_id, missing_ok=True)
-        return new
+        if resp.is_success:
+            self._rename_supported = True
+            try:
+                row = _result(resp, dict)
+                if row.get("sys_id"):
+                    return Attachment.from_json(row)
+            except SnfsError:
+                pass
+            return await self.get(sys_id)
+        err = http_error(resp, "rename", "PATCH", path)
+        if resp.status_code == 404 or resp.status_code == 400:
+            await self.get(sys_id)  # NotFound when the attachment itself is missing
+        if resp.status_code in (404, 405):
+            self._rename_supported = False
+        log.info("rename by PATCH not available (%s)", err.message)
+        raise Unsupported(f"PATCH {path}: rename not available ({err.message})")
 
     async def count_by(
         self, group_by: str, query: str = "", *, table: str = "sys_attachment"

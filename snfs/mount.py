@@ -228,6 +228,7 @@ class Mount:
         return {
             "synced": not left,
             "pending_uploads": [self.writes.describe(st, now) for st in left],
+            "local_only": [self.writes.describe(st, now) for st in self.writes.kept_local()],
         }
 
     async def run(self) -> int:
@@ -284,6 +285,7 @@ class Mount:
             write_back=o.write_back,
             transfers=o.transfers,
             alert=notify.desktop,
+            local_only=o.local_only,
         )
         control = Control(tree.inodes, self.status, sync=self.sync)
         self.prefetch = prefetch = Prefetcher(

@@ -177,6 +177,24 @@ BOOL = Kind("bool", _check_bool, flag=True)
 COUNT = Kind("count", _check_int, count=True)
 UMASK = Kind("umask", _check_umask, parse=lambda v: int(v, 8))
 FD = Kind("fd", _no_check, parse=int)
+
+
+def _check_patterns(v: Any, where: str) -> list[str]:
+    if isinstance(v, str):
+        v = v.split(",")
+    if not isinstance(v, list) or not all(isinstance(p, str) for p in v):
+        raise _bad(where, 'a list of file name patterns such as ["*.bak", ".~*"]')
+    return [p.strip() for p in v if p.strip()]
+
+
+# File name patterns (fnmatch): `a,b` on the command line, `a:b` in mount(8).
+PATTERNS = Kind(
+    "patterns",
+    _check_patterns,
+    finish=lambda v: _split_tables(v) or [],
+    unparse=lambda v: ",".join(v),
+    from_mount8=lambda v: ",".join(p for p in v.split(":") if p),
+)
 TABLES = Kind(
     "tables",
     _check_tables,
@@ -333,6 +351,12 @@ class MountOptions:
     )
     transfers: int = opt(
         8, "background uploads at once (default 8; files >= 1 MiB: half)", kind=POSITIVE_INT
+    )
+    local_only: list[str] = opt(
+        list,
+        "comma-separated name patterns kept local only, never uploaded, besides the desktop"
+        " metadata .DS_Store, .directory, Thumbs.db, desktop.ini, ._* (docs/WRITES.md)",
+        kind=PATTERNS,
     )
     prefetch: int = opt(
         8,

@@ -57,6 +57,20 @@ class Entry:
     # the replaced attachments deleted.
     stored: str | None = None
     size: int = 0
+    # What the file is, as recovery must treat it (docs/WRITES.md, "The journal is the state"):
+    # "open" (open for writing, or damaged: its bytes are no close's, never sent), "owed"
+    # (send it), "blocked" (refused: kept, never sent by itself), "local" (desktop metadata:
+    # kept, never sent). Empty in entries of older versions: `blocked` decides.
+    state: str = ""
+    # Earlier attempts in doubt whose bytes were then changed: [started, sha256, size] each.
+    # The attachment one of them may have stored is looked for and deleted once the current
+    # bytes are stored, so a lost answer never leaves a second copy (issue 18, row 6).
+    doubts: list[list] = field(default_factory=list)
+    # Scratch names (snfs.temp_names): not sent before this wall-clock time (the grace).
+    hold_until: float = 0.0
+
+    def kind(self) -> str:
+        return self.state or ("blocked" if self.blocked else "owed")
 
 
 def _entry_from(data: dict) -> Entry:
@@ -164,7 +178,7 @@ class Spool:
         staged bytes are made durable first (write-back: `close` returns on this alone)."""
         await trio.to_thread.run_sync(self.journal_sync, entry, data_fd)
 
-    def journal_sync(self, entry: Entry, data_fd: int | None = None) -> None:
+    def journal_sync(self, entry: Entry, data_fd: int | None = None, fsync: bool = True) -> None:
         if data_fd is not None:
             self._fsync(data_fd)
         path = self.root / f"{entry.id}.json"
@@ -173,9 +187,16 @@ class Spool:
         with open(fd, "w") as f:
             json.dump(asdict(entry), f)
             f.flush()
-            self._fsync(f.fileno())
+            if fsync:
+                self._fsync(f.fileno())
         os.replace(tmp, path)
-        self._sync_dir()
+        if fsync:
+            self._sync_dir()
+
+    async def note(self, entry: Entry) -> None:
+        """Record `entry` without fsyncs: for an entry that promises nothing (a file open for
+        writing, desktop metadata), whose loss in a power cut loses no closed file."""
+        await trio.to_thread.run_sync(self.journal_sync, entry, None, False)
 
     async def settle(self, sid: str) -> None:
         """Nothing is owed any more: forget the entry (the bytes stay while the file is open)."""

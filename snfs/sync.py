@@ -43,6 +43,8 @@ def main(argv: list[str]) -> int:
     if a.json:
         print(json.dumps(answer, indent=2))
     left = answer.get("pending_uploads", [])
+    for f in answer.get("local_only", []):  # shown, never waited for: not a failure
+        print(f"snfs sync: {f['path']}: local-only: {f['last_error']}", file=sys.stderr)
     for f in left:
         print(
             f"snfs sync: {f['path']}: {f['state']}: {f['last_error'] or 'not stored yet'}",

@@ -1,14 +1,23 @@
-"""Names that tools use for scratch files, which must never become attachments.
+"""Names that tools use for scratch files, and the desktop metadata that never leaves.
 
 Uploading an attachment can fire business rules, notifications and audit entries on the
-instance, so a temp file that appears and vanishes is a visible defect. Files with these names
-live only in the local spool: a scratch file renamed to a real name is uploaded once, under
-that name; lock and swap files stay local for good.
+instance, so a temp file that appears and vanishes is a visible defect. But a scratch-looking
+name is no reason to lose a file (`data.tmp`, `notes.txt~` may be real): a closed file with
+such a name is held for a short grace period (`snfs.writes.HOLD_SECONDS`; editors and rsync
+rename their temp files within it) and uploaded if it still has that name then. Only desktop
+metadata (`LOCAL_ONLY`, extendable by `--local-only`) stays local for good, and is shown as
+local only (docs/WRITES.md, "Held and local-only names").
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
+from fnmatch import fnmatchcase
+
+# Files desktops write into every folder they open: Finder, Dolphin, Windows Explorer, macOS
+# AppleDouble. Never uploaded (each could fire business rules), kept in the spool, shown.
+LOCAL_ONLY: tuple[str, ...] = (".DS_Store", ".directory", "Thumbs.db", "desktop.ini", "._*")
 
 # Each pattern: (tool, regex on the whole name).
 PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
@@ -43,3 +52,8 @@ def temp_kind(name: str) -> str | None:
 
 def is_temp(name: str) -> bool:
     return temp_kind(name) is not None
+
+
+def local_only(name: str, extra: Iterable[str] = ()) -> bool:
+    """Desktop metadata (`LOCAL_ONLY`, or one of the `--local-only` patterns `extra`)."""
+    return any(fnmatchcase(name, pattern) for pattern in (*LOCAL_ONLY, *extra))

@@ -241,6 +241,10 @@ class Tree:
         # Where the backend cannot list: records visited, and files uploaded through this mount.
         self._visited: dict[str, set[str]] = {}
         self._uploaded: dict[tuple[str, str], dict[str, Attachment]] = {}
+        # When a record last changed through this mount (`added`, `removed`): a listing
+        # fetched before that never overwrites the listing that has the change (issue 18,
+        # row 9: the name would point at a deleted attachment, and the next save leave two).
+        self._changed_at: dict[tuple[str, str], float] = {}
         self._flight = SingleFlight()
         # Names a record directory must keep free for local (staged) files: set by the write side.
         self.reserved_names: Callable[[str, str], Iterable[str]] = lambda table, record: ()
@@ -629,9 +633,11 @@ class Tree:
         self, table: str, held: dict[str, list[Attachment]], listing: Listing | None = None
     ) -> list[str]:
         now = self._clock()
+        started = listing.started_at if listing is not None else now
         stored = list(held)
         for record, atts in held.items():
-            self._store_record(table, record, atts, now)
+            if not self._older_than_a_change(table, record, started):
+                self._store_record(table, record, atts, now)
         held.clear()
         if listing is not None and listing.held:
             listing.held.difference_update(stored)
@@ -820,6 +826,7 @@ class Tree:
         return {n: a.sys_id for n, a in (await self.record_listing(table, record)).items()}
 
     async def _fetch_record(self, table: str, record: str) -> None:
+        started = self._clock()
         if self.backend.capabilities(table).list:
             atts = await self.backend.list_record(table, record)
             if self.index is not None and self.streams(table):
@@ -831,7 +838,16 @@ class Tree:
                 if fresh.sys_id in uploaded:
                     uploaded[fresh.sys_id] = fresh
             atts = list(uploaded.values())
-        self._store_record(table, record, atts, self._clock())
+        if not self._older_than_a_change(table, record, started):
+            self._store_record(table, record, atts, self._clock())
+
+    def _older_than_a_change(self, table: str, record: str, started: float) -> bool:
+        """A listing started at `started` predates a change made here since: keep the one
+        that has the change (the next look lists again: it is not marked fresh)."""
+        key = (table, record)
+        return self._changed_at.get(key, float("-inf")) >= started and (
+            self._cached_record(table, record) is not None
+        )
 
     def _store_record(self, table: str, record: str, atts: list[Attachment], at: float) -> None:
         for att in atts:
@@ -916,6 +932,7 @@ class Tree:
     def added(self, att: Attachment) -> Node:
         """An upload through this mount is stored: show it without waiting for a refresh."""
         key = (att.table_name, att.table_sys_id)
+        self._changed_at[key] = self._clock()
         if not self.backend.capabilities(att.table_name).list:
             self._uploaded.setdefault(key, {})[att.sys_id] = att
         current, at = self._current(*key)
@@ -944,6 +961,7 @@ class Tree:
         shown = [a for u in self._uploaded.values() if (a := u.pop(sys_id, None)) is not None]
         shown += [att] if att is not None else []
         for where in {(a.table_name, a.table_sys_id) for a in shown}:
+            self._changed_at[where] = self._clock()
             if self._cached_record(*where) is not None:
                 current, at = self._current(*where)
                 self._store_record(*where, [a for a in current if a.sys_id != sys_id], at)

@@ -25,7 +25,7 @@ class State(Enum):
     UPLOADING = "uploading"  # a request for it is in flight (look-up, upload, deletes)
     STORED = "stored"  # the instance has this content; nothing owed
     BLOCKED = "blocked"  # refused for good, or damaged locally: kept, never sent by itself
-    LOCAL = "local"  # a scratch name: stays in the spool, never uploaded
+    LOCAL = "local"  # desktop metadata: stays in the spool, never uploaded
     DROPPED = "dropped"  # unlinked or overwritten: never uploaded; bytes go with the last handle
 
 
@@ -38,7 +38,8 @@ TRANSITIONS: dict[State, frozenset[State]] = {
     _U: frozenset({_S, _O, _B}),  # never D: unlink and rename wait for the upload (the lock)
     _S: frozenset({_W, _O, _U, _L, _D}),  # U: renamed or moved, so stored again
     _B: frozenset({_W, _O, _U, _S, _L, _D}),  # S: a damaged replace-open, given up at close
-    _L: frozenset({_W, _O, _U, _S, _D}),  # renamed from a scratch name to a real one
+    # renamed to a real name; B: one that was open when the mount died stays blocked
+    _L: frozenset({_W, _O, _U, _S, _B, _D}),
     _D: frozenset(),
 }
 
@@ -63,11 +64,17 @@ class Staged:
     opens: int = 0  # open writable handles
     mtime: datetime = field(default_factory=lambda: datetime.now(UTC))
     uploaded: Attachment | None = None  # the attachment holding this content, once stored
-    journaled: bool = False
+    # What the file's journal entry says now (spool.Entry.kind): "" (no entry), "open",
+    # "damaged", "owed", "blocked", "local". Every move recovery needs is written there before
+    # its effects (docs/WRITES.md, "The journal is the state").
+    jkind: str = ""
+    accepted: bool = False  # a close (or fsync) handed over bytes the instance has not stored
     blocked: str = ""  # why the file is BLOCKED
     damaged: bool = False  # a local write failed: the content is not what was written
     last_error: str = ""
-    reopened: bool = False  # journaled as REOPENED (snfs.writes): open for writing again
+    local_only: str = ""  # desktop metadata (snfs.temp_names): why it is never sent
+    hold_until: float = 0.0  # wall clock: a scratch name is not sent before (the grace)
+    doubts: list[list] = field(default_factory=list)  # see spool.Entry
     alerted: str = ""  # the reason last shown in a desktop notification (once per reason)
     attempts: int = 0
     next_try: float = 0.0  # trio clock
@@ -101,8 +108,12 @@ class Staged:
     def owed(self) -> bool:
         """Something is still to be done on the instance for this file."""
         return self.state in (State.OWED, State.UPLOADING) or (
-            self.state is State.WRITING and self.journaled
+            self.state is State.WRITING and self.accepted
         )
+
+    @property
+    def journaled(self) -> bool:
+        return bool(self.jkind)
 
     def size(self) -> int:
         if self.fd >= 0:

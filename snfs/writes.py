@@ -10,8 +10,11 @@ so no two of them interleave on one file. docs/WRITES.md is the design; the prom
   once the bytes and the journal entry are durable, and a bounded pool of background uploaders
   (`--transfers`) sends what is owed, each file under its lock; `fsync` and `sync` wait for it.
 - A replaced attachment is deleted only after its replacement's new sys_id is confirmed.
-- Scratch names (snfs.temp_names) never become attachments; a dropped file is never uploaded;
-  shutdown never uploads a file that is open for writing.
+- Scratch names (snfs.temp_names) are held for a grace, then sent if they still exist; desktop
+  metadata never becomes an attachment; a dropped file is never uploaded; shutdown never
+  uploads a file that is open for writing.
+- The journal is the state: every move recovery needs is journaled before its effects, and
+  recovery never sends a file whose entry says it was open or damaged.
 - An upload is journaled before it is sent; a failed one stays visible and is retried in the
   background, first looking for what an attempt in doubt may have stored.
 """
@@ -24,7 +27,7 @@ import logging
 import os
 import random
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -43,11 +46,12 @@ from snfs.errors import (
     ServerError,
     SnfsError,
     TooLarge,
+    Unsupported,
 )
 from snfs.handlers import fail
 from snfs.inodes import Kind, Node, file_key
 from snfs.spool import Entry, Spool
-from snfs.temp_names import is_temp
+from snfs.temp_names import is_temp, local_only
 from snfs.tree import Tree
 from snfs.write_states import Staged, State
 
@@ -62,9 +66,18 @@ RETRY_MIN, RETRY_MAX = 2.0, 300.0
 # never an existing attachment taken for it.
 CLOCK_SLACK = 2.0
 SHUTDOWN_OPEN = "the mount stopped while this file was open for writing; not uploaded"
-# Journaled while an owed file is open for writing again: if the daemon dies before it is
-# closed, the next mount shows it blocked (its writer may have been half way), never sends it.
-REOPENED = "the mount died while this file was open for writing again; not uploaded"
+# Journaled ("open") before the bytes of a file change: if the daemon dies before it is closed,
+# the next mount shows it blocked (its writer may have been half way), never sends it.
+REOPENED = "the mount died while this file was open for writing; not uploaded"
+DAMAGED = "a local write failed ({}); the file was not uploaded"
+LOCAL_ONLY = "local only: desktop metadata, never uploaded (docs/WRITES.md)"
+# A closed file with a scratch name (snfs.temp_names) waits this long before it is uploaded:
+# editors, rsync and downloaders rename their temp files well within it. `snfs sync` and
+# unmount end it at once (docs/WRITES.md, "Held and local-only names").
+HOLD_SECONDS = 10.0
+HELD = "held {:.0f} s more: a scratch name (uploaded if it still has this name then)"
+# Journal kinds (spool.Entry.state) that tell recovery to send the file.
+SENDABLE = frozenset({"owed"})
 DEFAULT_TRANSFERS = 8  # docs/PERFORMANCE.md, "Write-back": the --transfers sweep
 # A file at least this large is bandwidth-bound: at most half the transfer slots send such
 # files, so a batch of large uploads never holds every HTTP slot that listings need.
@@ -89,6 +102,8 @@ class Writes:
         write_back: bool = False,
         transfers: int = DEFAULT_TRANSFERS,
         alert: Alert | None = None,
+        local_only: Sequence[str] = (),
+        hold_seconds: float = HOLD_SECONDS,
     ) -> None:
         self.tree = tree
         self.inodes = tree.inodes
@@ -109,6 +124,8 @@ class Writes:
         self._large_slots = trio.CapacityLimiter(max(1, transfers // 2))
         self._taken: set[int] = set()  # inodes a background uploader has been started for
         self._alert = alert
+        self._local_only_patterns = tuple(local_only)
+        self.hold_seconds = hold_seconds
         tree.reserved_names = lambda t, r: self._local.get((t, r), {}).keys()
 
     # -- the per-file lock ----------------------------------------------------------------------
@@ -118,10 +135,22 @@ class Writes:
         """Hold the locks of these files, taken in inode order (so two renames never deadlock).
         A caller must look at its nodes again once inside: they may have changed meanwhile."""
         inos = sorted({n.ino for n in nodes if n is not None})
-        async with AsyncExitStack() as stack:
-            for ino in inos:
-                await stack.enter_async_context(self._locks.setdefault(ino, trio.Lock()))
-            yield
+        try:
+            async with AsyncExitStack() as stack:
+                for ino in inos:
+                    await stack.enter_async_context(self._locks.setdefault(ino, trio.Lock()))
+                yield
+        finally:
+            self._free_locks(inos)
+
+    def _free_locks(self, inos: list[int]) -> None:
+        """A lock nobody holds or waits for goes with its use: a mount that writes thousands
+        of files keeps no lock per file for ever (issue 18, row 10). Nothing awaits between a
+        caller's `setdefault` and its acquire, so a lock dropped here is never half taken."""
+        for ino in inos:
+            lock = self._locks.get(ino)
+            if lock is not None and not lock.locked() and not lock.statistics().tasks_waiting:
+                del self._locks[ino]
 
     def busy(self, node: Node) -> bool:
         lock = self._locks.get(node.ino)
@@ -142,10 +171,14 @@ class Writes:
         for node in self._local.get((table, record), {}).values():
             if node.kind is Kind.FILE:
                 out.add(node.data.sys_id)
-            else:
-                out.update(node.data.replaces)
-                if node.data.uploaded:
-                    out.add(node.data.uploaded.sys_id)
+            elif node.data.uploaded:
+                out.add(node.data.uploaded.sys_id)
+        # What any staged file replaces, in any record: a file moved to another record leaves
+        # its source behind until its copy is stored, and must not show in both places.
+        for entries in self._local.values():
+            for node in entries.values():
+                if node.kind is Kind.LOCAL:
+                    out.update(node.data.replaces)
         return out
 
     def size_and_mtime(self, node: Node) -> tuple[int, datetime]:
@@ -154,21 +187,44 @@ class Writes:
 
     def xattrs(self, node: Node) -> dict[str, bytes]:
         st: Staged = node.data
-        out = {"user.snfs.state": st.state.value.encode()}
-        if st.last_error or st.blocked:
-            out["user.snfs.last_error"] = (st.blocked or st.last_error).encode()
+        out = {"user.snfs.state": self.state_name(st).encode()}
+        why = self.reason(st, time.time())
+        if why:
+            out["user.snfs.last_error"] = why.encode()
         if st.uploaded:
             key = self.backend.xattr_keys.file_id
             out[f"user.{self.backend.name}.{key}"] = st.uploaded.sys_id.encode()
         return out
 
+    @staticmethod
+    def state_name(st: Staged) -> str:
+        """`user.snfs.state`, `snfs status` and `snfs sync`: desktop metadata shows as
+        `local-only`, every other file as its state (docs/WRITES.md)."""
+        return "local-only" if st.local_only else st.state.value
+
+    def reason(self, st: Staged, now: float) -> str:
+        if st.local_only:
+            return st.local_only
+        why = st.blocked or st.last_error
+        if not why and st.state is State.OWED and st.hold_until > now:
+            why = HELD.format(st.hold_until - now)
+        if not why and st.opens and st.state is State.WRITING:
+            why = "open for writing"
+        return why
+
     def pending(self) -> list[Staged]:
+        """Every file the instance does not have as the user left it: owed, in flight,
+        blocked, closed while open again, or kept local only. Never filtered on whether its
+        journal could be written (issue 18, row 7: a file is never "synced" unsent)."""
         return [
             n.data
             for entries in self._local.values()
             for n in entries.values()
-            if n.kind is Kind.LOCAL and n.data.journaled
+            if n.kind is Kind.LOCAL and _is_pending(n.data)
         ]
+
+    def _local_only(self, name: str) -> bool:
+        return local_only(name, self._local_only_patterns)
 
     def _staged_nodes(self) -> list[Node]:
         return [
@@ -202,14 +258,22 @@ class Writes:
             old = self.local_entry(*key, name)  # another call may have staged the name meanwhile
             sid = self.spool.new_id()
             st = Staged(sid, parent.table, parent.record, name, self.spool.create_data(sid))
-            if is_temp(name):
-                st.state = State.LOCAL  # a scratch file: born local, never uploaded
+            if self._local_only(name):
+                st.state, st.local_only = State.LOCAL, LOCAL_ONLY  # desktop metadata
             st.opens = 1  # create() returns an open handle
             if old is None and remote is not None and remote.kind is Kind.FILE:
                 st.replaces.append(remote.data.sys_id)
-            node = self._register(st)  # takes the name over in one step, then the old goes
             if old is not None:
-                await self._supersede(st, old)
+                await self._inherit(st, old)
+            try:  # journaled open before a byte is written: the sweep never takes it
+                await self._journal(st, kind="open")
+            except OSError:
+                st.close()
+                self.spool.data_path(sid).unlink(missing_ok=True)
+                raise
+            node = self._register(st)  # takes the name over in one step, then the old goes
+            if old is not None and old.kind is Kind.LOCAL:
+                await self._drop(old)
             return node
 
     def _register(self, st: Staged, node: Node | None = None) -> Node:
@@ -237,7 +301,7 @@ class Writes:
             elif node.kind is Kind.LOCAL:
                 if node.data.dropped:
                     raise fail(errno.ENOENT)
-                await self._journal_reopened(node.data)
+                await self._before_change(node.data, changes=bool(flags & os.O_TRUNC))
                 if flags & os.O_TRUNC:
                     os.ftruncate(node.data.fd, 0)
                     self._heal(node.data)
@@ -302,6 +366,7 @@ class Writes:
             if node.kind is not Kind.LOCAL:
                 raise fail(errno.EBADF)
             st: Staged = node.data
+            await self._before_change(st)
             try:
                 n = os.pwrite(st.fd, buf, off)
             except OSError as e:
@@ -315,6 +380,8 @@ class Writes:
         if st.dropped:
             return  # an unlinked file can still be written through its handles; never sent
         st.dirty = st.wrote = True
+        if st.state is State.LOCAL and not st.damaged and st.blocked in (REOPENED, SHUTDOWN_OPEN):
+            st.blocked = ""  # written again: its bytes are the writer's now
         if st.state is State.LOCAL or st.damaged:
             return
         st.blocked = ""
@@ -326,7 +393,7 @@ class Writes:
         if st.dropped:
             return
         st.damaged = True
-        st.blocked = f"a local write failed ({e.strerror}); the file was not uploaded"
+        st.blocked = DAMAGED.format(e.strerror)
         log.error("%s/%s/%s: %s", st.table, st.record, st.name, st.blocked)
         if st.state is not State.LOCAL:
             st.move(State.BLOCKED, "local write failed")
@@ -344,13 +411,14 @@ class Writes:
             if node.kind is not Kind.LOCAL:
                 raise fail(errno.EINVAL)
             st: Staged = node.data
+            await self._before_change(st)
             os.ftruncate(st.fd, size)
             if size == 0:
                 self._heal(st)
             self._touch(st)
             if not has_handle and st.opens == 0 and st.state is State.WRITING:
                 # truncate(2) has no close to upload at
-                if self.write_back:
+                if self.write_back or is_temp(st.name):
                     await self._owe(node, "truncated")
                 else:
                     await self._upload_locked(node)
@@ -369,14 +437,15 @@ class Writes:
             st: Staged = node.data
             if st.damaged and not st.dropped:
                 raise fail(errno.EIO)  # the write's error, again at close: nothing was sent
-            if force and st.state is State.OWED:
+            held = is_temp(st.name)  # a scratch name: durable now, sent after the grace
+            if force and st.state is State.OWED and not held:
                 await self._upload_locked(node)  # fsync: what is owed now, even only deletes
                 return
             sendable = st.state in (State.WRITING, State.OWED) or (
                 st.state is State.BLOCKED and force
             )
             if sendable and st.dirty and (st.wrote or force):
-                if self.write_back and not force:
+                if (self.write_back and not force) or held:
                     await self._owe(node, "closed")
                 else:
                     await self._upload_locked(node)
@@ -391,8 +460,6 @@ class Writes:
             st.opens = max(0, st.opens - 1)
             if st.opens:
                 return
-            if st.reopened and not st.dropped and not st.damaged and st.state is not State.LOCAL:
-                await self._journal(st)  # closed again: owed (or blocked) as before, not REOPENED
             if st.dropped:
                 st.close()
                 await self.spool.discard(st.sid)
@@ -407,6 +474,13 @@ class Writes:
                 # Never written (touch, `: > file`), or written with no flush (mmap): upload
                 # now; errors go to the journal and the log, as release cannot return them.
                 await self._send_or_owe(node, "released")
+            elif st.jkind == "open" and st.state is not State.STORED:
+                # Closed with nothing written since the entry said "open": it owes (or is)
+                # what it was before, and the journal says so again.
+                try:
+                    await self._journal(st, durable=st.state is State.OWED)
+                except OSError as e:
+                    log.error("%s: cannot journal: %s", st.name, e)
             if st.state is State.OWED:
                 self._wake.set()  # closed now: the background uploaders may take it
             await self._settle_if_done(node)
@@ -430,8 +504,9 @@ class Writes:
             await self._unstage(node)
             return
         try:
-            await self._journal(st)
-        except OSError as e:  # the disk that failed the write may fail this too
+            await self._journal(st)  # "damaged": never sent by itself, after a crash either
+        except OSError as e:  # the disk that failed the write may fail this too: the entry
+            # still says "open", which recovery also never sends
             log.error("%s: cannot journal the blocked file: %s", st.name, e)
 
     # -- write-back -----------------------------------------------------------------------------
@@ -445,16 +520,23 @@ class Writes:
         if st.damaged:
             raise fail(errno.EIO)
         st.move(State.OWED, why)
-        st.next_try = 0.0  # due now; no uploader can take it before we release the lock
+        st.accepted = True
         st.wrote = False
-        # If this fails, close fails (EIO) but the file stays owed: sent later, never lost.
+        if is_temp(st.name):  # a scratch name: held for the grace, then sent if still named so
+            st.hold_until = time.time() + self.hold_seconds
+            st.next_try = trio.current_time() + self.hold_seconds
+        else:
+            st.hold_until = 0.0
+            st.next_try = 0.0  # due now; no uploader can take it before we release the lock
+        # If this fails, close fails (EIO) but the file stays owed: sent later, never lost;
+        # `pending` (status, sync) shows it, and the entry still says "open" (kept, blocked).
         await self._journal(st, durable=True)
         self._wake.set()
 
     async def _send_or_owe(self, node: Node, why: str) -> None:
         """Where no caller can be told of an error (release): owe the file (write-back) or
         upload it now; a failure is logged, journaled, retried and reported."""
-        if self.write_back:
+        if self.write_back or is_temp(node.data.name):  # a scratch name: held, both modes
             try:
                 await self._owe(node, why)
                 return
@@ -482,16 +564,13 @@ class Writes:
 
     def describe(self, st: Staged, now: float) -> dict[str, object]:
         """One owed or blocked file, as `snfs status` and `snfs sync` show it."""
-        reason = st.blocked or st.last_error
-        if not reason and st.opens and st.state is State.WRITING:
-            reason = "open for writing"
         return {
             "path": f"{st.table}/{st.record}/{st.name}",
             "bytes": st.size(),
             "age_seconds": round(now - st.mtime.timestamp()),
             "attempts": st.attempts,
-            "state": st.state.value,  # docs/WRITES.md
-            "last_error": reason,
+            "state": self.state_name(st),  # docs/WRITES.md
+            "last_error": self.reason(st, now),
         }
 
     async def sync(self) -> list[Staged]:
@@ -500,9 +579,13 @@ class Writes:
         writing whose changes were never closed are not owed yet and are not waited for."""
         todo = [n for n in self._staged_nodes() if n.data.state in (State.OWED, State.UPLOADING)]
         async with trio.open_nursery() as nursery:
-            for node in todo:
+            for node in todo:  # held scratch names too: sync ends their grace
                 nursery.start_soon(self._upload_one, node, False)
-        return [st for st in self.pending() if st.state is not State.STORED]
+        return [st for st in self.pending() if st.state is not State.STORED and not st.local_only]
+
+    def kept_local(self) -> list[Staged]:
+        """Desktop metadata kept local only: shown by `snfs sync`, never waited for."""
+        return [st for st in self.pending() if st.local_only]
 
     # -- uploading ------------------------------------------------------------------------------
 
@@ -515,9 +598,12 @@ class Writes:
             raise fail(errno.EIO)
         if st.state in (State.LOCAL, State.DROPPED):
             return
+        if not st.dirty and st.uploaded is None:
+            st.dirty = True  # nothing holds this content on the instance: store it
         st.move(State.UPLOADING)
         try:
             if st.dirty:
+                await self._resolve_doubts(st)
                 att = await self._earlier_attempt(st) or await self._send(st)
                 await self._stored(st, att)
         except PERMANENT as e:
@@ -547,6 +633,7 @@ class Writes:
         st.attempt_started = time.time()
         st.attempts += 1
         st.wrote = False
+        st.accepted = True
         await self._journal(st)
         stored = await self.backend.upload(
             st.table,
@@ -592,6 +679,80 @@ class Writes:
             )
         return found
 
+    async def _resolve_doubts(self, st: Staged) -> None:
+        """Earlier attempts in doubt whose bytes have changed since (issue 18, row 6): what
+        each may have stored is superseded by the current bytes, so it goes once they are
+        stored. A look-up that fails fails this upload (retried): never a second copy left
+        behind by guessing there is none."""
+        while st.doubts:
+            started, digest, size, table, record, name = st.doubts[0]
+            exclude = set(st.replaces) | ({st.uploaded.sys_id} if st.uploaded else set())
+            found = await self.backend.find_uploaded(
+                table,
+                record,
+                name,
+                digest,
+                size,
+                datetime.fromtimestamp(started - CLOCK_SLACK, UTC),
+                exclude=frozenset(exclude),
+            )
+            if found is not None:
+                log.info(
+                    "%s/%s/%s: an earlier attempt in doubt was stored as %s; it goes once the"
+                    " current content is stored",
+                    table,
+                    record,
+                    name,
+                    found.sys_id,
+                )
+                st.replaces.append(found.sys_id)
+            st.doubts.pop(0)
+
+    async def _doubt_of(self, st: Staged) -> None:
+        """The bytes an attempt in doubt sent are about to change (or the file is dropped):
+        remember that attempt by its content, so it can still be looked for."""
+        if st.attempt_started is None:
+            return
+        digest = await trio.to_thread.run_sync(_sha256_file, self.spool.data_path(st.sid))
+        st.doubts.append(
+            [st.attempt_started, digest, st.size(), st.table, st.record, names.decode(st.name)]
+        )
+        st.attempt_started = None
+
+    async def _before_change(self, st: Staged, *, changes: bool = True) -> None:
+        """Before the bytes of a staged file change (write, truncate, open for writing again;
+        `changes`: they do now): the journal says "open" (never send these bytes: they are no
+        close's) before they do, durably when it said "send" (issue 18, rows 1 and 3). Caller
+        holds the file's lock."""
+        if st.dropped:
+            return
+        changed = changes and (st.attempt_started is not None or st.uploaded is not None)
+        if changes:
+            await self._doubt_of(st)
+        if changes and st.uploaded is not None:
+            # Stored while open (fsync, a dup'd descriptor's close): the next content replaces
+            # that attachment too, and the journal must say so before it is sent.
+            st.replaces.append(st.uploaded.sys_id)
+            st.uploaded = None
+        if st.jkind != "open" or changed:
+            await self._journal(st, kind="open", durable=st.jkind in SENDABLE)
+
+    async def _inherit(self, st: Staged, old: Node) -> None:
+        """`st` takes the name `old` is shown under (create or rename over it; its lock held):
+        whatever `old` stood for on the instance goes once `st` is stored, including what an
+        attempt of it in doubt may have stored."""
+        if old.kind is Kind.FILE:
+            st.replaces.append(old.data.sys_id)
+            return
+        ost: Staged = old.data
+        if ost.dropped:
+            return
+        await self._doubt_of(ost)
+        st.doubts.extend(ost.doubts)
+        st.replaces.extend(ost.replaces)
+        if ost.uploaded:
+            st.replaces.append(ost.uploaded.sys_id)
+
     async def _stored(self, st: Staged, att: Attachment) -> None:
         """The instance confirmed `att` holds this content: only now may replaced files go."""
         if st.uploaded is not None and st.uploaded.sys_id != att.sys_id:
@@ -625,8 +786,11 @@ class Writes:
             self._retry_later(st, f"deleting the replaced attachment: {e.message}")
             return
         st.move(State.STORED)
+        st.accepted = False
+        # Nothing is owed until the next write (which journals "open" first); the bytes stay
+        # for open handles, and are the stored content if the daemon dies meanwhile.
         await self.spool.settle(st.sid)
-        st.journaled = False
+        st.jkind = ""
         await self._settle_if_done(node)
 
     async def _delete_replaced(self, st: Staged) -> None:
@@ -638,36 +802,48 @@ class Writes:
                 await self._delete_remote(old)
             st.replaces.pop(0)
 
-    async def _journal_reopened(self, st: Staged) -> None:
-        """An owed file is opened for writing again (its journal entry says "send these
-        bytes"): before its bytes change, the entry says "blocked, open for writing", so a
-        crash before the next close never sends a half-written file. Close journals it again."""
-        if not st.journaled or st.opens or st.state is State.LOCAL:
-            return
-        await self._journal(st, reopened=True)
+    @staticmethod
+    def _kind_of(st: Staged) -> str:
+        """What the journal must say of `st` now (spool.Entry.state)."""
+        if st.damaged:
+            return "damaged"
+        if st.local_only:
+            return "local"
+        if st.state is State.BLOCKED:
+            return "blocked"
+        if st.state is State.WRITING:
+            return "open"
+        return "owed"
 
-    async def _journal(self, st: Staged, *, durable: bool = False, reopened: bool = False) -> None:
-        """Write the file's journal entry; `durable` also fsyncs its bytes first."""
-        await self.spool.journal(
-            Entry(
-                st.sid,
-                st.table,
-                st.record,
-                names.decode(st.name),
-                st.replaces[0] if st.replaces else None,
-                queued_at=st.mtime.timestamp(),
-                attempts=st.attempts,
-                last_error=REOPENED if reopened else st.blocked or st.last_error,
-                replaces_all=list(st.replaces),
-                blocked=reopened or st.state is State.BLOCKED,
-                attempt_started=st.attempt_started,
-                stored=st.uploaded.sys_id if st.uploaded and not st.dirty else None,
-                size=st.size(),
-            ),
-            data_fd=st.fd if durable and st.fd >= 0 else None,
+    async def _journal(self, st: Staged, *, durable: bool = False, kind: str = "") -> None:
+        """Write the file's journal entry, as `kind` (default: what its state says). An entry
+        that tells recovery to send the file is always fsynced; `durable` also fsyncs its
+        bytes first. Entries that promise nothing ("open" over no entry, "local") are written
+        without fsyncs: lost in a power cut, they lose no closed file."""
+        kind = kind or self._kind_of(st)
+        entry = Entry(
+            st.sid,
+            st.table,
+            st.record,
+            names.decode(st.name),
+            st.replaces[0] if st.replaces else None,
+            queued_at=st.mtime.timestamp(),
+            attempts=st.attempts,
+            last_error=REOPENED if kind == "open" else st.blocked or st.last_error,
+            replaces_all=list(st.replaces),
+            blocked=kind in ("open", "damaged", "blocked"),
+            attempt_started=st.attempt_started,
+            stored=st.uploaded.sys_id if st.uploaded and not st.dirty else None,
+            size=st.size(),
+            state=kind,
+            doubts=[list(d) for d in st.doubts],
+            hold_until=st.hold_until,
         )
-        st.journaled = True
-        st.reopened = reopened
+        if kind in SENDABLE or durable or st.jkind in SENDABLE:
+            await self.spool.journal(entry, data_fd=st.fd if durable and st.fd >= 0 else None)
+        else:
+            await self.spool.note(entry)
+        st.jkind = kind
 
     def _retry_later(self, st: Staged, why: str) -> None:
         st.last_error = why
@@ -796,36 +972,58 @@ class Writes:
     # -- recovery and shutdown ------------------------------------------------------------------
 
     async def recover(self) -> int:
-        """Show and re-queue what an earlier run owed the instance; returns how many. The
-        background retry then does it, looking first for what an attempt in doubt stored."""
+        """Replay the journal: each entry becomes the staged file it says (docs/WRITES.md,
+        "Recovery"); returns how many. "owed" is queued (the background retry looks first for
+        what an attempt in doubt stored); "open" and "damaged" (their bytes are no close's)
+        and "blocked" are shown blocked, never sent by themselves; "local" is kept."""
         count = 0
+        now = time.time()
         for entry in self.spool.owed():
+            kind = entry.kind()
+            crashed_open = kind == "open"
+            if self._local_only(names.encode(entry.name)) and kind != "damaged":
+                kind = "local"  # desktop metadata, whatever it was doing: never sent
+            state = {"owed": State.OWED, "local": State.LOCAL}.get(kind, State.BLOCKED)
+            blocked = ""
+            if state is State.BLOCKED:
+                blocked = entry.last_error or (REOPENED if kind == "open" else "blocked")
+            elif crashed_open:
+                blocked = REOPENED  # renamed to a real name later, still never sent
             st = Staged(
                 entry.id,
                 entry.table,
                 entry.record,
                 names.encode(entry.name),
                 self.spool.open_data(entry.id),
-                state=State.BLOCKED if entry.blocked else State.OWED,
+                state=state,
                 replaces=list(entry.replaces_all or ([entry.replaces] if entry.replaces else [])),
-                journaled=True,
+                jkind=kind,
+                accepted=kind == "owed",
                 attempts=entry.attempts,
-                blocked=entry.last_error if entry.blocked else "",
+                blocked=blocked,
+                damaged=kind == "damaged",
                 last_error=entry.last_error,
                 mtime=datetime.fromtimestamp(entry.queued_at, UTC),
+                local_only=LOCAL_ONLY if kind == "local" else "",
+                doubts=[list(d) for d in entry.doubts],
+                hold_until=entry.hold_until,
             )
             if entry.stored:
                 st.dirty = False
                 st.uploaded = _stored_stub(entry, st.size())
-            elif not entry.blocked:
+            elif kind != "local" and entry.attempt_started is not None:
+                st.attempt_started = entry.attempt_started
+            elif kind == "owed":
                 # An entry from before attempts were journaled counts as one in doubt.
                 st.attempt_started = entry.attempt_started or entry.queued_at
+            if entry.hold_until > now:
+                st.next_try = trio.current_time() + entry.hold_until - now
             node = self._register(st)
             self.tree.renumber(st.table, st.record)
             del node  # the retry task takes it from here, under its lock
             count += 1
         if count:
-            log.info("spool: %d upload(s) from an earlier run queued again", count)
+            log.info("spool: %d file(s) from an earlier run shown again", count)
             self._wake.set()
         return count
 
@@ -841,6 +1039,15 @@ class Writes:
             async with trio.open_nursery() as nursery:
                 for node in self._staged_nodes():
                     nursery.start_soon(self._finish_one, node)
+        for st in self.pending():
+            if st.owed and st.jkind not in SENDABLE:  # the journal could not be written
+                log.error(
+                    "%s/%s/%s: not stored, and the journal could not record it as owed: %s",
+                    st.table,
+                    st.record,
+                    st.name,
+                    "the next mount shows it blocked" if st.jkind else "its bytes are lost",
+                )
 
     async def _finish_one(self, node: Node) -> None:
         """At shutdown: one more try for a closed file that is owed, in a transfer slot."""
@@ -879,22 +1086,29 @@ class Writes:
                 st: Staged = child.data
                 if st.dropped:
                     raise fail(errno.ENOENT)
+                await self._doubt_of(st)
+                await self._resolve_doubts(st)  # what a lost answer stored goes too
                 doomed = list(st.replaces) + ([st.uploaded.sys_id] if st.uploaded else [])
             else:
                 doomed = [child.data.sys_id]
             if doomed and not self._caps(parent.table).delete:
                 raise fail(errno.EPERM)
+            # The instance first: a delete that fails fails rm and leaves the file shown as it
+            # was, never gone locally while its attachment stays, to come back at the next
+            # listing.
+            where = f"{parent.table}/{parent.record}/{name}"
+            for sys_id in doomed:
+                await self._delete_remote(sys_id)
+                log.info("deleted %s (sys_id %s)", where, sys_id)  # the act a user may trace
+                if child.kind is Kind.LOCAL and sys_id in child.data.replaces:
+                    child.data.replaces.remove(sys_id)
+            if not doomed:
+                log.info("deleted %s (never uploaded: nothing to delete on the instance)", where)
             entries = self._local.get((parent.table, parent.record), {})
             if entries.get(name) is child:
                 del entries[name]
             if child.kind is Kind.LOCAL:
                 await self._drop(child)
-            where = f"{parent.table}/{parent.record}/{name}"
-            for sys_id in doomed:
-                await self._delete_remote(sys_id)
-                log.info("deleted %s (sys_id %s)", where, sys_id)  # the act a user may trace
-            if not doomed:
-                log.info("deleted %s (never uploaded: nothing to delete on the instance)", where)
 
     async def _delete_remote(self, sys_id: str) -> None:
         await self.backend.delete(sys_id, missing_ok=True)
@@ -908,27 +1122,16 @@ class Writes:
         self._unregister(node, st)
         st.dirty = False
         st.replaces = []
-        st.journaled = False
+        st.doubts = []
+        st.attempt_started = None
+        st.accepted = False
+        st.jkind = ""
         st.pinned = False
         if st.opens == 0:
             st.close()
             await self.spool.discard(st.sid)
         else:
             await self.spool.settle(st.sid)
-
-    async def _supersede(self, st: Staged, old: Node) -> None:
-        """`old` (shown under the name `st` takes; its lock held) is overwritten: whatever it
-        stood for on the instance goes once `st` is stored."""
-        if old.kind is Kind.FILE:
-            st.replaces.append(old.data.sys_id)
-            return
-        ost: Staged = old.data
-        if ost.dropped:
-            return
-        st.replaces.extend(ost.replaces)
-        if ost.uploaded:
-            st.replaces.append(ost.uploaded.sys_id)
-        await self._drop(old)
 
     async def rename(
         self,
@@ -965,57 +1168,95 @@ class Writes:
         old_entries = self._local.get((old_parent.table, old_parent.record), {})
         new_entries = self._local.setdefault((new_parent.table, new_parent.record), {})
         same_record = (old_parent.table, old_parent.record) == (new_parent.table, new_parent.record)
+        held = is_temp(new_name) or self._local_only(new_name)
         if source.kind is Kind.FILE and not (
-            same_record and (is_temp(new_name) or self._caps(old_parent.table).rename)
+            same_record and self._caps(old_parent.table).rename and not held
         ):
-            # Another record, or a system that cannot rename: copy, then delete the source.
+            # Another record, a system that cannot rename, or a scratch name (held for the
+            # grace like any file with such a name; renamed back within it, nothing is
+            # renamed on the instance): a staged copy that replaces the source once stored.
             caps = self._caps(old_parent.table)
             if not (caps.read and caps.delete and self._caps(new_parent.table).create):
                 raise fail(errno.EPERM)
             await self._copy_for_move(source, old_entries, old_name, new_parent)
         if source.kind is Kind.FILE:
-            await self._rename_attachment(
-                old_entries, old_name, source, new_entries, new_name, target
-            )
-            return
+            try:
+                await self._rename_attachment(
+                    old_entries, old_name, source, new_entries, new_name, target
+                )
+                return
+            except Unsupported as e:
+                # No rename in place (an instance without PATCH): the one fallback is the
+                # core's, journaled like any move: a staged copy under the new name that
+                # replaces the source once stored (issue 18, rows 11 and 12).
+                caps = self._caps(old_parent.table)
+                if not (caps.read and caps.delete and self._caps(new_parent.table).create):
+                    raise fail(errno.EPERM) from None
+                log.info("%s: %s; renaming by copy, then delete", old_name, e.message)
+                await self._copy_for_move(source, old_entries, old_name, new_parent)
         st: Staged = source.data
-        if old_entries.get(old_name) is source:
-            del old_entries[old_name]
         if st.uploaded and (not same_record or names.decode(new_name) != st.uploaded.file_name):
             # Stored under the old name or record: store it again there, then delete this one.
             st.replaces.append(st.uploaded.sys_id)
             st.uploaded, st.dirty = None, True
+        elif not st.dirty and st.uploaded is None:
+            st.dirty = True  # an unchanged copy of the attachment it replaces: store it anew
+        await self._doubt_of(st)  # an attempt in doubt was made under the old name
+        before = (st.name, st.table, st.record, list(st.replaces), list(st.doubts))
+        fields = (st.state, st.local_only, st.blocked)
+        if target is not None:
+            await self._inherit(st, target)
+        if old_entries.get(old_name) is source:
+            del old_entries[old_name]
         st.name, st.table, st.record = new_name, new_parent.table, new_parent.record
+        then = self._renamed_state(st)
+        if st.jkind or st.dirty or st.replaces:
+            # The entry moves with the file, in one atomic rename of the entry, before the
+            # target's entry goes: a crash leaves one or the other, never neither (row 2).
+            try:
+                await self._journal(st, durable=st.jkind in SENDABLE)
+            except OSError:  # nothing changed: the old entry still says what is true
+                st.name, st.table, st.record, st.replaces, st.doubts = before
+                st.state, st.local_only, st.blocked = fields
+                old_entries[old_name] = source
+                raise
         source.table, source.record = st.table, st.record
         new_entries[new_name] = source  # the name changes hands in one step
-        if target is not None:
-            await self._supersede(st, target)
+        if target is not None and target.kind is Kind.LOCAL and not target.data.dropped:
+            await self._drop(target)
         self.tree.renumber(old_parent.table, old_parent.record)
-        await self._after_rename(source)
+        if then == "send":
+            if self.write_back or is_temp(st.name):
+                await self._owe(source, "renamed")  # journaled under its new name (held: grace)
+            else:
+                await self._upload_locked(source)  # e.g. a scratch file renamed to its real name
+        elif then == "settle":
+            await self._settle_if_done(source)
 
-    async def _after_rename(self, node: Node) -> None:
-        """A staged file got a new name: the name decides what it is owed."""
-        st: Staged = node.data
-        if is_temp(st.name):
-            st.blocked = ""
-            st.move(State.LOCAL, "scratch name")
-            return
-        if st.damaged:
-            st.move(State.BLOCKED, "damaged")
-            return
+    def _renamed_state(self, st: Staged) -> str:
+        """A staged file got a new name: the name decides what it is owed. Returns what is
+        left to do once the move is journaled: "send", "settle" or ""."""
+        if self._local_only(st.name):
+            st.local_only = LOCAL_ONLY
+            if st.blocked not in (REOPENED, SHUTDOWN_OPEN):
+                st.blocked = ""
+            st.move(State.LOCAL, "desktop metadata")
+            return ""
+        st.local_only = ""
+        if st.damaged or st.blocked in (REOPENED, SHUTDOWN_OPEN):
+            # Its bytes are no close's (damaged, or open when the mount died): kept, never
+            # sent because of a new name. Written and closed again, it is sent.
+            st.move(State.BLOCKED, "damaged" if st.damaged else "open when the mount died")
+            return ""
         st.blocked = ""  # a new name is a new chance: the refusal may have been the name's
         if st.dirty and st.opens:
             st.move(State.WRITING, "renamed while open")  # uploaded at close
-            return
+            return ""
         if st.dirty or st.replaces:
-            if self.write_back:
-                await self._owe(node, "renamed")  # journaled under its new name
-                return
             st.move(State.OWED, "renamed")
-            await self._upload_locked(node)  # e.g. a scratch file renamed to its real name
-        else:
-            st.move(State.STORED)
-            await self._settle_if_done(node)
+            return "send"
+        st.move(State.STORED)
+        return "settle"
 
     async def _rename_attachment(
         self,
@@ -1026,34 +1267,57 @@ class Writes:
         new_name: str,
         target: Node | None,
     ) -> None:
-        """An attachment renamed within its record."""
+        """An attachment renamed within its record. First the rename, confirmed; then what
+        the target stood for on the instance is deleted; only then does the target go (row 4
+        of issue 18: a failed rename leaves the target, and its unsent bytes, where they were).
+        A delete that fails undoes the rename (back to the old name) and fails it: the old
+        target is never left on the instance beside the renamed file, unknown to the mount."""
         att: Attachment = source.data
-        if old_entries.get(old_name) is source:
-            del old_entries[old_name]
         doomed: list[str] = []
         if target is not None:
-            new_entries.pop(new_name, None)
             if target.kind is Kind.FILE:
                 doomed.append(target.data.sys_id)
             else:
                 tst: Staged = target.data
                 doomed += tst.replaces + ([tst.uploaded.sys_id] if tst.uploaded else [])
-                await self._drop(target)
         doomed = [s for s in doomed if s != att.sys_id]
-        if is_temp(new_name):
-            # Renamed to a scratch name (an editor's backup): a local view only; the instance
-            # keeps the attachment under its name until the user deletes or renames it back.
-            new_entries[new_name] = source
-        elif names.decode(new_name) != att.file_name:
+        if names.decode(new_name) != att.file_name:
             renamed = await self.backend.rename(att.sys_id, names.decode(new_name))
+            try:
+                for sys_id in doomed:
+                    await self._delete_remote(sys_id)
+            except SnfsError:
+                await self._rename_back(att, renamed)
+                raise
             self.tree.renamed(att.sys_id, renamed)
-            if renamed.sys_id != att.sys_id:  # copy-then-delete fallback: a new attachment
-                self.cache.forget(att.sys_id)
             self.inodes.rekey(
                 source, file_key(renamed.table_name, renamed.sys_id), Kind.FILE, renamed
             )
+            doomed = []
+        if old_entries.get(old_name) is source:
+            del old_entries[old_name]
+        if target is not None:
+            new_entries.pop(new_name, None)
+            if target.kind is Kind.LOCAL:
+                await self._drop(target)
         for sys_id in doomed:
             await self._delete_remote(sys_id)
+
+    async def _rename_back(self, att: Attachment, renamed: Attachment) -> None:
+        try:
+            back = await self.backend.rename(renamed.sys_id, att.file_name)
+        except SnfsError as e:  # the instance now has both: say so once, clearly
+            log.error(
+                "%s/%s: renamed to %s, but a replaced attachment could not be deleted and the"
+                " rename could not be undone (%s)",
+                att.table_name,
+                att.table_sys_id,
+                renamed.file_name,
+                e.message,
+            )
+            self.tree.renamed(att.sys_id, renamed)
+            return
+        self.tree.renamed(att.sys_id, back)
 
     async def _copy_for_move(
         self, source: Node, old_entries: dict[str, Node], old_name: str, new_parent: Node
@@ -1088,6 +1352,12 @@ class Writes:
         if non_empty:
             raise fail(errno.ENOTEMPTY)
         # Nothing to do on the instance: the record stays, with no attachments.
+
+
+def _is_pending(st: Staged) -> bool:
+    return st.state in (State.OWED, State.UPLOADING, State.BLOCKED, State.LOCAL) or (
+        st.state is State.WRITING and st.accepted
+    )
 
 
 def _stored_stub(entry: Entry, size: int) -> Attachment:

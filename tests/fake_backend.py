@@ -20,7 +20,7 @@ import trio
 from snfs import transfer
 from snfs.backend import FULL, Capabilities, XattrKeys
 from snfs.backend import RemoteFile as Attachment
-from snfs.errors import NotFound, ServerError, SnfsError
+from snfs.errors import NotFound, ServerError, SnfsError, Unsupported
 from snfs.transfer import Sink
 
 
@@ -40,6 +40,8 @@ class Hold:
 
     started: trio.Event = field(default_factory=trio.Event)
     release: trio.Event = field(default_factory=trio.Event)
+    # Store the file first, then hold: the answer is lost if the daemon dies meanwhile.
+    store_first: bool = False
 
 
 class FakeBackend:
@@ -70,6 +72,10 @@ class FakeBackend:
         self.in_flight = 0  # uploads running now
         self.peak_in_flight = 0
         self.sent: list[tuple[str, bytes]] = []  # (name, content) of each upload, in order
+        # False: like an instance without PATCH (the emulator's default release), rename
+        # answers Unsupported and the core renames by a journaled copy.
+        self.rename_supported = True
+        self.fail_renames: list[SnfsError] = []
 
     # -- inspection ------------------------------------------------------------------------------
 
@@ -188,6 +194,11 @@ class FakeBackend:
             await self.upload_gate.wait()
         if self.hold is not None:
             hold, self.hold = self.hold, None
+            if hold.store_first:
+                att = self.put(table, record, file_name, data)
+                hold.started.set()
+                await hold.release.wait()
+                return att
             hold.started.set()
             await hold.release.wait()
         if self.hang_uploads:
@@ -214,6 +225,13 @@ class FakeBackend:
             raise NotFound(f"no {file_id}")
 
     async def rename(self, file_id: str, new_name: str) -> Attachment:
+        await trio.lowlevel.checkpoint()
+        if not self.rename_supported:
+            raise Unsupported("PATCH rename is not offered (405)")
+        if self.fail_renames:
+            raise self.fail_renames.pop(0)
+        if file_id not in self.files:
+            raise NotFound(f"no {file_id}")
         att, data = self.files[file_id]
         new = replace(att, file_name=new_name)
         self.files[file_id] = (new, data)

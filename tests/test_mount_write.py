@@ -63,6 +63,18 @@ def digest(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def sending(m: MountProc) -> bool:
+    """A journal entry says an upload attempt started (every file open for writing has an
+    entry too, saying "open": docs/WRITES.md, "The journal is the state")."""
+    for j in m.spool.rglob("*.json"):
+        try:
+            if json.loads(j.read_text()).get("attempt_started"):
+                return True
+        except (FileNotFoundError, ValueError):
+            continue
+    return False
+
+
 def uploads(emu: EmulatorProc) -> int:
     c = emu.stats()["by_route"]
     return c.get("POST /attachment/file", 0) + c.get("POST /attachment/upload", 0)
@@ -276,7 +288,7 @@ def test_sigkill_mid_upload_then_recovery(emu: EmulatorProc, tmp_path: Path) -> 
     emu.fault(method="POST", path="/attachment/file", count=1, delay=30)
     writer = subprocess.Popen(["cp", "/etc/services", str(m.path("incident", rec, "svc.txt"))])
     deadline = time.monotonic() + 20
-    while not list(m.spool.rglob("*.json")):
+    while not sending(m):  # the upload has started (a file open for writing is journaled too)
         assert time.monotonic() < deadline
         time.sleep(0.1)
     os.kill(m.proc.pid, signal.SIGKILL)
@@ -494,7 +506,7 @@ def test_row3_rm_during_close_upload_end_to_end(emu: EmulatorProc, tmp_path: Pat
         p = m.path("incident", rec, "racy.txt")
         writer = threading.Thread(target=p.write_bytes, args=(b"in flight",))
         writer.start()
-        wait_for(lambda: list(m.spool.rglob("*.json")), bool)  # the upload has started
+        wait_for(lambda: sending(m), bool)  # the upload has started
         os.unlink(p)
         writer.join(30)
         assert on_instance(emu, rec) == {}

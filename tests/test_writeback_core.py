@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import errno
 import os
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -201,16 +202,41 @@ async def test_mv_of_an_owed_file_is_sent_under_its_new_name(
     assert backend.on_instance(REC) == {"b.txt": [b"new"]}
 
 
-async def test_scratch_names_never_upload(backend: FakeBackend, tmp_path: Path) -> None:
+async def test_scratch_names_are_held_then_sent_and_desktop_metadata_stays_local(
+    backend: FakeBackend, tmp_path: Path
+) -> None:
+    """Issue 18, rows 5 and 8: a closed scratch-named file waits out the grace and is sent if
+    it still has that name (sync ends the grace); renamed within it, it is sent only under
+    its real name; desktop metadata is never sent, and is shown as local only."""
     async with write_back(backend, tmp_path / "spool", pool=False) as (core, _):
         fh = await core.create(".a.txt.swp")
         await core.write(fh, b"scratch")
         assert await core.close(fh) == 0
-        assert core.staged(".a.txt.swp").state is State.LOCAL
-        assert core.journal() == []
+        held = core.staged(".a.txt.swp")
+        assert held.state is State.OWED and held.hold_until > time.time()
+        assert "held" in core.writes.describe(held, time.time())["last_error"]
         await core.writes._retry_due()
-        assert await core.writes.sync() == []
-    assert backend.stats.uploads == 0
+        assert backend.stats.uploads == 0  # within the grace
+        fh = await core.create("x.part")
+        await core.write(fh, b"download")
+        assert await core.close(fh) == 0
+        await core.rename("x.part", "x.pdf")  # renamed within the grace: due at once
+        await core.writes._retry_due()
+        assert backend.sent == [("x.pdf", b"download")]
+        fh = await core.create(".DS_Store")
+        await core.write(fh, b"finder")
+        assert await core.close(fh) == 0
+        meta = core.staged(".DS_Store")
+        assert (
+            core.writes.xattrs(core.writes.local_entry(T, REC, ".DS_Store"))[  # type: ignore[arg-type]
+                "user.snfs.state"
+            ]
+            == b"local-only"
+        )
+        assert await core.writes.sync() == []  # the grace ends; metadata is not waited for
+        assert core.writes.kept_local() == [meta]
+        assert [e["state"] for e in core.journal()] == ["local"]
+    assert backend.on_instance(REC) == {".a.txt.swp": [b"scratch"], "x.pdf": [b"download"]}
 
 
 async def test_fsync_waits_for_the_upload_and_returns_its_error(

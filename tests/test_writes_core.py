@@ -405,18 +405,24 @@ async def test_row8_failed_replace_open_leaves_no_bytes(core: Core, backend: Fak
     assert core.writes.local_entries(T, REC) == []
 
 
-async def test_row8_scratch_files_of_a_dead_run_are_removed(
+async def test_a_closed_scratch_file_of_a_dead_run_is_held_then_sent(
     backend: FakeBackend, tmp_path: Path
 ) -> None:
+    """Issue 18, row 5: a scratch-looking name is no reason to lose a closed file. The next
+    mount does not sweep it: it is held for the rest of its grace, then uploaded."""
     async with running(backend, tmp_path / "spool") as c1:
         fh = await c1.create(".a.txt.swp")
         await c1.write(fh, b"swap")
         assert await c1.close(fh) == 0
-        assert len(list(c1.spool_dir.glob("*.data"))) == 1
+        assert backend.stats.uploads == 0  # held: not at close
+        assert [e["state"] for e in c1.journal()] == ["owed"]
         c1.kill()
     async with running(backend, tmp_path / "spool") as c2:
-        assert list(c2.spool_dir.glob("*.data")) == []
-    assert backend.stats.uploads == 0
+        assert await c2.writes.recover() == 1
+        assert len(list(c2.spool_dir.glob("*.data"))) == 1
+        await c2.writes.sync()  # sync ends the grace at once
+        assert backend.on_instance(REC) == {".a.txt.swp": [b"swap"]}
+        assert c2.journal() == []
 
 
 # -- row 9: an upload in doubt is looked for before it is sent again -----------------------------

@@ -1,0 +1,296 @@
+"""Issue 18 through a real FUSE mount of the emulator (its default release: no PATCH), each
+outcome read back through the instance's API: scratch-looking names reach the instance, desktop
+metadata stays local and is shown so, a backup rename with failing uploads leaves one file, a
+failed rename keeps its target, the copy-then-delete rename is owned by the mount, and a daemon
+killed mid-move or mid-write is finished (or kept) by the next mount, never torn."""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.emulator_proc import EmulatorProc, start_emulator
+from tests.mount_proc import MountProc, start_mount, stop_mount
+
+pytestmark = pytest.mark.timeout(240)
+
+
+@pytest.fixture(scope="module")
+def emu(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmulatorProc]:
+    tmp = tmp_path_factory.mktemp("emu")
+    e = start_emulator(tmp / "data", "--demo", log=tmp / "emu.log")
+    yield e
+    e.stop()
+
+
+@pytest.fixture(autouse=True)
+def no_faults(emu: EmulatorProc) -> Iterator[None]:
+    yield
+    emu.json("DELETE", "/__emulator__/faults")
+
+
+def new_record(emu: EmulatorProc) -> str:
+    return emu.json("POST", "/api/now/table/incident", {"short_description": "j"})["result"][
+        "sys_id"
+    ]
+
+
+def on_instance(emu: EmulatorProc, rec: str) -> dict[str, list[str]]:
+    """file name -> the SHA-256 of each attachment of that name."""
+    out: dict[str, list[str]] = {}
+    for a in emu.attachments(f"table_sys_id={rec}"):
+        out.setdefault(a["file_name"], []).append(a["hash"])
+    return out
+
+
+def digest(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def snfs(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "snfs", *args], capture_output=True, text=True, timeout=180
+    )
+
+
+def until(get: Callable[[], Any], ok: Callable[[Any], bool], timeout: float = 60.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = get()
+        if ok(value):
+            return value
+        assert time.monotonic() < deadline, f"still {value!r}"
+        time.sleep(0.2)
+
+
+def journal(m: MountProc) -> list[dict]:
+    out = []
+    for p in m.spool.rglob("*.json"):
+        try:
+            out.append(json.loads(p.read_text()))
+        except (FileNotFoundError, ValueError):
+            continue
+    return out
+
+
+def kill(m: MountProc) -> None:
+    os.kill(m.proc.pid, signal.SIGKILL)
+    m.proc.wait()
+    stop_mount(m.mountpoint, None)
+
+
+def test_row5_scratch_looking_names_reach_the_instance(emu: EmulatorProc, tmp_path: Path) -> None:
+    rec = new_record(emu)
+    m = start_mount(emu.url, tmp_path / "m", tmp_path / "w")
+    try:
+        names = ["data.tmp", "notes.txt~", ".env.sample", "quote.part", "4913"]
+        for n in names:
+            src = tmp_path / n
+            src.write_bytes(n.encode() * 10)
+            subprocess.run(["cp", str(src), str(m.path("incident", rec, n))], check=True)
+        time.sleep(1.1)  # the status is rendered at most once a second
+        status = snfs("status", str(m.mountpoint))
+        assert "held" in status.stdout, status.stdout  # shown while the grace runs
+        done = snfs("sync", str(m.mountpoint))  # ends the grace at once
+        assert done.returncode == 0, done.stderr
+        assert on_instance(emu, rec) == {n: [digest(n.encode() * 10)] for n in names}
+    finally:
+        m.stop()
+
+
+def test_row8_desktop_metadata_stays_local_and_is_shown_so(
+    emu: EmulatorProc, tmp_path: Path
+) -> None:
+    rec = new_record(emu)
+    m = start_mount(emu.url, tmp_path / "m", tmp_path / "w")
+    try:
+        for n in (".DS_Store", ".directory"):
+            m.path("incident", rec, n).write_bytes(b"[Desktop]\n")
+            assert os.getxattr(m.path("incident", rec, n), "user.snfs.state") == b"local-only"
+        done = snfs("sync", str(m.mountpoint))
+        assert done.returncode == 0, done.stderr
+        assert done.stderr.count("local-only") == 2, done.stderr
+        time.sleep(1.1)  # the status is rendered at most once a second
+        assert snfs("status", str(m.mountpoint)).stdout.count("local-only") == 2
+        assert sorted(os.listdir(m.path("incident", rec))) == [".DS_Store", ".directory"]
+        assert on_instance(emu, rec) == {}
+    finally:
+        m.stop()
+    assert on_instance(emu, rec) == {}  # not at unmount either
+
+
+def test_row2_backup_rename_with_uploads_failing_then_remount_leaves_one(
+    emu: EmulatorProc, tmp_path: Path
+) -> None:
+    rec = new_record(emu)
+    m = start_mount(emu.url, tmp_path / "m", tmp_path / "w", "--write-back")
+    try:
+        emu.fault(method="POST", path="/attachment/file", count=10_000, status=503)
+        d = m.path("incident", rec)
+        (d / "a.txt").write_bytes(b"old bytes")
+        os.rename(d / "a.txt", d / "a.txt~")  # vim's backup
+        (d / "a.txt").write_bytes(b"NEW bytes")
+        assert sorted(e["name"] for e in journal(m)) == ["a.txt", "a.txt~"]
+    finally:
+        m.stop()  # clean unmount: the uploads fail, the journal keeps both
+    assert on_instance(emu, rec) == {}
+    emu.json("DELETE", "/__emulator__/faults")
+    m = start_mount(emu.url, tmp_path / "m", tmp_path / "w", "--write-back")
+    try:
+        done = snfs("sync", str(m.mountpoint))  # settles: the backup's grace ends too
+        assert done.returncode == 0, done.stderr
+        assert on_instance(emu, rec) == {
+            "a.txt": [digest(b"NEW bytes")],
+            "a.txt~": [digest(b"old bytes")],
+        }
+    finally:
+        m.stop()
+
+
+def test_row4_a_failed_rename_keeps_the_targets_unsent_bytes(
+    emu: EmulatorProc, tmp_path: Path
+) -> None:
+    rec = new_record(emu)
+    m = start_mount(emu.url, tmp_path / "m", tmp_path / "w", "--write-back")
+    try:
+        d = m.path("incident", rec)
+        (d / "b.txt").write_bytes(b"bee")
+        assert snfs("sync", str(m.mountpoint)).returncode == 0
+        emu.fault(method="POST", path="/attachment/file", count=10_000, status=503)
+        (d / "a.txt").write_bytes(b"unsent")
+        emu.fault(method="GET", path="/file", count=10_000, status=500)  # the copy fails
+        with pytest.raises(OSError) as err:
+            os.rename(d / "b.txt", d / "a.txt")
+        assert err.value.errno == errno.EIO
+        emu.json("DELETE", "/__emulator__/faults")
+        assert (d / "a.txt").read_bytes() == b"unsent"
+        done = snfs("sync", str(m.mountpoint))
+        assert done.returncode == 0, done.stderr
+        assert on_instance(emu, rec) == {"a.txt": [digest(b"unsent")], "b.txt": [digest(b"bee")]}
+    finally:
+        m.stop()
+
+
+def test_row11_no_patch_a_failed_delete_of_the_source_is_finished_by_the_mount(
+    emu: EmulatorProc, tmp_path: Path
+) -> None:
+    rec = new_record(emu)
+    m = start_mount(emu.url, tmp_path / "m", tmp_path / "w")
+    try:
+        d = m.path("incident", rec)
+        (d / "a").write_bytes(b"payload")
+        emu.fault(method="DELETE", path="/attachment/", count=20, status=500)
+        os.rename(d / "a", d / "b")  # the copy is stored; the source's delete is owed
+        assert os.listdir(d) == ["b"]
+        emu.json("DELETE", "/__emulator__/faults")
+        done = snfs("sync", str(m.mountpoint))
+        assert done.returncode == 0, done.stderr
+        assert on_instance(emu, rec) == {"b": [digest(b"payload")]}
+        os.unlink(d / "b")
+        assert on_instance(emu, rec) == {}
+        assert os.listdir(d) == []  # nothing comes back
+    finally:
+        m.stop()
+
+
+def test_row12_killed_mid_copy_rename_the_next_mount_finishes_it(
+    emu: EmulatorProc, tmp_path: Path
+) -> None:
+    rec = new_record(emu)
+    m = start_mount(emu.url, tmp_path / "m", tmp_path / "w")
+    d = m.path("incident", rec)
+    (d / "a").write_bytes(b"payload")
+    (d / "b").write_bytes(b"old b")
+    emu.fault(method="POST", path="/attachment/file", count=1, delay=60)
+    mover = threading.Thread(target=lambda: _quiet(os.rename, d / "a", d / "b"))
+    mover.start()
+    try:
+        until(lambda: [e["name"] for e in journal(m)], lambda names: names == ["b"])
+    finally:
+        kill(m)  # the daemon dies mid-rename
+        mover.join(30)
+    emu.json("DELETE", "/__emulator__/faults")
+    m = start_mount(emu.url, tmp_path / "m", tmp_path / "w")
+    try:
+        until(lambda: journal(m), lambda j: not j)
+        assert on_instance(emu, rec) == {"b": [digest(b"payload")]}
+        assert os.listdir(m.path("incident", rec)) == ["b"]
+    finally:
+        m.stop()
+
+
+@pytest.mark.parametrize("mode", [(), ("--write-back",)], ids=["write-through", "write-back"])
+def test_row1_fsync_write_more_close_killed_before_that_upload_leaves_one(
+    emu: EmulatorProc, tmp_path: Path, mode: tuple[str, ...]
+) -> None:
+    rec = new_record(emu)
+    m = start_mount(emu.url, tmp_path / "m", tmp_path / "w", *mode)
+    p = m.path("incident", rec, "a.txt")
+    try:
+        fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        os.write(fd, b"v1")
+        os.fsync(fd)  # stored as v1
+        until(lambda: on_instance(emu, rec), lambda a: a == {"a.txt": [digest(b"v1")]})
+        os.write(fd, b" and v2")
+        emu.fault(method="POST", path="/attachment/file", count=10_000, status=503)
+        _quiet(os.close, fd)  # write-through: EIO (owed); write-back: 0
+        until(lambda: [e["state"] for e in journal(m)], lambda s: s == ["owed"])
+    finally:
+        kill(m)
+    emu.json("DELETE", "/__emulator__/faults")
+    m = start_mount(emu.url, tmp_path / "m", tmp_path / "w", *mode)
+    try:
+        until(lambda: journal(m), lambda j: not j)
+        assert on_instance(emu, rec) == {"a.txt": [digest(b"v1 and v2")]}
+    finally:
+        m.stop()
+
+
+def test_row3_dup_closed_writing_on_killed_never_sends_torn_bytes(
+    emu: EmulatorProc, tmp_path: Path
+) -> None:
+    """`{ cmd1; cmd2; } > report.csv` over an attachment, the first close's upload failing,
+    the daemon killed while cmd2 writes: the original stays; the file is kept, blocked."""
+    rec = new_record(emu)
+    m = start_mount(emu.url, tmp_path / "m", tmp_path / "w")
+    p = m.path("incident", rec, "report.csv")
+    p.write_bytes(b"original")
+    try:
+        fd = os.open(p, os.O_WRONLY | os.O_TRUNC)
+        dup = os.dup(fd)
+        os.write(fd, b"cmd1\n")
+        emu.fault(method="POST", path="/attachment/file", count=10_000, status=503)
+        _quiet(os.close, dup)  # cmd1 exits: flush, its upload fails (owed)
+        os.write(fd, b"cmd2 hal")
+        until(lambda: [e["state"] for e in journal(m)], lambda s: s == ["open"])
+    finally:
+        kill(m)
+    emu.json("DELETE", "/__emulator__/faults")
+    m = start_mount(emu.url, tmp_path / "m", tmp_path / "w")
+    try:
+        q = m.path("incident", rec, "report.csv")
+        assert os.getxattr(q, "user.snfs.state") == b"blocked"
+        assert snfs("sync", str(m.mountpoint)).returncode == 1  # shown as not sent
+        assert on_instance(emu, rec) == {"report.csv": [digest(b"original")]}
+    finally:
+        m.stop()
+    assert on_instance(emu, rec) == {"report.csv": [digest(b"original")]}
+
+
+def _quiet(fn: Callable[..., Any], *args: Any) -> None:
+    try:
+        fn(*args)
+    except OSError:
+        pass
