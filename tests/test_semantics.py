@@ -159,6 +159,32 @@ def refused_delete(c: Ctx, code: int, **fault: Any) -> None:
     assert c.emu.attachments(f"sys_id={sys_id}"), "refused: still on the instance"
 
 
+def rename_over_undeletable(c: Ctx) -> None:
+    """`mv a b` on an instance with PATCH, where it refuses to delete the old `b`: `a` is
+    renamed back, the `mv` fails, and the instance keeps both names as they were."""
+    emu: EmulatorProc = c.request.getfixturevalue("patch_emulator")
+    m: MountProc = c.request.getfixturevalue("patch_mount")
+    record = emu.json("POST", "/api/now/table/incident", {"short_description": "t"})["result"][
+        "sys_id"
+    ]
+    ids = {}
+    for name in ("a.txt", "b.txt"):
+        status, _, raw = emu.request(
+            "POST",
+            f"/api/now/attachment/file?table_name=incident&table_sys_id={record}&file_name={name}",
+            name.encode(),
+            headers={"Content-Type": "text/plain"},
+        )
+        assert status == 201, raw
+        ids[json.loads(raw)["result"]["sys_id"]] = name
+    b_id = next(k for k, v in ids.items() if v == "b.txt")
+    emu.fault(method="DELETE", path=f"/attachment/{b_id}", count=100, status=500)
+    d = m.path("incident", record)
+    fails(errno.EIO, lambda: os.rename(d / "a.txt", d / "b.txt"))
+    names = {a["sys_id"]: a["file_name"] for a in emu.attachments(f"table_sys_id={record}")}
+    assert names == ids, names
+
+
 def rename_exchange(c: Ctx) -> None:
     libc = ctypes.CDLL(None, use_errno=True)
     a, b = (os.fsencode(c.p("incident", INC1, n)) for n in ("readme.txt", "notes.txt"))
@@ -293,6 +319,9 @@ CHECKS: dict[Claim, Callable[[Ctx], None]] = {
         fails(errno.EPERM, lambda: os.symlink("readme.txt", c.p("incident", INC1, "s"))),
         fails(errno.EPERM, lambda: os.mknod(c.p("incident", INC1, "fifo"), stat.S_IFIFO | 0o600)),
     ),
+    ("Renaming", "attachment → other real name, same record (mv a b)", "EIO"): (
+        rename_over_undeletable
+    ),
     ("Renaming", "RENAME_EXCHANGE", "EINVAL"): lambda c: fails(
         errno.EINVAL, lambda: rename_exchange(c)
     ),
@@ -349,6 +378,21 @@ def easyvista_unlisted_mount(
 ) -> Iterator[MountProc]:
     tmp = tmp_path_factory.mktemp("easyvista-unlisted")
     m = start_mount(f"easyvista+{easyvista_unlisted.url}/api/v1/50004", tmp / "m", tmp / "w")
+    yield m
+    m.stop()
+
+
+@pytest.fixture(scope="module")
+def patch_emulator(module_emulator_factory: Callable[..., EmulatorProc]) -> EmulatorProc:
+    return module_emulator_factory("--release", "australia")  # the release with PATCH
+
+
+@pytest.fixture(scope="module")
+def patch_mount(
+    patch_emulator: EmulatorProc, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[MountProc]:
+    tmp = tmp_path_factory.mktemp("patch")
+    m = start_mount(patch_emulator.url, tmp / "m", tmp / "w")
     yield m
     m.stop()
 
