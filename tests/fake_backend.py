@@ -18,7 +18,7 @@ from pathlib import Path
 import trio
 
 from snfs import transfer
-from snfs.backend import FULL, Capabilities, XattrKeys
+from snfs.backend import FULL, Capabilities, OptionalFeatures, XattrKeys
 from snfs.backend import RemoteFile as Attachment
 from snfs.errors import NotFound, ServerError, SnfsError
 from snfs.transfer import Sink
@@ -42,7 +42,7 @@ class Hold:
     release: trio.Event = field(default_factory=trio.Event)
 
 
-class FakeBackend:
+class FakeBackend(OptionalFeatures):
     name = "servicenow"
     base_url = "https://fake.example.com"
     instance_key = base_url
