@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from snfs.auth import BasicAuth
-from snfs.client import AttachmentClient, ClientConfig
+from snfs.backends.servicenow.client import AttachmentClient, ClientConfig
 from tests.emulator_proc import EmulatorProc
 
 

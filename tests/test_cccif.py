@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from snfs.auth import BasicAuth
-from snfs.client import AttachmentClient, ClientConfig
+from snfs.backends.servicenow.client import AttachmentClient, ClientConfig
 from tests.emulator_proc import EmulatorProc
 from tests.mount_proc import MountProc
 from tests.waiting import eventually

@@ -26,7 +26,7 @@ def peak_rss_kib():
 import trio
 from pathlib import Path
 from snfs.auth import BasicAuth
-from snfs.client import AttachmentClient, ClientConfig
+from snfs.backends.servicenow.client import AttachmentClient, ClientConfig
 
 url, rec, src, dst = sys.argv[1:5]
 

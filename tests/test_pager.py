@@ -14,10 +14,10 @@ from typing import Any
 import pytest
 import trio
 
-from snfs import query as q
+from snfs.backends.servicenow import query as q
+from snfs.backends.servicenow.pager import Span, Splitter, hex_spans, keyset_pages
 from snfs.errors import InvalidInput
 from snfs.inodes import Inodes, Kind
-from snfs.pager import Span, Splitter, hex_spans, keyset_pages
 
 
 class AclServer:

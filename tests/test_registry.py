@@ -16,11 +16,11 @@ import pytest
 import snfs.backends
 from snfs import attrs, mount_helper, registry
 from snfs.backend import RemoteFile
-from snfs.backends.cccif import CccifBackend
 from snfs.backends.easyvista import EasyVistaBackend
 from snfs.backends.huawei import HuaweiBackend
 from snfs.backends.router import Router
-from snfs.backends.servicenow import ServiceNowBackend
+from snfs.backends.servicenow.backend import ServiceNowBackend
+from snfs.backends.servicenow.cccif import CccifBackend
 from snfs.config import load_profile, profile_defaults
 from snfs.errors import ConfigError
 from snfs.options import (

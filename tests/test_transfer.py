@@ -18,7 +18,7 @@ import pytest
 import trio
 
 from snfs import transfer
-from snfs.client import AttachmentClient
+from snfs.backends.servicenow.client import AttachmentClient
 from snfs.compressible import gzip_pays
 from snfs.content_cache import ContentCache
 from snfs.errors import AuthError, NotTheContent

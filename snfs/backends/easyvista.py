@@ -54,8 +54,8 @@ import trio
 from snfs import names
 from snfs.backend import Backend, Capabilities, RemoteFile
 from snfs.backends import from_id_part, id_part
+from snfs.backends.servicenow.client import normalize_instance_url
 from snfs.backends.single_table import FileBody, SingleTableBackend
-from snfs.client import normalize_instance_url
 from snfs.credentials import build_auth
 from snfs.errors import ConfigError, InvalidInput, NotFound, ServerError, SnfsError, Unsupported
 from snfs.http import HttpStats, SendState, upload_once

@@ -50,8 +50,8 @@ import httpx
 
 from snfs.backend import Backend, Capabilities, RemoteFile
 from snfs.backends import from_id_part, id_part
+from snfs.backends.servicenow.client import _multipart_quote, normalize_instance_url
 from snfs.backends.single_table import FileBody, SingleTableBackend
-from snfs.client import _multipart_quote, normalize_instance_url
 from snfs.credentials import bearer_token
 from snfs.errors import (
     ConfigError,

@@ -18,7 +18,7 @@ import httpx
 import trio
 
 from snfs.backend import Backend, RemoteFile, XattrKeys
-from snfs.client import _validate_file_name
+from snfs.backends.servicenow.client import _validate_file_name
 from snfs.errors import InvalidInput, Unsupported
 from snfs.http import CHUNK, ErrorMapper, HttpCore, HttpSettings, HttpStats, http_error
 from snfs.transfer import Sink

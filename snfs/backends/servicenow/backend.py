@@ -14,12 +14,13 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, cast
 
-from snfs import __version__, pager, query
+from snfs import __version__
 from snfs.backend import FULL, Backend, Capabilities, RecordIds, RemoteFile, XattrKeys
-from snfs.backends.cccif import TABLE as CCCIF
-from snfs.backends.cccif import CccifBackend
 from snfs.backends.router import Router
-from snfs.client import (
+from snfs.backends.servicenow import pager, query
+from snfs.backends.servicenow.cccif import TABLE as CCCIF
+from snfs.backends.servicenow.cccif import CccifBackend
+from snfs.backends.servicenow.client import (
     Attachment,
     AttachmentClient,
     ClientConfig,

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from snfs import names, transfer
 from snfs.backend import Backend, Capabilities, RemoteFile, Stats, XattrKeys
-from snfs.client import AttachmentClient
+from snfs.backends.servicenow.client import AttachmentClient
 from snfs.errors import Forbidden, NotFound, SnfsError, Unsupported
 from snfs.transfer import Sink
 

@@ -33,8 +33,8 @@ import httpx
 import trio
 
 from snfs import __version__, transfer
-from snfs import query as _q
 from snfs.backend import RemoteFile
+from snfs.backends.servicenow import query as _q
 from snfs.compressible import gzip_pays
 from snfs.errors import (
     ConfigError,
