@@ -18,7 +18,7 @@ import httpx
 import trio
 
 from snfs.backend import Backend, RemoteFile, XattrKeys
-from snfs.backends.servicenow.client import _validate_file_name
+from snfs.backends.common import validate_file_name
 from snfs.errors import InvalidInput, Unsupported
 from snfs.http import CHUNK, ErrorMapper, HttpCore, HttpSettings, HttpStats, http_error
 from snfs.transfer import Sink
@@ -115,7 +115,7 @@ class SingleTableBackend(Backend):
 
     def _check_upload(self, table: str, record: str, file_name: str, size: int) -> None:
         self._check(table, record)
-        _validate_file_name(file_name)
+        validate_file_name(file_name)
         if size < 0:
             raise InvalidInput("size must not be negative")
 
