@@ -399,8 +399,8 @@ def test_status_shows_each_transfer_growing(emulator_factory, tmp_path: Path) ->
 def test_nonempty_is_the_mount8_and_fuse_word_for_allow_non_empty() -> None:
     import argparse
 
+    from snfs.arguments import add_arguments, from_args
     from snfs.mount_helper import translate
-    from snfs.options import add_arguments, from_args
 
     assert translate(["p", "/m", "-o", "nonempty"])[-1] == "--allow-non-empty"
     p = argparse.ArgumentParser()

@@ -190,8 +190,8 @@ def test_scope_and_numbers_options_reach_the_backend(monkeypatch: pytest.MonkeyP
     import argparse
 
     from snfs import registry
+    from snfs.arguments import add_arguments, from_args
     from snfs.errors import ConfigError
-    from snfs.options import add_arguments, from_args
 
     monkeypatch.setenv("SNFS_PASSWORD", "pw")
 

@@ -15,6 +15,7 @@ import pytest
 
 import snfs.backends
 from snfs import attrs, mount_helper, registry
+from snfs.arguments import add_arguments, backend_options, from_args
 from snfs.backend import RemoteFile
 from snfs.backends.easyvista import EasyVistaBackend
 from snfs.backends.huawei import HuaweiBackend
@@ -23,20 +24,11 @@ from snfs.backends.servicenow.backend import ServiceNowBackend
 from snfs.backends.servicenow.cccif import CccifBackend
 from snfs.config import load_profile, profile_defaults
 from snfs.errors import ConfigError
-from snfs.options import (
-    KERNEL_FLAGS,
-    MOUNT8_ONLY,
-    MountOptions,
-    add_arguments,
-    apply_fuse_options,
-    backend_options,
-    core_options,
-    from_args,
-)
+from snfs.options import KERNEL_FLAGS, MOUNT8_ONLY, MountOptions, apply_fuse_options, core_options
 
 TOY = """
 from snfs.backend import Capabilities
-from snfs.options import INT, Option
+from snfs.option_schema import INT, Option
 from snfs.registry import System
 
 

@@ -59,7 +59,7 @@ from snfs.backends.single_table import FileBody, SingleTableBackend
 from snfs.credentials import build_auth
 from snfs.errors import ConfigError, InvalidInput, NotFound, ServerError, SnfsError, Unsupported
 from snfs.http import HttpStats, SendState, upload_once
-from snfs.options import STR, Option
+from snfs.option_schema import STR, Option
 from snfs.registry import System
 
 if TYPE_CHECKING:

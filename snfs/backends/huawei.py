@@ -63,7 +63,7 @@ from snfs.errors import (
     TooLarge,
 )
 from snfs.http import HeaderToken, SendState, http_error, upload_once
-from snfs.options import STR, Option
+from snfs.option_schema import STR, Option
 from snfs.registry import System
 from snfs.secrets import Secret
 

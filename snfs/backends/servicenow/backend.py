@@ -29,7 +29,7 @@ from snfs.backends.servicenow.client import (
 )
 from snfs.credentials import build_auth
 from snfs.errors import ConfigError, InvalidInput, SnfsError
-from snfs.options import BOOL, STR, Kind, Option
+from snfs.option_schema import BOOL, STR, Kind, Option
 from snfs.registry import System
 from snfs.transfer import Sink
 
