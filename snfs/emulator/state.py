@@ -10,7 +10,7 @@ from snfs.emulator.auth import Auth, User
 from snfs.emulator.blobs import BlobStore
 from snfs.emulator.db import Store
 from snfs.emulator.faults import FaultQueue
-from snfs.emulator.middleware import Sessions
+from snfs.emulator.sessions import Sessions
 from snfs.emulator.stats import Stats
 
 # Releases the emulator knows, oldest first; only the newest documents PATCH rename.
