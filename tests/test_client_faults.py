@@ -10,7 +10,7 @@ import trio
 
 from snfs.backends.servicenow import query as q
 from snfs.errors import RateLimited, ServerError
-from tests.client_support import (
+from tests.support.client_support import (
     client,
     fresh,
     new_record,

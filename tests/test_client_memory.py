@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.client_support import new_record, read_file_sha
+from tests.support.client_support import new_record, read_file_sha
 
 SIZE = 300 * 1024 * 1024
 LIMIT_MB = 100

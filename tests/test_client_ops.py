@@ -12,7 +12,7 @@ from snfs.auth import BasicAuth
 from snfs.backends.servicenow import query as q
 from snfs.backends.servicenow.client import Attachment
 from snfs.errors import ExtensionRefused, InvalidInput, NotFound, TooLarge
-from tests.client_support import (
+from tests.support.client_support import (
     client,
     fresh,
     new_record,

@@ -9,8 +9,8 @@ import httpx
 import pytest
 
 from snfs.emulator.demo_data import demo_id
-from tests.emulator_proc import EmulatorProc
-from tests.waiting import eventually
+from tests.support.emulator_proc import EmulatorProc
+from tests.support.waiting import eventually
 
 INC3, BIG, README = demo_id("inc3"), demo_id("att:big"), demo_id("att:readme")
 MB = 1024 * 1024

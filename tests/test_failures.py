@@ -19,10 +19,10 @@ from pathlib import Path
 import pytest
 
 from snfs.emulator.demo_data import demo_id
-from tests.client_support import shared_emulator
-from tests.emulator_proc import EmulatorProc
-from tests.mount_proc import IN_CI, MountProc, start_mount, stop_mount
-from tests.waiting import eventually
+from tests.support.client_support import shared_emulator
+from tests.support.emulator_proc import EmulatorProc
+from tests.support.mount_proc import IN_CI, MountProc, start_mount, stop_mount
+from tests.support.waiting import eventually
 
 emu = shared_emulator("--demo", "--mfa-user", "hr")
 

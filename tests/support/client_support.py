@@ -15,7 +15,7 @@ import pytest
 
 from snfs.auth import BasicAuth
 from snfs.backends.servicenow.client import AttachmentClient, ClientConfig
-from tests.emulator_proc import EmulatorProc
+from tests.support.emulator_proc import EmulatorProc
 
 
 def config(emu: EmulatorProc, auth: Any = "admin", **kw: Any) -> ClientConfig:
