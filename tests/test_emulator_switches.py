@@ -255,3 +255,24 @@ def test_documented_defaults_size_limit_and_by_name_fields(
     assert kind.json("GET", "/__emulator__/state")["config"]["max_size_mb"] is None
     answer = kind.json("POST", url, b"a", headers={"Content-Type": "text/plain"})["result"]
     assert "created_by_name" not in answer
+
+
+def test_each_switch_is_declared_once_on_the_config(tmp_path) -> None:
+    """The command line comes from `Config`'s fields: a switch not given leaves the field's
+    default, a given one is converted into the field's value (no second list to drift)."""
+    from dataclasses import fields
+
+    from snfs.emulator.main import build_config, parse_args
+    from snfs.emulator.state import Config
+
+    plain = build_config(parse_args([]), tmp_path)
+    for f in fields(Config):
+        if f.name not in ("host", "port", "data_dir"):
+            assert getattr(plain, f.name) == getattr(Config(), f.name), f.name
+    args = ["--max-size", "0", "--row-time", "5", "--no-gzip", "--deny", "u:active=true"]
+    args += ["--aggregate-roles", "admin, itil", "--release", "australia", "--mfa-user", "m"]
+    c = build_config(parse_args(args), tmp_path)
+    assert c.max_size_mb is None and c.row_time == 0.005 and not c.gzip
+    assert c.deny == (("u", "active=true"),) and c.aggregate_roles == {"admin", "itil"}
+    assert c.rename and c.mfa_users == {"m"} and c.oauth_clients == {"snfs": "snfs-secret"}
+    assert not build_config(parse_args(["--release", "australia", "--no-rename"]), tmp_path).rename
