@@ -276,3 +276,17 @@ def test_each_switch_is_declared_once_on_the_config(tmp_path) -> None:
     assert c.deny == (("u", "active=true"),) and c.aggregate_roles == {"admin", "itil"}
     assert c.rename and c.mfa_users == {"m"} and c.oauth_clients == {"snfs": "snfs-secret"}
     assert not build_config(parse_args(["--release", "australia", "--no-rename"]), tmp_path).rename
+
+
+def test_other_kinds_switches_come_from_their_configs() -> None:
+    from snfs.emulator import easyvista as ev
+    from snfs.emulator import huawei as hw
+    from snfs.emulator.main import parse_args
+    from snfs.emulator.switches import given
+
+    a = parse_args(["--kind", "huawei", "--token", "t", "--limit-count", "-3", "--no-limits"])
+    c = hw.HWConfig(**given(a, hw.HWConfig))
+    assert c.tokens == ["t"] and c.limit_count == 0 and not c.limits_api
+    assert hw.HWConfig(**given(parse_args([]), hw.HWConfig)).tokens == ["test-token"]
+    e = ev.EVConfig(**given(parse_args(["--no-delete", "--max-body", "2"]), ev.EVConfig))
+    assert not e.delete and e.max_body_mb == 2.0 and e.list_documents

@@ -18,6 +18,8 @@ import trio
 from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve
 
+from snfs.emulator import easyvista as ev
+from snfs.emulator import huawei as hw
 from snfs.emulator.app import build_app
 from snfs.emulator.auth import parse_user
 from snfs.emulator.launch import announce
@@ -45,79 +47,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         default="servicenow",
         help="which system to emulate (default servicenow)",
     )
-    p.add_argument("--account", metavar="NAME", help="easyvista: the only account name accepted")
-    p.add_argument(
-        "--max-body",
-        type=float,
-        default=64.0,
-        metavar="MB",
-        help="easyvista: request body cap (413 above)",
-    )
-    p.add_argument(
-        "--no-delete",
-        action="store_true",
-        help="easyvista: no DELETE of a document (the path is uncertain): 405",
-    )
-    p.add_argument(
-        "--no-list",
-        action="store_true",
-        help="easyvista: no GET of a ticket's documents (not in the upload document): 405",
-    )
-    p.add_argument(
-        "--no-download",
-        action="store_true",
-        help="easyvista: no GET of a document (not in the upload document): 405",
-    )
-    p.add_argument(
-        "--no-ticket",
-        action="store_true",
-        help="easyvista: no GET of a ticket (not in the upload document): 405",
-    )
-    p.add_argument(
-        "--any-body-form",
-        action="store_true",
-        help="easyvista: also take a JSON body and raw file parts (document 004: form-data)",
-    )
-    p.add_argument(
-        "--delete-status",
-        type=int,
-        default=204,
-        choices=(200, 204),
-        help="easyvista: status of a successful DELETE",
-    )
-    p.add_argument(
-        "--token",
-        action="append",
-        default=[],
-        metavar="TOKEN",
-        help="huawei: an accepted X-Auth-Token (repeatable; default test-token)",
-    )
-    p.add_argument("--limit-size", type=float, default=4.0, metavar="MB", help="huawei: limit_size")
-    p.add_argument("--limit-file-type", metavar="LIST", help="huawei: limit_file_type (comma list)")
-    p.add_argument(
-        "--limit-count",
-        type=int,
-        default=100,
-        metavar="N",
-        help="huawei: limit_count, stored accessories per accessoryFrom (0: none)",
-    )
-    p.add_argument(
-        "--business-errors-200",
-        action="store_true",
-        help="huawei: answer limit/parameter errors with HTTP 200 + error_code",
-    )
-    p.add_argument(
-        "--no-limits",
-        action="store_true",
-        help="huawei: no GET /accessorys/limits (not in the upload document): 404",
-    )
-    p.add_argument(
-        "--not-found-status",
-        type=int,
-        default=404,
-        choices=(400, 404),
-        help="huawei: status for an unknown accessory_id",
-    )
+    add_switches(p, ev.EVConfig)
+    add_switches(p, hw.HWConfig)
     return p.parse_args(argv)
 
 
@@ -128,47 +59,28 @@ def build_other(args: argparse.Namespace, data_dir: Path) -> tuple[Any, Any]:
     """(emulator, ASGI app) for --kind easyvista|huawei."""
     chunk = Config(**given(args, Config)).chunk_size  # --chunk-size, shared by every kind
     if args.kind == "easyvista":
-        from snfs.emulator import easyvista as ev
-
         try:
             users = [ev.parse_ev_user(u) for u in args.user]
         except ValueError as exc:
             raise SystemExit(str(exc)) from None
-        emu = ev.EasyVistaEmulator(
-            ev.EVConfig(
-                host=args.host,
-                port=args.port,
-                data_dir=data_dir,
-                users=users,
-                account=args.account,
-                max_body_mb=args.max_body,
-                delete=not args.no_delete,
-                delete_status=args.delete_status,
-                list_documents=not args.no_list,
-                download=not args.no_download,
-                ticket_get=not args.no_ticket,
-                any_body_form=args.any_body_form,
-                chunk_size=chunk,
-            )
+        config = ev.EVConfig(
+            host=args.host,
+            port=args.port,
+            data_dir=data_dir,
+            users=users,
+            chunk_size=chunk,
+            **given(args, ev.EVConfig),
         )
+        emu = ev.EasyVistaEmulator(config)
         return emu, ev.build_app(emu)
-    from snfs.emulator import huawei as hw
-
-    config = hw.HWConfig(
+    hw_config = hw.HWConfig(
         host=args.host,
         port=args.port,
         data_dir=data_dir,
-        tokens=args.token or ["test-token"],
-        limit_size_mb=args.limit_size,
-        limit_count=max(0, args.limit_count),
-        business_errors_200=args.business_errors_200,
-        not_found_status=args.not_found_status,
         chunk_size=chunk,
-        limits_api=not args.no_limits,
+        **given(args, hw.HWConfig),
     )
-    if args.limit_file_type is not None:
-        config.limit_file_type = args.limit_file_type
-    hw_emu = hw.HuaweiEmulator(config)
+    hw_emu = hw.HuaweiEmulator(hw_config)
     return hw_emu, hw.build_app(hw_emu)
 
 
