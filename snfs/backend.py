@@ -19,13 +19,16 @@ Files are described by `RemoteFile`; a backend fills what it knows and puts syst
 values (ids, URLs) in `extra`, which the mount shows as extended attributes
 `user.<backend>.<key>`.
 
-Optional features, looked up by name (a backend without them is listed as a whole, one
-record at a time): `list_table_parts` / `groups_by_record` (parallel keyset pagers grouped by
-record), `can_scope` / `list_scoped` / `default_scope` / `scope_from_name` (scoped views),
-`lists_numbers` / `numbers` / `find_record` aliases, `list_records(table, records)` (the
-attachments of a batch of records in few requests), and `lists_changes(table)` /
-`list_changed(table, since)` (rows created or changed since a time: what lets a metadata
-index catch up without listing a table again).
+Optional features are declared here too, each with a default that means "not offered" (a
+backend without them is listed as a whole, one record at a time). A backend subclasses
+`Backend` to inherit the defaults, and overrides what its system offers:
+`list_table_parts` / `groups_by_record` (parallel keyset pagers grouped by record),
+`can_scope` / `list_scoped` / `default_scope` / `scope_from_name` (scoped views),
+`lists_numbers` / `numbers` (record numbers listed next to ids; `find_record` resolves them),
+`batches_records` / `list_records` (the attachments of a batch of records in few requests), and
+`lists_changes` / `list_changed` (rows created or changed since a time: what lets a metadata
+index catch up without listing a table again). The core calls them only through this
+protocol, so mypy checks every call across the seam.
 
 Which systems exist is the registry's business (`snfs.registry`): the core never names one.
 """
@@ -37,6 +40,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
+
+from snfs.errors import InvalidInput
 
 if TYPE_CHECKING:
     from snfs.transfer import Sink
@@ -97,7 +102,82 @@ class Stats(Protocol):
     def as_dict(self) -> dict[str, Any]: ...
 
 
-class Backend(Protocol):
+class OptionalFeatures(Protocol):
+    """The listings every system gives, and the optional features, each with a default that
+    says "not offered" (built on the two listings). Part of `Backend`; a class that is not a
+    whole backend (a test's fake) subclasses this alone to inherit the defaults."""
+
+    def list_table(self, table: str, *, page_size: int = 1000) -> AsyncIterator[list[RemoteFile]]:
+        """Every file of a table, page by page (capability `discover` and `list`)."""
+
+    async def list_record(self, table: str, record: str) -> list[RemoteFile]: ...
+
+    # -- optional features: the defaults say "not offered" ---------------------------------------
+    def groups_by_record(self, table: str) -> bool:
+        """`list_table_parts` pages come grouped by record (a record is complete once passed)."""
+        return False
+
+    def list_table_parts(
+        self,
+        table: str,
+        *,
+        page_size: int = 1000,
+        parts: int = 1,
+        full_rows: int | None = None,
+    ) -> AsyncIterator[AsyncIterator[list[RemoteFile]]]:
+        """A table's files as pagers to run in parallel (up to `parts`); a page may be
+        `RecordIds` once more than `full_rows` files are counted. Default: one pager,
+        `list_table`."""
+        return _one(self.list_table(table, page_size=page_size))
+
+    def can_scope(self, table: str) -> bool:
+        """`list_scoped` works for `table` (a `.query/<name>` directory can be shown)."""
+        return False
+
+    def default_scope(self, table: str) -> str | None:
+        """The scope `/<table>` shows when none is named (a mount option), or None."""
+        return None
+
+    def scope_from_name(self, table: str, name: str) -> str:
+        """A `.query/<name>` directory name to the scope it stands for; InvalidInput if none."""
+        raise InvalidInput(f"{table}: this system has no scoped listings")
+
+    def list_scoped(
+        self, table: str, scope: str, *, page_size: int = 1000
+    ) -> AsyncIterator[AsyncIterator[list[RemoteFile]]]:
+        """The files of the records of `table` in `scope`, as pagers grouped by record (only
+        called where `can_scope`)."""
+        raise InvalidInput(f"{table}: this system has no scoped listings")
+
+    def lists_numbers(self, table: str) -> bool:
+        """`numbers` gives the records of `table` a second name, listed next to their ids."""
+        return False
+
+    async def numbers(self, table: str, sys_ids: list[str]) -> dict[str, str]:
+        """Record id -> number, for the records that have one."""
+        return {}
+
+    def batches_records(self, table: str) -> bool:
+        """`list_records` lists several records of `table` in fewer requests than one each."""
+        return False
+
+    async def list_records(self, table: str, records: list[str]) -> list[RemoteFile]:
+        """Every file of a batch of records. Default: one record at a time."""
+        return [f for r in records for f in await self.list_record(table, r)]
+
+    def lists_changes(self, table: str) -> bool:
+        """`list_changed` works for `table`."""
+        return False
+
+    def list_changed(
+        self, table: str, since: datetime, *, page_size: int = 1000
+    ) -> AsyncIterator[list[RemoteFile]]:
+        """The files of `table` created or changed at or after `since`, grouped by record (only
+        called where `lists_changes`)."""
+        raise InvalidInput(f"{table}: this system cannot list changes")
+
+
+class Backend(OptionalFeatures, Protocol):
     name: str  # the registry's name ("servicenow", ...): also the xattr namespace
     base_url: str
     # Where this mount's spool and cache live: unique per system and URL, since file ids are
@@ -134,11 +214,6 @@ class Backend(Protocol):
 
     async def find_record(self, table: str, alias: str) -> str | None:
         """A record's id from another name users know it by (a ticket number), or None."""
-
-    def list_table(self, table: str, *, page_size: int = 1000) -> AsyncIterator[list[RemoteFile]]:
-        """Every file of a table, page by page (capability `discover` and `list`)."""
-
-    async def list_record(self, table: str, record: str) -> list[RemoteFile]: ...
 
     # -- content -------------------------------------------------------------------------------
     def stream(
@@ -187,3 +262,9 @@ class Backend(Protocol):
         upload replaces), counts. None when it is not there or the backend cannot tell: the
         caller then sends the file again, which may duplicate it but never loses anything.
         A failed look-up raises (the caller retries later)."""
+
+
+async def _one(
+    pages: AsyncIterator[list[RemoteFile]],
+) -> AsyncIterator[AsyncIterator[list[RemoteFile]]]:
+    yield pages

@@ -32,8 +32,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn
 
+from snfs.arguments import add_arguments, all_options
 from snfs.errors import ConfigError
-from snfs.options import Option, all_options, check_fuse_words, check_str, fuse_words
+from snfs.option_schema import Option, check_fuse_words, check_str
+from snfs.options import fuse_words
 from snfs.secrets import Secret
 
 __all__ = [
@@ -278,7 +280,6 @@ class _QuietParser(argparse.ArgumentParser):
 def _first_positional(argv: list[str]) -> str | None:
     """INSTANCE as `add_arguments` would parse it, without failing or printing on anything
     else (the real parse reports problems)."""
-    from snfs.options import add_arguments
 
     pre = _QuietParser(add_help=False, exit_on_error=False)
     add_arguments(pre)

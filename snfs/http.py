@@ -1,4 +1,4 @@
-"""The HTTP core: request policy shared by every backend (`snfs.client` and snfs.backends.*).
+"""The HTTP core: request policy shared by every backend (snfs.backends.*).
 
 What is independent of the system talked to lives here, once:
 

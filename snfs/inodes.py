@@ -5,9 +5,9 @@ Keys say what an inode stands for: `("table", name)`, `("record", table, sys_id)
 `("scopes", table)` for `/<table>/.query` and `("scope", table, query)` for a scoped view.
 A file inode is keyed by its attachment's sys_id, whose content never changes, which is what
 makes long kernel cache timeouts and `keep_cache` safe. One file can be shown under two tables
-by two APIs of one system (a chat media upload under its user's directory of a pseudo-table and
-under the record the instance filed it under): each path is then its own inode, so a write goes
-through the API of the path it was opened by (`file_key`). Numbers are never reused.
+by two APIs of one system (a chat media upload under its routed pseudo-table and under the
+record the instance filed it under): each path is then its own inode, so a write goes through
+the API of the path it was opened by (`file_key`). Numbers are never reused.
 
 The kernel keeps an inode for every entry a readdirplus returned until memory pressure evicts
 it: a `find` over 250,000 files leaves 250,000 of them. So only the `KEEP` most recently used

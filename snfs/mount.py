@@ -20,6 +20,7 @@ import pyfuse3
 import trio
 
 from snfs import config, notify
+from snfs.arguments import add_arguments, from_args
 from snfs.attrs import Owner, Timeouts, effective_umask, umask_given
 from snfs.backend import Backend, RemoteFile
 from snfs.content_cache import ContentCache
@@ -30,7 +31,7 @@ from snfs.errors import ConfigError, SnfsError, unwrap
 from snfs.fs import Operations
 from snfs.index import open_index
 from snfs.logs import open_log_file, prepare_log_file, setup_logging
-from snfs.options import MountOptions, add_arguments, cache_home, from_args, state_home
+from snfs.options import MountOptions, cache_home, state_home
 from snfs.prefetch import Prefetcher
 from snfs.progress import Transfers
 from snfs.registry import make_backend, systems

@@ -29,8 +29,10 @@ import os
 import sys
 from dataclasses import dataclass, field
 
+from snfs.arguments import all_options
 from snfs.emulator.launch import snfs_command
-from snfs.options import Kind, all_options, mount8_only
+from snfs.option_schema import Kind
+from snfs.options import mount8_only
 
 __all__ = ["translate", "main", "UsageError"]
 

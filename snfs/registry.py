@@ -20,7 +20,8 @@ from snfs.backend import Backend, Capabilities
 from snfs.errors import ConfigError
 
 if TYPE_CHECKING:
-    from snfs.options import MountOptions, Option
+    from snfs.option_schema import Option
+    from snfs.options import MountOptions
 
 DEFAULT = "servicenow"
 

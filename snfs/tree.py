@@ -219,9 +219,6 @@ class Tree:
         for t in self.fixed_tables or ():
             if not backend.valid_table_name(t):
                 raise ConfigError(f"--tables: {t!r} is not a table name")
-        # Optional backend features (a backend without them lists tables as a whole).
-        self._opt: Any = backend
-        self.numbers = bool(getattr(backend, "lists_numbers", False))
         self.page_size = page_size
         self.pagers = pagers
         self._clock = clock
@@ -367,16 +364,14 @@ class Tree:
         return caps.discover and caps.list
 
     def scopable(self, table: str) -> bool:
-        can = getattr(self.backend, "can_scope", None)
-        return self.streams(table) and bool(can and can(table))
+        return self.streams(table) and self.backend.can_scope(table)
 
     def listing(self, table: str, scope: str | None = None) -> Listing:
         """The listing to show for `/<table>` (or a scope of it), at once: a complete one, even
         if expired (a refresh then runs in the background and is swapped in when complete),
         or a growing one when there is none yet. Never waits for a request."""
         if scope is None:
-            default = getattr(self.backend, "default_scope", None)
-            scope = default(table) if default else None
+            scope = self.backend.default_scope(table)
         key = (table, scope)
         if scope is not None:
             self._scope_use[key] = None
@@ -438,8 +433,8 @@ class Tree:
             and base.newest is not None
             and self.index is not None
             and key[1] is None
-            and not self.numbers
-            and bool(getattr(self.backend, "lists_changes", lambda t: False)(key[0]))
+            and not self.backend.lists_numbers(key[0])
+            and self.backend.lists_changes(key[0])
             and self._wall() - base.full_at < self.full_relist_every
         )
 
@@ -514,7 +509,7 @@ class Tree:
                 self._records.pop((key[0], gone), None)
 
     async def _fill(self, table: str, scope: str | None, listing: Listing) -> None:
-        backend: Any = self.backend
+        backend = self.backend
         if listing.changes_only:
             assert listing.newest is not None
             pages = backend.list_changed(
@@ -524,31 +519,23 @@ class Tree:
             return
         # With an index every page carries full rows: they go to disk, not to memory.
         full_rows = (
-            None if self.index else self._records.maxsize // 2 // (ATTACHMENT_OVERHEAD + 200)
+            None if self.index else int(self._records.maxsize) // 2 // (ATTACHMENT_OVERHEAD + 200)
         )
+        # A system without parallel pagers gives one (its whole listing), not grouped.
+        grouped = scope is not None or backend.groups_by_record(table)
+        parts = (
+            backend.list_scoped(table, scope, page_size=self.page_size)
+            if scope is not None
+            else backend.list_table_parts(
+                table, page_size=self.page_size, parts=self.pagers, full_rows=full_rows
+            )
+        )
+        limiter = trio.CapacityLimiter(self.pagers)
         async with trio.open_nursery() as nursery:
-            if scope is not None or hasattr(backend, "list_table_parts"):
-                grouped = scope is not None or bool(
-                    getattr(backend, "groups_by_record", lambda t: False)(table)
+            async for pages in parts:
+                nursery.start_soon(
+                    self._consume, (table, scope), pages, listing, grouped, nursery, limiter
                 )
-                parts = (
-                    backend.list_scoped(table, scope, page_size=self.page_size)
-                    if scope is not None
-                    else backend.list_table_parts(
-                        table,
-                        page_size=self.page_size,
-                        parts=self.pagers,
-                        full_rows=full_rows,
-                    )
-                )
-                limiter = trio.CapacityLimiter(self.pagers)
-                async for pages in parts:
-                    nursery.start_soon(
-                        self._consume, (table, scope), pages, listing, grouped, nursery, limiter
-                    )
-            else:
-                pages = backend.list_table(table, page_size=self.page_size)
-                nursery.start_soon(self._consume, (table, scope), pages, listing, False, nursery)
 
     async def _consume(
         self,
@@ -601,7 +588,7 @@ class Tree:
             if grouped:
                 listing.held.update(held)
             listing.wake()
-            if self.numbers and new:
+            if new and self.backend.lists_numbers(table):
                 nursery.start_soon(self._add_numbers, table, new, listing)
             if self.index is not None and listing.gen:
                 await self.index.put_page(table, key[1], listing.gen, page, done, new)
@@ -644,7 +631,7 @@ class Tree:
         return stored
 
     async def _add_numbers(self, table: str, records: list[str], listing: Listing) -> None:
-        numbers = await cast(Any, self.backend).numbers(table, records)
+        numbers = await self.backend.numbers(table, records)
         for sys_id, number in numbers.items():
             listing.add_alias(number, sys_id)
         listing.wake()
@@ -690,7 +677,7 @@ class Tree:
         """`/<table>/.query/<name>`: the records of `table` matching the encoded query that
         `name` percent-decodes to (docs/SEMANTICS.md, "Scoped tables")."""
         try:
-            scope = self._opt.scope_from_name(table, name)
+            scope = self.backend.scope_from_name(table, name)
         except InvalidInput as e:
             log.warning("%s/%s/%s: %s", table, SCOPE_DIR, name, e)
             return None
@@ -756,7 +743,7 @@ class Tree:
             fresh = cover.filled_here and gen == cover.gen
             self._store_record(table, record, atts, cover.started_at if fresh else float("-inf"))
             return self._cached_record(table, record).names  # type: ignore[union-attr]
-        if hasattr(self.backend, "list_records") and self.backend.capabilities(table).list:
+        if self.backend.batches_records(table) and self.backend.capabilities(table).list:
             await self._fill_batch(table, record, cover)
             cached = self._cached_record(table, record)
             return cached.names if cached is not None else None
@@ -774,7 +761,7 @@ class Tree:
         for r in ids:
             self._batching[(table, r)] = event
         try:
-            atts = await cast(Any, self.backend).list_records(table, ids)
+            atts = await self.backend.list_records(table, ids)
             by_record: dict[str, list[Attachment]] = {r: [] for r in ids}
             for att in atts:
                 if att.table_sys_id in by_record:

@@ -1,7 +1,7 @@
 """Fixtures shared by the test modules: emulators and mounts, always stopped by pid.
 
 One factory starts emulators (`_Emulators`); the function-scoped `emulator_factory` and the
-module-scoped `module_emulator_factory` (and `tests.client_support.shared_emulator`, built
+module-scoped `module_emulator_factory` (and `tests.support.client_support.shared_emulator`, built
 on it) differ only
 in how long their emulators live. Tests that mount get the `fuse` marker automatically, so
 `pytest -m 'not fuse'` runs the rest in seconds.
@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 
-from tests.emulator_proc import EmulatorProc, start_emulator
-from tests.mount_proc import MountProc, start_mount
+from tests.support.emulator_proc import EmulatorProc, start_emulator
+from tests.support.mount_proc import MountProc, start_mount
 
 # A test is a FUSE test when it uses one of these fixtures or its module mounts by hand.
 _MOUNT_FIXTURES = {"mnt", "mount_factory"}

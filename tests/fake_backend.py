@@ -18,7 +18,7 @@ from pathlib import Path
 import trio
 
 from snfs import transfer
-from snfs.backend import FULL, Capabilities, XattrKeys
+from snfs.backend import FULL, Capabilities, OptionalFeatures, XattrKeys
 from snfs.backend import RemoteFile as Attachment
 from snfs.errors import NotFound, ServerError, SnfsError, Unsupported
 from snfs.transfer import Sink
@@ -44,7 +44,7 @@ class Hold:
     store_first: bool = False
 
 
-class FakeBackend:
+class FakeBackend(OptionalFeatures):
     name = "servicenow"
     base_url = "https://fake.example.com"
     instance_key = base_url

@@ -20,8 +20,8 @@ from snfs.auth import BasicAuth
 from snfs.backend import Backend
 from snfs.backends.easyvista import EasyVistaBackend
 from snfs.errors import AuthError, Forbidden, InvalidInput, NotFound, Unsupported
-from tests.client_support import payload, sha256, shared_emulator
-from tests.emulator_proc import EmulatorProc
+from tests.support.client_support import payload, sha256, shared_emulator
+from tests.support.emulator_proc import EmulatorProc
 
 emu = shared_emulator("--kind", "easyvista", "--user", "bob:pw:norest")
 emu_nodelete = shared_emulator("--kind", "easyvista", "--no-delete", "--delete-status", "200")

@@ -13,8 +13,8 @@ import pytest
 
 from snfs.backends.huawei import HuaweiBackend, LimitReached, Limits, _classify
 from snfs.errors import AuthError, ExtensionRefused, InvalidInput, NotFound, TooLarge, Unsupported
-from tests.client_support import payload, sha256, shared_emulator
-from tests.emulator_proc import EmulatorProc
+from tests.support.client_support import payload, sha256, shared_emulator
+from tests.support.emulator_proc import EmulatorProc
 
 SECRET = "secret-token-4711"
 emu = shared_emulator("--kind", "huawei", "--token", SECRET, "--limit-size", "25")

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.mount_proc import require_fuse
+from tests.support.mount_proc import require_fuse
 
 REPO = Path(__file__).resolve().parent.parent
 

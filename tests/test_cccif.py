@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 
 from snfs.auth import BasicAuth
-from snfs.client import AttachmentClient, ClientConfig
-from tests.emulator_proc import EmulatorProc
-from tests.mount_proc import MountProc
-from tests.waiting import eventually
+from snfs.backends.servicenow.client import AttachmentClient, ClientConfig
+from tests.support.emulator_proc import EmulatorProc
+from tests.support.mount_proc import MountProc
+from tests.support.waiting import eventually
 
 
 def multipart(fields: dict[str, str], file_name: str | None, data: bytes) -> tuple[bytes, str]:

@@ -11,12 +11,12 @@ import urllib.request
 import pytest
 import trio
 
-from snfs import query as q
 from snfs.auth import BasicAuth, BearerToken, OAuth
+from snfs.backends.servicenow import query as q
 from snfs.errors import AuthError
 from snfs.secrets import Secret
-from tests.client_support import client, fresh, new_record, route_count, shared_emulator
-from tests.waiting import eventually_async
+from tests.support.client_support import client, fresh, new_record, route_count, shared_emulator
+from tests.support.waiting import eventually_async
 
 __all__ = ["fresh"]
 

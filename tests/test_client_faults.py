@@ -8,9 +8,9 @@ import logging
 import pytest
 import trio
 
-from snfs import query as q
+from snfs.backends.servicenow import query as q
 from snfs.errors import RateLimited, ServerError
-from tests.client_support import (
+from tests.support.client_support import (
     client,
     fresh,
     new_record,

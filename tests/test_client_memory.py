@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.client_support import new_record, read_file_sha
+from tests.support.client_support import new_record, read_file_sha
 
 SIZE = 300 * 1024 * 1024
 LIMIT_MB = 100
@@ -26,7 +26,7 @@ def peak_rss_kib():
 import trio
 from pathlib import Path
 from snfs.auth import BasicAuth
-from snfs.client import AttachmentClient, ClientConfig
+from snfs.backends.servicenow.client import AttachmentClient, ClientConfig
 
 url, rec, src, dst = sys.argv[1:5]
 

@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 import trio
 
-from snfs import query as q
 from snfs.auth import BasicAuth
-from snfs.client import Attachment
+from snfs.backends.servicenow import query as q
+from snfs.backends.servicenow.client import Attachment
 from snfs.errors import ExtensionRefused, InvalidInput, NotFound, TooLarge, Unsupported
-from tests.client_support import (
+from tests.support.client_support import (
     client,
     fresh,
     new_record,
@@ -292,7 +292,7 @@ async def test_upload_source_shorter_than_announced(emu, tmp_path: Path) -> None
 async def test_connection_refused_is_connection_failed(tmp_path: Path) -> None:
     import socket
 
-    from snfs.client import AttachmentClient, ClientConfig
+    from snfs.backends.servicenow.client import AttachmentClient, ClientConfig
     from snfs.errors import ConnectionFailed
 
     s = socket.socket()

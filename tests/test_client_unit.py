@@ -12,7 +12,13 @@ import httpx
 import pytest
 
 from snfs.auth import BasicAuth, BearerToken, OAuth
-from snfs.client import Attachment, ClientConfig, _http_error, _parse_link, normalize_instance_url
+from snfs.backends.servicenow.client import (
+    Attachment,
+    ClientConfig,
+    _http_error,
+    _parse_link,
+    normalize_instance_url,
+)
 from snfs.errors import (
     AuthError,
     ConfigError,
@@ -240,7 +246,7 @@ def test_load_secret_sources(
 
 # -- behaviour that the emulator cannot provoke, with an in-process mock transport -----------
 
-from snfs.client import AttachmentClient  # noqa: E402
+from snfs.backends.servicenow.client import AttachmentClient  # noqa: E402
 
 SID = "0123456789abcdef0123456789abcdef"
 

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from snfs import config
+from snfs.arguments import add_arguments, from_args
 from snfs.config import Profile, apply_profile, load_profile, profile_defaults
 from snfs.errors import ConfigError
-from snfs.options import add_arguments, from_args
 from snfs.secrets import Secret
 
 FULL = """\

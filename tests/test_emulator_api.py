@@ -15,8 +15,8 @@ import httpx
 import pytest
 
 from snfs.emulator.demo_data import demo_id
-from tests.emulator_proc import EmulatorProc
-from tests.waiting import eventually
+from tests.support.emulator_proc import EmulatorProc
+from tests.support.waiting import eventually
 
 INC1, INC2, INC3, HRC1 = demo_id("inc1"), demo_id("inc2"), demo_id("inc3"), demo_id("hrc1")
 README, BIG, HR_ATT, SHOT = (

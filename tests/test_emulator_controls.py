@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from snfs.emulator.demo_data import demo_id
-from tests.emulator_proc import EmulatorProc, start_emulator
+from tests.support.emulator_proc import EmulatorProc, start_emulator
 
 INC3, BIG, README = demo_id("inc3"), demo_id("att:big"), demo_id("att:readme")
 DEMO_TOTAL = 17

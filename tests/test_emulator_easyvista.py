@@ -10,8 +10,8 @@ from urllib.parse import quote
 import httpx
 import pytest
 
-from tests.client_support import payload, sha256, shared_emulator
-from tests.emulator_proc import EmulatorProc, start_emulator
+from tests.support.client_support import payload, sha256, shared_emulator
+from tests.support.emulator_proc import EmulatorProc, start_emulator
 
 emu = shared_emulator("--kind", "easyvista", "--user", "bob:pw:norest", "--user", "ann:pw")
 emu_b = shared_emulator(

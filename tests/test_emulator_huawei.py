@@ -8,8 +8,8 @@ import json
 import httpx
 import pytest
 
-from tests.client_support import payload, sha256, shared_emulator
-from tests.emulator_proc import EmulatorProc
+from tests.support.client_support import payload, sha256, shared_emulator
+from tests.support.emulator_proc import EmulatorProc
 
 emu = shared_emulator("--kind", "huawei", "--limit-size", "1")
 emu_b = shared_emulator(

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from snfs.emulator.demo_data import demo_id
-from tests.emulator_proc import EmulatorProc
+from tests.support.emulator_proc import EmulatorProc
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")

@@ -9,8 +9,8 @@ import httpx
 import pytest
 
 from snfs.emulator.demo_data import demo_id
-from tests.emulator_proc import EmulatorProc
-from tests.waiting import eventually
+from tests.support.emulator_proc import EmulatorProc
+from tests.support.waiting import eventually
 
 INC3, BIG, README = demo_id("inc3"), demo_id("att:big"), demo_id("att:readme")
 MB = 1024 * 1024
@@ -255,3 +255,38 @@ def test_documented_defaults_size_limit_and_by_name_fields(
     assert kind.json("GET", "/__emulator__/state")["config"]["max_size_mb"] is None
     answer = kind.json("POST", url, b"a", headers={"Content-Type": "text/plain"})["result"]
     assert "created_by_name" not in answer
+
+
+def test_each_switch_is_declared_once_on_the_config(tmp_path) -> None:
+    """The command line comes from `Config`'s fields: a switch not given leaves the field's
+    default, a given one is converted into the field's value (no second list to drift)."""
+    from dataclasses import fields
+
+    from snfs.emulator.main import build_config, parse_args
+    from snfs.emulator.state import Config
+
+    plain = build_config(parse_args([]), tmp_path)
+    for f in fields(Config):
+        if f.name not in ("host", "port", "data_dir"):
+            assert getattr(plain, f.name) == getattr(Config(), f.name), f.name
+    args = ["--max-size", "0", "--row-time", "5", "--no-gzip", "--deny", "u:active=true"]
+    args += ["--aggregate-roles", "admin, itil", "--release", "australia", "--mfa-user", "m"]
+    c = build_config(parse_args(args), tmp_path)
+    assert c.max_size_mb is None and c.row_time == 0.005 and not c.gzip
+    assert c.deny == (("u", "active=true"),) and c.aggregate_roles == {"admin", "itil"}
+    assert c.rename and c.mfa_users == {"m"} and c.oauth_clients == {"snfs": "snfs-secret"}
+    assert not build_config(parse_args(["--release", "australia", "--no-rename"]), tmp_path).rename
+
+
+def test_other_kinds_switches_come_from_their_configs() -> None:
+    from snfs.emulator import easyvista as ev
+    from snfs.emulator import huawei as hw
+    from snfs.emulator.main import parse_args
+    from snfs.emulator.switches import given
+
+    a = parse_args(["--kind", "huawei", "--token", "t", "--limit-count", "-3", "--no-limits"])
+    c = hw.HWConfig(**given(a, hw.HWConfig))
+    assert c.tokens == ["t"] and c.limit_count == 0 and not c.limits_api
+    assert hw.HWConfig(**given(parse_args([]), hw.HWConfig)).tokens == ["test-token"]
+    e = ev.EVConfig(**given(parse_args(["--no-delete", "--max-body", "2"]), ev.EVConfig))
+    assert not e.delete and e.max_body_mb == 2.0 and e.list_documents

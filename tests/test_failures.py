@@ -19,10 +19,10 @@ from pathlib import Path
 import pytest
 
 from snfs.emulator.demo_data import demo_id
-from tests.client_support import shared_emulator
-from tests.emulator_proc import EmulatorProc
-from tests.mount_proc import IN_CI, MountProc, start_mount, stop_mount
-from tests.waiting import eventually
+from tests.support.client_support import shared_emulator
+from tests.support.emulator_proc import EmulatorProc
+from tests.support.mount_proc import IN_CI, MountProc, start_mount, stop_mount
+from tests.support.waiting import eventually
 
 emu = shared_emulator("--demo", "--mfa-user", "hr")
 
@@ -399,8 +399,8 @@ def test_status_shows_each_transfer_growing(emulator_factory, tmp_path: Path) ->
 def test_nonempty_is_the_mount8_and_fuse_word_for_allow_non_empty() -> None:
     import argparse
 
+    from snfs.arguments import add_arguments, from_args
     from snfs.mount_helper import translate
-    from snfs.options import add_arguments, from_args
 
     assert translate(["p", "/m", "-o", "nonempty"])[-1] == "--allow-non-empty"
     p = argparse.ArgumentParser()

@@ -30,9 +30,9 @@ import trio
 from bench.large import _sys_id, generate
 from snfs.backend import RemoteFile
 from snfs.index import FILE_NAME, FORMAT, MetadataIndex
-from tests.emulator_proc import EmulatorProc, start_emulator
-from tests.mount_proc import MountProc, start_mount
-from tests.waiting import eventually
+from tests.support.emulator_proc import EmulatorProc, start_emulator
+from tests.support.mount_proc import MountProc, start_mount
+from tests.support.waiting import eventually
 
 TABLE = "incident"
 T0 = datetime(2025, 1, 1, tzinfo=UTC)

@@ -20,9 +20,9 @@ from urllib.parse import quote
 import pytest
 
 from bench.large import _sys_id, generate
-from tests.emulator_proc import EmulatorProc, start_emulator
-from tests.mount_proc import MountProc, start_mount
-from tests.waiting import eventually, in_thread
+from tests.support.emulator_proc import EmulatorProc, start_emulator
+from tests.support.mount_proc import MountProc, start_mount
+from tests.support.waiting import eventually, in_thread
 
 TABLE = "incident"
 

@@ -15,8 +15,8 @@ from urllib.parse import quote
 
 import pytest
 
-from tests.emulator_proc import EmulatorProc
-from tests.mount_proc import start_mount
+from tests.support.emulator_proc import EmulatorProc
+from tests.support.mount_proc import start_mount
 
 ACCOUNT = "50004"
 

@@ -8,8 +8,8 @@ import sys
 import pytest
 
 from snfs import mount_helper
+from snfs.arguments import add_arguments, from_args
 from snfs.mount_helper import UsageError, translate
-from snfs.options import add_arguments, from_args
 
 
 def test_minimal() -> None:

@@ -21,8 +21,8 @@ from typing import Any
 
 import pytest
 
-from tests.emulator_proc import EmulatorProc, start_emulator
-from tests.mount_proc import MountProc, start_mount, stop_mount
+from tests.support.emulator_proc import EmulatorProc, start_emulator
+from tests.support.mount_proc import MountProc, start_mount, stop_mount
 
 pytestmark = pytest.mark.timeout(240)
 

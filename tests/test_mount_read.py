@@ -16,10 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.client_support import shared_emulator
-from tests.emulator_proc import EmulatorProc
-from tests.mount_proc import MountProc, start_mount, stop_mount
-from tests.waiting import eventually
+from tests.support.client_support import shared_emulator
+from tests.support.emulator_proc import EmulatorProc
+from tests.support.mount_proc import MountProc, start_mount, stop_mount
+from tests.support.waiting import eventually
 
 emu = shared_emulator("--demo")
 

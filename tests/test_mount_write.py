@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 
 from snfs.temp_names import is_temp
-from tests.emulator_proc import EmulatorProc, start_emulator
-from tests.mount_proc import MountProc, start_mount, stop_mount
+from tests.support.emulator_proc import EmulatorProc, start_emulator
+from tests.support.mount_proc import MountProc, start_mount, stop_mount
 
 
 @pytest.fixture(scope="module")

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.emulator_proc import EmulatorProc, start_emulator
-from tests.mount_proc import MountProc, start_mount
-from tests.waiting import eventually
+from tests.support.emulator_proc import EmulatorProc, start_emulator
+from tests.support.mount_proc import MountProc, start_mount
+from tests.support.waiting import eventually
 
 
 @pytest.fixture(scope="module")

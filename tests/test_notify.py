@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from snfs import notify
-from tests.waiting import eventually
+from tests.support.waiting import eventually
 
 
 def _receive(sock: socket.socket) -> str:

@@ -14,10 +14,10 @@ from typing import Any
 import pytest
 import trio
 
-from snfs import query as q
+from snfs.backends.servicenow import query as q
+from snfs.backends.servicenow.pager import Span, Splitter, hex_spans, keyset_pages
 from snfs.errors import InvalidInput
 from snfs.inodes import Inodes, Kind
-from snfs.pager import Span, Splitter, hex_spans, keyset_pages
 
 
 class AclServer:
@@ -190,8 +190,8 @@ def test_scope_and_numbers_options_reach_the_backend(monkeypatch: pytest.MonkeyP
     import argparse
 
     from snfs import registry
+    from snfs.arguments import add_arguments, from_args
     from snfs.errors import ConfigError
-    from snfs.options import add_arguments, from_args
 
     monkeypatch.setenv("SNFS_PASSWORD", "pw")
 
@@ -204,8 +204,8 @@ def test_scope_and_numbers_options_reach_the_backend(monkeypatch: pytest.MonkeyP
     assert r.default.scopes == {"incident": "active=true^NQpriority=1", "problem": "x=1"}
     assert r.default_scope("incident") == "active=true^NQpriority=1"
     assert r.default_scope(".cccif") is None and not r.can_scope(".cccif")
-    assert r.lists_numbers
-    assert build().default.scopes == {} and not build().lists_numbers
+    assert r.lists_numbers("incident") and not r.lists_numbers(".cccif")
+    assert build().default.scopes == {} and not build().lists_numbers("incident")
     with pytest.raises(ConfigError):
         build("--scope", "incident")
     with pytest.raises(ConfigError):
@@ -218,7 +218,7 @@ def test_scoped_listings_are_kept_for_the_recent_scopes_only() -> None:
     stands in for the instance (it lists one record per scope)."""
     from datetime import UTC, datetime
 
-    from snfs.backend import FULL, RemoteFile
+    from snfs.backend import FULL, OptionalFeatures, RemoteFile
     from snfs.tree import SCOPES, Tree
 
     def one(scope: str) -> RemoteFile:
@@ -228,7 +228,7 @@ def test_scoped_listings_are_kept_for_the_recent_scopes_only() -> None:
             "f" + rec[1:], "t", rec, "a.txt", 1, "text/plain", now, now, "", "", "", ""
         )
 
-    class Scoped:
+    class Scoped(OptionalFeatures):  # the defaults, but scopes
         name = "fake"
 
         def capabilities(self, table: str) -> Any:

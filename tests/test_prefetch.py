@@ -21,8 +21,8 @@ import trio.testing
 
 from snfs.content_cache import ContentCache
 from snfs.prefetch import Prefetcher
-from tests.emulator_proc import EmulatorProc
-from tests.mount_proc import MountProc
+from tests.support.emulator_proc import EmulatorProc
+from tests.support.mount_proc import MountProc
 
 
 @dataclass

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from snfs import query as q
+from snfs.backends.servicenow import query as q
 from snfs.errors import InvalidInput
 
 SID = "0123456789abcdef0123456789abcdef"

@@ -20,10 +20,10 @@ import httpx
 import pytest
 import trio
 
-from snfs.client import AttachmentClient, ClientConfig
+from snfs.backends.servicenow.client import AttachmentClient, ClientConfig
 from snfs.emulator.db import seed_attachments
-from tests.emulator_proc import EmulatorProc
-from tests.mount_proc import MountProc
+from tests.support.emulator_proc import EmulatorProc
+from tests.support.mount_proc import MountProc
 
 KB = 1024
 

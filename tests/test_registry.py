@@ -6,6 +6,7 @@ each system are tested in test_mount_backends.py and test_cccif.py)."""
 from __future__ import annotations
 
 import argparse
+import ast
 import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -15,28 +16,20 @@ import pytest
 
 import snfs.backends
 from snfs import attrs, mount_helper, registry
+from snfs.arguments import add_arguments, backend_options, from_args
 from snfs.backend import RemoteFile
-from snfs.backends.cccif import CccifBackend
 from snfs.backends.easyvista import EasyVistaBackend
 from snfs.backends.huawei import HuaweiBackend
 from snfs.backends.router import Router
-from snfs.backends.servicenow import ServiceNowBackend
+from snfs.backends.servicenow.backend import ServiceNowBackend
+from snfs.backends.servicenow.cccif import CccifBackend
 from snfs.config import load_profile, profile_defaults
 from snfs.errors import ConfigError
-from snfs.options import (
-    KERNEL_FLAGS,
-    MOUNT8_ONLY,
-    MountOptions,
-    add_arguments,
-    apply_fuse_options,
-    backend_options,
-    core_options,
-    from_args,
-)
+from snfs.options import KERNEL_FLAGS, MOUNT8_ONLY, MountOptions, apply_fuse_options, core_options
 
 TOY = """
 from snfs.backend import Capabilities
-from snfs.options import INT, Option
+from snfs.option_schema import INT, Option
 from snfs.registry import System
 
 
@@ -216,6 +209,129 @@ def test_the_core_never_names_a_system(module: str) -> None:
     text = (Path(snfs.backends.__file__).parent.parent / f"{module}.py").read_text().lower()
     for name in (*registry.names(), "cccif", "snfs.client"):
         assert name not in text, f"snfs/{module}.py names {name!r}"
+
+
+# -- the import graph: layers hold ------------------------------------------------------------
+
+PACKAGE = Path(snfs.backends.__file__).parent.parent
+
+
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+MODULES = {_module_name(p): p for p in sorted(PACKAGE.rglob("*.py"))}
+
+
+def _imports(name: str, path: Path) -> Iterator[tuple[str, str | None]]:
+    """(module, imported name or None) for every import of `name`, wherever it is (module
+    level, TYPE_CHECKING, inside a function): a lazy import is still a dependency."""
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                yield alias.name, None
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                up = package.split(".")[: len(package.split(".")) - (node.level - 1)]
+                base = ".".join([*up, *([node.module] if node.module else [])])
+            for alias in node.names:
+                sub = f"{base}.{alias.name}"
+                yield (sub, None) if sub in MODULES else (base, alias.name)
+
+
+def _graph() -> dict[str, set[str]]:
+    graph: dict[str, set[str]] = {}
+    for name, path in MODULES.items():
+        deps = graph.setdefault(name, set())
+        for module, _ in _imports(name, path):
+            while module and module not in MODULES:
+                module = module.rpartition(".")[0]
+            if module and module != name:
+                deps.add(module)
+    return graph
+
+
+def _circles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components of more than one module (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    found: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        for w in sorted(graph[v]):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while (w := stack.pop()) != v:
+                component.append(w)
+            if component:
+                found.append(sorted([v, *component]))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return found
+
+
+def test_no_import_circles() -> None:
+    """Every snfs module can be understood from the ones below it: no two import each other,
+    directly or around a ring (lazy and TYPE_CHECKING imports count)."""
+    assert _circles(_graph()) == []
+
+
+def test_the_circle_check_finds_a_circle() -> None:
+    graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}
+    assert _circles(graph) == [["a", "b", "c"]]
+
+
+def test_no_top_level_module_imports_a_backend() -> None:
+    """The core and the tools around it reach a system only through the registry (which finds
+    the backends by name, not by import) and the `Backend` protocol."""
+    for name, path in MODULES.items():
+        if name.count(".") != 1:
+            continue
+        for module, _ in _imports(name, path):
+            assert not module.startswith("snfs.backends."), f"{name} imports {module}"
+
+
+def test_no_module_imports_another_modules_private_names() -> None:
+    """What a module shares is public: a private name (`_x`) imported from another module is
+    a shared helper hiding in the wrong place (as `snfs.client._multipart_quote` was)."""
+    for name, path in MODULES.items():
+        for module, imported in _imports(name, path):
+            if module.startswith("snfs") and imported and imported.startswith("_"):
+                assert imported.startswith("__"), f"{name} imports {module}.{imported}"
+
+
+def test_every_optional_feature_has_a_default_and_the_router_passes_it_on() -> None:
+    """The seam declares each optional feature once, with a default; the router and
+    ServiceNow (which has them all) take exactly the declared arguments."""
+    import inspect
+
+    from snfs.backend import OptionalFeatures
+
+    features = [
+        n for n, v in vars(OptionalFeatures).items() if inspect.isfunction(v) and n[0] != "_"
+    ]
+    assert {"groups_by_record", "can_scope", "list_scoped", "numbers", "list_changed"} <= set(
+        features
+    )
+    for feature in features:
+        declared = inspect.signature(getattr(OptionalFeatures, feature))
+        for cls in (Router, ServiceNowBackend):
+            assert feature in vars(cls), f"{cls.__name__} does not define {feature}"
+            got = inspect.signature(getattr(cls, feature))
+            assert list(got.parameters) == list(declared.parameters), (cls, feature)
 
 
 INTERNAL_FIELDS = {

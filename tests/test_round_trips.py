@@ -15,9 +15,9 @@ import trio
 import trio.testing
 
 from snfs.http import SessionPool
-from tests.emulator_proc import EmulatorProc
-from tests.mount_proc import MountProc
-from tests.waiting import eventually, in_thread
+from tests.support.emulator_proc import EmulatorProc
+from tests.support.mount_proc import MountProc
+from tests.support.waiting import eventually, in_thread
 
 
 def _record_with_file(emu: EmulatorProc, table: str = "incident") -> str:

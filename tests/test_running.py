@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.emulator_proc import EmulatorProc
-from tests.mount_proc import require_fuse, start_mount, stop_mount
-from tests.waiting import eventually
+from tests.support.emulator_proc import EmulatorProc
+from tests.support.mount_proc import require_fuse, start_mount, stop_mount
+from tests.support.waiting import eventually
 
 
 def write_config(path: Path, emu: EmulatorProc, mountpoint: Path, mode: int = 0o600) -> Path:

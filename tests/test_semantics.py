@@ -25,9 +25,9 @@ import httpx
 import pytest
 
 from snfs.emulator.demo_data import demo_id
-from tests.client_support import shared_emulator
-from tests.emulator_proc import EmulatorProc
-from tests.mount_proc import MountProc, start_mount
+from tests.support.client_support import shared_emulator
+from tests.support.emulator_proc import EmulatorProc
+from tests.support.mount_proc import MountProc, start_mount
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "SEMANTICS.md"
 ERRNO_NAMES = {n for n in dir(errno) if re.fullmatch(r"E[A-Z]+", n)}

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.mount_proc import require_fuse
+from tests.support.mount_proc import require_fuse
 
 DRIVER = Path(__file__).parent / "soak" / "mount_soak.py"
 OPS = {"write", "cp", "append", "fsync", "rename", "rm", "read"}

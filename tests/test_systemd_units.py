@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from snfs.options import add_arguments
+from snfs.arguments import add_arguments
 
 ROOT = Path(__file__).resolve().parent.parent
 SYSTEM_UNIT = ROOT / "systemd" / "snfs@.service"

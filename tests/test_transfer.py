@@ -18,13 +18,13 @@ import pytest
 import trio
 
 from snfs import transfer
-from snfs.client import AttachmentClient
+from snfs.backends.servicenow.client import AttachmentClient
 from snfs.compressible import gzip_pays
 from snfs.content_cache import ContentCache
 from snfs.errors import AuthError, NotTheContent
-from tests.client_support import client, fresh, new_record, payload, shared_emulator
+from tests.support.client_support import client, fresh, new_record, payload, shared_emulator
+from tests.support.waiting import eventually_async
 from tests.test_client_auth import oauth
-from tests.waiting import eventually_async
 
 __all__ = ["fresh"]
 

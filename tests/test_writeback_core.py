@@ -26,8 +26,8 @@ from snfs.errors import ExtensionRefused, ServerError
 from snfs.write_states import State
 from snfs.writes import LARGE_UPLOAD
 from tests.fake_backend import FakeBackend, Hold
+from tests.support.waiting import eventually_async
 from tests.test_writes_core import REC, Core, T, backend, running
-from tests.waiting import eventually_async
 
 __all__ = ["backend"]  # the fixture, shared with test_writes_core
 

@@ -54,12 +54,12 @@ import trio
 from snfs import names
 from snfs.backend import Backend, Capabilities, RemoteFile
 from snfs.backends import from_id_part, id_part
+from snfs.backends.common import check_url
 from snfs.backends.single_table import FileBody, SingleTableBackend
-from snfs.client import normalize_instance_url
 from snfs.credentials import build_auth
 from snfs.errors import ConfigError, InvalidInput, NotFound, ServerError, SnfsError, Unsupported
 from snfs.http import HttpStats, SendState, upload_once
-from snfs.options import STR, Option
+from snfs.option_schema import STR, Option
 from snfs.registry import System
 
 if TYPE_CHECKING:
@@ -561,7 +561,7 @@ def build(o: MountOptions, url: str) -> Backend:
     """`https://SERVER/api/v1/ACCOUNT` with Basic (or OAuth) credentials."""
     if "://" not in url:
         raise ConfigError(f"easyvista: give the full URL of the server, not {url!r}")
-    base = normalize_instance_url(url, allow_insecure_http=o.allow_insecure_http)
+    base = check_url(url, allow_insecure_http=o.allow_insecure_http)
     parts = urlsplit(base)
     segments = [s for s in parts.path.split("/") if s]
     if len(segments) < 3 or segments[-3:-1] != ["api", "v1"]:

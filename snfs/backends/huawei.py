@@ -50,8 +50,8 @@ import httpx
 
 from snfs.backend import Backend, Capabilities, RemoteFile
 from snfs.backends import from_id_part, id_part
+from snfs.backends.common import check_url, multipart_quote
 from snfs.backends.single_table import FileBody, SingleTableBackend
-from snfs.client import _multipart_quote, normalize_instance_url
 from snfs.credentials import bearer_token
 from snfs.errors import (
     ConfigError,
@@ -63,7 +63,7 @@ from snfs.errors import (
     TooLarge,
 )
 from snfs.http import HeaderToken, SendState, http_error, upload_once
-from snfs.options import STR, Option
+from snfs.option_schema import STR, Option
 from snfs.registry import System
 from snfs.secrets import Secret
 
@@ -359,7 +359,7 @@ class HuaweiBackend(SingleTableBackend):
             + b"--"
             + b
             + b'\r\nContent-Disposition: form-data; name="file"; filename="'
-            + _multipart_quote(file_name).encode()
+            + multipart_quote(file_name).encode()
             + b'"\r\nContent-Type: '
             + ctype.encode()
             + b"\r\n\r\n"
@@ -459,7 +459,7 @@ def build(o: MountOptions, url: str) -> Backend:
     if "://" not in url:
         raise ConfigError(f"huawei: give the full URL of the server, not {url!r}")
     return HuaweiBackend(
-        normalize_instance_url(url, allow_insecure_http=o.allow_insecure_http),
+        check_url(url, allow_insecure_http=o.allow_insecure_http),
         bearer_token(o),
         language=o.backend_options.get("huawei_language") or LANGUAGE,
         verify=str(o.ca_bundle) if o.ca_bundle else True,

@@ -12,13 +12,12 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Collection
 from datetime import datetime
 from pathlib import Path
-from typing import Any
 
 from snfs.backend import Backend, Capabilities, RemoteFile, Stats, XattrKeys
 from snfs.transfer import Sink
 
 
-class Router:
+class Router(Backend):
     def __init__(self, default: Backend, routes: dict[str, Backend]) -> None:
         self.default = default
         self.routes = dict(routes)
@@ -87,61 +86,57 @@ class Router:
         backend = self._for(table)
         return [self._own(backend, f) for f in await backend.list_record(table, record)]
 
-    # -- optional listing features (snfs.tree uses them where a backend has them) ----------------
-
-    def _optional(self, table: str, name: str) -> Any:
-        return getattr(self._for(table), name, None)
+    # -- optional features: each asked of the backend that owns the table ----------------------
 
     def groups_by_record(self, table: str) -> bool:
-        f = self._optional(table, "groups_by_record")
-        return bool(f and f(table))
+        return self._for(table).groups_by_record(table)
+
+    def list_table_parts(
+        self,
+        table: str,
+        *,
+        page_size: int = 1000,
+        parts: int = 1,
+        full_rows: int | None = None,
+    ) -> AsyncIterator[AsyncIterator[list[RemoteFile]]]:
+        return self._for(table).list_table_parts(
+            table, page_size=page_size, parts=parts, full_rows=full_rows
+        )
 
     def can_scope(self, table: str) -> bool:
-        f = self._optional(table, "can_scope")
-        return bool(f and f(table))
+        return self._for(table).can_scope(table)
 
     def default_scope(self, table: str) -> str | None:
-        f = self._optional(table, "default_scope")
-        return f(table) if f else None
+        return self._for(table).default_scope(table)
 
     def scope_from_name(self, table: str, name: str) -> str:
-        return str(self._for(table).scope_from_name(name))  # type: ignore[attr-defined]
-
-    @property
-    def lists_numbers(self) -> bool:
-        return bool(getattr(self.default, "lists_numbers", False))
-
-    async def list_table_parts(
-        self, table: str, **kw: Any
-    ) -> AsyncIterator[AsyncIterator[list[RemoteFile]]]:
-        f = self._optional(table, "list_table_parts")
-        if f is None:
-            yield self._for(table).list_table(table, page_size=kw.get("page_size", 1000))
-            return
-        async for part in f(table, **kw):
-            yield part
+        return self._for(table).scope_from_name(table, name)
 
     def list_scoped(
-        self, table: str, scope: str, **kw: Any
+        self, table: str, scope: str, *, page_size: int = 1000
     ) -> AsyncIterator[AsyncIterator[list[RemoteFile]]]:
-        return self._for(table).list_scoped(table, scope, **kw)  # type: ignore[attr-defined]
+        return self._for(table).list_scoped(table, scope, page_size=page_size)
 
-    def lists_changes(self, table: str) -> bool:
-        f = self._optional(table, "lists_changes")
-        return bool(f and f(table))
-
-    def list_changed(self, table: str, since: datetime, **kw: Any) -> Any:
-        return self._for(table).list_changed(table, since, **kw)  # type: ignore[attr-defined]
-
-    async def list_records(self, table: str, records: list[str]) -> list[RemoteFile]:
-        f = self._optional(table, "list_records")
-        if f is None:  # a system without batches: one record at a time
-            return [a for r in records for a in await self.list_record(table, r)]
-        return list(await f(table, records))
+    def lists_numbers(self, table: str) -> bool:
+        return self._for(table).lists_numbers(table)
 
     async def numbers(self, table: str, sys_ids: list[str]) -> dict[str, str]:
-        f = self._optional(table, "numbers")
-        return dict(await f(table, sys_ids)) if f else {}
+        return await self._for(table).numbers(table, sys_ids)
+
+    def batches_records(self, table: str) -> bool:
+        return self._for(table).batches_records(table)
+
+    async def list_records(self, table: str, records: list[str]) -> list[RemoteFile]:
+        backend = self._for(table)
+        return [self._own(backend, f) for f in await backend.list_records(table, records)]
+
+    def lists_changes(self, table: str) -> bool:
+        return self._for(table).lists_changes(table)
+
+    def list_changed(
+        self, table: str, since: datetime, *, page_size: int = 1000
+    ) -> AsyncIterator[list[RemoteFile]]:
+        return self._for(table).list_changed(table, since, page_size=page_size)
 
     # -- content ---------------------------------------------------------------------------------
 

@@ -17,14 +17,14 @@ from typing import Any, ClassVar
 import httpx
 import trio
 
-from snfs.backend import RemoteFile, XattrKeys
-from snfs.client import _validate_file_name
+from snfs.backend import Backend, RemoteFile, XattrKeys
+from snfs.backends.common import validate_file_name
 from snfs.errors import InvalidInput, Unsupported
 from snfs.http import CHUNK, ErrorMapper, HttpCore, HttpSettings, HttpStats, http_error
 from snfs.transfer import Sink
 
 
-class SingleTableBackend:
+class SingleTableBackend(Backend):
     """Subclasses set the class attributes and implement `_file_location` and the rest of
     `snfs.backend.Backend` (capabilities, check, records, listing, upload, delete)."""
 
@@ -56,7 +56,7 @@ class SingleTableBackend:
         `retry_max_delay`."""
         self.base_url = base_url.rstrip("/")
         self.instance_key = f"{self.name}+{self.base_url}"
-        self.stats = HttpStats(kinds=kinds)
+        self._stats = HttpStats(kinds=kinds)
         settings = HttpSettings(
             f"{self.base_url}{api_path}",
             timeout=timeout,
@@ -67,10 +67,14 @@ class SingleTableBackend:
         self.core = HttpCore(
             settings,
             auth,
-            stats=self.stats,
+            stats=self._stats,
             error_mapper=error_mapper,
             default_headers=default_headers,
         )
+
+    @property
+    def stats(self) -> HttpStats:
+        return self._stats
 
     @property
     def supports_range(self) -> bool | None:
@@ -111,7 +115,7 @@ class SingleTableBackend:
 
     def _check_upload(self, table: str, record: str, file_name: str, size: int) -> None:
         self._check(table, record)
-        _validate_file_name(file_name)
+        validate_file_name(file_name)
         if size < 0:
             raise InvalidInput("size must not be negative")
 

@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 
 from snfs.emulator.blobs import BlobStore
 from snfs.emulator.db import Store
-from snfs.emulator.uploads import attachment_row
+from snfs.emulator.rows import attachment_row
 
 BASE_TIME = datetime(2026, 1, 5, 9, 0, 0)
 

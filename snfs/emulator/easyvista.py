@@ -62,6 +62,7 @@ from snfs.emulator.kinds import (
     read_capped,
     request_base,
 )
+from snfs.emulator.switches import switch
 
 PREFIX = re.compile(r"^/api/v1/[^/]+(?=/)")
 _ID = r"[^/]+"
@@ -90,20 +91,65 @@ ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 B64_CHUNK = 3 * 256 * 1024
 
 
+GROUP = "easyvista (--kind easyvista)"
+
+
 @dataclass
 class EVConfig:
+    """Fields with `switch(...)` are `snfs emulator --kind easyvista` switches (declared once)."""
+
     host: str = "127.0.0.1"
     port: int = 0
     data_dir: Path = Path(".")
     users: list[User] = field(default_factory=list)
-    account: str | None = None  # None: any account name
-    max_body_mb: float = 64.0
-    delete: bool = True
-    delete_status: int = 204
-    list_documents: bool = True  # GET /requests/{rfc}/documents (not in document 004)
-    download: bool = True  # GET /requests/{rfc}/documents/{id} (not in document 004)
-    ticket_get: bool = True  # GET /requests/{rfc} (not in document 004)
-    any_body_form: bool = False  # also a JSON body and raw file parts (not in document 004)
+    account: str | None = switch(  # None: any account name
+        None, "the only account name accepted", metavar="NAME", group=GROUP
+    )
+    max_body_mb: float = switch(
+        64.0,
+        "request body cap (413 above)",
+        flag="--max-body",
+        type=float,
+        metavar="MB",
+        group=GROUP,
+    )
+    delete: bool = switch(
+        True,
+        "no DELETE of a document (the path is uncertain): 405",
+        flag="--no-delete",
+        const=False,
+        group=GROUP,
+    )
+    delete_status: int = switch(
+        204, "status of a successful DELETE", type=int, choices=(200, 204), group=GROUP
+    )
+    list_documents: bool = switch(  # GET /requests/{rfc}/documents (not in document 004)
+        True,
+        "no GET of a ticket's documents (not in the upload document): 405",
+        flag="--no-list",
+        const=False,
+        group=GROUP,
+    )
+    download: bool = switch(  # GET /requests/{rfc}/documents/{id} (not in document 004)
+        True,
+        "no GET of a document (not in the upload document): 405",
+        flag="--no-download",
+        const=False,
+        group=GROUP,
+    )
+    ticket_get: bool = switch(  # GET /requests/{rfc} (not in document 004)
+        True,
+        "no GET of a ticket (not in the upload document): 405",
+        flag="--no-ticket",
+        const=False,
+        group=GROUP,
+    )
+    any_body_form: bool = switch(  # also a JSON body and raw file parts (not in document 004)
+        False,
+        "also take a JSON body and raw file parts (document 004: form-data)",
+        const=True,
+        group=GROUP,
+    )
     chunk_size: int = 1024 * 1024
 
     @property

@@ -38,7 +38,7 @@ import secrets
 import sqlite3
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -65,6 +65,7 @@ from snfs.emulator.kinds import (
     parse_multipart,
     request_base,
 )
+from snfs.emulator.switches import switch
 
 PREFIX = re.compile(r"^/v2/servicerequest(?=/)")
 _ID = r"[^/]+"
@@ -110,19 +111,52 @@ def err(code: str, msg: str) -> dict[str, str]:
     return {"error_code": code, "error_msg": msg}
 
 
+GROUP = "huawei (--kind huawei)"
+
+
 @dataclass
 class HWConfig:
+    """Fields with `switch(...)` are `snfs emulator --kind huawei` switches, declared here once."""
+
     host: str = "127.0.0.1"
     port: int = 0
     data_dir: Path = Path(".")
-    tokens: list[str] = field(default_factory=lambda: ["test-token"])
-    limit_size_mb: float = 4.0
-    limit_file_type: str = DEFAULT_FILE_TYPES
-    limit_count: int = 100
-    business_errors_200: bool = False
-    not_found_status: int = 404
+    tokens: list[str] = switch(
+        help="an accepted X-Auth-Token (repeatable; default test-token)",
+        flag="--token",
+        append=True,
+        metavar="TOKEN",
+        group=GROUP,
+        factory=lambda: ["test-token"],
+    )
+    limit_size_mb: float = switch(
+        4.0, "limit_size", flag="--limit-size", type=float, metavar="MB", group=GROUP
+    )
+    limit_file_type: str = switch(
+        DEFAULT_FILE_TYPES, "limit_file_type (comma list)", metavar="LIST", group=GROUP
+    )
+    limit_count: int = switch(
+        100,
+        "limit_count, stored accessories per accessoryFrom (0: none)",
+        type=int,
+        metavar="N",
+        convert=lambda v: max(0, v),
+        group=GROUP,
+    )
+    business_errors_200: bool = switch(
+        False, "answer limit/parameter errors with HTTP 200 + error_code", const=True, group=GROUP
+    )
+    not_found_status: int = switch(
+        404, "status for an unknown accessory_id", type=int, choices=(400, 404), group=GROUP
+    )
     chunk_size: int = 1024 * 1024
-    limits_api: bool = True  # GET /accessorys/limits (not in document 003)
+    limits_api: bool = switch(  # GET /accessorys/limits (not in document 003)
+        True,
+        "no GET /accessorys/limits (not in the upload document): 404",
+        flag="--no-limits",
+        const=False,
+        group=GROUP,
+    )
 
     @property
     def limit_size(self) -> int:

@@ -1,6 +1,6 @@
 """Start `snfs emulator` as a child process on a free loopback port, and stop it by pid.
 
-The one "start the emulator" routine: `snfs demo`, the tests (`tests/emulator_proc.py`) and
+The one "start the emulator" routine: `snfs demo`, the tests (`tests/support/emulator_proc.py`) and
 the benchmarks (`bench/systems.py`) all use it. The emulator announces its address with one
 line on stdout (`announce`), which `launch` waits for. This module imports nothing of the
 emulator's stack, so it works where only the mount is installed (the child then says which

@@ -32,6 +32,7 @@ from snfs.emulator.common import (
     require_user,
 )
 from snfs.emulator.db import new_sys_id, now_str
+from snfs.emulator.rows import attachment_row
 from snfs.emulator.state import Config, Emulator
 from snfs.emulator.tables import TABLES, base_table, can_access
 
@@ -97,43 +98,6 @@ def check_target(emu: Emulator, user: User, table_name: str, table_sys_id: str) 
         raise acl_denied(emu)
     if emu.store.get_record(table, table_sys_id) is None:
         raise not_found()
-
-
-def attachment_row(
-    writer: BlobWriter,
-    sys_id: str,
-    table_name: str,
-    table_sys_id: str,
-    file_name: str,
-    content_type: str,
-    user: str,
-    stamp: str,
-    available: bool,
-) -> dict[str, str]:
-    """A sys_attachment row for the bytes a writer received (field order as on real instances)."""
-    dims = writer.image_size()
-    return {
-        "size_bytes": str(writer.size),
-        "file_name": file_name,
-        "sys_mod_count": "0",
-        "average_image_color": "",
-        "image_width": str(dims[0]) if dims else "",
-        "sys_updated_on": stamp,
-        "sys_tags": "",
-        "table_name": table_name,
-        "sys_id": sys_id,
-        "image_height": str(dims[1]) if dims else "",
-        "sys_updated_by": user,
-        "content_type": content_type,
-        "sys_created_on": stamp,
-        "size_compressed": str(writer.gzip_size()),
-        "compressed": "true",
-        "state": "available" if available else "pending",
-        "table_sys_id": table_sys_id,
-        "chunk_size_bytes": "700000",
-        "hash": writer.sha256,
-        "sys_created_by": user,
-    }
 
 
 def store_upload(

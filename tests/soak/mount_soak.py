@@ -47,8 +47,6 @@ ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from tests.emulator_proc import EmulatorProc, start_emulator  # noqa: E402
-from tests.mount_proc import MountProc, start_mount, stop_mount  # noqa: E402
 from tests.soak.model import (  # noqa: E402
     ABSENT,
     HANG,
@@ -57,6 +55,8 @@ from tests.soak.model import (  # noqa: E402
     Violation,
     check,
 )
+from tests.support.emulator_proc import EmulatorProc, start_emulator  # noqa: E402
+from tests.support.mount_proc import MountProc, start_mount, stop_mount  # noqa: E402
 
 TABLE = "incident"
 OP_TIMEOUT = 120.0  # one call through the mount (a cp, a sync) that takes longer has hung

@@ -34,7 +34,7 @@ from typing import Any
 
 import trio
 
-from snfs import query as q
+from snfs.backends.servicenow import query as q
 
 Row = dict[str, Any]
 # fetch(sysparm_query, offset, want_count) -> (rows, X-Total-Count or None)

@@ -24,8 +24,8 @@ from datetime import datetime
 from pathlib import Path
 
 from snfs import names, transfer
-from snfs.backend import Capabilities, RemoteFile, Stats, XattrKeys
-from snfs.client import AttachmentClient
+from snfs.backend import Backend, Capabilities, RemoteFile, Stats, XattrKeys
+from snfs.backends.servicenow.client import AttachmentClient
 from snfs.errors import Forbidden, NotFound, SnfsError, Unsupported
 from snfs.transfer import Sink
 
@@ -44,7 +44,7 @@ def user_id_of(record: str) -> str:
     return names.decode(record)
 
 
-class CccifBackend:
+class CccifBackend(Backend):
     """The `.cccif` table over a ServiceNow client it shares (and does not close)."""
 
     name = "servicenow"

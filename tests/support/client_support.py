@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 
 from snfs.auth import BasicAuth
-from snfs.client import AttachmentClient, ClientConfig
-from tests.emulator_proc import EmulatorProc
+from snfs.backends.servicenow.client import AttachmentClient, ClientConfig
+from tests.support.emulator_proc import EmulatorProc
 
 
 def config(emu: EmulatorProc, auth: Any = "admin", **kw: Any) -> ClientConfig:

@@ -2,7 +2,7 @@
 
 Tables are ServiceNow tables, records are sys_ids (numbers such as INC0010001 are aliases),
 files are sys_attachment rows. The mounted backend is a `Router` that sends `/.cccif/...` to
-`snfs.backends.cccif` (the CCCIF Media Resource API) and everything else here.
+`snfs.backends.servicenow.cccif` (the CCCIF Media Resource API) and everything else here.
 """
 
 from __future__ import annotations
@@ -14,12 +14,13 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, cast
 
-from snfs import __version__, pager, query
+from snfs import __version__
 from snfs.backend import FULL, Backend, Capabilities, RecordIds, RemoteFile, XattrKeys
-from snfs.backends.cccif import TABLE as CCCIF
-from snfs.backends.cccif import CccifBackend
 from snfs.backends.router import Router
-from snfs.client import (
+from snfs.backends.servicenow import pager, query
+from snfs.backends.servicenow.cccif import TABLE as CCCIF
+from snfs.backends.servicenow.cccif import CccifBackend
+from snfs.backends.servicenow.client import (
     Attachment,
     AttachmentClient,
     ClientConfig,
@@ -28,7 +29,7 @@ from snfs.client import (
 )
 from snfs.credentials import build_auth
 from snfs.errors import ConfigError, InvalidInput, SnfsError
-from snfs.options import BOOL, STR, Kind, Option
+from snfs.option_schema import BOOL, STR, Kind, Option
 from snfs.registry import System
 from snfs.transfer import Sink
 
@@ -62,7 +63,7 @@ RECENT = 1000  # attachments the root listing's fallback looks at
 log = logging.getLogger("snfs.servicenow")
 
 
-class ServiceNowBackend:
+class ServiceNowBackend(Backend):
     name = "servicenow"
     xattr_keys = XattrKeys("sys_id", "table", "table_sys_id")
 
@@ -77,7 +78,7 @@ class ServiceNowBackend:
         self.base_url = client.config.base_url
         self.instance_key = self.base_url  # the first system: its spools predate the prefix
         self.scopes = dict(scopes or {})  # table -> encoded query listed instead of all
-        self.lists_numbers = numbers  # list each record's number next to its sys_id
+        self._numbers = numbers  # list each record's number next to its sys_id
         for table, scope in self.scopes.items():
             if not self.valid_table_name(table):
                 raise ConfigError(f"--scope: {table!r} is not a table name")
@@ -162,7 +163,7 @@ class ServiceNowBackend:
     def default_scope(self, table: str) -> str | None:
         return self.scopes.get(table)
 
-    def scope_from_name(self, name: str) -> str:
+    def scope_from_name(self, table: str, name: str) -> str:
         """A `.query/<name>` directory name to the encoded query it stands for."""
         return query.decode_scope_name(name)
 
@@ -265,6 +266,9 @@ class ServiceNowBackend:
         async for rows in pages:
             yield [a for a in map(Attachment.from_json, rows) if a.sys_id]
 
+    def batches_records(self, table: str) -> bool:
+        return True
+
     async def list_records(self, table: str, records: list[str]) -> list[RemoteFile]:
         """Every attachment of a batch of records (`table_sys_idIN...`, ID_BATCH ids a
         request): fills record directories a listing showed without their rows."""
@@ -275,6 +279,9 @@ class ServiceNowBackend:
                 query.attachments_of_records(table, ids[i : i + ID_BATCH])
             )
         return out
+
+    def lists_numbers(self, table: str) -> bool:
+        return self._numbers
 
     async def numbers(self, table: str, sys_ids: list[str]) -> dict[str, str]:
         """sys_id -> number for records of `table` (Table API, `sys_idIN`, one request per

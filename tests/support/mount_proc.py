@@ -14,7 +14,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from tests.waiting import eventually
+from tests.support.waiting import eventually
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import email.utils
 import hashlib
-import ipaddress
 import json as _json
 import logging
 import mimetypes
@@ -33,11 +32,11 @@ import httpx
 import trio
 
 from snfs import __version__, transfer
-from snfs import query as _q
 from snfs.backend import RemoteFile
+from snfs.backends.common import check_url, multipart_quote, validate_file_name
+from snfs.backends.servicenow import query as _q
 from snfs.compressible import gzip_pays
 from snfs.errors import (
-    ConfigError,
     ExtensionRefused,
     InvalidInput,
     MfaRequired,
@@ -179,52 +178,14 @@ class ClientStats(HttpStats):
 # Configuration
 
 
-def _is_loopback(host: str) -> bool:
-    if host.lower() in ("localhost", "localhost.localdomain") or host.lower().endswith(
-        ".localhost"
-    ):
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
-
-
 def normalize_instance_url(instance: str, *, allow_insecure_http: bool = False) -> str:
     """`dev12345` -> `https://dev12345.service-now.com`; a URL is kept (without a trailing
     slash). Plain http only for a loopback host or with `allow_insecure_http`."""
     s = (instance or "").strip()
-    if not s:
-        raise ConfigError("no instance given")
-    if "://" not in s:
-        if re.fullmatch(r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?", s):
-            s = f"https://{s.lower()}.service-now.com"
-        else:
-            s = "https://" + s
-    try:
-        parts = urlsplit(s)
-        host = parts.hostname
-        parts.port  # noqa: B018 - raises ValueError on a bad port
-    except ValueError:
-        raise ConfigError("instance URL is not valid") from None
-    scheme = parts.scheme.lower()
-    if scheme not in ("http", "https"):
-        raise ConfigError(f"instance URL scheme {scheme!r} is not supported (use https)")
-    if parts.username is not None or parts.password is not None:
-        # Never echo the URL: it holds a credential.
-        raise ConfigError("instance URL must not contain credentials")
-    if not host:
-        raise ConfigError("instance URL has no host")
-    if parts.query or parts.fragment:
-        raise ConfigError("instance URL must not have a query or fragment")
-    if scheme == "http" and not allow_insecure_http and not _is_loopback(host):
-        raise ConfigError(
-            f"refusing plain http to {host}: use https (or allow insecure http explicitly)"
-        )
-    path = parts.path.rstrip("/")
-    if path.endswith(API_PATH):
-        path = path[: -len(API_PATH)]
-    return f"{scheme}://{parts.netloc.lower()}{path}"
+    if s and "://" not in s and re.fullmatch(r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?", s):
+        s = f"https://{s.lower()}.service-now.com"
+    url = check_url(s, allow_insecure_http=allow_insecure_http)
+    return url[: -len(API_PATH)] if url.endswith(API_PATH) else url
 
 
 @dataclass
@@ -291,18 +252,6 @@ def _offset_of(url: str) -> int | None:
         return None
 
 
-def _validate_file_name(name: str) -> str:
-    if not isinstance(name, str) or not name or "\x00" in name or len(name.encode()) > 1000:
-        raise InvalidInput(f"invalid file name {name!r}")
-    return name
-
-
-def _multipart_quote(s: str) -> str:
-    """A quoted-string parameter value: backslash-escaped quote and backslash; CR/LF cannot
-    appear in a header at all (the exact name also travels in the `file_name` field)."""
-    return s.replace("\\", "\\\\").replace('"', '\\"').replace("\r", "%0D").replace("\n", "%0A")
-
-
 def _multipart_frame(
     boundary: str, fields: list[tuple[str, str]], file_part: str, file_name: str, content_type: str
 ) -> tuple[bytes, bytes]:
@@ -326,7 +275,7 @@ def _multipart_frame(
         + b'\r\nContent-Disposition: form-data; name="'
         + file_part.encode()
         + b'"; filename="'
-        + _multipart_quote(file_name).encode()
+        + multipart_quote(file_name).encode()
         + b'"\r\nContent-Type: '
         + content_type.encode()
         + b"\r\n\r\n"
@@ -764,7 +713,7 @@ class AttachmentClient:
         """
         _q.validate_table(table)
         _q.validate_sys_id(table_sys_id)
-        _validate_file_name(file_name)
+        validate_file_name(file_name)
         if size is not None and size < 0:
             raise InvalidInput("size must not be negative")
         ctype = content_type or mimetypes.guess_type(file_name)[0] or "application/octet-stream"
@@ -873,7 +822,7 @@ class AttachmentClient:
         to the uploader); size, type and SHA-256 are those of what was sent, and the answer is
         kept in `extra` (`media_url`, `attachment_id`, `state`).
         """
-        _validate_file_name(file_name)
+        validate_file_name(file_name)
         if not user_id or "\0" in user_id:
             raise InvalidInput(f"invalid CCCIF user_id {user_id!r}")
         if provider_application_id is not None:
@@ -948,7 +897,7 @@ class AttachmentClient:
         that exists), raise Unsupported: the file system core then renames by a journaled
         copy-then-delete that it owns (docs/WRITES.md), never this client on its own."""
         _q.validate_sys_id(sys_id)
-        _validate_file_name(new_name)
+        validate_file_name(new_name)
         path = f"/attachment/{sys_id}"
         if self._rename_supported is False:
             raise Unsupported(f"PATCH {path}: rename is not offered by this instance")

@@ -1,0 +1,1 @@
+"""What the tests share: emulators and mounts as child processes, clients, waiting."""
