@@ -213,6 +213,9 @@ class Mount:
         `snfs unmount` asked for it, in its report."""
         left = self.unsent()
         for f in left:
+            if f["state"] == "local-only":  # desktop metadata: never sent, by design
+                log.info("kept local only: %s (%s)", f["path"], f["last_error"])
+                continue
             log.warning(
                 "not sent: %s (%s: %s); kept in the spool, the next mount of this instance "
                 "sends it",

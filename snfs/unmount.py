@@ -70,8 +70,8 @@ def main_unmount(argv: list[str]) -> int:
         return 1
     if status is None:
         return 0
-    owed = status.get("pending_uploads", [])
-    unsent = owed
+    owed = _to_send(status.get("pending_uploads", []))
+    unsent = status.get("pending_uploads", [])
     if owed:
         print(
             f"snfs: {len(owed)} file(s) not stored yet; the daemon tries for up to "
@@ -82,18 +82,33 @@ def main_unmount(argv: list[str]) -> int:
         final = read_report(report, int(status["pid"]), wait=bool(owed))
         if final is not None:
             unsent = final
-    for f in unsent:
+    say_unsent(unsent)
+    return 0
+
+
+def _to_send(files: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The files a later mount sends: all but desktop metadata kept local only."""
+    return [f for f in files if f.get("state") != "local-only"]
+
+
+def say_unsent(files: list[dict[str, Any]]) -> None:
+    """One line per file the instance does not have, and why; local-only files apart, since
+    no mount ever sends them (docs/WRITES.md, "Held and local-only names")."""
+    for f in files:
+        if f.get("state") == "local-only":
+            print(f"snfs: kept local only, never sent: {f['path']}", file=sys.stderr)
+    owed = _to_send(files)
+    for f in owed:
         print(
             f"snfs: not sent: {f['path']}: {f['state']}: {f.get('last_error') or 'not stored yet'}",
             file=sys.stderr,
         )
-    if unsent:
+    if owed:
         print(
-            f"snfs: {len(unsent)} file(s) kept in the spool; the next mount of this "
+            f"snfs: {len(owed)} file(s) kept in the spool; the next mount of this "
             "instance sends them (`snfs status` shows them)",
             file=sys.stderr,
         )
-    return 0
 
 
 def read_status(mountpoint: Path) -> dict[str, Any] | None:

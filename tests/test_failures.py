@@ -334,13 +334,16 @@ def test_unmount_names_each_unsent_file(emu: EmulatorProc, tmp_path: Path) -> No
         for name in ("refused.txt", "owed.txt"):
             with pytest.raises(OSError):
                 m.path("incident", INC1, name).write_text("keep me\n")
+        m.path("incident", INC1, ".DS_Store").write_bytes(b"finder")  # local only, by design
         r = snfs("unmount", str(m.mountpoint), timeout=90)
         assert r.returncode == 0, r.stderr
         assert not os.path.ismount(m.mountpoint)
         said = r.stderr
         assert re.search(rf"not sent: incident/{INC1}/refused\.txt: blocked: Forbidden", said), said
         assert re.search(rf"not sent: incident/{INC1}/owed\.txt: owed: .*500", said), said
-        assert "kept in the spool" in said
+        assert "2 file(s) kept in the spool; the next mount" in said, said
+        assert f"kept local only, never sent: incident/{INC1}/.DS_Store" in said, said
+        assert "not sent: incident/" + INC1 + "/.DS_Store" not in said, said
         assert m.proc.wait(timeout=60) == 0
         assert "not sent: incident" in m.log_text()
     finally:
