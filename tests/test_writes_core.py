@@ -164,7 +164,7 @@ async def test_plain_create_write_close_uploads_once(core: Core, backend: FakeBa
 
 
 async def test_row1_recovery_never_deletes_the_attachment_it_matches(
-    backend: FakeBackend, tmp_path: Path
+    backend: FakeBackend, tmp_path: Path, autojump_clock: trio.testing.MockClock
 ) -> None:
     """Re-save the same bytes, fail the upload, kill the daemon, remount: the old code found the
     attachment being replaced (same name, size, hash, recent) and deleted it as "already
@@ -184,7 +184,9 @@ async def test_row1_recovery_never_deletes_the_attachment_it_matches(
         assert c2.journal() == []
 
 
-async def test_row1_no_hash_means_upload_again_never_delete(tmp_path: Path) -> None:
+async def test_row1_no_hash_means_upload_again_never_delete(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
     """A backend without hashes (EasyVista) cannot tell a same-size file from ours: the file is
     sent again, and the old attachment is deleted only after that."""
     backend = FakeBackend(hashes=False)
@@ -406,7 +408,7 @@ async def test_row8_failed_replace_open_leaves_no_bytes(core: Core, backend: Fak
 
 
 async def test_a_closed_scratch_file_of_a_dead_run_is_held_then_sent(
-    backend: FakeBackend, tmp_path: Path
+    backend: FakeBackend, tmp_path: Path, autojump_clock: trio.testing.MockClock
 ) -> None:
     """Issue 18, row 5: a scratch-looking name is no reason to lose a closed file. The next
     mount does not sweep it: it is held for the rest of its grace, then uploaded."""
