@@ -1261,10 +1261,12 @@ class Writes:
             await self._drop(target)
         self.tree.renumber(old_parent.table, old_parent.record)
         if then == "send":
-            if self.write_back or is_temp(st.name):
-                await self._owe(source, "renamed")  # journaled under its new name (held: grace)
-            else:
-                await self._upload_locked(source)  # e.g. a scratch file renamed to its real name
+            # The name has changed hands: from here the rename is done, and must be answered so.
+            # Failed, the kernel would keep the target's old inode under the name, and the next
+            # open of it would stage that attachment under another name (soak seed 205: an
+            # upload named `w0-a~4aef8d1c.txt`). A failed upload is owed and retried, as after a
+            # write-back close (journaled under its new name; a scratch name after the grace).
+            await self._send_or_owe(source, "renamed")
         elif then == "settle":
             await self._settle_if_done(source)
 

@@ -375,11 +375,33 @@ async def test_row6_renamed_out_of_blocked_is_retried(
     assert await core.close(fh) == errno.EPERM
     assert core.staged("tool.exe").state is State.BLOCKED
     backend.fail_uploads.append(ServerError("503"))
-    with pytest.raises(pyfuse3.FUSEError):
-        await core.rename("tool.exe", "tool.ext")
+    # The rename is done once the name changed hands: answered so (an error would leave the
+    # kernel's old view of both names), the failed upload is owed and retried.
+    await core.rename("tool.exe", "tool.ext")
+    assert await core.names() == ["tool.ext"]
     assert core.staged("tool.ext").state is State.OWED
     await retry_until_settled(core)
     assert backend.on_instance(REC) == {"tool.ext": [b"MZ"]}
+
+
+async def test_a_scratch_file_renamed_over_an_attachment_whose_upload_fails_is_renamed(
+    core: Core, backend: FakeBackend, autojump_clock: trio.testing.MockClock
+) -> None:
+    """rsync's temp file renamed over the attachment, the upload answered 503: `mv` succeeds
+    (the name has changed hands; an EIO left the kernel showing the old attachment's inode
+    under the name, and the next open staged that attachment as `a~<sys_id>.txt`, found by
+    the soak, seed 205), the name shows the new file, and the retry replaces the attachment."""
+    old = backend.put(T, REC, "a.txt", b"old")
+    fh = await core.create(".a.txt.x1Yz9Q")
+    await core.write(fh, b"new")
+    assert await core.close(fh) == 0  # a scratch name: held, nothing sent
+    backend.fail_uploads.append(ServerError("503", status=503))
+    await core.rename(".a.txt.x1Yz9Q", "a.txt")
+    assert await core.names() == ["a.txt"]
+    st = core.staged("a.txt")
+    assert st.state is State.OWED and st.replaces == [old.sys_id]
+    await retry_until_settled(core)
+    assert backend.on_instance(REC) == {"a.txt": [b"new"]}
 
 
 # -- row 7: a failed create leaves nothing ---------------------------------------------------------
