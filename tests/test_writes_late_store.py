@@ -1,8 +1,9 @@
 """An upload the instance stores after its sender died: found, never doubled, never back.
 
-Found by the outside-in soak (tests/soak/mount_soak.py, seeds 102 in write-back and 201 in the
-default mode): a daemon killed while its uploads waited in the instance's queue (the soak's
-"upload slow" fault) left them in doubt; the instance stored them about a second later, after
+Found by the outside-in soak (tests/soak/mount_soak.py, write-back seed 102: four attachments
+created at 03:14:56, none of them in the mount's log, after the kill at 03:14:55.7; the same
+three kinds in the default mode): a daemon killed while its uploads waited in the instance's
+queue (the soak's "upload slow" fault) left them in doubt; the instance stored them later, after
 the next mount had already looked for them, found nothing and sent the bytes again (two
 attachments of one name), or after `rm` had looked for them (the name came back). An attempt
 in doubt now counts as "not stored" only when a look-up made `doubt_wait` seconds after it
