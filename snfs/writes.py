@@ -75,6 +75,11 @@ LOCAL_ONLY = "local only: desktop metadata, never uploaded (docs/WRITES.md)"
 # editors, rsync and downloaders rename their temp files well within it. `snfs sync` and
 # unmount end it at once (docs/WRITES.md, "Held and local-only names").
 HOLD_SECONDS = 10.0
+# An attempt in doubt counts as "not stored" only when a look-up made at least this long after
+# it started finds nothing: an instance may still act on a request whose sender gave up on it or
+# died (it sat in a queue; the soak's slow uploads store 2 s after a killed daemon sent them).
+# The client waits as long (in_doubt_wait) for its own attempts; docs/WRITES.md, "In doubt".
+DOUBT_WAIT = 10.0
 HELD = "held {:.0f} s more: a scratch name (uploaded if it still has this name then)"
 # Journal kinds (spool.Entry.state) that tell recovery to send the file.
 SENDABLE = frozenset({"owed"})
@@ -104,6 +109,7 @@ class Writes:
         alert: Alert | None = None,
         local_only: Sequence[str] = (),
         hold_seconds: float = HOLD_SECONDS,
+        doubt_wait: float = DOUBT_WAIT,
     ) -> None:
         self.tree = tree
         self.inodes = tree.inodes
@@ -126,6 +132,7 @@ class Writes:
         self._alert = alert
         self._local_only_patterns = tuple(local_only)
         self.hold_seconds = hold_seconds
+        self.doubt_wait = doubt_wait
         tree.reserved_names = lambda t, r: self._local.get((t, r), {}).keys()
 
     # -- the per-file lock ----------------------------------------------------------------------
@@ -660,14 +667,14 @@ class Writes:
             return None
         digest = await trio.to_thread.run_sync(_sha256_file, self.spool.data_path(st.sid))
         exclude = set(st.replaces) | ({st.uploaded.sys_id} if st.uploaded else set())
-        found = await self.backend.find_uploaded(
+        found = await self._find_attempt(
             st.table,
             st.record,
             names.decode(st.name),
             digest,
             st.size(),
-            datetime.fromtimestamp(st.attempt_started - CLOCK_SLACK, UTC),
-            exclude=frozenset(exclude),
+            st.attempt_started,
+            frozenset(exclude),
         )
         if found is not None:
             log.info(
@@ -687,14 +694,8 @@ class Writes:
         while st.doubts:
             started, digest, size, table, record, name = st.doubts[0]
             exclude = set(st.replaces) | ({st.uploaded.sys_id} if st.uploaded else set())
-            found = await self.backend.find_uploaded(
-                table,
-                record,
-                name,
-                digest,
-                size,
-                datetime.fromtimestamp(started - CLOCK_SLACK, UTC),
-                exclude=frozenset(exclude),
+            found = await self._find_attempt(
+                table, record, name, digest, size, started, frozenset(exclude)
             )
             if found is not None:
                 log.info(
@@ -707,6 +708,40 @@ class Writes:
                 )
                 st.replaces.append(found.sys_id)
             st.doubts.pop(0)
+
+    async def _find_attempt(
+        self,
+        table: str,
+        record: str,
+        name: str,
+        digest: str,
+        size: int,
+        started: float,
+        exclude: frozenset[str],
+    ) -> Attachment | None:
+        """What an attempt in doubt stored, if anything. Nothing found soon after the attempt
+        started is no proof (the instance may still be acting on it, for a daemon that died):
+        look again once `doubt_wait` has passed since it started (caller holds the lock)."""
+        since = datetime.fromtimestamp(started - CLOCK_SLACK, UTC)
+        found = await self.backend.find_uploaded(
+            table, record, name, digest, size, since, exclude=exclude
+        )
+        left = started + self.doubt_wait - time.time()
+        if found is None and left > 0:
+            log.info(
+                "%s/%s/%s: an attempt in doubt started %.0f s ago is not on the instance yet;"
+                " looking again in %.0f s",
+                table,
+                record,
+                name,
+                self.doubt_wait - left,
+                left,
+            )
+            await trio.sleep(left)
+            found = await self.backend.find_uploaded(
+                table, record, name, digest, size, since, exclude=exclude
+            )
+        return found
 
     async def _doubt_of(self, st: Staged) -> None:
         """The bytes an attempt in doubt sent are about to change (or the file is dropped):
@@ -1226,10 +1261,12 @@ class Writes:
             await self._drop(target)
         self.tree.renumber(old_parent.table, old_parent.record)
         if then == "send":
-            if self.write_back or is_temp(st.name):
-                await self._owe(source, "renamed")  # journaled under its new name (held: grace)
-            else:
-                await self._upload_locked(source)  # e.g. a scratch file renamed to its real name
+            # The name has changed hands: from here the rename is done, and must be answered so.
+            # Failed, the kernel would keep the target's old inode under the name, and the next
+            # open of it would stage that attachment under another name (soak seed 205: an
+            # upload named `w0-a~4aef8d1c.txt`). A failed upload is owed and retried, as after a
+            # write-back close (journaled under its new name; a scratch name after the grace).
+            await self._send_or_owe(source, "renamed")
         elif then == "settle":
             await self._settle_if_done(source)
 

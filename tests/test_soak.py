@@ -3,9 +3,10 @@ so the driver does not rot: it must mount, run every kind of call, queue faults,
 restart the daemon, quiesce, and judge the instance through its API. In write-back mode an
 attachment no worker made is planted after the quiesce: the check must report it.
 
-What the soak finds in the product is shown as a warning with its seed (main still has the
-rows of issue 18 it was built to find, about one per few minutes of soak); with
-SNFS_SOAK_STRICT=1 any finding fails the test (the setting for once those rows are fixed).
+Any finding fails the test, with its seed and the names' last operations (replay it with
+`python tests/soak/mount_soak.py --seed N --modes MODE --keep`; the seed does not fix thread
+timing, so a rare finding is reproduced statistically). SNFS_SOAK_STRICT=0 turns findings into
+warnings, for a branch that knowingly still has one.
 """
 
 from __future__ import annotations
@@ -57,7 +58,7 @@ def judge(summary: dict, text: str, planted: str | None = None) -> None:
         return
     lines = "\n".join(f"[{v['kind']}] {v['where']}: {v['detail']}" for v in found)
     message = f"the soak ({summary['mode']}, seed {summary['seed']}) found:\n{lines}"
-    if os.environ.get("SNFS_SOAK_STRICT") == "1":
+    if os.environ.get("SNFS_SOAK_STRICT", "1") != "0":
         pytest.fail(message + "\n" + text)
     warnings.warn(message, stacklevel=2)
 

@@ -97,3 +97,15 @@ def test_a_scratch_name_may_stay_local() -> None:
     assert kinds(g, [(".a.txt.soak00", JUNK)]) == [TORN]
     g.renamed(".a.txt.soak00", "a.txt", True, "mv: ok")
     assert kinds(g, []) == [LOST]  # renamed to a real name: it must arrive
+
+
+def test_the_source_of_a_rename_into_a_blocked_file_may_stay() -> None:
+    """mv b.txt a.txt (a copy without PATCH), then a.txt killed while open for writing: the
+    copy is never sent, so b.txt's attachment is never deleted (seed 407). Only then."""
+    g = group()
+    g.certain("b.txt", V1, "close ok")
+    g.renamed("b.txt", "a.txt", True, "mv b.txt a.txt: ok")
+    assert kinds(g, [("a.txt", V1), ("b.txt", V1)]) == [RESURRECTED]
+    blocked = frozenset({(REC, "a.txt")})
+    assert kinds(g, [("b.txt", V1)], blocked) == []
+    assert kinds(g, [("b.txt", V2)], blocked) == [MISPLACED]  # never a's version

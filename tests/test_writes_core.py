@@ -164,7 +164,7 @@ async def test_plain_create_write_close_uploads_once(core: Core, backend: FakeBa
 
 
 async def test_row1_recovery_never_deletes_the_attachment_it_matches(
-    backend: FakeBackend, tmp_path: Path
+    backend: FakeBackend, tmp_path: Path, autojump_clock: trio.testing.MockClock
 ) -> None:
     """Re-save the same bytes, fail the upload, kill the daemon, remount: the old code found the
     attachment being replaced (same name, size, hash, recent) and deleted it as "already
@@ -184,7 +184,9 @@ async def test_row1_recovery_never_deletes_the_attachment_it_matches(
         assert c2.journal() == []
 
 
-async def test_row1_no_hash_means_upload_again_never_delete(tmp_path: Path) -> None:
+async def test_row1_no_hash_means_upload_again_never_delete(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
     """A backend without hashes (EasyVista) cannot tell a same-size file from ours: the file is
     sent again, and the old attachment is deleted only after that."""
     backend = FakeBackend(hashes=False)
@@ -373,11 +375,33 @@ async def test_row6_renamed_out_of_blocked_is_retried(
     assert await core.close(fh) == errno.EPERM
     assert core.staged("tool.exe").state is State.BLOCKED
     backend.fail_uploads.append(ServerError("503"))
-    with pytest.raises(pyfuse3.FUSEError):
-        await core.rename("tool.exe", "tool.ext")
+    # The rename is done once the name changed hands: answered so (an error would leave the
+    # kernel's old view of both names), the failed upload is owed and retried.
+    await core.rename("tool.exe", "tool.ext")
+    assert await core.names() == ["tool.ext"]
     assert core.staged("tool.ext").state is State.OWED
     await retry_until_settled(core)
     assert backend.on_instance(REC) == {"tool.ext": [b"MZ"]}
+
+
+async def test_a_scratch_file_renamed_over_an_attachment_whose_upload_fails_is_renamed(
+    core: Core, backend: FakeBackend, autojump_clock: trio.testing.MockClock
+) -> None:
+    """rsync's temp file renamed over the attachment, the upload answered 503: `mv` succeeds
+    (the name has changed hands; an EIO left the kernel showing the old attachment's inode
+    under the name, and the next open staged that attachment as `a~<sys_id>.txt`, found by
+    the soak, seed 205), the name shows the new file, and the retry replaces the attachment."""
+    old = backend.put(T, REC, "a.txt", b"old")
+    fh = await core.create(".a.txt.x1Yz9Q")
+    await core.write(fh, b"new")
+    assert await core.close(fh) == 0  # a scratch name: held, nothing sent
+    backend.fail_uploads.append(ServerError("503", status=503))
+    await core.rename(".a.txt.x1Yz9Q", "a.txt")
+    assert await core.names() == ["a.txt"]
+    st = core.staged("a.txt")
+    assert st.state is State.OWED and st.replaces == [old.sys_id]
+    await retry_until_settled(core)
+    assert backend.on_instance(REC) == {"a.txt": [b"new"]}
 
 
 # -- row 7: a failed create leaves nothing ---------------------------------------------------------
@@ -406,7 +430,7 @@ async def test_row8_failed_replace_open_leaves_no_bytes(core: Core, backend: Fak
 
 
 async def test_a_closed_scratch_file_of_a_dead_run_is_held_then_sent(
-    backend: FakeBackend, tmp_path: Path
+    backend: FakeBackend, tmp_path: Path, autojump_clock: trio.testing.MockClock
 ) -> None:
     """Issue 18, row 5: a scratch-looking name is no reason to lose a closed file. The next
     mount does not sweep it: it is held for the rest of its grace, then uploaded."""

@@ -113,8 +113,15 @@ class Mount:
         await nursery.start(self._hold_cache)
         self.tree = Tree(self.backend, clock=trio.current_time)
         self.spool = Spool(self.spool_dir)
+        # doubt_wait 0: the fake instance never stores a request late, so its first look-up is
+        # final (and the model runs on real time); late stores: tests/test_writes_late_store.py
         self.writes = Writes(
-            self.tree, self.backend, self.cache, self.spool, write_back=self.write_back
+            self.tree,
+            self.backend,
+            self.cache,
+            self.spool,
+            write_back=self.write_back,
+            doubt_wait=0.0,
         )
         self.ops = Operations(
             self.tree,

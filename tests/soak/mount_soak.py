@@ -810,6 +810,11 @@ def main(argv: list[str]) -> int:
     os.environ["PYTHONPATH"] = os.pathsep.join(
         [str(ROOT)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
     )
+    # ... and `-m` puts the current directory before PYTHONPATH: a soak started from another
+    # checkout (its folder `snfs`) mounted that checkout's code and judged it as this one's.
+    a.workdir = a.workdir.resolve() if a.workdir else None
+    a.json = a.json.resolve() if a.json else None
+    os.chdir(ROOT)
     base = a.workdir or Path(tempfile.mkdtemp(prefix="snfs-soak-"))
     summaries = []
     failed = broken = False
