@@ -9,6 +9,9 @@ APT_PKGS := fuse3 libfuse3-dev pkg-config
 TEST_APT_PKGS := rsync vim-tiny attr systemd libglib2.0-bin openssl
 SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PYTEST_ARGS ?=
+# `make test` runs this many test files side by side (pytest-xdist, one file per worker, so a
+# file's module-scoped emulator and mount stay shared): most tests wait on mounts and timers.
+TEST_JOBS ?= 3
 
 .PHONY: all deps test-deps apt venv test test-fast lint soak demo bench clean
 
@@ -41,7 +44,7 @@ venv: deps $(VENV)/.installed
 
 # The gates first (seconds), then the suite: CI runs exactly this.
 test: test-deps venv lint
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(TEST_JOBS) --dist loadfile $(PYTEST_ARGS)
 
 # The tests that need no FUSE mount (seconds, not minutes).
 test-fast: venv

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import pytest
 
 from snfs.emulator.demo_data import demo_id
 from tests.support.emulator_proc import EmulatorProc, start_emulator
+from tests.support.waiting import eventually
 
 INC3, BIG, README = demo_id("inc3"), demo_id("att:big"), demo_id("att:readme")
 DEMO_TOTAL = 17
@@ -84,6 +86,24 @@ def test_delay_fault(client: httpx.Client, emu: EmulatorProc) -> None:
     with pytest.raises(httpx.ReadTimeout):
         client.get(f"/api/now/attachment/{README}", timeout=1)
     assert client.get(f"/api/now/attachment/{README}", timeout=4).status_code == 200
+
+
+def test_clearing_faults_lets_go_of_held_requests(client: httpx.Client, emu: EmulatorProc) -> None:
+    """A request held by a 600 s delay is answered once the faults are cleared, well inside a
+    20 s client timeout (a test's clean-up never waits out its delays)."""
+    emu.fault(path="/attachment/", delay=600)
+    answered: list[int] = []
+    holder = threading.Thread(
+        target=lambda: answered.append(
+            client.get(f"/api/now/attachment/{README}", timeout=20).status_code
+        )
+    )
+    holder.start()
+    eventually(lambda: emu.stats()["by_route"].get("GET /attachment/{sys_id}", 0) >= 1)
+    assert answered == []  # still held
+    emu.json("DELETE", "/__emulator__/faults")
+    holder.join(25)
+    assert answered == [200]
 
 
 @pytest.mark.parametrize("encoding", ["identity", "gzip"])

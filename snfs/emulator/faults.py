@@ -6,6 +6,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+import trio
+
 
 @dataclass
 class Fault:
@@ -54,6 +56,16 @@ def parse_fault(spec: dict[str, Any]) -> Fault:
 class FaultQueue:
     def __init__(self) -> None:
         self.faults: list[Fault] = []
+        # Set when the faults are cleared: a request a `delay` fault still holds is let go
+        # then, so a test that clears its faults in `finally` does not wait out a long delay.
+        self._cleared: trio.Event | None = None
+
+    async def hold(self, delay: float) -> None:
+        """Sleep `delay` seconds, or less if the faults are cleared meanwhile."""
+        if self._cleared is None:
+            self._cleared = trio.Event()
+        with trio.move_on_after(delay):
+            await self._cleared.wait()
 
     def add(self, fault: Fault) -> int:
         self.faults.append(fault)
@@ -61,6 +73,9 @@ class FaultQueue:
 
     def clear(self) -> None:
         self.faults.clear()
+        if self._cleared is not None:
+            self._cleared.set()
+            self._cleared = None
 
     def queued(self) -> int:
         return sum(f.count for f in self.faults)

@@ -155,7 +155,7 @@ class EmulatorMiddleware:
 
     async def apply(self, fault: Fault, scope: Any, receive: Any, send: Any) -> None:
         if fault.delay:
-            await trio.sleep(fault.delay)
+            await self.emu.faults.hold(fault.delay)
         if fault.status is not None:
             await self.answer_status(fault, receive, send)
             return
