@@ -10,7 +10,8 @@ import tempfile
 from pathlib import Path
 
 # The emulator runs as its own process (the filesystem never imports it).
-from snfs.emulator.launch import launch, snfs_command
+from snfs.children import snfs_command
+from snfs.emulator.launch import launch
 
 STARTUP_SECONDS = 30.0
 

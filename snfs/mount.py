@@ -23,10 +23,10 @@ from snfs import config, notify
 from snfs.arguments import add_arguments, from_args
 from snfs.attrs import Owner, Timeouts, effective_umask, umask_given
 from snfs.backend import Backend, RemoteFile
+from snfs.children import snfs_command
 from snfs.content_cache import ContentCache
 from snfs.control import Control
 from snfs.credentials import spool_identity
-from snfs.emulator.launch import snfs_command
 from snfs.errors import ConfigError, SnfsError, unwrap
 from snfs.fs import Operations
 from snfs.index import open_index

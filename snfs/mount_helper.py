@@ -30,7 +30,7 @@ import sys
 from dataclasses import dataclass, field
 
 from snfs.arguments import all_options
-from snfs.emulator.launch import snfs_command
+from snfs.children import snfs_command
 from snfs.option_schema import Kind
 from snfs.options import mount8_only
 

@@ -304,6 +304,16 @@ def test_no_top_level_module_imports_a_backend() -> None:
             assert not module.startswith("snfs.backends."), f"{name} imports {module}"
 
 
+def test_only_the_demo_imports_the_emulator() -> None:
+    """A mount never depends on the emulator (an extra, with its own web stack): among the
+    top-level modules only `snfs demo`, which starts one, imports it."""
+    for name, path in MODULES.items():
+        if name.count(".") != 1 or name == "snfs.demo":
+            continue
+        for module, _ in _imports(name, path):
+            assert not module.startswith("snfs.emulator"), f"{name} imports {module}"
+
+
 def test_no_module_imports_another_modules_private_names() -> None:
     """What a module shares is public: a private name (`_x`) imported from another module is
     a shared helper hiding in the wrong place (as `snfs.client._multipart_quote` was)."""

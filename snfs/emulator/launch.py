@@ -13,20 +13,14 @@ import os
 import select
 import signal
 import subprocess
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
+from snfs.children import snfs_command
+
 READY = "listening on "
-
-
-def snfs_command(*args: str) -> list[str]:
-    """`snfs ARGS` as a child process of this Python: `python -P -m snfs`. `-P` keeps the
-    current directory off `sys.path`, so a folder named `snfs` there (a clone's parent, a home
-    directory) is never imported instead of the installed package."""
-    return [sys.executable, "-P", "-m", "snfs", *args]
 
 
 def announce(address: str) -> None:
