@@ -300,6 +300,15 @@ class Writes:
         if entries.get(st.name) is node:
             del entries[st.name]
 
+    def footprint(self) -> dict[str, int]:
+        """What the write path keeps per file now (`snfs status --json`, "writes"): its locks
+        and its staged files. Both 0 once every file is settled and closed (issue 18, row 10:
+        nothing is kept per file for the mount's life)."""
+        return {
+            "locks": len(self._locks),
+            "staged": sum(len(entries) for entries in self._local.values()),
+        }
+
     async def open_for_write(self, node: Node, flags: int) -> None:
         self._check_writable()
         async with self._locked(node):

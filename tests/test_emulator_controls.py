@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import pytest
 
 from snfs.emulator.demo_data import demo_id
 from tests.support.emulator_proc import EmulatorProc, start_emulator
+from tests.support.waiting import eventually
 
 INC3, BIG, README = demo_id("inc3"), demo_id("att:big"), demo_id("att:readme")
 DEMO_TOTAL = 17
@@ -84,6 +86,34 @@ def test_delay_fault(client: httpx.Client, emu: EmulatorProc) -> None:
     with pytest.raises(httpx.ReadTimeout):
         client.get(f"/api/now/attachment/{README}", timeout=1)
     assert client.get(f"/api/now/attachment/{README}", timeout=4).status_code == 200
+
+
+def test_hold_fault_answers_as_of_arrival_once_released(
+    client: httpx.Client, emu: EmulatorProc
+) -> None:
+    """A held answer is computed when the request arrives: a change made meanwhile is not in
+    it; `release` sends it."""
+    emu.fault(method="GET", path=r"/attachment$", query=f"table_sys_id={INC3}", hold=True)
+    box: dict[str, httpx.Response] = {}
+    with httpx.Client(base_url=emu.url, auth=("admin", "admin"), timeout=30) as other:
+        waiter = threading.Thread(
+            target=lambda: box.setdefault(
+                "r", other.get(f"/api/now/attachment?sysparm_query=table_sys_id={INC3}")
+            )
+        )
+        waiter.start()
+        eventually(lambda: client.get("/__emulator__/state").json()["held"] == 1)
+        assert "r" not in box  # still held
+        made = client.post(
+            f"/api/now/attachment/file?table_name=incident&table_sys_id={INC3}&file_name=late.txt",
+            content=b"x",
+            headers={"Content-Type": "text/plain"},
+        ).json()["result"]["sys_id"]
+        assert client.post("/__emulator__/release").json() == {"released": 1}
+        waiter.join(10)
+    listed = {a["sys_id"] for a in box["r"].json()["result"]}
+    assert listed and made not in listed
+    assert client.get("/__emulator__/state").json()["held"] == 0
 
 
 @pytest.mark.parametrize("encoding", ["identity", "gzip"])

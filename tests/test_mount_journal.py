@@ -2,7 +2,9 @@
 outcome read back through the instance's API: scratch-looking names reach the instance, desktop
 metadata stays local and is shown so, a backup rename with failing uploads leaves one file, a
 failed rename keeps its target, the copy-then-delete rename is owned by the mount, and a daemon
-killed mid-move or mid-write is finished (or kept) by the next mount, never torn."""
+killed mid-move or mid-write is finished (or kept) by the next mount, never torn. Rows 6, 9
+and 10 run in both modes on one mount per mode: an attempt in doubt is never left beside a
+new save, a listing answered late never undoes a save, and no lock outlives its file."""
 
 from __future__ import annotations
 
@@ -23,6 +25,7 @@ import pytest
 
 from tests.support.emulator_proc import EmulatorProc, start_emulator
 from tests.support.mount_proc import MountProc, start_mount, stop_mount
+from tests.support.waiting import in_thread
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -294,3 +297,108 @@ def _quiet(fn: Callable[..., Any], *args: Any) -> None:
         fn(*args)
     except OSError:
         pass
+
+
+# -- rows 6, 9 and 10: one mount per mode, shared by these tests -------------------------------
+
+
+@pytest.fixture(scope="module", params=[(), ("--write-back",)], ids=["write-through", "write-back"])
+def shared(
+    emu: EmulatorProc, tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> Iterator[MountProc]:
+    tmp = tmp_path_factory.mktemp("shared")
+    m = start_mount(emu.url, tmp / "m", tmp / "w", *request.param, "--timeout", "5")
+    yield m
+    m.stop()
+
+
+def put(emu: EmulatorProc, rec: str, name: str, data: bytes) -> str:
+    """An attachment stored through the API (not the mount); its sys_id."""
+    path = f"/api/now/attachment/file?table_name=incident&table_sys_id={rec}&file_name={name}"
+    return emu.json("POST", path, data, headers={"Content-Type": "text/plain"})["result"]["sys_id"]
+
+
+def synced(m: MountProc) -> None:
+    done = snfs("sync", str(m.mountpoint))
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def status(m: MountProc) -> dict:
+    return json.loads((m.mountpoint / ".snfs" / "status").read_text())
+
+
+def save(path: Path, data: bytes) -> None:
+    """What an editor's save does: open with O_TRUNC, write, close (errors raised)."""
+    fd = os.open(path, os.O_WRONLY | os.O_TRUNC)
+    try:
+        os.write(fd, data)
+    finally:
+        os.close(fd)
+
+
+def test_row6_an_attempt_in_doubt_then_a_new_save_leaves_one(
+    emu: EmulatorProc, shared: MountProc
+) -> None:
+    """v1 is stored but its answer is lost, and every look-up for it fails; then v2 is saved.
+    The instance ends with one a.txt, v2 (v1's attempt is looked for by v1's content and
+    deleted once v2 is stored), never v1 beside it."""
+    m, rec = shared, new_record(emu)
+    p = m.path("incident", rec, "a.txt")
+    emu.fault(method="POST", path="/attachment/file", count=1, drop_after_bytes=0)
+    emu.fault(
+        method="GET", path="/attachment$", query=r"file_name=a\.txt", count=10_000, status=500
+    )
+    _quiet(lambda: p.write_bytes(b"v1"))  # write-through: EIO (in doubt); write-back: 0
+    if "--write-back" in " ".join(map(str, m.proc.args)):
+        until(lambda: status(m)["pending_uploads"], lambda s: s and s[0]["attempts"] >= 1)
+    assert on_instance(emu, rec) == {"a.txt": [digest(b"v1")]}  # stored, the mount unsure
+    _quiet(save, p, b"v2")  # a new save while v1's attempt is in doubt (write-through: the look-up
+    # fails, so v2 is not sent on a guess; it stays owed)
+    emu.json("DELETE", "/__emulator__/faults")
+    synced(m)
+    assert on_instance(emu, rec) == {"a.txt": [digest(b"v2")]}
+    assert p.read_bytes() == b"v2"
+
+
+def test_row9_a_listing_fetched_before_a_save_and_stored_after_it_never_undoes_it(
+    emu: EmulatorProc, shared: MountProc
+) -> None:
+    """The record's listing is computed by the instance while a.txt is still the old one, and
+    its answer arrives after a save replaced a.txt (the emulator holds it until then): the
+    mount keeps the save, so the next save replaces the new attachment and leaves one."""
+    m, rec = shared, new_record(emu)
+    put(emu, rec, "a.txt", b"old")
+    d = m.path("incident", rec)
+    fd = os.open(d / "a.txt", os.O_WRONLY)  # staged from the old attachment
+    try:
+        emu.fault(method="GET", path="/attachment$", query=f"table_sys_id={rec}", hold=True)
+        drops = m.log_text().count("cached listings dropped")
+        os.kill(m.proc.pid, signal.SIGHUP)  # the next look at the record lists it anew
+        until(lambda: m.log_text().count("cached listings dropped"), lambda n: n > drops)
+        listed, box = in_thread(lambda: os.listdir(d))
+        until(lambda: emu.json("GET", "/__emulator__/state")["held"], lambda n: n == 1)
+        os.write(fd, b"new")
+    finally:
+        os.close(fd)  # write-through: stored, the old one deleted; write-back: owed
+    synced(m)
+    assert on_instance(emu, rec) == {"a.txt": [digest(b"new")]}
+    assert emu.json("POST", "/__emulator__/release") == {"released": 1}
+    assert listed.wait(60) and box.get("value") == ["a.txt"], box
+    save(d / "a.txt", b"newer")
+    synced(m)
+    assert on_instance(emu, rec) == {"a.txt": [digest(b"newer")]}
+    assert (d / "a.txt").read_bytes() == b"newer"
+
+
+def test_row10_locks_and_staged_files_go_with_their_files(
+    emu: EmulatorProc, shared: MountProc
+) -> None:
+    """A mount's life: many files written. Once they are stored and closed, the daemon keeps
+    no lock and no staged file for any of them (`snfs status --json`, "writes")."""
+    m, rec = shared, new_record(emu)
+    d = m.path("incident", rec)
+    for i in range(150):
+        (d / f"f{i}.txt").write_bytes(b"x%d" % i)
+    synced(m)
+    assert len(on_instance(emu, rec)) == 150
+    assert until(lambda: status(m)["writes"], lambda w: w == {"locks": 0, "staged": 0})
