@@ -402,3 +402,72 @@ def test_row10_locks_and_staged_files_go_with_their_files(
     synced(m)
     assert len(on_instance(emu, rec)) == 150
     assert until(lambda: status(m)["writes"], lambda w: w == {"locks": 0, "staged": 0})
+
+
+@pytest.fixture
+def small_spool(tmp_path: Path) -> Iterator[Path]:
+    """A work dir whose spool is its own 1 MiB tmpfs, so a test can fill the spool's disk."""
+    spool = tmp_path / "w" / "spool"
+    spool.mkdir(parents=True)
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=1m,mode=0700", "tmpfs", str(spool)],
+        capture_output=True,
+        text=True,
+    )
+    if mounted.returncode != 0:
+        pytest.fail(f"cannot mount a tmpfs for the spool (root is needed): {mounted.stderr}")
+    try:
+        yield tmp_path / "w"
+    finally:
+        subprocess.run(["umount", "-l", str(spool)], capture_output=True)
+
+
+def fill(disk: Path) -> Path:
+    """Fill the file system of `disk` to the last byte; the filler's path (rm it to free)."""
+    filler = disk / "filler"
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        while True:
+            os.write(fd, b"\0" * 4096)
+    except OSError as e:
+        assert e.errno == errno.ENOSPC, e
+    finally:
+        os.close(fd)
+    return filler
+
+
+@pytest.mark.parametrize("mode", [(), ("--write-back",)], ids=["write-through", "write-back"])
+def test_row7_spool_disk_full_at_close_is_never_synced_and_the_bytes_are_kept(
+    emu: EmulatorProc, tmp_path: Path, small_spool: Path, mode: tuple[str, ...]
+) -> None:
+    """The spool's disk fills between the writes and the close that journals the file: the
+    close fails, `snfs sync` never says synced while the instance lacks the file; the daemon
+    is killed so; the next mount (space freed) keeps the bytes and names the file blocked."""
+    rec = new_record(emu)
+    m = start_mount(emu.url, tmp_path / "m", small_spool, *mode)
+    p = m.path("incident", rec, "a.txt")
+    try:
+        fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        os.write(fd, b"keep me")
+        filler = fill(m.spool)
+        with pytest.raises(OSError) as err:
+            os.close(fd)
+        assert err.value.errno in (errno.ENOSPC, errno.EIO)
+        done = snfs("sync", str(m.mountpoint))
+        assert done.returncode == 1 and "a.txt" in done.stderr, done.stderr
+        assert on_instance(emu, rec) == {}
+    finally:
+        kill(m)
+    filler.unlink()
+    m = start_mount(emu.url, tmp_path / "m", small_spool, *mode)
+    try:
+        q = m.path("incident", rec, "a.txt")
+        assert q.read_bytes() == b"keep me"
+        assert os.getxattr(q, "user.snfs.state") == b"blocked"
+        done = snfs("sync", str(m.mountpoint))
+        assert done.returncode == 1 and "a.txt" in done.stderr, done.stderr
+        save(q, b"keep me")  # written and closed again, it is sent
+        synced(m)
+        assert on_instance(emu, rec) == {"a.txt": [digest(b"keep me")]}
+    finally:
+        m.stop()
