@@ -271,6 +271,40 @@ async def test_row12_no_patch_killed_mid_copy_the_next_mount_finishes_the_rename
     assert backend.on_instance(REC) == {"b": [b"payload"]}
 
 
+async def test_no_patch_rename_then_open_at_a_crash_names_what_the_instance_keeps(
+    backend: FakeBackend, tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    """`mv c.txt a.txt` without PATCH, the copy not stored yet, then a.txt opened for writing
+    and the daemon killed. The next mount keeps a.txt blocked (its bytes are no close's) and
+    the instance keeps c.txt: the mount says so (status, sync, xattr), and `rm a.txt`
+    finishes what the user asked for (docs/WRITES.md, "Recovery")."""
+    backend.rename_supported = False
+    backend.put(T, REC, "c.txt", b"cee")
+    backend.put(T, REC, "a.txt", b"old a")
+    spool = tmp_path / "spool"
+    async with running(backend, spool) as c:
+        await c.names()
+        backend.fail_uploads.extend(ServerError("503", status=503) for _ in range(20))
+        with contextlib.suppress(pyfuse3.FUSEError):
+            await c.rename("c.txt", "a.txt")  # moved; the copy's upload is owed
+        assert await c.names() == ["a.txt"]
+        fh = await c.open("a.txt", os.O_WRONLY)
+        await c.write(fh, b"half")
+        c.kill()
+    backend.fail_uploads.clear()
+    async with running(backend, spool) as c:
+        await c.writes.recover()
+        assert await c.names() == ["a.txt"]
+        st = c.staged("a.txt")
+        assert st.state is State.BLOCKED
+        why = c.writes.describe(st, 0.0)["last_error"]
+        assert "c.txt" in str(why) and "a.txt" in str(why), why
+        await c.writes.sync()
+        assert backend.on_instance(REC) == {"c.txt": [b"cee"], "a.txt": [b"old a"]}
+        await c.unlink("a.txt")
+    assert backend.on_instance(REC) == {}
+
+
 @BOTH
 async def test_row2_backup_rename_then_new_save_uploads_the_new_bytes_once(
     backend: FakeBackend, tmp_path: Path, write_back: bool, autojump_clock: trio.testing.MockClock
