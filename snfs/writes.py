@@ -138,6 +138,7 @@ class Writes:
         self.hold_seconds = hold_seconds
         self.doubt_wait = doubt_wait
         tree.reserved_names = lambda t, r: self._local.get((t, r), {}).keys()
+        tree.hidden_ids = self.hidden
 
     # -- the per-file lock ----------------------------------------------------------------------
 

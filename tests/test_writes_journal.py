@@ -271,6 +271,27 @@ async def test_row12_no_patch_killed_mid_copy_the_next_mount_finishes_the_rename
     assert backend.on_instance(REC) == {"b": [b"payload"]}
 
 
+async def test_a_source_moved_away_never_takes_the_plain_name_from_a_shown_file(
+    backend: FakeBackend, tmp_path: Path
+) -> None:
+    """Found by the model (seed 7013): c.txt moved to another record (its copy owed, so the
+    source stays on the instance, hidden), then a.txt renamed to c.txt. The record showed
+    `c~00000000.txt`: the hidden source, newer, had taken the plain name."""
+    other = "b" * 32
+    backend.put(T, REC, "a.txt", b"")
+    backend.put(T, REC, "c.txt", b"")  # newer than a.txt
+    async with running(backend, tmp_path / "spool", write_back=True) as c:
+        assert await c.names() == ["a.txt", "c.txt"]
+        dest = c.tree.record_node(T, other)
+        await c.ops.rename(c.rec.ino, b"c.txt", dest.ino, b"a.txt", 0)  # its copy is owed
+        await c.rename("a.txt", "c.txt")  # renamed on the instance (PATCH)
+        c.tree.invalidate()
+        assert await c.names() == ["c.txt"]
+        await c.writes.sync()
+    assert backend.on_instance(REC) == {"c.txt": [b""]}
+    assert backend.on_instance(other) == {"a.txt": [b""]}
+
+
 async def test_no_patch_rename_then_open_at_a_crash_names_what_the_instance_keeps(
     backend: FakeBackend, tmp_path: Path, autojump_clock: trio.testing.MockClock
 ) -> None:
