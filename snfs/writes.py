@@ -671,11 +671,18 @@ class Writes:
 
     async def _send(self, st: Staged) -> Attachment:
         """One upload attempt, journaled as started before a byte is sent."""
+        before = st.attempt_started
         st.attempt_started = self._wall()
         st.attempts += 1
         st.wrote = False
         st.accepted = True
-        await self._journal(st)
+        try:
+            await self._journal(st)
+        except OSError:
+            # Not journaled, so not sent: this attempt never began, and is no attempt in
+            # doubt to wait for (a spool disk full would make each sync wait DOUBT_WAIT).
+            st.attempt_started = before
+            raise
         stored = await self.backend.upload(
             st.table,
             st.record,

@@ -178,6 +178,7 @@ async def test_row7_a_journal_that_cannot_be_written_is_never_synced(
         assert await c.close(fh) == errno.ENOSPC
         left = await c.writes.sync()  # the upload cannot journal its attempt either
         assert [st.name for st in left] == ["a.txt"]  # never "synced"
+        assert c.staged("a.txt").attempt_started is None  # nothing sent: nothing in doubt
         assert backend.stats.uploads == 0
         monkeypatch.setattr(Spool, "journal_sync", real)
         c.kill()
