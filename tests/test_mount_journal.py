@@ -471,3 +471,40 @@ def test_row7_spool_disk_full_at_close_is_never_synced_and_the_bytes_are_kept(
         assert on_instance(emu, rec) == {"a.txt": [digest(b"keep me")]}
     finally:
         m.stop()
+
+
+def test_no_patch_rename_then_killed_while_open_names_what_the_instance_keeps(
+    emu: EmulatorProc, tmp_path: Path
+) -> None:
+    """`mv c.txt a.txt` (no PATCH: the copy's upload failing, so owed), then a.txt opened for
+    writing and the daemon killed. The next mount shows a.txt blocked and not c.txt, while the
+    instance keeps c.txt: `snfs sync` and `user.snfs.last_error` say so; `rm a.txt` finishes
+    what the user asked for."""
+    rec = new_record(emu)
+    put(emu, rec, "c.txt", b"cee")
+    m = start_mount(emu.url, tmp_path / "m", tmp_path / "w")
+    d = m.path("incident", rec)
+    try:
+        assert os.listdir(d) == ["c.txt"]
+        emu.fault(method="POST", path="/attachment/file", count=10_000, status=503)
+        _quiet(os.rename, d / "c.txt", d / "a.txt")  # moved; the copy's upload is owed
+        assert os.listdir(d) == ["a.txt"]
+        fd = os.open(d / "a.txt", os.O_WRONLY)
+        os.write(fd, b"half")
+        until(lambda: [e["state"] for e in journal(m)], lambda s: s == ["open"])
+    finally:
+        kill(m)
+    emu.json("DELETE", "/__emulator__/faults")
+    m = start_mount(emu.url, tmp_path / "m", tmp_path / "w")
+    try:
+        assert os.listdir(d) == ["a.txt"]
+        why = os.getxattr(d / "a.txt", "user.snfs.last_error").decode()
+        assert "c.txt" in why, why
+        done = snfs("sync", str(m.mountpoint))
+        assert done.returncode == 1 and "keeps c.txt" in done.stderr, done.stderr
+        assert on_instance(emu, rec) == {"c.txt": [digest(b"cee")]}
+        os.unlink(d / "a.txt")
+        assert on_instance(emu, rec) == {}
+        assert os.listdir(d) == []
+    finally:
+        m.stop()
