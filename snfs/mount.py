@@ -176,6 +176,7 @@ class Mount:
             "requests": self.backend.stats.as_dict(),
             "cache": self.cache.stats(),
             "pending_uploads": [self.writes.describe(st, now) for st in self.writes.pending()],
+            "writes": self.writes.footprint(),
             "transfers_in_flight": self.transfers.as_list(),
             "unmount_report": str(self.report),
         }

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -123,11 +123,14 @@ class Named:
     created_on: datetime
 
 
-def assign_names(items: Iterable[Named], reserved: Iterable[str] = ()) -> dict[str, str]:
+def assign_names(
+    items: Iterable[Named], reserved: Iterable[str] = (), last: Collection[str] = ()
+) -> dict[str, str]:
     """Give every attachment of one record a unique POSIX name; returns name -> sys_id.
 
     Deterministic for a given set of attachments: the newest (created_on, then sys_id) of each
-    name keeps the plain name; names in `reserved` (local staged files) are never used.
+    name keeps the plain name; names in `reserved` (local staged files) are never used; an
+    attachment in `last` (not shown: being replaced) keeps it only if no other has that name.
     """
     by_shown: dict[str, list[Named]] = {}
     for item in items:
@@ -138,7 +141,7 @@ def assign_names(items: Iterable[Named], reserved: Iterable[str] = ()) -> dict[s
     taken: set[str] = set(reserved)
     result: dict[str, str] = {}
     # Plain names first, so a tagged name never steals a plain one.
-    ordered = {shown: _newest_first(group) for shown, group in by_shown.items()}
+    ordered = {shown: _newest_first(group, last) for shown, group in by_shown.items()}
     for shown, group in ordered.items():
         if shown not in taken:
             result[shown] = group[0].sys_id
@@ -152,8 +155,8 @@ def assign_names(items: Iterable[Named], reserved: Iterable[str] = ()) -> dict[s
     return result
 
 
-def _newest_first(group: Sequence[Named]) -> list[Named]:
-    return sorted(group, key=lambda n: (n.created_on, n.sys_id), reverse=True)
+def _newest_first(group: Sequence[Named], last: Collection[str] = ()) -> list[Named]:
+    return sorted(group, key=lambda n: (n.sys_id not in last, n.created_on, n.sys_id), reverse=True)
 
 
 def _unique_tagged(shown: str, sys_id: str, taken: set[str]) -> str:

@@ -23,7 +23,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Hashable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, cast
@@ -245,6 +245,9 @@ class Tree:
         self._flight = SingleFlight()
         # Names a record directory must keep free for local (staged) files: set by the write side.
         self.reserved_names: Callable[[str, str], Iterable[str]] = lambda table, record: ()
+        # Attachments not shown (being replaced by a staged file): they never take a plain
+        # name from one that is shown. Set by the write side.
+        self.hidden_ids: Callable[[str, str], Collection[str]] = lambda table, record: ()
         # Records being filled by a batch request: wait for it rather than ask again.
         self._batching: dict[tuple[str, str], trio.Event] = {}
         # Times users set (rsync -a, touch, cp -p): attachment sys_id -> (mtime_ns, atime_ns),
@@ -845,7 +848,9 @@ class Tree:
         reserved = self.reserved_names(table, record)
         by_id = {a.sys_id: a for a in atts}
         named = names.assign_names(
-            (names.Named(a.sys_id, a.file_name, a.created_on) for a in atts), reserved
+            (names.Named(a.sys_id, a.file_name, a.created_on) for a in atts),
+            reserved,
+            last=self.hidden_ids(table, record),
         )
         self._cache_record(
             table, record, RecordListing.of({n: by_id[s] for n, s in named.items()}, at)

@@ -110,7 +110,11 @@ class Writes:
         local_only: Sequence[str] = (),
         hold_seconds: float = HOLD_SECONDS,
         doubt_wait: float = DOUBT_WAIT,
+        wall: Callable[[], float] = time.time,
     ) -> None:
+        # The wall clock: when an attempt started (compared with the instance's creation
+        # times), the grace of a held name. A test gives a virtual one (deterministic runs).
+        self._wall = wall
         self.tree = tree
         self.inodes = tree.inodes
         self.backend = backend
@@ -134,6 +138,7 @@ class Writes:
         self.hold_seconds = hold_seconds
         self.doubt_wait = doubt_wait
         tree.reserved_names = lambda t, r: self._local.get((t, r), {}).keys()
+        tree.hidden_ids = self.hidden
 
     # -- the per-file lock ----------------------------------------------------------------------
 
@@ -195,7 +200,7 @@ class Writes:
     def xattrs(self, node: Node) -> dict[str, bytes]:
         st: Staged = node.data
         out = {"user.snfs.state": self.state_name(st).encode()}
-        why = self.reason(st, time.time())
+        why = self.reason(st, self._wall())
         if why:
             out["user.snfs.last_error"] = why.encode()
         if st.uploaded:
@@ -217,7 +222,19 @@ class Writes:
             why = HELD.format(st.hold_until - now)
         if not why and st.opens and st.state is State.WRITING:
             why = "open for writing"
+        if why and st.state is State.BLOCKED and st.replaces:
+            # The two views differ until the user acts (a rename's source, the version a save
+            # replaces): say what the instance still has, and how it goes.
+            kept = ", ".join(self._known_name(sys_id) for sys_id in st.replaces)
+            why += f"; the instance keeps {kept} until this file is saved again or removed"
         return why
+
+    def _now(self) -> datetime:
+        return datetime.fromtimestamp(self._wall(), UTC)
+
+    def _known_name(self, sys_id: str) -> str:
+        att = self.tree.attachment(sys_id)
+        return att.file_name if att is not None else f"attachment {sys_id}"
 
     def pending(self) -> list[Staged]:
         """Every file the instance does not have as the user left it: owed, in flight,
@@ -264,7 +281,14 @@ class Writes:
         async with self._locked(old, remote):
             old = self.local_entry(*key, name)  # another call may have staged the name meanwhile
             sid = self.spool.new_id()
-            st = Staged(sid, parent.table, parent.record, name, self.spool.create_data(sid))
+            st = Staged(
+                sid,
+                parent.table,
+                parent.record,
+                name,
+                self.spool.create_data(sid),
+                mtime=self._now(),
+            )
             if self._local_only(name):
                 st.state, st.local_only = State.LOCAL, LOCAL_ONLY  # desktop metadata
             st.opens = 1  # create() returns an open handle
@@ -299,6 +323,15 @@ class Writes:
         entries = self._local.get((st.table, st.record), {})
         if entries.get(st.name) is node:
             del entries[st.name]
+
+    def footprint(self) -> dict[str, int]:
+        """What the write path keeps per file now (`snfs status --json`, "writes"): its locks
+        and its staged files. Both 0 once every file is settled and closed (issue 18, row 10:
+        nothing is kept per file for the mount's life)."""
+        return {
+            "locks": len(self._locks),
+            "staged": sum(len(entries) for entries in self._local.values()),
+        }
 
     async def open_for_write(self, node: Node, flags: int) -> None:
         self._check_writable()
@@ -350,6 +383,7 @@ class Writes:
             replaces=[att.sys_id],
             dirty=truncate,
             origin=att,
+            mtime=self._now(),
         )
         self._local.setdefault((st.table, st.record), {}).pop(name, None)
         self._register(st, node)
@@ -383,7 +417,7 @@ class Writes:
             return n
 
     def _touch(self, st: Staged) -> None:
-        st.mtime = datetime.now(UTC)
+        st.mtime = self._now()
         if st.dropped:
             return  # an unlinked file can still be written through its handles; never sent
         st.dirty = st.wrote = True
@@ -530,7 +564,7 @@ class Writes:
         st.accepted = True
         st.wrote = False
         if is_temp(st.name):  # a scratch name: held for the grace, then sent if still named so
-            st.hold_until = time.time() + self.hold_seconds
+            st.hold_until = self._wall() + self.hold_seconds
             st.next_try = trio.current_time() + self.hold_seconds
         else:
             st.hold_until = 0.0
@@ -637,11 +671,18 @@ class Writes:
 
     async def _send(self, st: Staged) -> Attachment:
         """One upload attempt, journaled as started before a byte is sent."""
-        st.attempt_started = time.time()
+        before = st.attempt_started
+        st.attempt_started = self._wall()
         st.attempts += 1
         st.wrote = False
         st.accepted = True
-        await self._journal(st)
+        try:
+            await self._journal(st)
+        except OSError:
+            # Not journaled, so not sent: this attempt never began, and is no attempt in
+            # doubt to wait for (a spool disk full would make each sync wait DOUBT_WAIT).
+            st.attempt_started = before
+            raise
         stored = await self.backend.upload(
             st.table,
             st.record,
@@ -726,7 +767,7 @@ class Writes:
         found = await self.backend.find_uploaded(
             table, record, name, digest, size, since, exclude=exclude
         )
-        left = started + self.doubt_wait - time.time()
+        left = started + self.doubt_wait - self._wall()
         if found is None and left > 0:
             log.info(
                 "%s/%s/%s: an attempt in doubt started %.0f s ago is not on the instance yet;"
@@ -1012,7 +1053,7 @@ class Writes:
         what an attempt in doubt stored); "open" and "damaged" (their bytes are no close's)
         and "blocked" are shown blocked, never sent by themselves; "local" is kept."""
         count = 0
-        now = time.time()
+        now = self._wall()
         for entry in self.spool.owed():
             kind = entry.kind()
             crashed_open = kind == "open"
@@ -1045,7 +1086,7 @@ class Writes:
             )
             if entry.stored:
                 st.dirty = False
-                st.uploaded = _stored_stub(entry, st.size())
+                st.uploaded = _stored_stub(entry, st.size(), self._wall())
             elif kind != "local" and entry.attempt_started is not None:
                 st.attempt_started = entry.attempt_started
             elif kind == "owed":
@@ -1363,7 +1404,15 @@ class Writes:
         The kernel moves its dentry to the new name with the same inode: so must we."""
         att: Attachment = source.data
         sid, fd = await self._copy_into_spool(att, empty=False)
-        st = Staged(sid, new_parent.table, new_parent.record, old_name, fd, replaces=[att.sys_id])
+        st = Staged(
+            sid,
+            new_parent.table,
+            new_parent.record,
+            old_name,
+            fd,
+            replaces=[att.sys_id],
+            mtime=self._now(),
+        )
         if old_entries.get(old_name) is source:
             del old_entries[old_name]
         self.inodes.rekey(source, ("local", sid), Kind.LOCAL, st)
@@ -1397,10 +1446,10 @@ def _is_pending(st: Staged) -> bool:
     )
 
 
-def _stored_stub(entry: Entry, size: int) -> Attachment:
+def _stored_stub(entry: Entry, size: int, wall: float) -> Attachment:
     """What the journal knows of an attachment an earlier run stored: enough to show it and
     to settle onto it; the next listing brings the rest."""
-    now = datetime.now(UTC)
+    now = datetime.fromtimestamp(wall, UTC)
     return Attachment(
         sys_id=entry.stored or "",
         table_name=entry.table,

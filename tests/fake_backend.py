@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import hashlib
 import itertools
-from collections.abc import AsyncIterator, Collection
+import time
+from collections.abc import AsyncIterator, Callable, Collection
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -78,6 +79,7 @@ class FakeBackend(OptionalFeatures):
         # False: like an instance without PATCH (the emulator's default release), rename
         # answers Unsupported and the core renames by a journaled copy.
         self.rename_supported = True
+        self.wall: Callable[[], float] = time.time  # creation times (a test's virtual clock)
         self.fail_renames: list[SnfsError] = []
 
     # -- inspection ------------------------------------------------------------------------------
@@ -91,7 +93,7 @@ class FakeBackend(OptionalFeatures):
 
     def put(self, table: str, record: str, name: str, data: bytes) -> Attachment:
         """An attachment that exists on the instance before the test starts."""
-        now = datetime.now(UTC)
+        now = datetime.fromtimestamp(self.wall(), UTC)
         att = Attachment(
             sys_id=f"{next(self._ids):032x}",
             table_name=table,

@@ -160,6 +160,22 @@ async def test_upload_502_in_doubt_looked_up_then_sent_again(emu) -> None:
     assert _count_named(emu, rec, "doubt.txt") == 1
 
 
+async def test_upload_stored_answer_lost_and_look_ups_failing_is_not_sent_again(emu) -> None:
+    """Issue 18, row 6: the upload is stored, its answer lost, and the look-up for it gets no
+    answer. "Not found" is then not known: the upload fails in doubt rather than being sent
+    again on a guess (which stored a second copy)."""
+    rec = new_record(emu)
+    async with client(emu, in_doubt_wait=0.5) as c:
+        emu.fault(method="POST", path=r"/attachment/file", count=1, drop_after_bytes=0)
+        emu.fault(method="GET", path=r"/attachment$", query="file_name=lost", count=999, status=500)
+        with pytest.raises(ServerError) as err:
+            await c.upload("incident", rec, "lost.txt", b"stored once")
+        assert err.value.in_doubt
+        assert route_count(emu, "POST /attachment/file") == 1
+    emu.json("DELETE", "/__emulator__/faults")
+    assert _count_named(emu, rec, "lost.txt") == 1
+
+
 async def test_upload_404_not_retried(emu) -> None:
     async with client(emu) as c:
         from snfs.errors import NotFound

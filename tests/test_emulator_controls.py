@@ -106,6 +106,34 @@ def test_clearing_faults_lets_go_of_held_requests(client: httpx.Client, emu: Emu
     assert answered == [200]
 
 
+def test_hold_fault_answers_as_of_arrival_once_released(
+    client: httpx.Client, emu: EmulatorProc
+) -> None:
+    """A held answer is computed when the request arrives: a change made meanwhile is not in
+    it; `release` sends it."""
+    emu.fault(method="GET", path=r"/attachment$", query=f"table_sys_id={INC3}", hold=True)
+    box: dict[str, httpx.Response] = {}
+    with httpx.Client(base_url=emu.url, auth=("admin", "admin"), timeout=30) as other:
+        waiter = threading.Thread(
+            target=lambda: box.setdefault(
+                "r", other.get(f"/api/now/attachment?sysparm_query=table_sys_id={INC3}")
+            )
+        )
+        waiter.start()
+        eventually(lambda: client.get("/__emulator__/state").json()["held"] == 1)
+        assert "r" not in box  # still held
+        made = client.post(
+            f"/api/now/attachment/file?table_name=incident&table_sys_id={INC3}&file_name=late.txt",
+            content=b"x",
+            headers={"Content-Type": "text/plain"},
+        ).json()["result"]["sys_id"]
+        assert client.post("/__emulator__/release").json() == {"released": 1}
+        waiter.join(10)
+    listed = {a["sys_id"] for a in box["r"].json()["result"]}
+    assert listed and made not in listed
+    assert client.get("/__emulator__/state").json()["held"] == 0
+
+
 @pytest.mark.parametrize("encoding", ["identity", "gzip"])
 def test_drop_after_bytes(client: httpx.Client, emu: EmulatorProc, encoding: str) -> None:
     emu.fault(method="GET", path=r"/file$", drop_after_bytes=100_000)

@@ -2,7 +2,9 @@
 outcome read back through the instance's API: scratch-looking names reach the instance, desktop
 metadata stays local and is shown so, a backup rename with failing uploads leaves one file, a
 failed rename keeps its target, the copy-then-delete rename is owned by the mount, and a daemon
-killed mid-move or mid-write is finished (or kept) by the next mount, never torn."""
+killed mid-move or mid-write is finished (or kept) by the next mount, never torn. Rows 6, 9
+and 10 run in both modes on one mount per mode: an attempt in doubt is never left beside a
+new save, a listing answered late never undoes a save, and no lock outlives its file."""
 
 from __future__ import annotations
 
@@ -23,6 +25,7 @@ import pytest
 
 from tests.support.emulator_proc import EmulatorProc, start_emulator
 from tests.support.mount_proc import MountProc, start_mount, stop_mount
+from tests.support.waiting import in_thread
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -294,3 +297,214 @@ def _quiet(fn: Callable[..., Any], *args: Any) -> None:
         fn(*args)
     except OSError:
         pass
+
+
+# -- rows 6, 9 and 10: one mount per mode, shared by these tests -------------------------------
+
+
+@pytest.fixture(scope="module", params=[(), ("--write-back",)], ids=["write-through", "write-back"])
+def shared(
+    emu: EmulatorProc, tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> Iterator[MountProc]:
+    tmp = tmp_path_factory.mktemp("shared")
+    m = start_mount(emu.url, tmp / "m", tmp / "w", *request.param, "--timeout", "5")
+    yield m
+    m.stop()
+
+
+def put(emu: EmulatorProc, rec: str, name: str, data: bytes) -> str:
+    """An attachment stored through the API (not the mount); its sys_id."""
+    path = f"/api/now/attachment/file?table_name=incident&table_sys_id={rec}&file_name={name}"
+    return emu.json("POST", path, data, headers={"Content-Type": "text/plain"})["result"]["sys_id"]
+
+
+def synced(m: MountProc) -> None:
+    done = snfs("sync", str(m.mountpoint))
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def status(m: MountProc) -> dict:
+    return json.loads((m.mountpoint / ".snfs" / "status").read_text())
+
+
+def save(path: Path, data: bytes) -> None:
+    """What an editor's save does: open with O_TRUNC, write, close (errors raised)."""
+    fd = os.open(path, os.O_WRONLY | os.O_TRUNC)
+    try:
+        os.write(fd, data)
+    finally:
+        os.close(fd)
+
+
+def test_row6_an_attempt_in_doubt_then_a_new_save_leaves_one(
+    emu: EmulatorProc, shared: MountProc
+) -> None:
+    """v1 is stored but its answer is lost, and every look-up for it fails; then v2 is saved.
+    The instance ends with one a.txt, v2 (v1's attempt is looked for by v1's content and
+    deleted once v2 is stored), never v1 beside it."""
+    m, rec = shared, new_record(emu)
+    p = m.path("incident", rec, "a.txt")
+    emu.fault(method="POST", path="/attachment/file", count=1, drop_after_bytes=0)
+    emu.fault(
+        method="GET", path="/attachment$", query=r"file_name=a\.txt", count=10_000, status=500
+    )
+    _quiet(lambda: p.write_bytes(b"v1"))  # write-through: EIO (in doubt); write-back: 0
+    if "--write-back" in " ".join(map(str, m.proc.args)):
+        until(lambda: status(m)["pending_uploads"], lambda s: s and s[0]["attempts"] >= 1)
+    assert on_instance(emu, rec) == {"a.txt": [digest(b"v1")]}  # stored, the mount unsure
+    _quiet(save, p, b"v2")  # a new save while v1's attempt is in doubt (write-through: the look-up
+    # fails, so v2 is not sent on a guess; it stays owed)
+    emu.json("DELETE", "/__emulator__/faults")
+    synced(m)
+    assert on_instance(emu, rec) == {"a.txt": [digest(b"v2")]}
+    assert p.read_bytes() == b"v2"
+
+
+def test_row9_a_listing_fetched_before_a_save_and_stored_after_it_never_undoes_it(
+    emu: EmulatorProc, shared: MountProc
+) -> None:
+    """The record's listing is computed by the instance while a.txt is still the old one, and
+    its answer arrives after a save replaced a.txt (the emulator holds it until then): the
+    mount keeps the save, so the next save replaces the new attachment and leaves one."""
+    m, rec = shared, new_record(emu)
+    put(emu, rec, "a.txt", b"old")
+    d = m.path("incident", rec)
+    fd = os.open(d / "a.txt", os.O_WRONLY)  # staged from the old attachment
+    try:
+        emu.fault(method="GET", path="/attachment$", query=f"table_sys_id={rec}", hold=True)
+        drops = m.log_text().count("cached listings dropped")
+        os.kill(m.proc.pid, signal.SIGHUP)  # the next look at the record lists it anew
+        until(lambda: m.log_text().count("cached listings dropped"), lambda n: n > drops)
+        listed, box = in_thread(lambda: os.listdir(d))
+        until(lambda: emu.json("GET", "/__emulator__/state")["held"], lambda n: n == 1)
+        os.write(fd, b"new")
+    finally:
+        os.close(fd)  # write-through: stored, the old one deleted; write-back: owed
+    synced(m)
+    assert on_instance(emu, rec) == {"a.txt": [digest(b"new")]}
+    assert emu.json("POST", "/__emulator__/release") == {"released": 1}
+    assert listed.wait(60) and box.get("value") == ["a.txt"], box
+    save(d / "a.txt", b"newer")
+    synced(m)
+    assert on_instance(emu, rec) == {"a.txt": [digest(b"newer")]}
+    assert (d / "a.txt").read_bytes() == b"newer"
+
+
+def test_row10_locks_and_staged_files_go_with_their_files(
+    emu: EmulatorProc, shared: MountProc
+) -> None:
+    """A mount's life: many files written. Once they are stored and closed, the daemon keeps
+    no lock and no staged file for any of them (`snfs status --json`, "writes")."""
+    m, rec = shared, new_record(emu)
+    d = m.path("incident", rec)
+    for i in range(150):
+        (d / f"f{i}.txt").write_bytes(b"x%d" % i)
+    synced(m)
+    assert len(on_instance(emu, rec)) == 150
+    assert until(lambda: status(m)["writes"], lambda w: w == {"locks": 0, "staged": 0})
+
+
+@pytest.fixture
+def small_spool(tmp_path: Path) -> Iterator[Path]:
+    """A work dir whose spool is its own 1 MiB tmpfs, so a test can fill the spool's disk."""
+    spool = tmp_path / "w" / "spool"
+    spool.mkdir(parents=True)
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=1m,mode=0700", "tmpfs", str(spool)],
+        capture_output=True,
+        text=True,
+    )
+    if mounted.returncode != 0:
+        pytest.fail(f"cannot mount a tmpfs for the spool (root is needed): {mounted.stderr}")
+    try:
+        yield tmp_path / "w"
+    finally:
+        subprocess.run(["umount", "-l", str(spool)], capture_output=True)
+
+
+def fill(disk: Path) -> Path:
+    """Fill the file system of `disk` to the last byte; the filler's path (rm it to free)."""
+    filler = disk / "filler"
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        while True:
+            os.write(fd, b"\0" * 4096)
+    except OSError as e:
+        assert e.errno == errno.ENOSPC, e
+    finally:
+        os.close(fd)
+    return filler
+
+
+@pytest.mark.parametrize("mode", [(), ("--write-back",)], ids=["write-through", "write-back"])
+def test_row7_spool_disk_full_at_close_is_never_synced_and_the_bytes_are_kept(
+    emu: EmulatorProc, tmp_path: Path, small_spool: Path, mode: tuple[str, ...]
+) -> None:
+    """The spool's disk fills between the writes and the close that journals the file: the
+    close fails, `snfs sync` never says synced while the instance lacks the file; the daemon
+    is killed so; the next mount (space freed) keeps the bytes and names the file blocked."""
+    rec = new_record(emu)
+    m = start_mount(emu.url, tmp_path / "m", small_spool, *mode)
+    p = m.path("incident", rec, "a.txt")
+    try:
+        fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        os.write(fd, b"keep me")
+        filler = fill(m.spool)
+        with pytest.raises(OSError) as err:
+            os.close(fd)
+        assert err.value.errno in (errno.ENOSPC, errno.EIO)
+        done = snfs("sync", str(m.mountpoint))
+        assert done.returncode == 1 and "a.txt" in done.stderr, done.stderr
+        assert on_instance(emu, rec) == {}
+    finally:
+        kill(m)
+    filler.unlink()
+    m = start_mount(emu.url, tmp_path / "m", small_spool, *mode)
+    try:
+        q = m.path("incident", rec, "a.txt")
+        assert q.read_bytes() == b"keep me"
+        assert os.getxattr(q, "user.snfs.state") == b"blocked"
+        done = snfs("sync", str(m.mountpoint))
+        assert done.returncode == 1 and "a.txt" in done.stderr, done.stderr
+        save(q, b"keep me")  # written and closed again, it is sent
+        synced(m)
+        assert on_instance(emu, rec) == {"a.txt": [digest(b"keep me")]}
+    finally:
+        m.stop()
+
+
+def test_no_patch_rename_then_killed_while_open_names_what_the_instance_keeps(
+    emu: EmulatorProc, tmp_path: Path
+) -> None:
+    """`mv c.txt a.txt` (no PATCH: the copy's upload failing, so owed), then a.txt opened for
+    writing and the daemon killed. The next mount shows a.txt blocked and not c.txt, while the
+    instance keeps c.txt: `snfs sync` and `user.snfs.last_error` say so; `rm a.txt` finishes
+    what the user asked for."""
+    rec = new_record(emu)
+    put(emu, rec, "c.txt", b"cee")
+    m = start_mount(emu.url, tmp_path / "m", tmp_path / "w")
+    d = m.path("incident", rec)
+    try:
+        assert os.listdir(d) == ["c.txt"]
+        emu.fault(method="POST", path="/attachment/file", count=10_000, status=503)
+        _quiet(os.rename, d / "c.txt", d / "a.txt")  # moved; the copy's upload is owed
+        assert os.listdir(d) == ["a.txt"]
+        fd = os.open(d / "a.txt", os.O_WRONLY)
+        os.write(fd, b"half")
+        until(lambda: [e["state"] for e in journal(m)], lambda s: s == ["open"])
+    finally:
+        kill(m)
+    emu.json("DELETE", "/__emulator__/faults")
+    m = start_mount(emu.url, tmp_path / "m", tmp_path / "w")
+    try:
+        assert os.listdir(d) == ["a.txt"]
+        why = os.getxattr(d / "a.txt", "user.snfs.last_error").decode()
+        assert "c.txt" in why, why
+        done = snfs("sync", str(m.mountpoint))
+        assert done.returncode == 1 and "keeps c.txt" in done.stderr, done.stderr
+        assert on_instance(emu, rec) == {"c.txt": [digest(b"cee")]}
+        os.unlink(d / "a.txt")
+        assert on_instance(emu, rec) == {}
+        assert os.listdir(d) == []
+    finally:
+        m.stop()

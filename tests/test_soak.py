@@ -32,7 +32,9 @@ def run_soak(tmp_path: Path, mode: str, *extra: str) -> tuple[int, dict, str]:
     out = tmp_path / "soak.json"
     r = subprocess.run(
         [sys.executable, str(DRIVER), "--seed", str(seed), "--minutes", "0.4", "--modes", mode]
-        + ["--kills", "1", "--restarts", "1", "--fault-every", "1", "--json", str(out)]
+        + ["--kills", "1", "--restarts", "1", "--fault-every", "1", "--min-calls", "250"]
+        + ["--min-faults", "5"]
+        + ["--json", str(out)]
         + ["--workdir", str(tmp_path / "work"), *extra],
         capture_output=True,
         text=True,

@@ -178,6 +178,7 @@ async def test_row7_a_journal_that_cannot_be_written_is_never_synced(
         assert await c.close(fh) == errno.ENOSPC
         left = await c.writes.sync()  # the upload cannot journal its attempt either
         assert [st.name for st in left] == ["a.txt"]  # never "synced"
+        assert c.staged("a.txt").attempt_started is None  # nothing sent: nothing in doubt
         assert backend.stats.uploads == 0
         monkeypatch.setattr(Spool, "journal_sync", real)
         c.kill()
@@ -269,6 +270,61 @@ async def test_row12_no_patch_killed_mid_copy_the_next_mount_finishes_the_rename
         c.kill()
     await remount(backend, spool, False)
     assert backend.on_instance(REC) == {"b": [b"payload"]}
+
+
+async def test_a_source_moved_away_never_takes_the_plain_name_from_a_shown_file(
+    backend: FakeBackend, tmp_path: Path
+) -> None:
+    """Found by the model (seed 7013): c.txt moved to another record (its copy owed, so the
+    source stays on the instance, hidden), then a.txt renamed to c.txt. The record showed
+    `c~00000000.txt`: the hidden source, newer, had taken the plain name."""
+    other = "b" * 32
+    backend.put(T, REC, "a.txt", b"")
+    backend.put(T, REC, "c.txt", b"")  # newer than a.txt
+    async with running(backend, tmp_path / "spool", write_back=True) as c:
+        assert await c.names() == ["a.txt", "c.txt"]
+        dest = c.tree.record_node(T, other)
+        await c.ops.rename(c.rec.ino, b"c.txt", dest.ino, b"a.txt", 0)  # its copy is owed
+        await c.rename("a.txt", "c.txt")  # renamed on the instance (PATCH)
+        c.tree.invalidate()
+        assert await c.names() == ["c.txt"]
+        await c.writes.sync()
+    assert backend.on_instance(REC) == {"c.txt": [b""]}
+    assert backend.on_instance(other) == {"a.txt": [b""]}
+
+
+async def test_no_patch_rename_then_open_at_a_crash_names_what_the_instance_keeps(
+    backend: FakeBackend, tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    """`mv c.txt a.txt` without PATCH, the copy not stored yet, then a.txt opened for writing
+    and the daemon killed. The next mount keeps a.txt blocked (its bytes are no close's) and
+    the instance keeps c.txt: the mount says so (status, sync, xattr), and `rm a.txt`
+    finishes what the user asked for (docs/WRITES.md, "Recovery")."""
+    backend.rename_supported = False
+    backend.put(T, REC, "c.txt", b"cee")
+    backend.put(T, REC, "a.txt", b"old a")
+    spool = tmp_path / "spool"
+    async with running(backend, spool) as c:
+        await c.names()
+        backend.fail_uploads.extend(ServerError("503", status=503) for _ in range(20))
+        with contextlib.suppress(pyfuse3.FUSEError):
+            await c.rename("c.txt", "a.txt")  # moved; the copy's upload is owed
+        assert await c.names() == ["a.txt"]
+        fh = await c.open("a.txt", os.O_WRONLY)
+        await c.write(fh, b"half")
+        c.kill()
+    backend.fail_uploads.clear()
+    async with running(backend, spool) as c:
+        await c.writes.recover()
+        assert await c.names() == ["a.txt"]
+        st = c.staged("a.txt")
+        assert st.state is State.BLOCKED
+        why = c.writes.describe(st, 0.0)["last_error"]
+        assert "c.txt" in str(why) and "a.txt" in str(why), why
+        await c.writes.sync()
+        assert backend.on_instance(REC) == {"c.txt": [b"cee"], "a.txt": [b"old a"]}
+        await c.unlink("a.txt")
+    assert backend.on_instance(REC) == {}
 
 
 @BOTH

@@ -42,6 +42,7 @@ from typing import Any, TypeVar
 import pyfuse3
 import pytest
 import trio
+import trio.testing
 from hypothesis import HealthCheck, seed, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
@@ -75,14 +76,31 @@ R = TypeVar("R")
 # -- a trio run in a thread: hypothesis's rules are plain functions -------------------------------
 
 
+# Each step of the model takes this long in virtual time (strictly increasing times, as on a
+# real machine, but the same on every run of an example).
+STEP = 0.01
+EPOCH = 1_767_225_600.0  # the virtual wall clock starts at 2026-01-01 00:00 UTC
+
+
 class Loop:
-    """One trio run for one test case; each rule runs one coroutine in it and waits."""
+    """One trio run for one test case; each rule runs one coroutine in it and waits.
+
+    Time is virtual and moves only with the steps: trio's clock is a MockClock, and the wall
+    clock (when an attempt started, the instance's creation times, a held name's grace) is
+    EPOCH plus it. A replayed example therefore behaves exactly as the first run (hypothesis
+    can shrink it), however loaded the machine; `wait` moves both clocks on by seconds."""
 
     def __init__(self) -> None:
+        self.clock = trio.testing.MockClock()
         self._ready = threading.Event()
-        self._thread = threading.Thread(target=trio.run, args=(self._main,), daemon=True)
+        self._thread = threading.Thread(
+            target=trio.run, args=(self._main,), kwargs={"clock": self.clock}, daemon=True
+        )
         self._thread.start()
         self._ready.wait()
+
+    def wall(self) -> float:
+        return EPOCH + self.clock.current_time()
 
     async def _main(self) -> None:
         self.token = trio.lowlevel.current_trio_token()
@@ -94,7 +112,14 @@ class Loop:
             nursery.cancel_scope.cancel()
 
     def run(self, fn: Callable[..., Awaitable[R]], *args: Any) -> R:
-        return trio.from_thread.run(fn, *args, trio_token=self.token)
+        async def step() -> R:
+            self.clock.jump(STEP)
+            return await fn(*args)
+
+        return trio.from_thread.run(step, trio_token=self.token)
+
+    def wait(self, seconds: float) -> None:
+        trio.from_thread.run_sync(self.clock.jump, seconds, trio_token=self.token)
 
     def close(self) -> None:
         trio.from_thread.run_sync(self._stop.set, trio_token=self.token)
@@ -105,16 +130,19 @@ class Mount:
     """One run of the daemon's core: a tree, a spool, writes, operations; a content cache
     held open by a task of the loop (a nursery is left by the task that entered it)."""
 
-    def __init__(self, backend: FakeBackend, spool_dir: Path, write_back: bool) -> None:
+    def __init__(
+        self, backend: FakeBackend, spool_dir: Path, write_back: bool, wall: Callable[[], float]
+    ) -> None:
         self.backend, self.spool_dir, self.write_back = backend, spool_dir, write_back
+        self.wall = wall
 
     async def start(self, nursery: trio.Nursery) -> None:
         self._done = trio.Event()
         await nursery.start(self._hold_cache)
-        self.tree = Tree(self.backend, clock=trio.current_time)
+        self.tree = Tree(self.backend, clock=trio.current_time, wall=self.wall)
         self.spool = Spool(self.spool_dir)
         # doubt_wait 0: the fake instance never stores a request late, so its first look-up is
-        # final (and the model runs on real time); late stores: tests/test_writes_late_store.py
+        # final; late stores: tests/test_writes_late_store.py
         self.writes = Writes(
             self.tree,
             self.backend,
@@ -122,6 +150,7 @@ class Mount:
             self.spool,
             write_back=self.write_back,
             doubt_wait=0.0,
+            wall=self.wall,
         )
         self.ops = Operations(
             self.tree,
@@ -216,6 +245,7 @@ class WritesModel(RuleBasedStateMachine):
         self.loop = Loop()
         self._tmp = TemporaryDirectory()
         self.backend = FakeBackend()
+        self.backend.wall = self.loop.wall
         self.names: dict[tuple[int, str], Obj] = {}
         # Per name: every content the instance may hold under it (initial, accepted, renamed in)
         self.allowed: dict[tuple[int, str], set[bytes]] = {}
@@ -243,7 +273,9 @@ class WritesModel(RuleBasedStateMachine):
         self._tmp.cleanup()
 
     def _remount(self) -> None:
-        self.mount = Mount(self.backend, Path(self._tmp.name) / "spool", self.write_back)
+        self.mount = Mount(
+            self.backend, Path(self._tmp.name) / "spool", self.write_back, self.loop.wall
+        )
         self.loop.run(self.mount.start, self.loop.nursery)
 
     @property

@@ -53,6 +53,15 @@ async def clear_faults(request: Request) -> Response:
     return JSONResponse({"queued": 0})
 
 
+async def release(request: Request) -> Response:
+    """Send every answer held by a `hold` fault."""
+    require_admin(request)
+    holds = emu_of(request).faults.holds
+    released = holds.held
+    holds.release()
+    return JSONResponse({"released": released})
+
+
 async def reset(request: Request) -> Response:
     """{} clears stats and faults; {"data": true} also wipes every record and attachment."""
     require_admin(request)
@@ -80,6 +89,7 @@ async def state(request: Request) -> Response:
     return JSONResponse(
         {
             "faults_queued": emu.faults.queued(),
+            "held": emu.faults.holds.held,
             "config": {
                 "range": emu.config.range,
                 "rename": emu.config.rename,

@@ -56,6 +56,7 @@ def control_routes() -> list[Route]:
         Route("/__emulator__/stats", ctl.get_stats, methods=["GET"]),
         Route("/__emulator__/faults", ctl.add_fault, methods=["POST"]),
         Route("/__emulator__/faults", ctl.clear_faults, methods=["DELETE"]),
+        Route("/__emulator__/release", ctl.release, methods=["POST"]),
         Route("/__emulator__/reset", ctl.reset, methods=["POST"]),
         Route("/__emulator__/state", ctl.state, methods=["GET", "POST"]),
     ]

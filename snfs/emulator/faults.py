@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import trio
@@ -19,6 +19,7 @@ class Fault:
     delay: float | None = None
     drop_after_bytes: int | None = None
     query: re.Pattern[str] | None = None  # searched in the percent-decoded query string
+    hold: bool = False  # served, its answer held until released (a reply late on the wire)
 
     def matches(self, method: str, path: str, query: str = "") -> bool:
         if self.method and self.method.upper() != method.upper():
@@ -45,22 +46,50 @@ def parse_fault(spec: dict[str, Any]) -> Fault:
         delay=float(spec["delay"]) if spec.get("delay") is not None else None,
         drop_after_bytes=int(drop) if drop is not None else None,
         query=re.compile(spec["query"]) if spec.get("query") else None,
+        hold=bool(spec.get("hold")),
     )
     if count < 1 or (
-        fault.status is None and fault.delay is None and fault.drop_after_bytes is None
+        fault.status is None
+        and fault.delay is None
+        and fault.drop_after_bytes is None
+        and not fault.hold
     ):
-        raise ValueError("a fault needs count >= 1 and one of status, delay, drop_after_bytes")
+        raise ValueError(
+            "a fault needs count >= 1 and one of status, delay, drop_after_bytes, hold"
+        )
     return fault
+
+
+@dataclass
+class Holds:
+    """Answers computed and held back (`hold` faults) until `release()`: a test makes "a reply
+    computed before X arrives after X" happen by event, not by timing."""
+
+    held: int = 0
+    _gate: trio.Event = field(default_factory=trio.Event)
+
+    async def wait(self) -> None:
+        gate = self._gate
+        self.held += 1
+        try:
+            await gate.wait()
+        finally:
+            self.held -= 1
+
+    def release(self) -> None:
+        self._gate.set()
+        self._gate = trio.Event()
 
 
 class FaultQueue:
     def __init__(self) -> None:
         self.faults: list[Fault] = []
+        self.holds = Holds()
         # Set when the faults are cleared: a request a `delay` fault still holds is let go
         # then, so a test that clears its faults in `finally` does not wait out a long delay.
         self._cleared: trio.Event | None = None
 
-    async def hold(self, delay: float) -> None:
+    async def sleep(self, delay: float) -> None:
         """Sleep `delay` seconds, or less if the faults are cleared meanwhile."""
         if self._cleared is None:
             self._cleared = trio.Event()
@@ -76,6 +105,7 @@ class FaultQueue:
         if self._cleared is not None:
             self._cleared.set()
             self._cleared = None
+        self.holds.release()  # nothing stays held once the faults are cleared
 
     def queued(self) -> int:
         return sum(f.count for f in self.faults)

@@ -155,9 +155,12 @@ class EmulatorMiddleware:
 
     async def apply(self, fault: Fault, scope: Any, receive: Any, send: Any) -> None:
         if fault.delay:
-            await self.emu.faults.hold(fault.delay)
+            await self.emu.faults.sleep(fault.delay)
         if fault.status is not None:
             await self.answer_status(fault, receive, send)
+            return
+        if fault.hold:
+            await self.held(scope, receive, send)
             return
         if fault.drop_after_bytes is None:
             await self.app(scope, receive, send)
@@ -168,6 +171,19 @@ class EmulatorMiddleware:
             if not only_drops(exc):
                 raise
             # Returning without the final body message: Hypercorn closes the connection.
+
+    async def held(self, scope: Any, receive: Any, send: Any) -> None:
+        """Serve the request now (the instance acts and answers as of now), then hold the
+        answer until the test releases it."""
+        messages: list[Any] = []
+
+        async def keep(message: Any) -> None:
+            messages.append(message)
+
+        await self.app(scope, receive, keep)
+        await self.emu.faults.holds.wait()
+        for message in messages:
+            await send(message)
 
     async def answer_status(self, fault: Fault, receive: Any, send: Any) -> None:
         while True:  # read the request body so the client gets the answer, not a reset

@@ -784,11 +784,13 @@ class AttachmentClient:
             wait_total = max(self.config.timeout, 5.0)
         give_up = time.monotonic() + wait_total
         pause = 0.25
+        failure: SnfsError | None = None
         while True:
             try:
                 atts = await self.list_all(q, page_size=100)
-            except SnfsError:
-                atts = []
+                failure = None
+            except SnfsError as err:
+                atts, failure = [], err
             hits = [
                 a
                 for a in atts
@@ -799,6 +801,12 @@ class AttachmentClient:
             if hits:
                 return max(hits, key=lambda a: (a.created_on, a.sys_id))
             if time.monotonic() + pause > give_up:
+                if failure is not None:
+                    # The last look-up got no answer: "not found" is not known, and sending
+                    # again on that guess may store a second copy (issue 18, row 6). The
+                    # attempt stays in doubt; the caller looks again before its next upload.
+                    failure.in_doubt = True
+                    raise failure
                 return None
             await trio.sleep(pause)
             pause = min(pause * 2, 2.0)
