@@ -92,8 +92,11 @@ async def test_a_reader_gets_its_first_bytes_while_the_worker_is_held(emu, tmp_p
             assert whole == data
             assert len(batches) > 1
             await _published(cache)
-    # Complete, verified, published under its final name.
-    assert (tmp_path / "cache" / att.sys_id).read_bytes() == data
+    # Complete, verified, published under its final name; of the disk the worker allocated
+    # ahead of its writes (transfer.Reserve), nothing is left past the file's end.
+    published = tmp_path / "cache" / att.sys_id
+    assert published.read_bytes() == data
+    assert published.stat().st_blocks * 512 < len(data) + transfer.RESERVE // 2
 
 
 async def test_a_wrong_hash_keeps_the_file_out_of_the_cache_with_a_slow_worker(
@@ -134,6 +137,7 @@ async def test_a_download_resumes_after_a_break_in_the_worker(emu, tmp_path) -> 
                 assert await cache.read(att.sys_id, len(data), 0, len(data)) == data
             await _published(cache)
         assert c.stats.retries >= 1
+    assert (tmp_path / "cache" / att.sys_id).stat().st_blocks * 512 < len(data) + MiB
     assert hashlib.sha256((tmp_path / "cache" / att.sys_id).read_bytes()).digest() == (
         hashlib.sha256(data).digest()
     )
