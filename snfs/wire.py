@@ -27,11 +27,32 @@ import ssl
 import threading
 import urllib.request
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, cast
 
 import httpx
 
 RECV = 1 << 18  # at most this many bytes per receive (one `recv` into a fresh bytes object)
+# The answer's read buffer (http.client: 8 KiB). A body piece that does not start in it is
+# received straight into its own bytes object; what a header or chunk-size line brought along
+# is copied out of it. 64 KiB: a body sent in small chunks (a real instance's chunk size is not
+# documented) costs one `recv` per 64 KiB, not one per chunk, and a body in large chunks has at
+# most 64 KiB per chunk copied once more.
+BUFFER = 1 << 16
+
+
+class _Response(http.client.HTTPResponse):
+    def __init__(self, sock: socket.socket, *args: Any, **kwargs: Any) -> None:
+        super().__init__(sock, *args, **kwargs)
+        self.fp.close()  # nothing read from it yet; the socket stays open
+        self.fp = cast(Any, sock.makefile("rb", buffering=BUFFER))
+
+
+class _HTTPConnection(http.client.HTTPConnection):
+    response_class = _Response
+
+
+class _HTTPSConnection(http.client.HTTPSConnection):
+    response_class = _Response
 
 
 def proxied() -> bool:
@@ -110,10 +131,8 @@ class WireTransport(httpx.BaseTransport):
                 return idle.pop()
         scheme, host, port = key
         if scheme == "https":
-            return http.client.HTTPSConnection(
-                host, port, timeout=self.timeout, context=self.context
-            )
-        return http.client.HTTPConnection(host, port, timeout=self.timeout)
+            return _HTTPSConnection(host, port, timeout=self.timeout, context=self.context)
+        return _HTTPConnection(host, port, timeout=self.timeout)
 
     def put_back(self, key: tuple[str, str, int], conn: Any) -> None:
         with self._lock:
