@@ -86,6 +86,11 @@ class _Body(httpx.SyncByteStream):
                 if not chunk:
                     break
                 yield chunk
+        if self.resp.length:  # http.client ends a Content-Length body cut short quietly
+            raise httpx.RemoteProtocolError(
+                f"peer closed connection without sending complete message body "
+                f"({self.resp.length} bytes missing)"
+            )
         self.done = True
 
     def close(self) -> None:

@@ -271,3 +271,37 @@ async def test_the_workers_read_over_verified_tls_and_keep_their_connection(tls_
     async with client(tls, retry_total_seconds=0.5) as c:
         with pytest.raises(CertificateError):
             await c.stream_into(att.sys_id, _Collect())
+
+
+def test_a_body_cut_short_is_a_protocol_error_and_its_connection_not_kept() -> None:
+    """http.client ends a Content-Length body cut short without a word: the transport says
+    so, as h11 would (the worker's resume logic takes it as a break), and keeps no connection
+    that is in the middle of an answer. The server is a socket of the test's: the emulator
+    cannot announce more bytes than it sends."""
+    import socket
+
+    import httpx
+
+    srv = socket.create_server(("127.0.0.1", 0))
+    port = srv.getsockname()[1]
+
+    def serve() -> None:
+        conn, _ = srv.accept()
+        with conn:
+            conn.recv(65536)
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n" + b"x" * 50)
+
+    t = threading.Thread(target=serve)
+    t.start()
+    transport = wire.WireTransport(verify=True, timeout=5, pool=2)
+    try:
+        with (
+            httpx.Client(transport=transport) as c,
+            c.stream("GET", f"http://127.0.0.1:{port}/f") as r,
+            pytest.raises(httpx.RemoteProtocolError, match="50 bytes missing"),
+        ):
+            b"".join(r.iter_bytes())
+        assert not any(transport._idle.values())
+    finally:
+        t.join(5)
+        srv.close()
