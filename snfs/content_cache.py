@@ -63,7 +63,7 @@ import trio
 from snfs import transfer
 from snfs.errors import InvalidInput, NotFound
 from snfs.spool import private_dir
-from snfs.transfer import Sink, Stop, pwritev_all
+from snfs.transfer import Reserve, Sink, Stop, pwritev_all
 
 log = logging.getLogger("snfs.cache")
 
@@ -565,6 +565,9 @@ class ContentCache:
             if sink.stop is not None:
                 raise sink.stop from None  # paused, abandoned
             return  # dropped (forgotten, evicted): nothing to finish
+        finally:
+            if entry.dead is None:  # the worker has returned: give back what it allocated
+                sink.reserve.trim(sink.pos)
         if entry.dead is None:
             await self._finish(entry)
 
@@ -714,6 +717,7 @@ class _DiskSink:
         assert entry.fd is not None
         self.cache, self.entry, self.token = cache, entry, token
         self.fd, self.pos = entry.fd, entry.watermark
+        self.reserve = Reserve(self.fd, self.pos)
         self.stop: BaseException | None = None
         self._lock = threading.Lock()
         self._untold = 0  # bytes written that the loop has not been told of
@@ -725,6 +729,7 @@ class _DiskSink:
     def put(self, pieces: list[bytes]) -> None:
         if self.stop is not None or self.entry.dead is not None:
             raise Stop()
+        self.reserve.ahead_of(self.pos, sum(map(len, pieces)))
         n = pwritev_all(self.fd, pieces, self.pos)
         self.pos += n
         with self._lock:

@@ -20,6 +20,8 @@ written): see tests/test_transfer.py.
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import errno
 import os
 import sys
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
@@ -31,6 +33,8 @@ import trio
 BATCH = 1 << 20  # bytes a worker gathers before one vectored write when no reader waits
 IOV_MAX = 1024  # pieces per pwritev (Linux's UIO_MAXIOV)
 SWITCH_INTERVAL = 0.0005  # s: see share_the_gil
+RESERVE = 16 << 20  # bytes of disk a download worker allocates ahead of its writes (`reserve`)
+_FALLOC_FL_KEEP_SIZE = 1
 
 T = TypeVar("T")
 
@@ -116,6 +120,61 @@ def pwritev_all(fd: int, pieces: list[bytes], offset: int) -> int:
         if n:
             views[0] = views[0][n:]
     return total
+
+
+class Reserve:
+    """Disk blocks allocated ahead of a worker's writes into one file (`fallocate` with
+    FALLOC_FL_KEEP_SIZE: the file's size still grows only with the bytes written).
+
+    Writing into blocks already allocated costs the kernel less than allocating them write by
+    write (ext4's delayed allocation: measured 0.044 → 0.026 s of CPU per 256 MiB written in
+    1 MiB `pwritev`s). At most `RESERVE` bytes past what was written are allocated; `trim`
+    gives back what was not used (a truncate to the size frees blocks past it). Where the file
+    system cannot allocate ahead, it is not tried again and the writes are as before."""
+
+    supported = True  # shared: one file system's answer holds for the next files
+
+    def __init__(self, fd: int, pos: int) -> None:
+        self.fd, self.end = fd, pos
+
+    def ahead_of(self, pos: int, n: int) -> None:
+        """In the worker, before `n` bytes are written at `pos`."""
+        if pos + n <= self.end or not Reserve.supported:
+            return
+        start = max(pos, self.end)
+        err = _fallocate(self.fd, _FALLOC_FL_KEEP_SIZE, start, pos + n + RESERVE - start)
+        if err == 0:
+            self.end = pos + n + RESERVE
+        elif err in (errno.EOPNOTSUPP, errno.ENOSYS):
+            Reserve.supported = False
+        # (any other error, e.g. ENOSPC: the write itself will say what it has to)
+
+    def trim(self, pos: int) -> None:
+        """On the event loop, once the worker has stopped at `pos` (the file's size)."""
+        if self.end > pos:
+            self.end = pos
+            with contextlib.suppress(OSError):
+                os.ftruncate(self.fd, pos)
+
+
+def _fallocate(fd: int, mode: int, offset: int, length: int) -> int:
+    """fallocate(2): 0, or its errno (ENOSYS where the C library has none)."""
+    fn = getattr(_libc(), "fallocate", None)
+    if fn is None:
+        return errno.ENOSYS
+    if fn(fd, mode, ctypes.c_int64(offset), ctypes.c_int64(length)) == 0:
+        return 0
+    return ctypes.get_errno()
+
+
+_LIBC: ctypes.CDLL | None = None
+
+
+def _libc() -> ctypes.CDLL:
+    global _LIBC
+    if _LIBC is None:
+        _LIBC = ctypes.CDLL(None, use_errno=True)
+    return _LIBC
 
 
 async def in_worker(fn: Callable[[], T], on_cancel: Callable[[], None]) -> T:

@@ -121,6 +121,8 @@ def test_attributes_and_xattrs(emu: EmulatorProc, mnt: MountProc) -> None:
     updated = datetime.strptime(att["sys_updated_on"], "%Y-%m-%d %H:%M:%S").replace(tzinfo=UTC)
     assert int(st.st_mtime) == int(updated.timestamp())
     assert os.stat(p).st_ino == st.st_ino  # stable
+    # Tools read and write in pieces of st_blksize: 1 MiB, one FUSE request each (attrs.IO_SIZE)
+    assert st.st_blksize == 1 << 20
     assert os.getxattr(p, "user.mime_type") == b"image/png"
     assert os.getxattr(p, "user.servicenow.sys_id").decode() == att["sys_id"]
     assert os.getxattr(p, "user.servicenow.hash").decode() == att["hash"]

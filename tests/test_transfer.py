@@ -9,19 +9,21 @@ it writes (the emulator cannot slow a client's own thread down): held at a gate,
 from __future__ import annotations
 
 import hashlib
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trio
 
-from snfs import transfer
+from snfs import transfer, wire
 from snfs.backends.servicenow.client import AttachmentClient
 from snfs.compressible import gzip_pays
 from snfs.content_cache import ContentCache
-from snfs.errors import AuthError, NotTheContent
+from snfs.errors import AuthError, CertificateError, NotTheContent
 from tests.support.client_support import client, fresh, new_record, payload, shared_emulator
 from tests.support.waiting import eventually_async
 from tests.test_client_auth import oauth
@@ -90,8 +92,11 @@ async def test_a_reader_gets_its_first_bytes_while_the_worker_is_held(emu, tmp_p
             assert whole == data
             assert len(batches) > 1
             await _published(cache)
-    # Complete, verified, published under its final name.
-    assert (tmp_path / "cache" / att.sys_id).read_bytes() == data
+    # Complete, verified, published under its final name; of the disk the worker allocated
+    # ahead of its writes (transfer.Reserve), nothing is left past the file's end.
+    published = tmp_path / "cache" / att.sys_id
+    assert published.read_bytes() == data
+    assert published.stat().st_blocks * 512 < len(data) + transfer.RESERVE // 2
 
 
 async def test_a_wrong_hash_keeps_the_file_out_of_the_cache_with_a_slow_worker(
@@ -132,6 +137,7 @@ async def test_a_download_resumes_after_a_break_in_the_worker(emu, tmp_path) -> 
                 assert await cache.read(att.sys_id, len(data), 0, len(data)) == data
             await _published(cache)
         assert c.stats.retries >= 1
+    assert (tmp_path / "cache" / att.sys_id).stat().st_blocks * 512 < len(data) + MiB
     assert hashlib.sha256((tmp_path / "cache" / att.sys_id).read_bytes()).digest() == (
         hashlib.sha256(data).digest()
     )
@@ -226,3 +232,76 @@ async def test_gzip_always_asks_for_gzip_for_any_file(emu) -> None:
         emu.reset_stats()
         assert b"".join([chunk async for chunk in c.stream(att.sys_id, like=att)]) == text
     assert emu.stats()["bytes_out"] < len(text) // 4
+
+
+@pytest.fixture
+def tls_emu(emulator_factory, tmp_path) -> tuple[Any, Path]:
+    """An emulator behind TLS with a self-signed certificate, and that certificate."""
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"]
+        + ["-keyout", str(key), "-out", str(cert), "-subj", "/CN=localhost"]
+        + ["-addext", "subjectAltName=IP:127.0.0.1"],
+        check=True,
+        capture_output=True,
+    )
+    return emulator_factory(
+        "--state-delay", "0", "--certfile", str(cert), "--keyfile", str(key)
+    ), cert
+
+
+async def test_the_workers_read_over_verified_tls_and_keep_their_connection(tls_emu) -> None:
+    """The download workers' transport (snfs.wire): TLS verified against the CA bundle given,
+    an untrusted certificate named as such, and one keep-alive connection for downloads in a
+    row (chunked answers, as the emulator and real instances send)."""
+    tls, cert = tls_emu
+    data = payload(3 * MiB)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("SSL_CERT_FILE", str(cert))  # for the test's own request
+        record = new_record(tls)
+    async with client(tls, verify=str(cert)) as c:
+        att = await c.upload("incident", record, "big.bin", data)
+        transport = c._core.worker_http._transport
+        assert isinstance(transport, wire.WireTransport)
+        for _ in range(2):
+            sink = _Collect()
+            await c.stream_into(att.sys_id, sink)
+            assert b"".join(sink.parts) == data
+            assert [len(v) for v in transport._idle.values()] == [1]
+    async with client(tls, retry_total_seconds=0.5) as c:
+        with pytest.raises(CertificateError):
+            await c.stream_into(att.sys_id, _Collect())
+
+
+def test_a_body_cut_short_is_a_protocol_error_and_its_connection_not_kept() -> None:
+    """http.client ends a Content-Length body cut short without a word: the transport says
+    so, as h11 would (the worker's resume logic takes it as a break), and keeps no connection
+    that is in the middle of an answer. The server is a socket of the test's: the emulator
+    cannot announce more bytes than it sends."""
+    import socket
+
+    import httpx
+
+    srv = socket.create_server(("127.0.0.1", 0))
+    port = srv.getsockname()[1]
+
+    def serve() -> None:
+        conn, _ = srv.accept()
+        with conn:
+            conn.recv(65536)
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n" + b"x" * 50)
+
+    t = threading.Thread(target=serve)
+    t.start()
+    transport = wire.WireTransport(verify=True, timeout=5, pool=2)
+    try:
+        with (
+            httpx.Client(transport=transport) as c,
+            c.stream("GET", f"http://127.0.0.1:{port}/f") as r,
+            pytest.raises(httpx.RemoteProtocolError, match="50 bytes missing"),
+        ):
+            b"".join(r.iter_bytes())
+        assert not any(transport._idle.values())
+    finally:
+        t.join(5)
+        srv.close()
