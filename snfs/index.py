@@ -84,6 +84,7 @@ COLUMNS = (
     "sys_id, tbl, record, gen, file_name, size, content_type, created_on, updated_on,"
     " created_by, hash, download_link, state, extra"
 )
+JOINED = ", ".join(f"a.{c.strip()}" for c in COLUMNS.split(","))
 UPSERT = f"INSERT OR REPLACE INTO attachments ({COLUMNS}) VALUES ({', '.join('?' * 14)})"
 
 Op = Callable[[sqlite3.Connection], object]
@@ -455,23 +456,30 @@ class MetadataIndex:
     def record(self, table: str, record: str) -> tuple[list[RemoteFile], int] | None:
         """A record's attachments and the generation that wrote them whole, if the index
         holds all of them and no write to them is still queued; None when it does not know."""
-        if self.broken or (table, record) in self._dirty:
-            return None
+        return self.records(table, [record]).get(record)
+
+    def records(self, table: str, records: list[str]) -> dict[str, tuple[list[RemoteFile], int]]:
+        """`record` for several records in one query (a walk reads the records it visits next
+        with the one it asks for: one query for many records, not two per record)."""
+        ids = [r for r in records if (table, r) not in self._dirty]
+        if self.broken or not ids:
+            return {}
         try:
-            c = self._reader
-            known = c.execute(
-                "SELECT gen FROM records WHERE tbl = ? AND record = ?", (table, record)
-            ).fetchone()
-            if known is None:
-                return None
-            rows = c.execute(
-                f"SELECT {COLUMNS} FROM attachments WHERE tbl = ? AND record = ?",
-                (table, record),
+            rows = self._reader.execute(
+                f"SELECT r.record, r.gen, {JOINED} FROM records r LEFT JOIN attachments a"
+                " ON a.tbl = r.tbl AND a.record = r.record"
+                f" WHERE r.tbl = ? AND r.record IN ({','.join('?' * len(ids))})",
+                (table, *ids),
             ).fetchall()
         except sqlite3.Error as e:
             self._break(e)
-            return None
-        return [_file(r) for r in rows], int(known[0])
+            return {}
+        out: dict[str, tuple[list[RemoteFile], int]] = {}
+        for r in rows:
+            atts = out.setdefault(r[0], ([], int(r[1])))[0]
+            if r[2] is not None:  # NULL: a record known to have no attachments left
+                atts.append(_file(r[2:]))
+        return out
 
     def attachment(self, sys_id: str) -> RemoteFile | None:
         """One attachment by its id (a parked inode built again), or None."""
