@@ -49,6 +49,7 @@ log = logging.getLogger("snfs.index")
 # dropped and rebuilt (it is only a cache).
 FORMAT = 2
 FILE_NAME = "metadata.sqlite3"
+WAL_PAGES = 4000  # pages of WAL between checkpoints (SQLite's default: 1,000)
 # Ids of attachments deleted through this mount, kept so that a page read before the delete
 # never writes them back (sys_ids are never reused; the oldest are forgotten first).
 DELETED_MAX = 10_000
@@ -161,6 +162,9 @@ class MetadataIndex:
         self.path = path
         self._lock_fd = lock_fd
         self._writer = _connect(str(path))
+        # Checkpoint every 16 MiB of WAL, not every 4: a large listing's pages rewrite the
+        # same b-tree pages, and each checkpoint copied them (and synced) again.
+        self._writer.execute(f"PRAGMA wal_autocheckpoint={WAL_PAGES}")
         self._reader = _connect(str(path))
         try:
             self._check_or_create()
@@ -358,7 +362,19 @@ class MetadataIndex:
         members: Iterable[str] = (),
     ) -> None:
         """One page of a listing: its rows, the records whose rows are now all here, and the
-        records it adds to the listing's generation."""
+        records it adds to the listing's generation; returns once it is committed."""
+        await self.queue_page(table, scope, gen, rows, complete, members).wait()
+
+    def queue_page(
+        self,
+        table: str,
+        scope: str | None,
+        gen: int,
+        rows: list[RemoteFile],
+        complete: Iterable[str] = (),
+        members: Iterable[str] = (),
+    ) -> trio.Event:
+        """`put_page` without waiting: the event is set once the page is committed."""
         rows = [r for r in rows if r.sys_id not in self._deleted]
         done = list(complete)
         add = list(members)
@@ -374,7 +390,9 @@ class MetadataIndex:
                 [(table, s, gen, r) for r in add],
             )
 
-        await self._apply(op, [(table, r) for r in done])
+        written = trio.Event()
+        self._submit(op, written, [(table, r) for r in done])
+        return written
 
     async def finish_listing(
         self,

@@ -588,10 +588,12 @@ class Tree:
         """Show each page's records as it arrives. With `grouped` pages (rows ordered by
         record) a record's attachments are complete when the next record starts, and go into
         the record cache then; otherwise they are stored when the listing ends. With an index,
-        each page's rows, the records it completed and the ones it added are written before
-        the next page is asked for."""
+        each page's rows, the records it completed and the ones it added are written while the
+        next page is fetched, and that page waits for them: the listing runs at most one page
+        ahead of the disk (a wait for each commit cost every pager a fifth of its time)."""
         table = key[0]
         held: dict[str, list[Attachment]] = {}
+        written: trio.Event | None = None  # the last page queued for the index
         async for page in pages:
             new: list[str] = []
             done: list[str] = []
@@ -617,11 +619,15 @@ class Tree:
             if new and self.backend.lists_numbers(table):
                 nursery.start_soon(self._add_numbers, table, new, listing)
             if self.index is not None and listing.gen:
-                await self.index.put_page(table, key[1], listing.gen, page, done, new)
+                if written is not None:
+                    await written.wait()
+                written = self.index.queue_page(table, key[1], listing.gen, page, done, new)
         done = self._store_held(table, held, listing)
         listing.wake()
         if self.index is not None and listing.gen and done:
             await self.index.put_page(table, key[1], listing.gen, [], done)
+        if written is not None:
+            await written.wait()
 
     async def _consume_changes(
         self, table: str, pages: AsyncIterator[list[Attachment]], listing: Listing
