@@ -237,6 +237,9 @@ class Tree:
         # With an index: attachments of one listing kept in memory as well (what the memory
         # layer holds); a larger listing's rows are on disk only (`_store_held`).
         self._hot_rows = record_cache_bytes // (ATTACHMENT_OVERHEAD + 200)
+        # Records read ahead from the index: what the memory layer holds with room to spare
+        # (a sixteenth of it at one attachment a record), so they are there when visited.
+        self._read_ahead = min(INDEX_READ_AHEAD, self._hot_rows // 16)
         self.dir_cache_time = dir_cache_time
         self.fixed_tables = list(tables) if tables else None
         for t in self.fixed_tables or ():
@@ -786,11 +789,11 @@ class Tree:
 
     def _read_index(self, table: str, record: str, cover: Listing) -> bool:
         """The record's rows from the index into memory, with those of the next records of
-        its listing (a walk visits them next, in this order): one query for INDEX_READ_AHEAD
-        records. False when the index does not have the record whole."""
+        its listing (a walk visits them next, in this order): one query for up to
+        INDEX_READ_AHEAD + 1 records. False when the index does not have the record whole."""
         assert self.index is not None
         start = cover.records.get(record)
-        ahead = [] if start is None else cover.names[start + 1 : start + 1 + INDEX_READ_AHEAD]
+        ahead = [] if start is None else cover.names[start + 1 : start + 1 + self._read_ahead]
         ids = [record, *(n for n in ahead if n in cover.records and not self._has(table, n))]
         found = self.index.records(table, ids)
         mine = found.pop(record, None)
