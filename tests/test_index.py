@@ -473,6 +473,18 @@ def test_old_inodes_the_kernel_holds_are_parked_and_built_again() -> None:
     assert inodes.get(parked) is None
 
 
+def test_a_walk_does_not_stat_each_directory_again() -> None:
+    """A record directory's attributes live as long as its entry (they never change), not
+    1 s: `find` over 80,000 directories otherwise asks for each one's attributes again."""
+    from snfs.attrs import Owner, Timeouts, entry
+    from snfs.inodes import Kind, Node
+
+    timeouts = Timeouts.for_listings(20.0)
+    shown = entry(Node(5, Kind.RECORD, ("record", TABLE, "r1")), Owner(0, 0), timeouts)
+    assert shown.attr_timeout == shown.entry_timeout == 20.0
+    assert Timeouts.for_listings(3600.0).dir_attr == 60.0  # capped, as entries are
+
+
 def test_parked_file_keys_come_back_as_they_were() -> None:
     """A parked file's key is stored compactly (a hex id as a number): lowercase hex ids,
     and ids of any other shape, are built again with exactly the key they had."""
