@@ -46,7 +46,7 @@ log = logging.getLogger("snfs.tree")
 # Per-record listings kept in memory, in estimated bytes (an LRU: the least recently used go).
 RECORD_CACHE_BYTES = 24 * 2**20
 # With a metadata index the memory LRU is only the hot layer: the index holds the rest.
-INDEXED_RECORD_CACHE_BYTES = 8 * 2**20
+INDEXED_RECORD_CACHE_BYTES = 4 * 2**20
 # What one attachment's metadata costs in memory beyond the strings counted in
 # `RecordListing.of`: the object, its other strings (ids, table, user, state, link), two
 # datetimes, the `extra` dict, the name's dict slot. tracemalloc on 20,000 listed attachments
