@@ -21,7 +21,6 @@ docs/ARCHITECTURE.md, "The metadata index".
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import logging
 import time
 from collections import OrderedDict
@@ -76,7 +75,7 @@ INDEX_READ_AHEAD = 64
 def _trimmer() -> Callable[[], None]:
     """glibc's malloc_trim(0), or nothing where there is no glibc."""
     try:
-        trim = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
+        trim = ctypes.CDLL("libc.so.6").malloc_trim  # glibc's name (find_library forks)
     except (OSError, AttributeError):
         return lambda: None
     return lambda: trim(0) and None
