@@ -262,6 +262,10 @@ class MetadataIndex:
         self._submit(op, done, keys)
         await done.wait()
 
+    def writing(self, table: str, record: str) -> bool:
+        """Whether a write to the record is queued (its reads answer "not known" until then)."""
+        return (table, record) in self._dirty
+
     async def flush(self) -> None:
         """Until everything queued so far is committed."""
         await self._apply(lambda c: None)

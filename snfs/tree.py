@@ -775,6 +775,10 @@ class Tree:
         if cover.done and not self._fresh(cover.fetched_at):
             self.listing(*key)  # starts the refresh, if none runs (stale while revalidate)
         await cover.passed(record)  # a pager holds it half-read: at most one page
+        if self.index is not None and self.index.writing(table, record):
+            # Its rows are being committed (a listing's last page or two, a local change):
+            # a few milliseconds, where asking the instance would cost a request.
+            await self.index.flush()
         cached = self._cached_record(table, record)
         if cached is not None:
             return cached.names

@@ -173,6 +173,17 @@ def test_a_large_listing_goes_to_the_index_and_a_walk_reads_it_in_batches(
                 shown = await tree.record_listing(TABLE, r)
                 assert sorted(shown) == ["f0.txt", "f1.txt", "f2.txt"], r
             assert backend.record_requests == 0
+            # A record whose rows are still being written is read once they are, not asked
+            # for again.
+            last = listing.names[-1]
+            ix.record_fetched(
+                TABLE, last, [a for a, _ in backend.files.values() if a.table_sys_id == last]
+            )
+            assert ix.writing(TABLE, last)
+            tree._records.clear()
+            assert sorted(await tree.record_listing(TABLE, last)) == ["f0.txt", "f1.txt", "f2.txt"]
+            assert backend.record_requests == 0
+            queries.pop()
             batch = tree._read_ahead + 1
             assert batch > 5
             expected = [min(150 - i, batch) for i in range(kept, 150, batch)]
