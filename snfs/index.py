@@ -49,6 +49,7 @@ log = logging.getLogger("snfs.index")
 # dropped and rebuilt (it is only a cache).
 FORMAT = 2
 FILE_NAME = "metadata.sqlite3"
+WAL_PAGES = 4000  # pages of WAL between checkpoints (SQLite's default: 1,000)
 # Ids of attachments deleted through this mount, kept so that a page read before the delete
 # never writes them back (sys_ids are never reused; the oldest are forgotten first).
 DELETED_MAX = 10_000
@@ -84,6 +85,7 @@ COLUMNS = (
     "sys_id, tbl, record, gen, file_name, size, content_type, created_on, updated_on,"
     " created_by, hash, download_link, state, extra"
 )
+JOINED = ", ".join(f"a.{c.strip()}" for c in COLUMNS.split(","))
 UPSERT = f"INSERT OR REPLACE INTO attachments ({COLUMNS}) VALUES ({', '.join('?' * 14)})"
 
 Op = Callable[[sqlite3.Connection], object]
@@ -160,6 +162,9 @@ class MetadataIndex:
         self.path = path
         self._lock_fd = lock_fd
         self._writer = _connect(str(path))
+        # Checkpoint every 16 MiB of WAL, not every 4: a large listing's pages rewrite the
+        # same b-tree pages, and each checkpoint copied them (and synced) again.
+        self._writer.execute(f"PRAGMA wal_autocheckpoint={WAL_PAGES}")
         self._reader = _connect(str(path))
         try:
             self._check_or_create()
@@ -256,6 +261,10 @@ class MetadataIndex:
         done = trio.Event()
         self._submit(op, done, keys)
         await done.wait()
+
+    def writing(self, table: str, record: str) -> bool:
+        """Whether a write to the record is queued (its reads answer "not known" until then)."""
+        return (table, record) in self._dirty
 
     async def flush(self) -> None:
         """Until everything queued so far is committed."""
@@ -357,7 +366,19 @@ class MetadataIndex:
         members: Iterable[str] = (),
     ) -> None:
         """One page of a listing: its rows, the records whose rows are now all here, and the
-        records it adds to the listing's generation."""
+        records it adds to the listing's generation; returns once it is committed."""
+        await self.queue_page(table, scope, gen, rows, complete, members).wait()
+
+    def queue_page(
+        self,
+        table: str,
+        scope: str | None,
+        gen: int,
+        rows: list[RemoteFile],
+        complete: Iterable[str] = (),
+        members: Iterable[str] = (),
+    ) -> trio.Event:
+        """`put_page` without waiting: the event is set once the page is committed."""
         rows = [r for r in rows if r.sys_id not in self._deleted]
         done = list(complete)
         add = list(members)
@@ -373,7 +394,9 @@ class MetadataIndex:
                 [(table, s, gen, r) for r in add],
             )
 
-        await self._apply(op, [(table, r) for r in done])
+        written = trio.Event()
+        self._submit(op, written, [(table, r) for r in done])
+        return written
 
     async def finish_listing(
         self,
@@ -455,23 +478,30 @@ class MetadataIndex:
     def record(self, table: str, record: str) -> tuple[list[RemoteFile], int] | None:
         """A record's attachments and the generation that wrote them whole, if the index
         holds all of them and no write to them is still queued; None when it does not know."""
-        if self.broken or (table, record) in self._dirty:
-            return None
+        return self.records(table, [record]).get(record)
+
+    def records(self, table: str, records: list[str]) -> dict[str, tuple[list[RemoteFile], int]]:
+        """`record` for several records in one query (a walk reads the records it visits next
+        with the one it asks for: one query for many records, not two per record)."""
+        ids = [r for r in records if (table, r) not in self._dirty]
+        if self.broken or not ids:
+            return {}
         try:
-            c = self._reader
-            known = c.execute(
-                "SELECT gen FROM records WHERE tbl = ? AND record = ?", (table, record)
-            ).fetchone()
-            if known is None:
-                return None
-            rows = c.execute(
-                f"SELECT {COLUMNS} FROM attachments WHERE tbl = ? AND record = ?",
-                (table, record),
+            rows = self._reader.execute(
+                f"SELECT r.record, r.gen, {JOINED} FROM records r LEFT JOIN attachments a"
+                " ON a.tbl = r.tbl AND a.record = r.record"
+                f" WHERE r.tbl = ? AND r.record IN ({','.join('?' * len(ids))})",
+                (table, *ids),
             ).fetchall()
         except sqlite3.Error as e:
             self._break(e)
-            return None
-        return [_file(r) for r in rows], int(known[0])
+            return {}
+        out: dict[str, tuple[list[RemoteFile], int]] = {}
+        for r in rows:
+            atts = out.setdefault(r[0], ([], int(r[1])))[0]
+            if r[2] is not None:  # NULL: a record known to have no attachments left
+                atts.append(_file(r[2:]))
+        return out
 
     def attachment(self, sys_id: str) -> RemoteFile | None:
         """One attachment by its id (a parked inode built again), or None."""

@@ -302,7 +302,7 @@ class Mount:
             writes,
             control,
             Owner(o.uid, o.gid, o.umask, o.read_only),
-            Timeouts(entry=min(o.dir_cache_time, 60.0)),
+            Timeouts.for_listings(o.dir_cache_time),
             prefetch,
         )
         prepare_mountpoint(o.mountpoint, allow_non_empty=o.allow_non_empty)

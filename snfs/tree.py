@@ -20,6 +20,7 @@ docs/ARCHITECTURE.md, "The metadata index".
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import time
 from collections import OrderedDict
@@ -44,7 +45,7 @@ log = logging.getLogger("snfs.tree")
 # Per-record listings kept in memory, in estimated bytes (an LRU: the least recently used go).
 RECORD_CACHE_BYTES = 24 * 2**20
 # With a metadata index the memory LRU is only the hot layer: the index holds the rest.
-INDEXED_RECORD_CACHE_BYTES = 8 * 2**20
+INDEXED_RECORD_CACHE_BYTES = 4 * 2**20
 # What one attachment's metadata costs in memory beyond the strings counted in
 # `RecordListing.of`: the object, its other strings (ids, table, user, state, link), two
 # datetimes, the `extra` dict, the name's dict slot. tracemalloc on 20,000 listed attachments
@@ -66,6 +67,23 @@ CHANGES_SLACK = timedelta(hours=24)
 # Records of a listing filled in one request (`table_sys_idIN...`) when their rows are not
 # known (ids-only pages, records new since the index was written).
 FILL_BATCH = 200
+# Records read from the index in one query when a walk reaches one of them: it and the next
+# ones of its listing (one query per record cost a walk a quarter of its CPU).
+INDEX_READ_AHEAD = 64
+
+
+def _trimmer() -> Callable[[], None]:
+    """glibc's malloc_trim(0), or nothing where there is no glibc."""
+    try:
+        trim = ctypes.CDLL("libc.so.6").malloc_trim  # glibc's name (find_library forks)
+    except (OSError, AttributeError):
+        return lambda: None
+    return lambda: trim(0) and None
+
+
+# A large listing parses hundreds of pages of JSON, in the loop and in the index's writer
+# thread; glibc keeps what they freed (in the heap and per-thread arenas) unless told.
+_return_freed_memory = _trimmer()
 
 
 @dataclass
@@ -114,6 +132,7 @@ class Listing:
         self.held: set[str] = set()
         self.changes_only = base is not None  # a check for changes on top of `base`
         self.filled_here = False  # listed in full by this mount (not loaded from the index)
+        self.rows = 0  # attachments its pages carried whole
         if base is not None:
             self.names, self.records = list(base.names), dict(base.records)
             self.aliases = dict(base.aliases)
@@ -214,6 +233,12 @@ class Tree:
         self._wall = wall
         self.full_relist_every = FULL_RELIST_FACTOR * dir_cache_time
         self.inodes = Inodes()
+        # With an index: attachments of one listing kept in memory as well (what the memory
+        # layer holds); a larger listing's rows are on disk only (`_store_held`).
+        self._hot_rows = record_cache_bytes // (ATTACHMENT_OVERHEAD + 200)
+        # Records read ahead from the index: what the memory layer holds with room to spare
+        # (a sixteenth of it at one attachment a record), so they are there when visited.
+        self._read_ahead = min(INDEX_READ_AHEAD, self._hot_rows // 16)
         self.dir_cache_time = dir_cache_time
         self.fixed_tables = list(tables) if tables else None
         for t in self.fixed_tables or ():
@@ -483,6 +508,8 @@ class Tree:
                 log.warning("listing %s failed: %s", where, error)
         finally:
             listing.finish(self._clock(), error)
+            if listing.rows > self._hot_rows:
+                _return_freed_memory()
             if swap and self._refreshing.get(key) is listing:
                 del self._refreshing[key]
                 if error is None and not listing.cancel.cancelled_caught:
@@ -566,10 +593,12 @@ class Tree:
         """Show each page's records as it arrives. With `grouped` pages (rows ordered by
         record) a record's attachments are complete when the next record starts, and go into
         the record cache then; otherwise they are stored when the listing ends. With an index,
-        each page's rows, the records it completed and the ones it added are written before
-        the next page is asked for."""
+        each page's rows, the records it completed and the ones it added are written while the
+        next page is fetched, and that page waits for them: the listing runs at most one page
+        ahead of the disk (a wait for each commit cost every pager a fifth of its time)."""
         table = key[0]
         held: dict[str, list[Attachment]] = {}
+        written: trio.Event | None = None  # the last page queued for the index
         async for page in pages:
             new: list[str] = []
             done: list[str] = []
@@ -585,6 +614,7 @@ class Tree:
                 if grouped and record not in held and held:
                     done += self._store_held(table, held, listing)
                 held.setdefault(record, []).append(att)
+                listing.rows += 1
                 listing.saw(att)
                 if listing.add_record(record):
                     new.append(record)
@@ -594,11 +624,15 @@ class Tree:
             if new and self.backend.lists_numbers(table):
                 nursery.start_soon(self._add_numbers, table, new, listing)
             if self.index is not None and listing.gen:
-                await self.index.put_page(table, key[1], listing.gen, page, done, new)
+                if written is not None:
+                    await written.wait()
+                written = self.index.queue_page(table, key[1], listing.gen, page, done, new)
         done = self._store_held(table, held, listing)
         listing.wake()
         if self.index is not None and listing.gen and done:
             await self.index.put_page(table, key[1], listing.gen, [], done)
+        if written is not None:
+            await written.wait()
 
     async def _consume_changes(
         self, table: str, pages: AsyncIterator[list[Attachment]], listing: Listing
@@ -625,9 +659,18 @@ class Tree:
         now = self._clock()
         started = listing.started_at if listing is not None else now
         stored = list(held)
+        # With an index, a large listing's rows go to disk only: the memory layer could not
+        # hold them, and building every record's names only to evict them cost a third of
+        # the listing's CPU. A walk reads them back from the index, in batches.
+        keep = self.index is None or listing is None or listing.rows <= self._hot_rows
         for record, atts in held.items():
-            if not self._older_than_a_change(table, record, started):
+            if self._older_than_a_change(table, record, started):
+                continue  # a change made here is newer than these rows
+            if keep:
                 self._store_record(table, record, atts, now)
+            else:  # an older copy must not hide the rows just written to the index
+                self._records.pop((table, record), None)
+                self._oversize.pop((table, record), None)
         held.clear()
         if listing is not None and listing.held:
             listing.held.difference_update(stored)
@@ -735,22 +778,41 @@ class Tree:
         if cover.done and not self._fresh(cover.fetched_at):
             self.listing(*key)  # starts the refresh, if none runs (stale while revalidate)
         await cover.passed(record)  # a pager holds it half-read: at most one page
+        if self.index is not None and self.index.writing(table, record):
+            # Its rows are being committed (a listing's last page or two, a local change):
+            # a few milliseconds, where asking the instance would cost a request.
+            await self.index.flush()
         cached = self._cached_record(table, record)
         if cached is not None:
             return cached.names
-        known = self.index.record(table, record) if self.index is not None else None
-        if known is not None:
-            atts, gen = known
-            # Fresh only if this mount's own listing wrote them; else (an earlier mount, a
-            # listing being refreshed) served stale: a write fetches the record first.
-            fresh = cover.filled_here and gen == cover.gen
-            self._store_record(table, record, atts, cover.started_at if fresh else float("-inf"))
+        if self.index is not None and self._read_index(table, record, cover):
             return self._cached_record(table, record).names  # type: ignore[union-attr]
         if self.backend.batches_records(table) and self.backend.capabilities(table).list:
             await self._fill_batch(table, record, cover)
             cached = self._cached_record(table, record)
             return cached.names if cached is not None else None
         return None
+
+    def _read_index(self, table: str, record: str, cover: Listing) -> bool:
+        """The record's rows from the index into memory, with those of the next records of
+        its listing (a walk visits them next, in this order): one query for up to
+        INDEX_READ_AHEAD + 1 records. False when the index does not have the record whole."""
+        assert self.index is not None
+        start = cover.records.get(record)
+        ahead = [] if start is None else cover.names[start + 1 : start + 1 + self._read_ahead]
+        ids = [record, *(n for n in ahead if n in cover.records and not self._has(table, n))]
+        found = self.index.records(table, ids)
+        mine = found.pop(record, None)
+        # The record asked for goes in last: nothing read with it can push it out.
+        for r, (atts, gen) in [*found.items(), *([(record, mine)] if mine else [])]:
+            # Fresh only if this mount's own listing wrote them; else (an earlier mount, a
+            # listing being refreshed) served stale: a write fetches the record first.
+            fresh = cover.filled_here and gen == cover.gen
+            self._store_record(table, r, atts, cover.started_at if fresh else float("-inf"))
+        return self._has(table, record)
+
+    def _has(self, table: str, record: str) -> bool:
+        return (table, record) in self._records or (table, record) in self._oversize
 
     async def _fill_batch(self, table: str, record: str, cover: Listing) -> None:
         """One request (`table_sys_idIN...`) for `record` and the next records of its listing

@@ -19,7 +19,7 @@ import stat
 import subprocess
 import sys
 import textwrap
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -30,6 +30,7 @@ import trio
 from bench.large import _sys_id, generate
 from snfs.backend import RemoteFile
 from snfs.index import FILE_NAME, FORMAT, MetadataIndex
+from tests.fake_backend import FakeBackend
 from tests.support.emulator_proc import EmulatorProc, start_emulator
 from tests.support.mount_proc import MountProc, start_mount
 from tests.support.waiting import eventually
@@ -96,6 +97,99 @@ def test_a_full_listing_drops_what_it_did_not_see_but_not_local_changes(tmp_path
             assert [a.sys_id for a in rows(ix, "r9")] == ["a9"]
         finally:
             await ix.aclose()
+
+    trio.run(main)
+
+
+class PagedBackend(FakeBackend):
+    """Pages of `page_size` rows ordered by record, as the instance's keyset pagers give them:
+    a record's rows may continue on the next page. Counts the requests a walk would make."""
+
+    def __init__(self, page_size: int) -> None:
+        super().__init__()
+        self.page_size = page_size
+        self.record_requests = 0
+
+    def groups_by_record(self, table: str) -> bool:
+        return True
+
+    async def list_table(self, table: str, *, page_size: int = 1000) -> AsyncIterator[list[Any]]:
+        ordered = sorted(
+            (a for a, _ in self.files.values() if a.table_name == table),
+            key=lambda a: (a.table_sys_id, a.sys_id),
+        )
+        for i in range(0, len(ordered), self.page_size):
+            await trio.lowlevel.checkpoint()
+            yield ordered[i : i + self.page_size]
+
+    async def list_record(self, table: str, record: str) -> list[Any]:
+        self.record_requests += 1
+        return await super().list_record(table, record)
+
+    async def list_records(self, table: str, records: list[str]) -> list[Any]:
+        self.record_requests += 1
+        return [a for r in records for a in await super().list_record(table, r)]
+
+
+def test_a_large_listing_goes_to_the_index_and_a_walk_reads_it_in_batches(
+    tmp_path: Path,
+) -> None:
+    """150 records of 3 files, pages of 10 rows (records split across pages): the listing's
+    rows go to the index only (more than the memory layer holds), every record is whole
+    there, and a walk reads them back several records a query, without a request."""
+    from snfs import tree as tree_mod
+    from snfs.tree import Tree
+
+    backend = PagedBackend(page_size=10)
+    records = sorted(_sys_id("rec", i) for i in range(150))
+    for r in records:
+        for k in range(3):
+            backend.put(TABLE, r, f"f{k}.txt", b"x")
+
+    async def main() -> None:
+        ix = MetadataIndex.open(tmp_path)
+        queries: list[int] = []
+        read = ix.records
+
+        def counted(table: str, ids: list[str]) -> Any:
+            queries.append(len(ids))
+            return read(table, ids)
+
+        ix.records = counted  # type: ignore[method-assign]
+        # A memory layer of 160 attachments: this listing (450) does not fit.
+        size = 160 * (tree_mod.ATTACHMENT_OVERHEAD + 200)
+        tree = Tree(backend, index=ix, record_cache_bytes=size)
+        try:
+            listing = tree.listing(TABLE)
+            await listing.complete()
+            assert sorted(listing.names) == records
+            # The memory layer kept the first records only (160 attachments); the rest of
+            # the rows are on disk only.
+            kept = len(tree._records)
+            assert 0 < kept <= 160 // 3 + 1
+            assert (TABLE, records[0]) in tree._records  # not the last ones, evicting them
+            assert (TABLE, records[-1]) not in tree._records
+            for r in listing.names:  # a walk, in readdir order
+                shown = await tree.record_listing(TABLE, r)
+                assert sorted(shown) == ["f0.txt", "f1.txt", "f2.txt"], r
+            assert backend.record_requests == 0
+            # A record whose rows are still being written is read once they are, not asked
+            # for again.
+            last = listing.names[-1]
+            ix.record_fetched(
+                TABLE, last, [a for a, _ in backend.files.values() if a.table_sys_id == last]
+            )
+            assert ix.writing(TABLE, last)
+            tree._records.clear()
+            assert sorted(await tree.record_listing(TABLE, last)) == ["f0.txt", "f1.txt", "f2.txt"]
+            assert backend.record_requests == 0
+            queries.pop()
+            batch = tree._read_ahead + 1
+            assert batch > 5
+            expected = [min(150 - i, batch) for i in range(kept, 150, batch)]
+            assert queries == expected, queries
+        finally:
+            await tree.aclose()
 
     trio.run(main)
 
@@ -388,6 +482,45 @@ def test_old_inodes_the_kernel_holds_are_parked_and_built_again() -> None:
     inodes.forget(parked, 1)
     del known["a0"]
     assert inodes.get(parked) is None
+
+
+def test_a_walk_does_not_stat_each_directory_again() -> None:
+    """A record directory's attributes live as long as its entry (they never change), not
+    1 s: `find` over 80,000 directories otherwise asks for each one's attributes again."""
+    from snfs.attrs import Owner, Timeouts, entry
+    from snfs.inodes import Kind, Node
+
+    timeouts = Timeouts.for_listings(20.0)
+    shown = entry(Node(5, Kind.RECORD, ("record", TABLE, "r1")), Owner(0, 0), timeouts)
+    assert shown.attr_timeout == shown.entry_timeout == 20.0
+    assert Timeouts.for_listings(3600.0).dir_attr == 60.0  # capped, as entries are
+
+
+def test_parked_file_keys_come_back_as_they_were() -> None:
+    """A parked file's key is stored compactly (a hex id as a number): lowercase hex ids,
+    and ids of any other shape, are built again with exactly the key they had."""
+    from snfs.inodes import Inodes, Kind, Node
+
+    ids = ["0123456789abcdef0123456789abcdef", "0123456789ABCDEF0123456789ABCDEF", "42", "x" * 32]
+    seen: list[Any] = []
+
+    def resolve(key: Any) -> Node | None:
+        seen.append(key)
+        return Node(0, Kind.FILE, key, table=TABLE, record="r1", data=att(key[1], "r1"))
+
+    inodes = Inodes(keep=1)
+    inodes.park_files = True
+    inodes.resolve = resolve
+    nodes = [inodes.ensure(("file", s), Kind.FILE, data=att(s, "r1")) for s in ids]
+    for n in nodes:
+        inodes.looked_up(n)
+    inodes.ensure(("file", "last"), Kind.FILE, data=att("last", "r1"))  # parks every other
+    for n, s in zip(nodes, ids, strict=True):
+        assert inodes.whole(("file", s)) is None
+        again = inodes.get(n.ino)
+        assert again is not None and again.key == ("file", s) and again.data.sys_id == s
+        assert inodes.by_key(("file", s)) is again
+    assert seen == [("file", s) for s in ids]
 
 
 def test_a_write_after_a_remount_replaces_what_the_instance_has_not_what_the_index_says(
