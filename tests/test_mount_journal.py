@@ -2,9 +2,10 @@
 outcome read back through the instance's API: scratch-looking names reach the instance, desktop
 metadata stays local and is shown so, a backup rename with failing uploads leaves one file, a
 failed rename keeps its target, the copy-then-delete rename is owned by the mount, and a daemon
-killed mid-move or mid-write is finished (or kept) by the next mount, never torn. Rows 6, 9
-and 10 run in both modes on one mount per mode: an attempt in doubt is never left beside a
-new save, a listing answered late never undoes a save, and no lock outlives its file."""
+killed mid-move or mid-write is finished (or kept) by the next mount, never torn. Every row runs
+in both modes (write-through, `--write-back`); rows 6, 9 and 10 share one mount per mode: an
+attempt in doubt is never left beside a new save, a listing answered late never undoes a save,
+and no lock outlives its file."""
 
 from __future__ import annotations
 
@@ -88,15 +89,30 @@ def journal(m: MountProc) -> list[dict]:
     return out
 
 
+# Every row, in both modes: a close that uploads (write-through) and one that only journals.
+MODES = pytest.mark.parametrize(
+    "mode", [(), ("--write-back",)], ids=["write-through", "write-back"]
+)
+
+
+def write_owed(path: Path, data: bytes) -> None:
+    """Write and close `path` while uploads fail: write-through's close answers EIO (the bytes
+    are kept, owed), write-back's close answers 0; either way the bytes are the user's."""
+    _quiet(path.write_bytes, data)
+
+
 def kill(m: MountProc) -> None:
     os.kill(m.proc.pid, signal.SIGKILL)
     m.proc.wait()
     stop_mount(m.mountpoint, None)
 
 
-def test_row5_scratch_looking_names_reach_the_instance(emu: EmulatorProc, tmp_path: Path) -> None:
+@MODES
+def test_row5_scratch_looking_names_reach_the_instance(
+    emu: EmulatorProc, tmp_path: Path, mode: tuple[str, ...]
+) -> None:
     rec = new_record(emu)
-    m = start_mount(emu.url, tmp_path / "m", tmp_path / "w")
+    m = start_mount(emu.url, tmp_path / "m", tmp_path / "w", *mode)
     try:
         names = ["data.tmp", "notes.txt~", ".env.sample", "quote.part", "4913"]
         for n in names:
@@ -113,11 +129,12 @@ def test_row5_scratch_looking_names_reach_the_instance(emu: EmulatorProc, tmp_pa
         m.stop()
 
 
+@MODES
 def test_row8_desktop_metadata_stays_local_and_is_shown_so(
-    emu: EmulatorProc, tmp_path: Path
+    emu: EmulatorProc, tmp_path: Path, mode: tuple[str, ...]
 ) -> None:
     rec = new_record(emu)
-    m = start_mount(emu.url, tmp_path / "m", tmp_path / "w")
+    m = start_mount(emu.url, tmp_path / "m", tmp_path / "w", *mode)
     try:
         for n in (".DS_Store", ".directory"):
             m.path("incident", rec, n).write_bytes(b"[Desktop]\n")
@@ -134,23 +151,24 @@ def test_row8_desktop_metadata_stays_local_and_is_shown_so(
     assert on_instance(emu, rec) == {}  # not at unmount either
 
 
+@MODES
 def test_row2_backup_rename_with_uploads_failing_then_remount_leaves_one(
-    emu: EmulatorProc, tmp_path: Path
+    emu: EmulatorProc, tmp_path: Path, mode: tuple[str, ...]
 ) -> None:
     rec = new_record(emu)
-    m = start_mount(emu.url, tmp_path / "m", tmp_path / "w", "--write-back")
+    m = start_mount(emu.url, tmp_path / "m", tmp_path / "w", *mode)
     try:
         emu.fault(method="POST", path="/attachment/file", count=10_000, status=503)
         d = m.path("incident", rec)
-        (d / "a.txt").write_bytes(b"old bytes")
+        write_owed(d / "a.txt", b"old bytes")
         os.rename(d / "a.txt", d / "a.txt~")  # vim's backup
-        (d / "a.txt").write_bytes(b"NEW bytes")
+        write_owed(d / "a.txt", b"NEW bytes")
         assert sorted(e["name"] for e in journal(m)) == ["a.txt", "a.txt~"]
     finally:
         m.stop()  # clean unmount: the uploads fail, the journal keeps both
     assert on_instance(emu, rec) == {}
     emu.json("DELETE", "/__emulator__/faults")
-    m = start_mount(emu.url, tmp_path / "m", tmp_path / "w", "--write-back")
+    m = start_mount(emu.url, tmp_path / "m", tmp_path / "w", *mode)
     try:
         done = snfs("sync", str(m.mountpoint))  # settles: the backup's grace ends too
         assert done.returncode == 0, done.stderr
@@ -162,17 +180,18 @@ def test_row2_backup_rename_with_uploads_failing_then_remount_leaves_one(
         m.stop()
 
 
+@MODES
 def test_row4_a_failed_rename_keeps_the_targets_unsent_bytes(
-    emu: EmulatorProc, tmp_path: Path
+    emu: EmulatorProc, tmp_path: Path, mode: tuple[str, ...]
 ) -> None:
     rec = new_record(emu)
-    m = start_mount(emu.url, tmp_path / "m", tmp_path / "w", "--write-back")
+    m = start_mount(emu.url, tmp_path / "m", tmp_path / "w", *mode)
     try:
         d = m.path("incident", rec)
         (d / "b.txt").write_bytes(b"bee")
         assert snfs("sync", str(m.mountpoint)).returncode == 0
         emu.fault(method="POST", path="/attachment/file", count=10_000, status=503)
-        (d / "a.txt").write_bytes(b"unsent")
+        write_owed(d / "a.txt", b"unsent")
         emu.fault(method="GET", path="/file", count=10_000, status=500)  # the copy fails
         with pytest.raises(OSError) as err:
             os.rename(d / "b.txt", d / "a.txt")
@@ -186,11 +205,12 @@ def test_row4_a_failed_rename_keeps_the_targets_unsent_bytes(
         m.stop()
 
 
+@MODES
 def test_row11_no_patch_a_failed_delete_of_the_source_is_finished_by_the_mount(
-    emu: EmulatorProc, tmp_path: Path
+    emu: EmulatorProc, tmp_path: Path, mode: tuple[str, ...]
 ) -> None:
     rec = new_record(emu)
-    m = start_mount(emu.url, tmp_path / "m", tmp_path / "w")
+    m = start_mount(emu.url, tmp_path / "m", tmp_path / "w", *mode)
     try:
         d = m.path("incident", rec)
         (d / "a").write_bytes(b"payload")
@@ -208,14 +228,16 @@ def test_row11_no_patch_a_failed_delete_of_the_source_is_finished_by_the_mount(
         m.stop()
 
 
+@MODES
 def test_row12_killed_mid_copy_rename_the_next_mount_finishes_it(
-    emu: EmulatorProc, tmp_path: Path
+    emu: EmulatorProc, tmp_path: Path, mode: tuple[str, ...]
 ) -> None:
     rec = new_record(emu)
-    m = start_mount(emu.url, tmp_path / "m", tmp_path / "w")
+    m = start_mount(emu.url, tmp_path / "m", tmp_path / "w", *mode)
     d = m.path("incident", rec)
     (d / "a").write_bytes(b"payload")
     (d / "b").write_bytes(b"old b")
+    assert snfs("sync", str(m.mountpoint)).returncode == 0  # write-back: both stored first
     emu.fault(method="POST", path="/attachment/file", count=1, delay=60)
     mover = threading.Thread(target=lambda: _quiet(os.rename, d / "a", d / "b"))
     mover.start()
@@ -225,7 +247,7 @@ def test_row12_killed_mid_copy_rename_the_next_mount_finishes_it(
         kill(m)  # the daemon dies mid-rename
         mover.join(30)
     emu.json("DELETE", "/__emulator__/faults")
-    m = start_mount(emu.url, tmp_path / "m", tmp_path / "w")
+    m = start_mount(emu.url, tmp_path / "m", tmp_path / "w", *mode)
     try:
         until(lambda: journal(m), lambda j: not j)
         assert on_instance(emu, rec) == {"b": [digest(b"payload")]}
@@ -234,7 +256,7 @@ def test_row12_killed_mid_copy_rename_the_next_mount_finishes_it(
         m.stop()
 
 
-@pytest.mark.parametrize("mode", [(), ("--write-back",)], ids=["write-through", "write-back"])
+@MODES
 def test_row1_fsync_write_more_close_killed_before_that_upload_leaves_one(
     emu: EmulatorProc, tmp_path: Path, mode: tuple[str, ...]
 ) -> None:
@@ -261,13 +283,14 @@ def test_row1_fsync_write_more_close_killed_before_that_upload_leaves_one(
         m.stop()
 
 
+@MODES
 def test_row3_dup_closed_writing_on_killed_never_sends_torn_bytes(
-    emu: EmulatorProc, tmp_path: Path
+    emu: EmulatorProc, tmp_path: Path, mode: tuple[str, ...]
 ) -> None:
     """`{ cmd1; cmd2; } > report.csv` over an attachment, the first close's upload failing,
     the daemon killed while cmd2 writes: the original stays; the file is kept, blocked."""
     rec = new_record(emu)
-    m = start_mount(emu.url, tmp_path / "m", tmp_path / "w")
+    m = start_mount(emu.url, tmp_path / "m", tmp_path / "w", *mode)
     p = m.path("incident", rec, "report.csv")
     p.write_bytes(b"original")
     try:
@@ -281,7 +304,7 @@ def test_row3_dup_closed_writing_on_killed_never_sends_torn_bytes(
     finally:
         kill(m)
     emu.json("DELETE", "/__emulator__/faults")
-    m = start_mount(emu.url, tmp_path / "m", tmp_path / "w")
+    m = start_mount(emu.url, tmp_path / "m", tmp_path / "w", *mode)
     try:
         q = m.path("incident", rec, "report.csv")
         assert os.getxattr(q, "user.snfs.state") == b"blocked"
@@ -436,7 +459,7 @@ def fill(disk: Path) -> Path:
     return filler
 
 
-@pytest.mark.parametrize("mode", [(), ("--write-back",)], ids=["write-through", "write-back"])
+@MODES
 def test_row7_spool_disk_full_at_close_is_never_synced_and_the_bytes_are_kept(
     emu: EmulatorProc, tmp_path: Path, small_spool: Path, mode: tuple[str, ...]
 ) -> None:
