@@ -214,6 +214,7 @@ def test_row11_no_patch_a_failed_delete_of_the_source_is_finished_by_the_mount(
     try:
         d = m.path("incident", rec)
         (d / "a").write_bytes(b"payload")
+        assert snfs("sync", str(m.mountpoint)).returncode == 0  # write-back: stored first
         emu.fault(method="DELETE", path="/attachment/", count=20, status=500)
         os.rename(d / "a", d / "b")  # the copy is stored; the source's delete is owed
         assert os.listdir(d) == ["b"]
@@ -293,6 +294,7 @@ def test_row3_dup_closed_writing_on_killed_never_sends_torn_bytes(
     m = start_mount(emu.url, tmp_path / "m", tmp_path / "w", *mode)
     p = m.path("incident", rec, "report.csv")
     p.write_bytes(b"original")
+    assert snfs("sync", str(m.mountpoint)).returncode == 0  # write-back: an attachment first
     try:
         fd = os.open(p, os.O_WRONLY | os.O_TRUNC)
         dup = os.dup(fd)
