@@ -837,6 +837,10 @@ class Writes:
         st.dirty = False
         st.attempt_started = None
         st.last_error = ""
+        # Its bytes are the instance's now: a reason it was blocked (open when the mount died,
+        # then fsynced: the writer's word for them) no longer holds, and must not come back
+        # at its next move (model seed 4072: a rename answered EIO, `stored -> blocked`).
+        st.blocked = ""
         self.tree.added(att)
         log.info(
             "uploaded %s/%s/%s (%d bytes) as %s",

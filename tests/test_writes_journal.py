@@ -412,3 +412,32 @@ async def test_vim_probes_created_closed_and_removed_within_the_grace_are_never_
             await c.unlink(probe)
         await c.writes.sync()
     assert backend.stats.uploads == 0
+
+
+async def test_a_blocked_file_fsynced_then_moved_without_patch_is_a_move_not_an_eio(
+    backend: FakeBackend, tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    """Found by the model (seed 4072): a file open when the daemon died is blocked; reopened
+    and fsynced, it is stored (fsync is the writer's word for its bytes); moved then to
+    another record without PATCH, the rename answered EIO (`stored -> blocked`: the stored
+    file still carried its old blocked reason)."""
+    backend.rename_supported = False
+    other = "b" * 32
+    spool = tmp_path / "spool"
+    async with running(backend, spool) as c:
+        fh = await c.create("a.txt")
+        await c.write(fh, b"half")
+        c.kill()  # open at the crash: blocked at the next mount
+    async with running(backend, spool) as c:
+        await c.writes.recover()
+        assert c.staged("a.txt").blocked == REOPENED
+        fh = await c.open("a.txt", os.O_WRONLY)
+        await c.ops.fsync(fh, False)  # stored as it is
+        assert backend.on_instance(REC) == {"a.txt": [b"half"]}
+        assert c.staged("a.txt").blocked == ""
+        dest = c.tree.record_node(T, other)
+        await c.ops.rename(c.rec.ino, b"a.txt", dest.ino, b"a.txt", 0)  # copy, then delete
+        assert await c.close(fh) == 0
+        await c.writes.sync()
+    assert backend.on_instance(REC) == {}
+    assert backend.on_instance(other) == {"a.txt": [b"half"]}
