@@ -110,9 +110,7 @@ def _mapped(timeout: type[httpx.TransportError], other: type[httpx.TransportErro
         yield
     except TimeoutError as e:
         raise timeout(str(e) or "timed out") from e
-    except (http.client.IncompleteRead, http.client.BadStatusLine) as e:
-        raise httpx.RemoteProtocolError(f"{type(e).__name__}: {e}") from e
-    except http.client.HTTPException as e:
+    except http.client.HTTPException as e:  # IncompleteRead, BadStatusLine, ...
         raise httpx.RemoteProtocolError(f"{type(e).__name__}: {e}") from e
     except OSError as e:  # ssl.SSLError included: a failed handshake keeps it as the cause
         raise other(f"{type(e).__name__}: {e}") from e

@@ -136,8 +136,9 @@ class CccifBackend(Backend):
                 )
             self.manageable = False
             return
-        except SnfsError:
-            return  # not an answer about this user's rights: the next listing asks again
+        except SnfsError as e:  # not an answer about this user's rights: the next listing asks
+            log.debug("state of CCCIF media %s not refreshed: %s", f.sys_id, e.message)
+            return
         self.manageable = True
         mine = self._mine.get(record, {})
         if f.sys_id in mine and row.state:

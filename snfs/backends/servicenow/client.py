@@ -734,14 +734,7 @@ class AttachmentClient:
             headers = {"Content-Type": ctype}
             path = "/attachment/file"
             params = {"table_name": table, "table_sys_id": table_sys_id, "file_name": file_name}
-        if size is not None:
-            headers["Content-Length"] = str(len(head) + size + len(tail))
-        bodies: list[_Body] = []
-
-        def make_body() -> AsyncIterable[bytes]:
-            b = _Body(self, opener, size, head, tail)
-            bodies.append(b)
-            return b.__aiter__()
+        bodies, make_body = self._bodies(opener, size, head, tail, headers)
 
         since = time.time() + self._clock_offset
 
@@ -768,6 +761,28 @@ class AttachmentClient:
 
         what = f"{table}/{table_sys_id}/{file_name}"
         return await upload_once(self._core, send, bodies, what, look)
+
+    def _bodies(
+        self,
+        opener: Callable[[], AsyncIterable[bytes]],
+        size: int | None,
+        head: bytes,
+        tail: bytes,
+        headers: dict[str, str],
+    ) -> tuple[list[_Body], Callable[[], AsyncIterable[bytes]]]:
+        """An upload's body, made anew for each attempt (a retry reads the source again): the
+        bodies made so far (the last says what was sent, and its hash) and their maker. Sets
+        `Content-Length` in `headers` when the size is known."""
+        if size is not None:
+            headers["Content-Length"] = str(len(head) + size + len(tail))
+        bodies: list[_Body] = []
+
+        def make_body() -> AsyncIterable[bytes]:
+            b = _Body(self, opener, size, head, tail)
+            bodies.append(b)
+            return b.__aiter__()
+
+        return bodies, make_body
 
     async def _find_uploaded(
         self, table: str, table_sys_id: str, file_name: str, size: int, digest: str, since: float
@@ -846,14 +861,7 @@ class AttachmentClient:
             "Content-Type": f"multipart/form-data; boundary={boundary}",
             "Accept": "application/json",
         }
-        if size is not None:
-            headers["Content-Length"] = str(len(head) + size + len(tail))
-        bodies: list[_Body] = []
-
-        def make_body() -> AsyncIterable[bytes]:
-            b = _Body(self, opener, size, head, tail)
-            bodies.append(b)
-            return b.__aiter__()
+        bodies, make_body = self._bodies(opener, size, head, tail, headers)
 
         path = "/cccif/media/upload"
         resp = await self._send(
