@@ -91,23 +91,24 @@ def _check_umask(v: Any, where: str) -> int:
     return n
 
 
-def _check_tables(v: Any, where: str) -> list[str]:
+def _strings(v: Any, where: str, expected: str) -> list[str]:
+    """A comma-separated string or a list of strings, each stripped, empty ones dropped."""
     if isinstance(v, str):
         v = v.split(",")
-    if not isinstance(v, list) or not all(isinstance(t, str) for t in v):
-        raise _bad(where, 'a list of table names such as ["incident", "problem"]')
-    tables = [t.strip() for t in v if t.strip()]
+    if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
+        raise _bad(where, expected)
+    return [x.strip() for x in v if x.strip()]
+
+
+def _check_tables(v: Any, where: str) -> list[str]:
+    tables = _strings(v, where, 'a list of table names such as ["incident", "problem"]')
     if not tables:
         raise _bad(where, "a non-empty list of table names")
     return tables
 
 
 def check_fuse_words(v: Any, where: str) -> list[str]:
-    if isinstance(v, str):
-        v = v.split(",")
-    if not isinstance(v, list) or not all(isinstance(o, str) for o in v):
-        raise _bad(where, 'a string of mount options such as "ro,allow_other"')
-    return [o.strip() for o in v if o.strip()]
+    return _strings(v, where, 'a string of mount options such as "ro,allow_other"')
 
 
 def _split_tables(text: str | list[str] | None) -> list[str] | None:
