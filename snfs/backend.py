@@ -226,7 +226,7 @@ class Backend(OptionalFeatures, Protocol):
         self, file_id: str, sink: Sink, *, offset: int = 0, like: RemoteFile | None = None
     ) -> None:
         """`stream`, with the bytes put into `sink` by a worker thread (`snfs.transfer`);
-        `transfer.feed(self.stream(...), sink)` where a backend has no worker path."""
+        `transfer.feed(self.stream(...), sink, offset)` where a backend has no worker path."""
 
     async def upload(
         self,

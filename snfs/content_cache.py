@@ -52,7 +52,7 @@ import shutil
 import tempfile
 import threading
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -63,7 +63,7 @@ import trio
 from snfs import transfer
 from snfs.errors import InvalidInput, NotFound
 from snfs.spool import private_dir
-from snfs.transfer import Reserve, Sink, Stop, pwritev_all
+from snfs.transfer import Block, Buffer, Reserve, Sink, Stop, pwritev_all
 
 log = logging.getLogger("snfs.cache")
 
@@ -78,6 +78,9 @@ _PART = ".part"
 _LOCK = ".lock"
 RANGE_AHEAD = 8 * 2**20  # a read this far past the watermark may use its own range fetch
 COPY_CHUNK = 2**20
+# Blocks an entry keeps in memory (`_Entry.recent`): the one a reader waits for, and the one
+# the worker fills next (the bytes that end a block land with the first bytes of the next).
+RECENT_BLOCKS = 3
 _NO_NEED = 2**63  # `_Entry.need` while no reader waits
 
 
@@ -115,9 +118,33 @@ class _Entry:
     ends: list[int] = field(default_factory=list)  # the end each of them waits for
     need: int = _NO_NEED  # the nearest of those ends (read by download workers)
     wanted: int = 0  # the furthest end any reader asked for
+    # The blocks the worker landed last, each with the end of its bytes on disk: a reader
+    # that waited for them is answered from memory (`_pread`). Kept while the download runs.
+    recent: list[tuple[Block, int]] = field(default_factory=list)
 
     def has(self, end: int) -> bool:
         return self.complete or self.watermark >= end
+
+    def keep(self, landed: list[tuple[Block, int]]) -> None:
+        """Keep the blocks that just landed, if a reader waits for them: a reader behind
+        the download reads the file (its pages are in the page cache), and a block nobody
+        keeps goes back to the pool for the next bytes."""
+        if not self.waiting:
+            self.recent.clear()
+            return
+        for block, end in landed:
+            if self.recent and self.recent[-1][0] is block:
+                self.recent[-1] = (block, end)
+            else:
+                self.recent.append((block, end))
+        del self.recent[:-RECENT_BLOCKS]
+
+    def in_memory(self, offset: int, end: int) -> memoryview | None:
+        """[offset, end) as a view of a block that holds all of it, if one does."""
+        for block, landed in self.recent:
+            if block.base <= offset and end <= landed:
+                return memoryview(block)[offset - block.base : end - block.base]
+        return None
 
 
 @dataclass(eq=False)
@@ -150,7 +177,7 @@ def _closed() -> trio.ClosedResourceError:
     return trio.ClosedResourceError("content cache closed or download abandoned")
 
 
-def _pwrite_all(fd: int, data: bytes | bytearray, offset: int) -> None:
+def _pwrite_all(fd: int, data: Buffer, offset: int) -> None:
     view = memoryview(data)
     while view:
         n = os.pwrite(fd, view, offset)
@@ -226,6 +253,7 @@ class ContentCache:
             prefetches=0,
             prefetch_hits=0,
             paused=0,
+            from_memory=0,
         )
         # Prefetched files not read yet: sys_id -> size. Bounded to a quarter of the memory
         # budget so a walk ahead can never push out what readers are using.
@@ -309,8 +337,9 @@ class ContentCache:
 
     # ---- public API ----------------------------------------------------------------------
 
-    async def read(self, sys_id: str, size: int, offset: int, length: int) -> bytes:
-        """Up to `length` bytes at `offset` of a file of `size` bytes (short only at EOF)."""
+    async def read(self, sys_id: str, size: int, offset: int, length: int) -> Buffer:
+        """Up to `length` bytes at `offset` of a file of `size` bytes (short only at EOF); a
+        view of a download's block when the bytes just landed (never changed later)."""
         _check_id(sys_id)
         end = min(size, offset + length)
         if offset < 0 or offset >= end:
@@ -430,7 +459,7 @@ class ContentCache:
 
     # ---- large files: streamed to disk -----------------------------------------------------------
 
-    async def _read_disk(self, sys_id: str, offset: int, end: int) -> bytes:
+    async def _read_disk(self, sys_id: str, offset: int, end: int) -> Buffer:
         entry = self._entries.get(sys_id) or self._new_entry(sys_id)
         self._touch(entry)
         entry.wanted = max(entry.wanted, end)
@@ -482,12 +511,16 @@ class ContentCache:
                 entry.ends.remove(end)
                 entry.need = min(entry.ends, default=_NO_NEED)
 
-    def _pread(self, entry: _Entry, offset: int, end: int) -> bytes:
+    def _pread(self, entry: _Entry, offset: int, end: int) -> Buffer:
         if entry.dead is not None:
             raise entry.dead
         end = min(end, entry.watermark)  # the stream may be shorter than size_bytes said
         if offset >= end:
             return b""
+        view = entry.in_memory(offset, end)
+        if view is not None:
+            self._counts["from_memory"] += 1
+            return view
         if entry.fd is None:  # adopted from an earlier mount: opened on first use
             entry.fd = os.open(entry.path, os.O_RDONLY | os.O_CLOEXEC)
         return _pread_all(entry.fd, end - offset, offset)
@@ -518,11 +551,14 @@ class ContentCache:
                 self._drop(entry, exc)
         finally:
             self._counts["downloads_active"] -= 1
+            if not self._counts["downloads_active"]:
+                transfer.BLOCKS.drain()  # the blocks go once nobody uses them
             if dl.error is None and not entry.complete and not abandoned and not paused:
                 dl.error = entry.dead or _closed()  # cancelled or forgotten
             # (an abandoned download has no error: a reader who arrived meanwhile restarts it)
             if entry.download is dl:
                 entry.download = None
+            entry.recent.clear()  # its readers were woken; later ones read the file
             if entry.dead is not None and entry.fd is not None:
                 os.close(entry.fd)  # _drop leaves the fd to us while we may still write to it
                 entry.fd = None
@@ -574,9 +610,10 @@ class ContentCache:
     def _landed(self, sink: _DiskSink) -> None:
         """On the event loop: more bytes of `sink`'s file are on disk. Never raises (it runs
         as a callback of the loop); what stops the worker is set on the sink."""
-        entry, n = sink.entry, sink.told()
+        entry, (n, landed) = sink.entry, sink.told()
         if entry.dead is not None:
             return  # dropped: its worker sees that before its next write
+        entry.keep(landed)
         entry.watermark += n
         self._disk_used += n
         self._counts["bytes_fetched"] += n
@@ -658,6 +695,7 @@ class ContentCache:
         if self._entries.get(entry.sys_id) is entry:
             del self._entries[entry.sys_id]
         entry.dead = why
+        entry.recent.clear()
         self._disk_used -= entry.watermark
         if evicted:
             self._counts["evictions"] += 1
@@ -721,29 +759,47 @@ class _DiskSink:
         self.stop: BaseException | None = None
         self._lock = threading.Lock()
         self._untold = 0  # bytes written that the loop has not been told of
+        self._landed: list[tuple[Block, int]] = []  # and the blocks they lie in
         self._pending = False  # a `_landed` call is queued on the loop
 
     def urgent(self, ahead: int) -> bool:
         return self.pos + ahead >= self.entry.need
 
-    def put(self, pieces: list[bytes]) -> None:
+    def put(self, pieces: Sequence[Buffer]) -> None:
         if self.stop is not None or self.entry.dead is not None:
             raise Stop()
         self.reserve.ahead_of(self.pos, sum(map(len, pieces)))
         n = pwritev_all(self.fd, pieces, self.pos)
+        # Blocks are kept for readers that wait for them (`_Entry.keep`), and at most the
+        # last few: holding more until the loop runs `_landed` takes blocks from the pool for
+        # nothing. (`waiting` is the loop's; read here, it may be a batch late.)
+        landed = _blocks_of(pieces, self.pos) if self.entry.waiting else []
         self.pos += n
         with self._lock:
             self._untold += n
+            self._landed = (self._landed + landed)[-RECENT_BLOCKS:]
             if self._pending:
                 return
             self._pending = True
         self.token.run_sync_soon(self.cache._landed, self)
 
-    def told(self) -> int:
-        """On the loop: the bytes written since the last call."""
+    def told(self) -> tuple[int, list[tuple[Block, int]]]:
+        """On the loop: the bytes written since the last call, and the blocks they lie in."""
         with self._lock:
             n, self._untold, self._pending = self._untold, 0, False
-        return n
+            landed, self._landed = self._landed, []
+        return n, landed
+
+
+def _blocks_of(pieces: Sequence[Buffer], pos: int) -> list[tuple[Block, int]]:
+    """The blocks that `pieces`, written at `pos`, are views of, each with where its bytes
+    written end."""
+    landed = []
+    for piece in pieces:
+        pos += len(piece)
+        if isinstance(piece, memoryview) and isinstance(piece.obj, Block):
+            landed.append((piece.obj, pos))
+    return landed
 
 
 def _try_lock(path: Path) -> int | None:

@@ -24,6 +24,7 @@ from snfs.errors import NotFound
 from snfs.handlers import fail, handler
 from snfs.inodes import Kind, Node
 from snfs.prefetch import Prefetcher
+from snfs.transfer import Buffer
 from snfs.tree import Listing, Tree
 from snfs.writes import Writes
 
@@ -328,7 +329,9 @@ class Operations(pyfuse3.Operations):
         )
 
     @handler
-    async def read(self, fh: int, off: int, size: int) -> bytes:
+    # pyfuse3 declares bytes but replies from any buffer (PyObject_GetBuffer in fuse_read_async):
+    # the cache may answer with a view of a download's block, not a copy.
+    async def read(self, fh: int, off: int, size: int) -> Buffer:  # type: ignore[override]
         node = self._handle(fh).node
         if node.kind is Kind.FILE:
             att = node.data

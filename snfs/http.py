@@ -86,7 +86,7 @@ from snfs.errors import (
     Unsupported,
 )
 from snfs.secrets import Secret
-from snfs.transfer import BATCH, Gather, Sink, Stop, in_worker, put
+from snfs.transfer import BATCH, Blocks, Sink, Stop, in_worker, put
 
 log = logging.getLogger("snfs.http")
 
@@ -938,6 +938,7 @@ class _WorkerAttempt:
         self.kind, self.path, self.state = kind, path, run
         self.resp: httpx.Response | None = None
         self.bytes_in = 0
+        self.direct_in = 0  # body bytes received past httpx (`WorkerAnswer.receive`)
         self.unauthorized: httpx.Response | None = None
         self.refusal: SnfsError | None = None
         self._lock = threading.Lock()  # resp: set, used by cancel, and closed
@@ -984,29 +985,61 @@ class _WorkerAttempt:
         finally:
             with self._lock:
                 self._open = None
-            self.bytes_in = resp.num_bytes_downloaded
+            self.bytes_in = resp.num_bytes_downloaded + self.direct_in
             resp.close()
 
     def _receive(self, answer: WorkerAnswer) -> None:
         """Body → check → sink, in batches; what arrived before a break is kept."""
-        run, gather, stop = self.state, Gather(), False
+        run, stop = self.state, False
+        blocks = Blocks(run.at, run.total)
         try:
-            for chunk in answer.body:
-                self.resume.reached(len(chunk))
-                part = answer.skip.take(chunk)
-                if part is None:
-                    continue
-                gather.add(part)
-                if gather.size >= BATCH or (gather.pieces and self.sink.urgent(gather.size)):
-                    run.delivered += put(self.sink, gather.take())
+            if answer.receive is not None:
+                self._receive_into(answer, answer.receive, blocks)
+            else:
+                for chunk in answer.body:
+                    self.resume.reached(len(chunk))
+                    part = answer.skip.take(chunk)
+                    if part is not None:
+                        blocks.add(part)
+                        self._batch(blocks, answer)
+            _absorb(answer, blocks)
             answer.verify(run.total)
-            gather.release()
+            blocks.release()
         except Stop:
             stop = True
             raise
         finally:
-            if gather.pieces and not stop and not self._stopped:
-                run.delivered += put(self.sink, gather.take())
+            if blocks.ready and not stop and not self._stopped:
+                run.delivered += put(self.sink, blocks.take())
+
+    def _receive_into(
+        self, answer: WorkerAnswer, receive: Callable[[memoryview], int], blocks: Blocks
+    ) -> None:
+        """The body received straight into the blocks (one copy, by the kernel); what a
+        resume without Range skips is received into the free part of a block and dropped."""
+        skip = answer.skip
+        while True:
+            room = blocks.room()
+            if skip.left:
+                room = room[: skip.left]
+            n = receive(room)
+            if not n:
+                return
+            self.direct_in += n
+            self.resume.reached(n)
+            if skip.left:
+                answer.absorb(room[:n])  # the check sees the whole body, in order
+                skip.left -= n
+                continue
+            blocks.added(n)
+            self._batch(blocks, answer)
+
+    def _batch(self, blocks: Blocks, answer: WorkerAnswer) -> None:
+        """Put what was gathered: a whole batch, or less when a reader waits for it."""
+        ready = blocks.ready
+        if ready >= BATCH or (ready and self.sink.urgent(ready)):
+            _absorb(answer, blocks)
+            self.state.delivered += put(self.sink, blocks.take())
 
     def cancel(self) -> None:
         """On the event loop: stop the worker, at once even while it waits for bytes."""
@@ -1024,12 +1057,23 @@ class _WorkerAttempt:
 
 @dataclass
 class WorkerAnswer:
-    """`Answer` for a worker thread: the body is a plain iterator."""
+    """`Answer` for a worker thread: the body is a plain iterator, which checks its pieces
+    itself. Or, where the transport can (`wire.readinto`: an identity body), `receive`:
+    at most one receive into the buffer given, 0 at the body's end; the worker then hands
+    every byte received, in order, to `absorb` (the check) before `verify`."""
 
     skip: Skip
     total: int | None
     body: Iterator[bytes]
     verify: Callable[[int | None], None] = lambda total: None
+    receive: Callable[[memoryview], int] | None = None
+    absorb: Callable[[memoryview], None] = lambda view: None
+
+
+def _absorb(answer: WorkerAnswer, blocks: Blocks) -> None:
+    """Hand the bytes received since the last call to the answer's check."""
+    for view in blocks.fresh():
+        answer.absorb(view)
 
 
 @dataclass
@@ -1068,7 +1112,9 @@ class Fetch:
         if not resp.is_success:
             resp.read()
             raise core.refused_download(resp, kind, path)
-        return WorkerAnswer(Skip(pos), _content_length(resp), resp.iter_bytes())
+        return WorkerAnswer(
+            Skip(pos), _content_length(resp), resp.iter_bytes(), receive=wire.readinto(resp)
+        )
 
     def after(self, resp: httpx.Response) -> None:
         """Sees each answer once it is done with (e.g. to learn the server's clock)."""

@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import itertools
 import time
-from collections.abc import AsyncIterable, AsyncIterator, Iterator
+from collections.abc import AsyncIterable, AsyncIterator, Iterator, Sequence
 from contextlib import aclosing, contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
-from snfs.transfer import Sink
+from snfs.transfer import Buffer, Sink
 
 
 @dataclass
@@ -70,7 +70,7 @@ class _CountingSink:
     def urgent(self, ahead: int) -> bool:
         return self._sink.urgent(ahead)
 
-    def put(self, pieces: list[bytes]) -> None:
+    def put(self, pieces: Sequence[Buffer]) -> None:
         self._sink.put(pieces)
         self._transfer.done += sum(map(len, pieces))
 

@@ -26,10 +26,13 @@ import socket
 import ssl
 import threading
 import urllib.request
-from collections.abc import Iterator
-from typing import Any, cast
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any, cast
 
 import httpx
+
+if TYPE_CHECKING:
+    from _typeshed import WriteableBuffer
 
 RECV = 1 << 18  # at most this many bytes per receive (one `recv` into a fresh bytes object)
 # The answer's read buffer (http.client: 8 KiB). A body piece that does not start in it is
@@ -45,6 +48,35 @@ class _Response(http.client.HTTPResponse):
         super().__init__(sock, *args, **kwargs)
         self.fp.close()  # nothing read from it yet; the socket stays open
         self.fp = cast(Any, sock.makefile("rb", buffering=BUFFER))
+
+    def readinto1(self, buffer: WriteableBuffer) -> int:
+        """`read1` into `buffer`: at most one receive (straight into `b`, when `b` is larger than
+        the read buffer), chunked transfer coding undone; 0 at the body's end. Mirrors
+        `read1` and `_read1_chunked` of Python 3.11's http.client, whose chunk bookkeeping
+        (`_get_chunk_left`, `chunk_left`) it shares."""
+        b = memoryview(buffer)
+        if self.fp is None or self._method == "HEAD":  # type: ignore[attr-defined]
+            return 0
+        if self.chunked:
+            left = self._get_chunk_left()  # type: ignore[attr-defined]
+            if left is None:
+                return 0
+            n = self.fp.readinto1(b[:left])
+            self.chunk_left = left - n
+            if not n:
+                raise http.client.IncompleteRead(b"")
+            return n
+        if self.length is not None:
+            b = b[: self.length]
+            if not b:
+                self._close_conn()  # type: ignore[attr-defined]
+                return 0
+        n = self.fp.readinto1(b)
+        if not n:
+            self._close_conn()  # type: ignore[attr-defined]
+        elif self.length is not None:
+            self.length -= n
+        return n
 
 
 class _HTTPConnection(http.client.HTTPConnection):
@@ -93,6 +125,23 @@ class _Body(httpx.SyncByteStream):
             )
         self.done = True
 
+    def readinto1(self, b: memoryview) -> int:
+        """The body's next bytes received into `b` (one receive at most); 0 at its end."""
+        try:
+            n = self.resp.readinto1(b)
+        except (OSError, http.client.HTTPException):
+            # Mapped only on a failure: this runs once per receive.
+            with _mapped(httpx.ReadTimeout, httpx.ReadError):
+                raise
+        if not n:
+            if self.resp.length:  # a Content-Length body cut short
+                raise httpx.RemoteProtocolError(
+                    f"peer closed connection without sending complete message body "
+                    f"({self.resp.length} bytes missing)"
+                )
+            self.done = True
+        return n
+
     def close(self) -> None:
         if self.conn is None:
             return
@@ -114,6 +163,19 @@ def _mapped(timeout: type[httpx.TransportError], other: type[httpx.TransportErro
         raise httpx.RemoteProtocolError(f"{type(e).__name__}: {e}") from e
     except OSError as e:  # ssl.SSLError included: a failed handshake keeps it as the cause
         raise other(f"{type(e).__name__}: {e}") from e
+
+
+def readinto(resp: httpx.Response) -> Callable[[memoryview], int] | None:
+    """How a worker receives `resp`'s body straight into its own buffers: at most one
+    receive per call, 0 at the end. None unless the answer came through `WireTransport`
+    with an identity body (a gzip body needs httpx's decoder; the bytes then come through
+    `iter_bytes`, each piece copied once more)."""
+    body = resp.extensions.get(_READINTO)
+    coding = resp.headers.get("content-encoding", "identity").strip().lower()
+    return body if coding in ("", "identity") else None
+
+
+_READINTO = "snfs.readinto1"  # the response extension that carries `_Body.readinto1`
 
 
 class WireTransport(httpx.BaseTransport):
@@ -170,14 +232,16 @@ class WireTransport(httpx.BaseTransport):
             conn.close()
             raise
         headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in resp.msg.items()]
+        stream = _Body(self, key, conn, resp)
         return httpx.Response(
             resp.status,
             headers=headers,
-            stream=_Body(self, key, conn, resp),
+            stream=stream,
             extensions={
                 "http_version": b"HTTP/1.1" if resp.version == 11 else b"HTTP/1.0",
                 "reason_phrase": resp.reason.encode("latin-1", "replace"),
                 "network_stream": _Socket(sock),
+                _READINTO: stream.readinto1,
             },
         )
 

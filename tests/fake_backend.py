@@ -160,7 +160,7 @@ class FakeBackend(OptionalFeatures):
     async def stream_into(
         self, file_id: str, sink: Sink, *, offset: int = 0, like: Attachment | None = None
     ) -> None:
-        await transfer.feed(self.stream(file_id, offset=offset), sink)
+        await transfer.feed(self.stream(file_id, offset=offset), sink, offset)
 
     async def stream(
         self, file_id: str, *, offset: int = 0, like: Attachment | None = None

@@ -103,7 +103,7 @@ def data_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -
 
         def with_worker(fetch: Callable[..., Any], **kw: Any) -> ContentCache:
             async def into(sys_id: str, offset: int, sink: Any) -> None:
-                await transfer.feed(fetch(sys_id, offset), sink)
+                await transfer.feed(fetch(sys_id, offset), sink, offset)
 
             return _ContentCache(fetch, into=into, **kw)
 
@@ -180,7 +180,7 @@ async def test_concurrent_small_readers_share_one_fetch() -> None:
 
 
 async def _collect(out: list[bytes], coro) -> None:
-    out.append(await coro)
+    out.append(bytes(await coro))  # a view of a block, or bytes
 
 
 # ---- large files -------------------------------------------------------------------------------

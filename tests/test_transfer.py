@@ -40,11 +40,12 @@ pytestmark = pytest.mark.usefixtures("fresh")
 KiB, MiB = 2**10, 2**20
 
 
-def _cache(c: AttachmentClient, disk_dir: Path) -> ContentCache:
-    """A content cache whose large files come through the client's download workers."""
+def _cache(c: AttachmentClient, disk_dir: Path, like: Any = None) -> ContentCache:
+    """A content cache whose large files come through the client's download workers (with
+    `like`, the file's metadata, as the mount gives it: gzip asked for only where it pays)."""
     return ContentCache(
-        lambda sid, off: c.stream(sid, offset=off),
-        into=lambda sid, off, sink: c.stream_into(sid, sink, offset=off),
+        lambda sid, off: c.stream(sid, offset=off, like=like),
+        into=lambda sid, off, sink: c.stream_into(sid, sink, offset=off, like=like),
         disk_dir=disk_dir,
         small_file_bytes=MiB,
     )
@@ -57,6 +58,18 @@ async def _published(cache: ContentCache) -> None:
         return cache.stats()["downloads_active"] == 0
 
     await eventually_async(idle, timeout=30)
+
+
+@pytest.fixture(params=["received", "decoded"])
+def way(request: pytest.FixtureRequest) -> str:
+    """How a test's body reaches the worker's blocks: an identity body received straight
+    into them (the mount's way for a binary file, whose metadata it knows), or gzip pieces
+    decoded by httpx and copied in (without metadata the client asks for gzip)."""
+    return str(request.param)
+
+
+def _like(att: Any, way: str) -> Any:
+    return att if way == "received" else None
 
 
 @pytest.fixture
@@ -76,12 +89,14 @@ def gate(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[threading.Event, lis
         opened.set()  # never leave a worker thread waiting
 
 
-async def test_a_reader_gets_its_first_bytes_while_the_worker_is_held(emu, tmp_path, gate) -> None:
+async def test_a_reader_gets_its_first_bytes_while_the_worker_is_held(
+    emu, tmp_path, gate, way
+) -> None:
     opened, batches = gate
     data = payload(12 * MiB)
     async with client(emu) as c:
         att = await c.upload("incident", new_record(emu), "big.bin", data)
-        async with _cache(c, tmp_path / "cache") as cache:
+        async with _cache(c, tmp_path / "cache", _like(att, way)) as cache:
             with trio.fail_after(20):
                 first = await cache.read(att.sys_id, len(data), 0, 64 * KiB)
             assert first == data[: 64 * KiB]
@@ -104,7 +119,7 @@ async def test_a_reader_gets_its_first_bytes_while_the_worker_is_held(emu, tmp_p
 
 
 async def test_a_wrong_hash_keeps_the_file_out_of_the_cache_with_a_slow_worker(
-    emu, tmp_path, monkeypatch: pytest.MonkeyPatch
+    emu, tmp_path, monkeypatch: pytest.MonkeyPatch, way
 ) -> None:
     monkeypatch.setattr(transfer, "fault", lambda sink, n: time.sleep(0.01))
     data = payload(6 * MiB)
@@ -115,7 +130,7 @@ async def test_a_wrong_hash_keeps_the_file_out_of_the_cache_with_a_slow_worker(
         blob = Path(emu.data_dir) / "blobs" / att.sys_id[:2] / att.sys_id
         blob.write_bytes(payload(len(data), seed=2))
         cache_dir = tmp_path / "cache"
-        async with _cache(c, cache_dir) as cache:
+        async with _cache(c, cache_dir, _like(att, way)) as cache:
             with trio.fail_after(30), pytest.raises(NotTheContent) as e:
                 await cache.read(att.sys_id, len(data), 0, len(data))
             assert "SHA-256" in e.value.message
@@ -129,14 +144,14 @@ async def test_a_wrong_hash_keeps_the_file_out_of_the_cache_with_a_slow_worker(
     assert (cache_dir / att.sys_id).read_bytes() == data
 
 
-async def test_a_download_resumes_after_a_break_in_the_worker(emu, tmp_path) -> None:
+async def test_a_download_resumes_after_a_break_in_the_worker(emu, tmp_path, way) -> None:
     """The emulator cuts the answer mid-body: the worker's bytes so far stay, the next
     attempt (asked for again without Range, skipping what is here) completes the file."""
     data = payload(5 * MiB)
     async with client(emu) as c:
         att = await c.upload("incident", new_record(emu), "big.bin", data)
         emu.fault(method="GET", path=r"/file$", count=1, drop_after_bytes=2 * MiB)
-        async with _cache(c, tmp_path / "cache") as cache:
+        async with _cache(c, tmp_path / "cache", _like(att, way)) as cache:
             with trio.fail_after(30):
                 assert await cache.read(att.sys_id, len(data), 0, len(data)) == data
             await _published(cache)
@@ -147,14 +162,52 @@ async def test_a_download_resumes_after_a_break_in_the_worker(emu, tmp_path) -> 
     )
 
 
-async def test_cancelling_a_download_stops_its_worker(emu, tmp_path, gate) -> None:
+@pytest.mark.parametrize(
+    ("name", "ctype", "direct"),
+    [("big.bin", "application/octet-stream", True), ("notes.txt", "text/plain", False)],
+    ids=["identity-received-into-blocks", "gzip-pieces-copied-into-blocks"],
+)
+async def test_a_waiting_reader_is_answered_from_the_workers_block(
+    emu, tmp_path, monkeypatch: pytest.MonkeyPatch, name: str, ctype: str, direct: bool
+) -> None:
+    """A reader that waits for bytes at the download's front gets a view of the block they
+    landed in, not a read of the cache file; both ways bytes reach the blocks (an identity
+    body received straight into them, a gzip body's decoded pieces copied in)."""
+    received: list[bool] = []
+    readinto = wire.readinto
+
+    def spy(resp: Any) -> Any:
+        got = readinto(resp)
+        received.append(got is not None)
+        return got
+
+    monkeypatch.setattr(wire, "readinto", spy)
+    data = b"".join(b"line %07d of the notes\n" % i for i in range(6 * MiB // 24))
+    async with client(emu) as c:
+        att = await c.upload("incident", new_record(emu), name, data, content_type=ctype)
+        async with _cache(c, tmp_path / "cache", like=att) as cache:
+            with trio.fail_after(30):
+                first = await cache.read(att.sys_id, len(data), 0, MiB)
+                rest = [
+                    bytes(await cache.read(att.sys_id, len(data), off, MiB))
+                    for off in range(MiB, len(data), MiB)
+                ]
+            assert isinstance(first, memoryview) and isinstance(first.obj, transfer.Block)
+            assert bytes(first) + b"".join(rest) == data
+            assert cache.stats()["from_memory"] >= 1
+            await _published(cache)
+    assert received == [direct]
+    assert (tmp_path / "cache" / att.sys_id).read_bytes() == data
+
+
+async def test_cancelling_a_download_stops_its_worker(emu, tmp_path, gate, way) -> None:
     """Closing the cache while a worker is held: the worker is told to stop, the close waits
     for it, and no part file is left behind."""
     opened, batches = gate
     data = payload(8 * MiB)
     async with client(emu) as c:
         att = await c.upload("incident", new_record(emu), "big.bin", data)
-        async with _cache(c, tmp_path / "cache") as cache:
+        async with _cache(c, tmp_path / "cache", _like(att, way)) as cache:
             with trio.fail_after(20):
                 await cache.read(att.sys_id, len(data), 0, 4 * KiB)
             trio.lowlevel.current_trio_token().run_sync_soon(opened.set)  # once the close began
@@ -309,4 +362,106 @@ def test_a_body_cut_short_is_a_protocol_error_and_its_connection_not_kept() -> N
         assert not any(transport._idle.values())
     finally:
         t.join(5)
+        srv.close()
+
+
+def _serve_once(raw: bytes, *, hang_up: bool = False) -> tuple[int, threading.Thread, Any]:
+    """A socket server of the test's that answers one request with `raw`, then keeps the
+    connection open (a keep-alive server would) or, with `hang_up`, closes it."""
+    import socket
+
+    srv = socket.create_server(("127.0.0.1", 0))
+
+    def serve() -> None:
+        conn, _ = srv.accept()
+        with conn:
+            conn.recv(65536)
+            conn.sendall(raw)
+            if not hang_up:
+                conn.recv(65536)  # until the client closes
+
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    return srv.getsockname()[1], t, srv
+
+
+def _receive_all(receive: Any, step: int) -> bytes:
+    got, buf = bytearray(), bytearray(step)
+    while n := receive(memoryview(buf)):
+        got += buf[:n]
+    return bytes(got)
+
+
+@pytest.mark.parametrize(
+    ("head", "body", "want"),
+    [
+        # small chunks, a chunk extension and a trailer: what http.client's chunk reader
+        # (which `_Response.readinto1` shares) must undo
+        (
+            b"Transfer-Encoding: chunked\r\n",
+            b"7;ext=1\r\nabcdefg\r\n3\r\nhij\r\n0\r\nX-Trailer: 1\r\n\r\n",
+            b"abcdefghij",
+        ),
+        (b"Content-Length: 10\r\n", b"abcdefghij", b"abcdefghij"),
+    ],
+    ids=["chunked", "content-length"],
+)
+def test_a_worker_receives_an_identity_body_straight_into_its_buffer(
+    head: bytes, body: bytes, want: bytes
+) -> None:
+    """`wire.readinto`: the body's bytes, at most one receive per call, then 0; the
+    connection, read to the end, goes back to the pool."""
+    import httpx
+
+    port, t, srv = _serve_once(b"HTTP/1.1 200 OK\r\n" + head + b"\r\n" + body)
+    transport = wire.WireTransport(verify=True, timeout=5, pool=2)
+    try:
+        with httpx.Client(transport=transport) as c:
+            with c.stream("GET", f"http://127.0.0.1:{port}/f") as r:
+                receive = wire.readinto(r)
+                assert receive is not None
+                assert _receive_all(receive, 4) == want
+            assert [len(v) for v in transport._idle.values()] == [1]
+    finally:
+        srv.close()
+
+
+def test_a_gzip_body_is_not_received_straight_into_a_buffer() -> None:
+    import gzip
+
+    import httpx
+
+    packed = gzip.compress(b"hello " * 100)
+    port, t, srv = _serve_once(
+        b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: %d\r\n\r\n" % len(packed)
+        + packed
+    )
+    try:
+        with (
+            httpx.Client(transport=wire.WireTransport(verify=True, timeout=5, pool=2)) as c,
+            c.stream("GET", f"http://127.0.0.1:{port}/f") as r,
+        ):
+            assert wire.readinto(r) is None  # httpx's decoder must see it
+            assert r.read() == b"hello " * 100
+    finally:
+        srv.close()
+
+
+def test_a_body_cut_short_is_a_protocol_error_when_received_into_a_buffer() -> None:
+    import httpx
+
+    raw = b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n" + b"x" * 50
+    port, t, srv = _serve_once(raw, hang_up=True)
+    transport = wire.WireTransport(verify=True, timeout=5, pool=2)
+    try:
+        with (
+            httpx.Client(transport=transport) as c,
+            c.stream("GET", f"http://127.0.0.1:{port}/f") as r,
+        ):
+            receive = wire.readinto(r)
+            assert receive is not None
+            with pytest.raises(httpx.RemoteProtocolError, match="50 bytes missing"):
+                _receive_all(receive, 64)
+        assert not any(transport._idle.values())
+    finally:
         srv.close()

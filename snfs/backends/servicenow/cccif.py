@@ -165,7 +165,7 @@ class CccifBackend(Backend):
         media_url, size = self._media_url(file_id)
         if media_url:
             stream = self.client.stream_media(media_url, offset=offset, expected_size=size)
-            await transfer.feed(stream, sink)
+            await transfer.feed(stream, sink, offset)
             return
         await self.client.stream_into(file_id, sink, offset=offset, like=like)
 

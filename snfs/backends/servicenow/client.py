@@ -31,7 +31,7 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 import trio
 
-from snfs import __version__, transfer
+from snfs import __version__, transfer, wire
 from snfs.backend import RemoteFile
 from snfs.backends.common import check_url, multipart_quote, validate_file_name
 from snfs.backends.servicenow import query as _q
@@ -1155,7 +1155,11 @@ class _AttachmentFetch(Fetch):
         check = _Check.of(resp, self.sys_id, path, resp.read() if _Check.page_like(resp) else None)
         skip, whole = self.client._range_start(resp, path, pos, self.ranged)
         total = check.size if check.size is not None else whole
-        return WorkerAnswer(skip, total, check.body_in_worker(resp), check.verify)
+        receive = wire.readinto(resp)
+        if receive is None:
+            return WorkerAnswer(skip, total, check.body_in_worker(resp), check.verify)
+        check.start(resp)  # the worker receives into its blocks and hands them to the check
+        return WorkerAnswer(skip, total, iter(()), check.verify, receive, check.absorb)
 
     def after(self, resp: httpx.Response) -> None:
         self.client._learn_clock(resp)
@@ -1208,23 +1212,29 @@ class _Check:
         sha = _str(meta.get("hash"))
         return cls(path, size, sha if re.fullmatch(r"[0-9a-fA-F]{64}", sha) else "", True)
 
-    async def body(self, resp: httpx.Response) -> AsyncIterator[bytes]:
+    def start(self, resp: httpx.Response) -> None:
+        """Before the body: only a whole body (200, not 206) is hashed."""
         self.whole = resp.status_code == 200
-        digest = self.digest if self.whole else None
+        if not self.whole:
+            self.digest = None
+
+    def absorb(self, piece: bytes | memoryview) -> None:
+        """The body's next bytes."""
+        self.received += len(piece)
+        if self.digest is not None:
+            self.digest.update(piece)
+
+    async def body(self, resp: httpx.Response) -> AsyncIterator[bytes]:
+        self.start(resp)
         async for chunk in resp.aiter_bytes():
-            self.received += len(chunk)
-            if digest is not None:
-                digest.update(chunk)
+            self.absorb(chunk)
             yield chunk
 
     def body_in_worker(self, resp: httpx.Response) -> Iterator[bytes]:
         """`body` in a download's worker thread: receive and hash leave the event loop."""
-        self.whole = resp.status_code == 200
-        digest = self.digest if self.whole else None
+        self.start(resp)
         for chunk in resp.iter_bytes():
-            self.received += len(chunk)
-            if digest is not None:
-                digest.update(chunk)
+            self.absorb(chunk)
             yield chunk
 
     def verify(self, total: int | None) -> None:
