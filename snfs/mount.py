@@ -117,21 +117,6 @@ def fuse_init(ops: Operations, mountpoint: Path, options: set[str]) -> None:
         log.warning("FUSE: %s", text)
 
 
-class TrackedUploads:
-    """The backend, with each upload counted for `snfs status` (what `Writes` is given)."""
-
-    def __init__(self, backend: Backend, transfers: Transfers) -> None:
-        self._backend = backend
-        self._transfers = transfers
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._backend, name)
-
-    async def upload(self, table: str, record: str, file_name: str, *a: Any, **kw: Any) -> Any:
-        with self._transfers.upload(f"{table}/{record}/{file_name}", kw.get("size")):
-            return await self._backend.upload(table, record, file_name, *a, **kw)
-
-
 def set_read_ahead(mountpoint: Path, kb: int) -> None:
     """Let the kernel read ahead `kb` KiB on this mount: larger, fewer FUSE reads for sequential
     readers. Best effort (it needs root); never stat()s the mount, whose loop is not running yet."""
@@ -283,7 +268,7 @@ class Mount:
             )
         self.writes = writes = Writes(
             tree,
-            TrackedUploads(backend, self.transfers),
+            backend,
             cache,
             spool,
             read_only=o.read_only,
@@ -291,6 +276,7 @@ class Mount:
             transfers=o.transfers,
             alert=notify.desktop,
             local_only=o.local_only,
+            uploads=self.transfers,
         )
         control = Control(tree.inodes, self.status, sync=self.sync)
         self.prefetch = prefetch = Prefetcher(

@@ -50,6 +50,7 @@ from snfs.errors import (
 )
 from snfs.handlers import fail
 from snfs.inodes import Kind, Node, file_key
+from snfs.progress import Transfers
 from snfs.spool import Entry, Spool
 from snfs.temp_names import is_temp, local_only
 from snfs.tree import Tree
@@ -111,6 +112,7 @@ class Writes:
         hold_seconds: float = HOLD_SECONDS,
         doubt_wait: float = DOUBT_WAIT,
         wall: Callable[[], float] = time.time,
+        uploads: Transfers | None = None,
     ) -> None:
         # The wall clock: when an attempt started (compared with the instance's creation
         # times), the grace of a held name. A test gives a virtual one (deterministic runs).
@@ -118,6 +120,7 @@ class Writes:
         self.tree = tree
         self.inodes = tree.inodes
         self.backend = backend
+        self._uploads = uploads or Transfers()  # each upload shown by `snfs status`
         self.cache = cache
         self.spool = spool
         self.read_only = read_only
@@ -683,14 +686,16 @@ class Writes:
             # doubt to wait for (a spool disk full would make each sync wait DOUBT_WAIT).
             st.attempt_started = before
             raise
-        stored = await self.backend.upload(
-            st.table,
-            st.record,
-            names.decode(st.name),
-            self.spool.data_path(st.sid),
-            size=st.size(),
-            replaces=st.replaces,
-        )
+        name, size = names.decode(st.name), st.size()
+        with self._uploads.upload(f"{st.table}/{st.record}/{name}", size):
+            stored = await self.backend.upload(
+                st.table,
+                st.record,
+                name,
+                self.spool.data_path(st.sid),
+                size=size,
+                replaces=st.replaces,
+            )
         if stored.sys_id in st.replaces:
             # Never taken as stored: the delete that follows would remove the only copy.
             raise ServerError(
