@@ -26,6 +26,7 @@ from typing import Any
 
 from bench import util
 from bench.data import AUTH, Dataset, MiB
+from snfs.children import snfs_command
 from snfs.compressible import gzip_pays
 
 CURL = ["curl", "-sS", "-f", "-u", f"{AUTH[0]}:{AUTH[1]}"]
@@ -639,7 +640,7 @@ def case_cp_r(ctx: Ctx, case: Case, system: str, rep: int) -> dict[str, Any]:
                     # With --write-back cp returns before the uploads end: the clock runs until
                     # `snfs sync` says the instance has every file (without it, sync returns at
                     # once, so both modes are timed the same way).
-                    util.run([sys.executable, "-m", "snfs", "sync", str(mp)])
+                    util.run(snfs_command("sync", str(mp)))
                 if system == "rclone":
                     ctx.mounts["rclone"].wait_uploads(
                         [

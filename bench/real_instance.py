@@ -28,6 +28,7 @@ from pathlib import Path
 import httpx
 
 from bench import util
+from snfs.children import snfs_command
 from snfs.emulator.db import seed_attachments
 from snfs.emulator.launch import Launched, launch
 
@@ -46,7 +47,7 @@ class Mount:
         work.mkdir(parents=True, exist_ok=True)
         self.mountpoint, self.log = work / "mnt", work / "mount.log"
         self.mountpoint.mkdir(exist_ok=True)
-        cmd = [sys.executable, "-m", "snfs", "mount", url, str(self.mountpoint), "--user", user]
+        cmd = [*snfs_command("mount"), url, str(self.mountpoint), "--user", user]
         cmd += ["--spool-dir", str(work / "spool"), "--cache-dir", str(work / "cache"), *args]
         self.proc = subprocess.Popen(
             cmd,

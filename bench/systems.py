@@ -16,6 +16,7 @@ from urllib.parse import quote
 import httpx
 
 from bench import util
+from snfs.children import snfs_command
 from snfs.emulator.launch import launch
 
 REPO = Path(__file__).resolve().parent.parent
@@ -50,8 +51,8 @@ class SnfsMount:
         name: str = "snfs",
         source: Path = REPO,
     ) -> None:
-        """`source`: the checkout whose `snfs` runs (`python -m snfs` imports the package in
-        its working directory first): this one, or a baseline's (`--baseline`)."""
+        """`source`: the checkout whose `snfs` runs (put first on the child's path): this one,
+        or a baseline's (`--baseline`)."""
         self.url = url
         self.work = work
         self.extra = extra or []
@@ -74,10 +75,7 @@ class SnfsMount:
         state.mkdir(exist_ok=again)
         log_file = run / "mount.log"
         cmd = [
-            sys.executable,
-            "-m",
-            "snfs",
-            "mount",
+            *snfs_command("mount"),
             self.url,
             str(mp),
             "--user",
@@ -88,8 +86,14 @@ class SnfsMount:
             str(state / "cache"),
             *self.extra,
         ]
+        # The package of `source` (this checkout or a baseline's), named explicitly: the
+        # child runs with `-P`, so its working directory is never on its path.
         env = dict(
-            os.environ, SNFS_PASSWORD="admin", XDG_STATE_HOME=str(state), XDG_CACHE_HOME=str(state)
+            os.environ,
+            SNFS_PASSWORD="admin",
+            XDG_STATE_HOME=str(state),
+            XDG_CACHE_HOME=str(state),
+            PYTHONPATH=str(self.source),
         )
         self.proc = subprocess.Popen(
             cmd,
