@@ -78,8 +78,8 @@ _PART = ".part"
 _LOCK = ".lock"
 RANGE_AHEAD = 8 * 2**20  # a read this far past the watermark may use its own range fetch
 COPY_CHUNK = 2**20
-# Blocks an entry keeps in memory (`_Entry.recent`): the one a reader waits for, and the one
-# the worker fills next (the bytes that end a block land with the first bytes of the next).
+# Blocks an entry keeps in memory (`_Entry.recent`) while a reader waits: the one it waits
+# for and the ones that land with it (a batch may end a block and begin the next).
 RECENT_BLOCKS = 3
 _NO_NEED = 2**63  # `_Entry.need` while no reader waits
 

@@ -50,7 +50,7 @@ class _Response(http.client.HTTPResponse):
         self.fp = cast(Any, sock.makefile("rb", buffering=BUFFER))
 
     def readinto1(self, buffer: WriteableBuffer) -> int:
-        """`read1` into `buffer`: at most one receive (straight into `b`, when `b` is larger than
+        """`read1` into `buffer`: at most one receive (straight into it, when it is larger than
         the read buffer), chunked transfer coding undone; 0 at the body's end. Mirrors
         `read1` and `_read1_chunked` of Python 3.11's http.client, whose chunk bookkeeping
         (`_get_chunk_left`, `chunk_left`) it shares."""

@@ -336,21 +336,10 @@ def test_a_body_cut_short_is_a_protocol_error_and_its_connection_not_kept() -> N
     so, as h11 would (the worker's resume logic takes it as a break), and keeps no connection
     that is in the middle of an answer. The server is a socket of the test's: the emulator
     cannot announce more bytes than it sends."""
-    import socket
-
     import httpx
 
-    srv = socket.create_server(("127.0.0.1", 0))
-    port = srv.getsockname()[1]
-
-    def serve() -> None:
-        conn, _ = srv.accept()
-        with conn:
-            conn.recv(65536)
-            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n" + b"x" * 50)
-
-    t = threading.Thread(target=serve)
-    t.start()
+    raw = b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n" + b"x" * 50
+    port, t, srv = _serve_once(raw, hang_up=True)
     transport = wire.WireTransport(verify=True, timeout=5, pool=2)
     try:
         with (
@@ -361,7 +350,6 @@ def test_a_body_cut_short_is_a_protocol_error_and_its_connection_not_kept() -> N
             b"".join(r.iter_bytes())
         assert not any(transport._idle.values())
     finally:
-        t.join(5)
         srv.close()
 
 
