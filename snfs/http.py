@@ -846,7 +846,8 @@ class HttpCore:
     ) -> None:
         """`stream`, with the bytes received, checked and put into `sink` by a worker thread
         (`snfs.transfer`): the same resume budget, the same checks of each answer, the same
-        rule that the last piece waits for the whole body's verification. The event loop
+        rule that the body's end (here the file's last byte) waits for the whole body's
+        verification. The event loop
         takes the session, authorizes each attempt and decides what follows a break."""
         fetch = fetch or Fetch()
         run = _Run(offset, expected_size)
