@@ -7,6 +7,8 @@ from __future__ import annotations
 import random
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from snfs import transfer
 from snfs.transfer import BLOCK, Block, BlockPool, Blocks
@@ -133,3 +135,54 @@ def test_a_new_block_has_its_size_with_or_without_the_resize(
         monkeypatch.setattr(transfer, "_resize", None)
     block = transfer._allocate(4096)
     assert isinstance(block, Block) and len(block) == 4096
+
+
+_SIZES = st.one_of(st.integers(1, 5000), st.integers(BLOCK - 10, BLOCK + 10))
+_OPS = st.lists(
+    st.tuples(st.sampled_from(["receive", "add", "take", "fresh"]), _SIZES), max_size=12
+)
+
+
+@settings(max_examples=150, deadline=None, derandomize=True)
+@given(
+    start=st.integers(0, 3 * BLOCK), size_known=st.booleans(), longer=st.integers(0, 2), ops=_OPS
+)
+def test_blocks_against_a_model(start: int, size_known: bool, longer: int, ops: list) -> None:
+    """Any order of receives, stream pieces, takes and hand-overs to the check: what is taken
+    is the body in order, never past the held byte before the release; what the check sees
+    is the body in order, each byte once; every view lies in one block aligned to the file.
+    `longer`: a body that many bytes longer than the file's size (a wrong body)."""
+    body = random.Random(start).randbytes(sum(n for op, n in ops if op in ("receive", "add")))
+    total = start + len(body) - longer if size_known else None
+    blocks = Blocks(start, total)
+    taken, seen, pos = bytearray(), bytearray(), 0
+
+    def check_views(views: list[memoryview]) -> None:
+        for v in views:
+            block = v.obj
+            assert isinstance(block, Block)
+            assert block.base + len(block) == (block.base // BLOCK + 1) * BLOCK
+
+    for op, n in ops:
+        if op in ("receive", "add"):
+            chunk = body[pos : pos + n]
+            (receive if op == "receive" else lambda b, d, s: b.add(d))(blocks, chunk, n)
+            pos += n
+        elif op == "take":
+            views = blocks.take()
+            check_views(views)
+            before = start + len(taken)
+            taken += joined(views)
+            # Up to the held byte: the last received, or the file's last where its size is known.
+            held = start + pos - 1 if total is None else min(start + pos, total - 1)
+            assert start + len(taken) == max(before, held)
+        else:
+            views = blocks.fresh()
+            check_views(views)
+            seen += joined(views)
+            assert bytes(seen) == body[:pos]
+        assert bytes(taken) == body[: len(taken)]
+    seen += joined(blocks.fresh())
+    blocks.release()
+    taken += joined(blocks.take())
+    assert bytes(taken) == body and bytes(seen) == body
