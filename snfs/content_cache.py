@@ -15,9 +15,10 @@ streams the content from ``offset`` to the end.
   next mount with the same disk_dir reuses it; ``*.part`` files are removed at start.
 * Given `into` (the mount gives `Backend.stream_into`), a large file's bytes are received,
   verified and written by a worker thread per download (`snfs.transfer`); this module's task
-  only waits for it and moves the watermark as batches land (`_landed`). Readers, pins, the
-  budget, pauses and resumes work the same on both paths (docs/ARCHITECTURE.md, "The data
-  path").
+  only waits for it and moves the watermark as batches land (`_landed`). A reader that waited
+  for bytes at the download's front is answered with a view of the worker's block they landed
+  in, not a `pread` (`_Entry.recent`). Readers, pins, the budget, pauses and resumes work the
+  same on both paths (docs/ARCHITECTURE.md, "The data path").
 * The disk budget is enforced when bytes are added: least-recently-used entries that are not
   pinned (no in-flight read, no running download) are deleted. Pinned entries may push the total
   over the budget (e.g. one file bigger than the whole budget stays readable); the excess is
