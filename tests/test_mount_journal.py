@@ -15,7 +15,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -24,6 +23,7 @@ from typing import Any
 
 import pytest
 
+from snfs.children import snfs_command
 from tests.support.emulator_proc import EmulatorProc, start_emulator
 from tests.support.mount_proc import MountProc, start_mount, stop_mount
 from tests.support.waiting import in_thread
@@ -64,9 +64,7 @@ def digest(data: bytes) -> str:
 
 
 def snfs(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "snfs", *args], capture_output=True, text=True, timeout=180
-    )
+    return subprocess.run(snfs_command(*args), capture_output=True, text=True, timeout=180)
 
 
 def until(get: Callable[[], Any], ok: Callable[[Any], bool], timeout: float = 60.0) -> Any:

@@ -9,11 +9,11 @@ import hashlib
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from snfs.children import snfs_command
 from tests.support.emulator_proc import EmulatorProc, start_emulator
 from tests.support.mount_proc import MountProc, start_mount
 from tests.support.waiting import eventually
@@ -49,9 +49,7 @@ def new_record(emu: EmulatorProc) -> str:
 
 
 def snfs(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "snfs", *args], capture_output=True, text=True, timeout=120
-    )
+    return subprocess.run(snfs_command(*args), capture_output=True, text=True, timeout=120)
 
 
 def test_cp_r_then_sync_stores_every_file_exactly_once(

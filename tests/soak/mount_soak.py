@@ -47,6 +47,7 @@ ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from snfs.children import snfs_command  # noqa: E402
 from tests.soak.model import (  # noqa: E402
     ABSENT,
     HANG,
@@ -567,7 +568,7 @@ class Soak:
         assert self.mnt is not None
         try:
             r = subprocess.run(
-                [sys.executable, "-m", "snfs", "sync", str(self.mnt.mountpoint), "--json"],
+                snfs_command("sync", str(self.mnt.mountpoint), "--json"),
                 capture_output=True,
                 timeout=OP_TIMEOUT,
                 cwd=ROOT,
