@@ -73,7 +73,6 @@ Fetch = Callable[[str, int], AsyncIterator[bytes]]
 # thread (`snfs.transfer`): how a large file reaches the disk when the cache is given one.
 Into = Callable[[str, int, Sink], Awaitable[None]]
 
-WRITE_BATCH = 1 << 20  # bytes gathered before a disk-cache write when nobody waits
 _SYS_ID = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")  # file ids; also safe cache file names
 _PART = ".part"
 _LOCK = ".lock"
@@ -580,7 +579,7 @@ class ContentCache:
                 if entry.dead is not None:  # forgotten while we were waiting for this chunk
                     return
                 buf += chunk
-                if len(buf) >= WRITE_BATCH or entry.waiting:
+                if len(buf) >= transfer.BATCH or entry.waiting:
                     self._append(entry, buf)
                     buf.clear()
                     self._maybe_pause(entry)

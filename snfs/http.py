@@ -86,7 +86,7 @@ from snfs.errors import (
     Unsupported,
 )
 from snfs.secrets import Secret
-from snfs.transfer import BATCH, Blocks, Sink, Stop, in_worker, put
+from snfs.transfer import Blocks, Sink, Stop, in_worker, put
 
 log = logging.getLogger("snfs.http")
 
@@ -1037,8 +1037,7 @@ class _WorkerAttempt:
 
     def _batch(self, blocks: Blocks, answer: WorkerAnswer) -> None:
         """Put what was gathered: a whole batch, or less when a reader waits for it."""
-        ready = blocks.ready
-        if ready >= BATCH or (ready and self.sink.urgent(ready)):
+        if blocks.due(self.sink):
             _absorb(answer, blocks)
             self.state.delivered += put(self.sink, blocks.take())
 

@@ -191,6 +191,11 @@ class Blocks:
         """How many bytes `take` would hand over."""
         return self._end() - self.taken
 
+    def due(self, sink: Sink) -> bool:
+        """Whether to put now: a whole batch is ready, or less that a reader waits for."""
+        ready = self.ready
+        return ready >= BATCH or (ready > 0 and sink.urgent(ready))
+
     def _end(self) -> int:
         if self.released:
             return self.pos
@@ -199,7 +204,8 @@ class Blocks:
 
     def take(self) -> list[memoryview]:
         """Views of the bytes not handed over yet (but the held one), in order."""
-        pieces, self.taken = self._views(self.taken, self._end()), self._end()
+        end = self._end()
+        pieces, self.taken = self._views(self.taken, end), end
         # The block being filled stays, and one with bytes not taken or not seen yet.
         keep = min(self.taken, self.seen)
         self._blocks = [b for b in self._blocks[:-1] if b.base + len(b) > keep] + self._blocks[-1:]
@@ -341,8 +347,7 @@ async def feed(chunks: AsyncIterator[bytes], sink: Sink, pos: int) -> None:
     try:
         async for chunk in chunks:
             blocks.add(chunk)
-            ready = blocks.ready
-            if ready >= BATCH or (ready and sink.urgent(ready)):
+            if blocks.due(sink):
                 await trio.to_thread.run_sync(put, sink, blocks.take())
     except Stop:
         stopped = True

@@ -20,7 +20,7 @@ import pytest
 
 from snfs.emulator.demo_data import demo_id
 from tests.support.client_support import shared_emulator
-from tests.support.emulator_proc import EmulatorProc
+from tests.support.emulator_proc import EmulatorProc, self_signed_cert
 from tests.support.mount_proc import IN_CI, MountProc, start_mount, stop_mount
 from tests.support.waiting import eventually
 
@@ -182,14 +182,7 @@ def test_mfa_hint_names_options_that_exist(emu: EmulatorProc, tmp_path: Path) ->
 def test_tls_certificate_not_trusted_is_named_and_not_retried(
     emulator_factory, tmp_path: Path
 ) -> None:
-    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"]
-        + ["-keyout", str(key), "-out", str(cert), "-subj", "/CN=localhost"]
-        + ["-addext", "subjectAltName=IP:127.0.0.1"],
-        check=True,
-        capture_output=True,
-    )
+    cert, key = self_signed_cert(tmp_path)
     tls = emulator_factory("--demo", "--certfile", str(cert), "--keyfile", str(key))
     assert tls.url.startswith("https://")
     m = start_mount(tls.url, tmp_path / "mp", tmp_path / "w", "-vv", expect_fail=True)

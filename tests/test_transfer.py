@@ -9,7 +9,6 @@ it writes (the emulator cannot slow a client's own thread down): held at a gate,
 from __future__ import annotations
 
 import hashlib
-import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -25,6 +24,7 @@ from snfs.compressible import gzip_pays
 from snfs.content_cache import ContentCache
 from snfs.errors import AuthError, CertificateError, NotTheContent
 from tests.support.client_support import client, fresh, new_record, payload, shared_emulator
+from tests.support.emulator_proc import self_signed_cert
 from tests.support.waiting import eventually_async
 from tests.test_client_auth import oauth
 
@@ -295,14 +295,7 @@ async def test_gzip_always_asks_for_gzip_for_any_file(emu) -> None:
 @pytest.fixture
 def tls_emu(emulator_factory, tmp_path) -> tuple[Any, Path]:
     """An emulator behind TLS with a self-signed certificate, and that certificate."""
-    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"]
-        + ["-keyout", str(key), "-out", str(cert), "-subj", "/CN=localhost"]
-        + ["-addext", "subjectAltName=IP:127.0.0.1"],
-        check=True,
-        capture_output=True,
-    )
+    cert, key = self_signed_cert(tmp_path)
     return emulator_factory(
         "--state-delay", "0", "--certfile", str(cert), "--keyfile", str(key)
     ), cert

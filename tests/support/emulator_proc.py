@@ -7,6 +7,7 @@ The process is always stopped by pid, even when the test fails or times out.
 from __future__ import annotations
 
 import json
+import subprocess
 import urllib.error
 import urllib.request
 from base64 import b64encode
@@ -75,3 +76,17 @@ def start_emulator(
     """Run `snfs emulator --port 0 --data DIR ARGS...`; return once it prints its address."""
     e = launch(data_dir, *args, timeout=timeout, log=log)
     return EmulatorProc(e.url, e.proc, e.data_dir, e.args)
+
+
+def self_signed_cert(where: Path) -> tuple[Path, Path]:
+    """A self-signed certificate for 127.0.0.1 and its key, in `where` (an emulator's
+    --certfile and --keyfile: TLS that no default trust store accepts)."""
+    cert, key = where / "cert.pem", where / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"]
+        + ["-keyout", str(key), "-out", str(cert), "-subj", "/CN=localhost"]
+        + ["-addext", "subjectAltName=IP:127.0.0.1"],
+        check=True,
+        capture_output=True,
+    )
+    return cert, key
